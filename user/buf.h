@@ -1,0 +1,25 @@
+/* Growable byte buffer used for socket I/O, HTTP heads and JSON lines. */
+#ifndef PSD2EDGE_BUF_H
+#define PSD2EDGE_BUF_H
+
+#include <stddef.h>
+
+struct buf {
+	char *data;
+	size_t len; /* bytes held, starting at data + off */
+	size_t off; /* bytes already consumed at the front */
+	size_t cap;
+};
+
+/* Start of the unconsumed bytes. */
+static inline char *buf_head(const struct buf *b) { return b->data ? b->data + b->off : NULL; }
+
+int buf_reserve(struct buf *b, size_t extra);           /* 0 or -1 (ENOMEM) */
+int buf_append(struct buf *b, const void *p, size_t n); /* 0 or -1 */
+int buf_append_str(struct buf *b, const char *s);
+int buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void buf_consume(struct buf *b, size_t n); /* drop n bytes from the front */
+void buf_reset(struct buf *b);             /* empty, keeps the allocation */
+void buf_free(struct buf *b);
+
+#endif

@@ -1,0 +1,46 @@
+/* X.509 helpers on OpenSSL: thumbprints, PEM input from the control socket, and the
+ * trust store (client CA bundle + optional CRL) used both by the TLS context and by bind. */
+#ifndef PSD2EDGE_CERT_H
+#define PSD2EDGE_CERT_H
+
+#include <openssl/x509.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#define CERT_THUMB_LEN 32 /* SHA-256 */
+#define CERT_THUMB_HEX_LEN 64
+#define CERT_MAX_PEM_BYTES (64 * 1024)
+
+struct cert_info {
+	uint8_t thumb[CERT_THUMB_LEN];
+	char subject[256]; /* RFC 2253, truncated */
+	char issuer[256];
+	char serial[80];   /* uppercase hex */
+	int64_t not_before, not_after; /* unix seconds */
+};
+
+/* SHA-256 of the DER encoding. 0 or -1. */
+int cert_thumbprint(X509 *x, uint8_t out[CERT_THUMB_LEN]);
+void cert_thumb_to_hex(const uint8_t thumb[CERT_THUMB_LEN], char out[CERT_THUMB_HEX_LEN + 1]);
+/* Parses 64 hex digits (either case). 0 or -1. */
+int cert_thumb_from_hex(const char *hex, size_t len, uint8_t out[CERT_THUMB_LEN]);
+
+/* Parses exactly one PEM certificate (bounded by CERT_MAX_PEM_BYTES); trailing non-PEM text is
+ * refused. On failure -1 with a message in err ("not a PEM certificate", ...). */
+int cert_from_pem(const char *pem, size_t len, X509 **out, char *err, size_t errlen);
+int cert_get_info(X509 *x, struct cert_info *out);
+
+struct cert_store;
+/* Loads the CA bundle (all certificates in the file) and, when crl_path is non-NULL, the CRL(s),
+ * enabling CRL checks for the leaf. -1 with err on failure. */
+int cert_store_load(const char *ca_path, const char *crl_path, struct cert_store **out, char *err,
+		    size_t errlen);
+void cert_store_free(struct cert_store *s);
+/* The underlying store (for SSL_CTX_set1_verify_cert_store); owned by s. */
+X509_STORE *cert_store_x509(struct cert_store *s);
+/* Full chain verification of x at time now (purpose: TLS client). 0 or -1 with the OpenSSL
+ * reason in err ("certificate has expired", "unable to get local issuer certificate", ...). */
+int cert_store_verify(struct cert_store *s, X509 *x, time_t now, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,65 @@
+/* The control plane: a Unix-domain socket speaking JSON lines (one request object per line,
+ * one response object per line), authorised by SO_PEERCRED. Every change is committed to the
+ * registry before it is acknowledged, and only then reported to the daemon through the hooks
+ * (which close live connections and update the BPF maps). */
+#ifndef PSD2EDGE_CONTROL_H
+#define PSD2EDGE_CONTROL_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "cert.h"
+#include "ev.h"
+#include "registry.h"
+
+#define CONTROL_MAX_LINE (256 * 1024)
+
+enum control_event_kind {
+	CONTROL_CLIENT_BOUND,    /* a certificate was bound (or added for rotation) */
+	CONTROL_CERT_UNBOUND,    /* one certificate removed; thumb set */
+	CONTROL_CLIENT_UNBOUND,  /* whole client removed */
+	CONTROL_CLIENT_REVOKED,  /* every active certificate revoked: cut live connections */
+	CONTROL_DENY_ADDED,      /* cidr set */
+	CONTROL_DENY_REMOVED,    /* cidr set */
+};
+
+struct control_event {
+	enum control_event_kind kind;
+	const char *client_id;
+	uint32_t slot;
+	const uint8_t *thumb; /* CERT_THUMB_LEN bytes or NULL */
+	const char *cidr;
+};
+
+struct control_hooks {
+	void *arg;
+	void (*on_event)(void *arg, const struct control_event *ev);
+	/* Adds daemon-wide figures ("connections", "requests", BPF counters...) to obj. */
+	void (*fill_stats)(void *arg, json_t *obj);
+};
+
+struct control_ctx {
+	struct registry *reg;
+	struct cert_store *trust; /* client CA bundle + CRL: a bound certificate must chain to it */
+	struct control_hooks hooks;
+};
+
+/* Handles one request line (without the newline) from a peer with the given uid and returns
+ * the response line (malloc'd, no newline). Never fails to answer: malformed input gets
+ * {"ok":false,"error":"..."} and leaves the registry unchanged. */
+char *control_handle_line(struct control_ctx *ctx, const char *line, size_t len, uid_t uid);
+
+struct control_server;
+/* Creates the socket at path (mode 0600, or 0660 with group gid when use_group) and serves it on
+ * loop. Peers whose uid is neither 0 nor the daemon's, and who are not in gid when use_group, are
+ * refused. -1 with err on failure. */
+int control_server_start(struct ev_loop *loop, const char *path, bool use_group, gid_t gid,
+			 struct control_ctx *ctx, struct control_server **out, char *err,
+			 size_t errlen);
+/* Closes the socket and every control connection, and unlinks the path. */
+void control_server_stop(struct control_server *srv);
+
+#endif

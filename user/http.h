@@ -1,0 +1,123 @@
+/* HTTP/1.1 message parsing (requests from TPPs, responses from the upstream) on Node's
+ * http_parser, plus the serialisation of what the gateway forwards. Framing that is ambiguous
+ * under RFC 9112 §6 is refused (400), never normalised and passed on. */
+#ifndef PSD2EDGE_HTTP_H
+#define PSD2EDGE_HTTP_H
+
+#include <http_parser.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "buf.h"
+
+#ifndef HTTP_MAX_HEADERS
+#define HTTP_MAX_HEADERS 100
+#endif
+
+enum http_msg_state {
+	HTTP_MSG_HEAD,  /* reading the start line and headers */
+	HTTP_MSG_BODY,  /* head complete; body bytes (if any) follow */
+	HTTP_MSG_DONE,  /* message complete; feed stops here (pipelined bytes are left unconsumed) */
+	HTTP_MSG_ERROR, /* see error_status / error_reason */
+};
+
+struct http_limits {
+	size_t max_header_bytes; /* start line + headers; beyond: 431 */
+	uint64_t max_body_bytes; /* beyond: 413 */
+	size_t max_buffered_body; /* when buffer_body is set; beyond: 413 */
+};
+
+struct http_header {
+	uint32_t name_off, name_len; /* into head */
+	uint32_t value_off, value_len;
+};
+
+struct http_msg {
+	http_parser parser;
+	enum http_parser_type type; /* HTTP_REQUEST or HTTP_RESPONSE */
+	const struct http_limits *limits;
+	enum http_msg_state state;
+	int error_status;         /* 400, 413, 431 (requests); 502 (responses) */
+	const char *error_reason; /* static text for the log / error_description */
+
+	/* Head, valid from HTTP_MSG_BODY on. Header names keep their case in head. */
+	struct buf head;
+	struct http_header hdr[HTTP_MAX_HEADERS];
+	unsigned n_hdr;
+	uint32_t url_off, url_len; /* requests */
+	unsigned method;           /* enum http_method, requests */
+	unsigned status_code;      /* responses */
+	unsigned short http_major, http_minor;
+	bool keep_alive;   /* after this message, per http_should_keep_alive() */
+	bool chunked;      /* Transfer-Encoding: chunked */
+	bool has_content_length;
+	uint64_t content_length;
+	bool expect_continue; /* request carries Expect: 100-continue */
+	bool no_body;         /* response to HEAD, 1xx, 204, 304: set before feeding (skip_body) */
+	bool read_until_close; /* response delimited by the connection closing */
+
+	/* When buffer_body is set before the head completes, body bytes are also collected here
+	 * (bounded by limits->max_buffered_body). */
+	bool buffer_body;
+	struct buf body;
+	uint64_t body_bytes; /* body bytes seen so far */
+
+	/* internal parser state */
+	unsigned hdr_state;
+	size_t head_bytes;
+};
+
+/* Called with each piece of the (de-chunked) body, in order. Return 0, or -1 to abort. */
+typedef int http_body_fn(void *arg, const char *data, size_t len);
+
+void http_msg_init(struct http_msg *m, enum http_parser_type type, const struct http_limits *lim);
+/* Ready for the next message on the same connection; keeps allocations. */
+void http_msg_reset(struct http_msg *m);
+void http_msg_free(struct http_msg *m);
+
+/* Feeds bytes and returns how many were consumed. Consumption stops right after the head
+ * completes (state becomes HTTP_MSG_BODY, or HTTP_MSG_DONE when there is no body) so the caller
+ * can decide before any body byte is handled; call again to go on. It also stops at the end of
+ * the message. On error the state is HTTP_MSG_ERROR. */
+size_t http_msg_feed(struct http_msg *m, const char *data, size_t len, http_body_fn *on_body,
+		     void *arg);
+/* The peer closed: completes a read-until-close response, else an error if mid-message. */
+void http_msg_feed_eof(struct http_msg *m, http_body_fn *on_body, void *arg);
+
+/* Case-insensitive lookup; returns the first value (not NUL-terminated) or NULL. *count (when
+ * non-NULL) receives how many headers have that name. */
+const char *http_msg_header(const struct http_msg *m, const char *name, size_t *len,
+			    unsigned *count);
+static inline const char *http_msg_url(const struct http_msg *m) { return buf_head(&m->head) + m->url_off; }
+
+/* What the gateway adds to a forwarded request. */
+struct http_forward {
+	const char *client_id;
+	const char *cert_sha256_hex;
+	const char *forwarded_for; /* the TPP's address */
+	const char *request_id;
+	const char *host;          /* upstream Host header value */
+	const char *base_path;     /* upstream URL path prefix, "" for none */
+};
+
+/* Writes the request head for the upstream: start line (base_path + url), end-to-end headers
+ * (hop-by-hop ones, Expect, and client copies of X-Client-Id, X-Client-Cert-Sha256,
+ * X-Forwarded-For and X-Request-Id are dropped), the gateway's own headers, and framing:
+ * Content-Length as received, or Transfer-Encoding: chunked when the request was chunked. */
+int http_write_request_head(const struct http_msg *req, const struct http_forward *fwd,
+			    struct buf *out);
+/* Writes the response head for the client: status line, end-to-end headers, framing
+ * (Content-Length when known, else chunked to a keep-alive HTTP/1.1 client, else close) and
+ * Connection. *chunked_out tells the caller whether body pieces must be written as chunks. */
+int http_write_response_head(const struct http_msg *resp, bool keep_alive, const char *request_id,
+			     struct buf *out, bool *chunked_out);
+/* One chunk; len 0 writes the last chunk. */
+int http_write_chunk(struct buf *out, const char *data, size_t len);
+/* A complete error response with a JSON body {"error":...,"error_description":...};
+ * retry_after 0 omits Retry-After. */
+int http_write_error(struct buf *out, int status, const char *error, const char *description,
+		     unsigned retry_after, bool keep_alive, const char *request_id);
+const char *http_status_text(int status);
+
+#endif

@@ -1,0 +1,114 @@
+/* The durable registry: clients, their bound certificates, the deny-list and an audit trail,
+ * in SQLite (WAL, synchronous=FULL), plus an in-memory index by thumbprint that the workers
+ * read on every request. Every mutation commits before it returns (and only then is
+ * acknowledged) and is recorded in the audit trail with the peer uid that made it.
+ *
+ * Threads: mutations and listings run on one thread (the control plane); registry_lookup()
+ * may be called from any thread at any time. */
+#ifndef PSD2EDGE_REGISTRY_H
+#define PSD2EDGE_REGISTRY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "cert.h"
+
+#define REGISTRY_SCHEMA_VERSION 1
+#define REGISTRY_CLIENT_ID_MAX 64 /* bytes, printable ASCII without space, '"' or '\' */
+#define REGISTRY_MAX_ACTIVE_CERTS 2 /* one, plus one during a rotation */
+
+enum registry_status {
+	REG_OK = 0,
+	REG_ERR_INVALID = -1,     /* bad argument (client_id syntax, ...) */
+	REG_ERR_NOT_FOUND = -2,   /* no such client / certificate */
+	REG_ERR_CONFLICT = -3,    /* certificate bound to another client, or already bound here */
+	REG_ERR_REVOKED = -4,     /* certificate was revoked: final */
+	REG_ERR_NEED_ROTATE = -5, /* client has an active certificate and --rotate was not given */
+	REG_ERR_LIMIT = -6,       /* would exceed REGISTRY_MAX_ACTIVE_CERTS */
+	REG_ERR_IO = -7,          /* SQLite failure; nothing was changed */
+};
+
+enum cert_state { CERT_ACTIVE = 0, CERT_REVOKED = 1 };
+
+/* What a worker needs to decide a request, copied out of the index. */
+struct registry_binding {
+	char client_id[REGISTRY_CLIENT_ID_MAX + 1];
+	uint32_t slot;     /* the client's index in the BPF clients map, stable for its lifetime */
+	enum cert_state state;
+	int64_t not_before, not_after;
+};
+
+struct registry_cert {
+	struct cert_info info;
+	char client_id[REGISTRY_CLIENT_ID_MAX + 1];
+	enum cert_state state;
+	int64_t bound_at, revoked_at; /* unix seconds; revoked_at 0 when active */
+};
+
+struct registry_client {
+	char client_id[REGISTRY_CLIENT_ID_MAX + 1];
+	uint32_t slot;
+	int64_t created_at;
+	unsigned n_certs; /* active and revoked ones, newest first */
+	struct registry_cert *certs;
+};
+
+struct registry_audit_entry {
+	int64_t id, ts;
+	uid_t uid;
+	char action[32]; /* bind, rotate, unbind, unbind-cert, revoke, deny-add, deny-del */
+	char client_id[REGISTRY_CLIENT_ID_MAX + 1];
+	char thumb_hex[CERT_THUMB_HEX_LEN + 1]; /* "" when not about one certificate */
+	char detail[256];
+};
+
+struct registry;
+
+/* Opens or creates the database (creating its directory), migrates the schema to
+ * REGISTRY_SCHEMA_VERSION and builds the index. -1 with err on failure. */
+int registry_open(const char *path, struct registry **out, char *err, size_t errlen);
+void registry_close(struct registry *reg);
+
+bool registry_client_id_valid(const char *client_id);
+
+/* Index lookup by thumbprint: REG_OK and *out filled, or REG_ERR_NOT_FOUND. */
+int registry_lookup(struct registry *reg, const uint8_t thumb[CERT_THUMB_LEN],
+		    struct registry_binding *out);
+
+/* Mutations. The caller has already verified the certificate (chain, validity). On failure
+ * nothing changed and err names the problem; on success *slot (when non-NULL) is the client's
+ * slot. */
+int registry_bind(struct registry *reg, const char *client_id, const struct cert_info *ci,
+		  const char *pem, bool rotate, uid_t uid, uint32_t *slot, char *err, size_t errlen);
+/* Removes every active certificate and the client itself (it can be enrolled again); revoked
+ * certificates stay revoked. */
+int registry_unbind_client(struct registry *reg, const char *client_id, uid_t uid, uint32_t *slot,
+			   char *err, size_t errlen);
+int registry_unbind_cert(struct registry *reg, const char *client_id,
+			 const uint8_t thumb[CERT_THUMB_LEN], uid_t uid, uint32_t *slot, char *err,
+			 size_t errlen);
+/* Marks every active certificate of the client revoked (final). */
+int registry_revoke(struct registry *reg, const char *client_id, uid_t uid, uint32_t *slot,
+		    char *err, size_t errlen);
+
+/* Listings (allocating; free with registry_client_free / free()). */
+int registry_get_client(struct registry *reg, const char *client_id, struct registry_client *out);
+void registry_client_free(struct registry_client *c);
+int registry_list_clients(struct registry *reg, struct registry_client **out, size_t *n);
+void registry_clients_free(struct registry_client *list, size_t n);
+/* Newest first; client_id NULL for all; at most limit entries. */
+int registry_audit(struct registry *reg, const char *client_id, size_t limit,
+		   struct registry_audit_entry **out, size_t *n);
+
+/* Deny-list: CIDRs in canonical text form ("10.0.0.0/8", "2001:db8::/32"). */
+int registry_deny_add(struct registry *reg, const char *cidr, uid_t uid, char *err, size_t errlen);
+int registry_deny_del(struct registry *reg, const char *cidr, uid_t uid, char *err, size_t errlen);
+int registry_deny_list(struct registry *reg, char ***out, size_t *n); /* free each and the array */
+
+/* PEMs of every active certificate, for re-verification when the CA bundle or CRL changes. */
+typedef void registry_cert_fn(void *arg, const struct registry_cert *c, const char *pem);
+int registry_foreach_active_cert(struct registry *reg, registry_cert_fn *fn, void *arg);
+
+#endif
