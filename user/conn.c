@@ -1,0 +1,168 @@
+#include "conn.h"
+
+#include <errno.h>
+#include <openssl/err.h>
+#include <openssl/x509v3.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+int conn_init(struct conn *c, int fd, SSL_CTX *ctx, bool server, const char *sni,
+	      const char *verify_host)
+{
+	memset(c, 0, sizeof(*c));
+	c->fd = fd;
+	if (!ctx) {
+		c->handshake_done = true;
+		return 0;
+	}
+	c->ssl = SSL_new(ctx);
+	if (!c->ssl || SSL_set_fd(c->ssl, fd) != 1)
+		goto fail;
+	if (server) {
+		SSL_set_accept_state(c->ssl);
+		return 0;
+	}
+	SSL_set_connect_state(c->ssl);
+	if (sni && SSL_set_tlsext_host_name(c->ssl, sni) != 1)
+		goto fail;
+	if (verify_host) {
+		X509_VERIFY_PARAM *param = SSL_get0_param(c->ssl);
+		/* An IP literal must match an IP SAN, a name a DNS SAN. */
+		if (X509_VERIFY_PARAM_set1_ip_asc(param, verify_host) != 1 &&
+		    SSL_set1_host(c->ssl, verify_host) != 1)
+			goto fail;
+	}
+	return 0;
+fail:
+	ERR_clear_error();
+	SSL_free(c->ssl);
+	c->ssl = NULL;
+	return -1;
+}
+
+/* Maps an OpenSSL failure to conn semantics; returns -1 with errno set. */
+static int ssl_failure(struct conn *c, int ret, bool reading)
+{
+	int err = SSL_get_error(c->ssl, ret);
+	switch (err) {
+	case SSL_ERROR_WANT_READ:
+		if (!reading)
+			c->write_wants_read = true;
+		errno = EAGAIN;
+		return -1;
+	case SSL_ERROR_WANT_WRITE:
+		if (reading)
+			c->read_wants_write = true;
+		errno = EAGAIN;
+		return -1;
+	case SSL_ERROR_ZERO_RETURN:
+		return 0;
+	case SSL_ERROR_SYSCALL:
+		snprintf(c->error, sizeof(c->error), "%s",
+			 errno ? strerror(errno) : "unexpected EOF");
+		if (!errno)
+			errno = ECONNRESET;
+		ERR_clear_error();
+		return -1;
+	default: {
+		unsigned long e = ERR_get_error();
+		if (e)
+			ERR_error_string_n(e, c->error, sizeof(c->error));
+		else
+			snprintf(c->error, sizeof(c->error), "TLS error %d", err);
+		ERR_clear_error();
+		errno = EPROTO;
+		return -1;
+	}
+	}
+}
+
+enum conn_result conn_handshake(struct conn *c)
+{
+	if (c->handshake_done)
+		return CONN_DONE;
+	c->read_wants_write = c->write_wants_read = false;
+	ERR_clear_error();
+	int ret = SSL_do_handshake(c->ssl);
+	if (ret == 1) {
+		c->handshake_done = true;
+		return CONN_DONE;
+	}
+	int err = SSL_get_error(c->ssl, ret);
+	if (err == SSL_ERROR_WANT_READ)
+		return CONN_AGAIN;
+	if (err == SSL_ERROR_WANT_WRITE) {
+		c->read_wants_write = true;
+		return CONN_AGAIN;
+	}
+	if (err == SSL_ERROR_SSL) {
+		long vr = SSL_get_verify_result(c->ssl);
+		if (vr != X509_V_OK) {
+			snprintf(c->error, sizeof(c->error), "certificate verify failed: %s",
+				 X509_verify_cert_error_string(vr));
+			ERR_clear_error();
+			return CONN_ERROR;
+		}
+	}
+	ssl_failure(c, ret, true);
+	if (!c->error[0])
+		snprintf(c->error, sizeof(c->error), "handshake failed");
+	return CONN_ERROR;
+}
+
+ssize_t conn_read(struct conn *c, void *buf, size_t len)
+{
+	if (!c->ssl)
+		return read(c->fd, buf, len);
+	c->read_wants_write = false;
+	ERR_clear_error();
+	size_t got = 0;
+	int ret = SSL_read_ex(c->ssl, buf, len, &got);
+	if (ret == 1)
+		return (ssize_t)got;
+	return ssl_failure(c, 0, true);
+}
+
+ssize_t conn_write(struct conn *c, const void *buf, size_t len)
+{
+	if (!c->ssl)
+		return write(c->fd, buf, len);
+	c->write_wants_read = false;
+	ERR_clear_error();
+	size_t put = 0;
+	int ret = SSL_write_ex(c->ssl, buf, len, &put);
+	if (ret == 1)
+		return (ssize_t)put;
+	int r = ssl_failure(c, 0, false);
+	return r == 0 ? -1 : r; /* close_notify while writing: the peer is gone */
+}
+
+bool conn_pending(const struct conn *c)
+{
+	return c->ssl && SSL_pending(c->ssl) > 0;
+}
+
+X509 *conn_peer_cert(const struct conn *c)
+{
+	return c->ssl ? SSL_get0_peer_certificate(c->ssl) : NULL;
+}
+
+const char *conn_tls_version(const struct conn *c)
+{
+	return c->ssl ? SSL_get_version(c->ssl) : "plain";
+}
+
+void conn_close(struct conn *c)
+{
+	if (c->ssl) {
+		if (c->handshake_done)
+			SSL_shutdown(c->ssl); /* best effort; the socket is non-blocking */
+		ERR_clear_error();
+		SSL_free(c->ssl);
+		c->ssl = NULL;
+	}
+	if (c->fd >= 0)
+		close(c->fd);
+	c->fd = -1;
+}

@@ -1,0 +1,44 @@
+/* One interface for plain TCP and TLS sockets: handshake, read, write, peer certificate.
+ * OpenSSL's want-read/want-write stays in here; callers see bytes, EAGAIN, EOF or an error,
+ * plus the events the connection waits for (conn_wants). */
+#ifndef PSD2EDGE_CONN_H
+#define PSD2EDGE_CONN_H
+
+#include <openssl/ssl.h>
+#include <stdbool.h>
+#include <sys/types.h>
+
+enum conn_result {
+	CONN_DONE = 1,    /* handshake complete */
+	CONN_AGAIN = 0,   /* would block: wait for conn_wants() */
+	CONN_ERROR = -1,  /* fatal; see conn->error */
+};
+
+struct conn {
+	int fd;
+	SSL *ssl;              /* NULL for plain TCP */
+	bool handshake_done;
+	bool read_wants_write;  /* SSL_read needs the socket writable to progress */
+	bool write_wants_read;  /* SSL_write needs the socket readable to progress */
+	char error[160];        /* last failure, for the log */
+};
+
+/* Wraps an accepted or connecting socket. ctx NULL for plain. server selects the role.
+ * sni: server name for a client connection (may be NULL); verify_host: name or IP literal the
+ * peer's certificate must match (client role, may be NULL). */
+int conn_init(struct conn *c, int fd, SSL_CTX *ctx, bool server, const char *sni,
+	      const char *verify_host);
+/* Drives the TLS handshake (immediately CONN_DONE for plain). */
+enum conn_result conn_handshake(struct conn *c);
+/* >0 bytes, 0 on orderly EOF, -1 with errno EAGAIN (wait) or another errno (fatal). */
+ssize_t conn_read(struct conn *c, void *buf, size_t len);
+ssize_t conn_write(struct conn *c, const void *buf, size_t len);
+/* Bytes OpenSSL has decrypted and buffered that a read would return without the socket. */
+bool conn_pending(const struct conn *c);
+/* The peer's leaf certificate after the handshake (not owned by the caller), or NULL. */
+X509 *conn_peer_cert(const struct conn *c);
+const char *conn_tls_version(const struct conn *c); /* "TLSv1.3", or "plain" */
+/* Sends close_notify when TLS (best effort), closes the socket and frees state. */
+void conn_close(struct conn *c);
+
+#endif

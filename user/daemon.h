@@ -1,0 +1,31 @@
+/* State shared by the main thread (control plane, signals) and the workers. Everything here is
+ * set up before the workers start and read-only afterwards, except through the registry (its own
+ * locking), the stats atomics and each worker's command queue. */
+#ifndef PSD2EDGE_DAEMON_H
+#define PSD2EDGE_DAEMON_H
+
+#include <openssl/ssl.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+
+#include "cert.h"
+#include "config.h"
+#include "registry.h"
+
+struct worker;
+struct dataplane;
+
+struct daemon {
+	struct config cfg;
+	struct registry *reg;
+	struct cert_store *trust;
+	SSL_CTX *server_ctx;
+	SSL_CTX *upstream_ctx; /* NULL for an http upstream */
+	struct dataplane *dp;
+	char upstream_host_header[300]; /* Host sent upstream: host[:port] */
+	struct worker *workers;
+	unsigned n_workers;
+	atomic_bool draining;
+};
+
+#endif

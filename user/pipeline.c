@@ -1,0 +1,79 @@
+#include "pipeline.h"
+
+#include <openssl/crypto.h>
+#include <string.h>
+
+#include "clientid.h"
+#include "stats.h"
+
+static enum stage_result reject_identity(struct request_ctx *rc, const char *description,
+					 const char *reason)
+{
+	rc->status = 401;
+	rc->error = "invalid_client";
+	rc->description = description;
+	rc->reason = reason;
+	return STAGE_REJECT;
+}
+
+/* The regulation's core rule: the certificate proven in the handshake must be the one bound
+ * to the client_id the request claims. */
+static enum stage_result stage_identity(struct request_ctx *rc)
+{
+	const char *why = NULL;
+	switch (clientid_extract(rc->cfg->client_id, rc->cfg->n_client_id, rc->req, rc->client_id,
+				 &why)) {
+	case CLIENTID_OK:
+		break;
+	case CLIENTID_MISSING:
+		STATS_INC(denied_missing_client_id);
+		return reject_identity(rc, "client_id missing", "client_id_missing");
+	case CLIENTID_CONFLICT:
+		STATS_INC(denied_conflicting_client_id);
+		return reject_identity(rc, "client_id sources disagree", "client_id_conflict");
+	case CLIENTID_INVALID:
+		STATS_INC(denied_invalid_client_id);
+		return reject_identity(rc, "client_id malformed", "client_id_invalid");
+	}
+	if (!rc->thumb || registry_lookup(rc->reg, rc->thumb, &rc->binding) != REG_OK) {
+		STATS_INC(denied_unbound_cert);
+		return reject_identity(rc, "client certificate is not bound to a client",
+				       "cert_unbound");
+	}
+	if (rc->binding.state != CERT_ACTIVE) {
+		STATS_INC(denied_revoked_cert);
+		return reject_identity(rc, "client certificate has been revoked", "cert_revoked");
+	}
+	/* Compare whole fixed-size, zero-padded buffers so timing reveals neither length nor
+	 * the position of the first difference. */
+	char claimed[REGISTRY_CLIENT_ID_MAX + 1] = {0}, bound[REGISTRY_CLIENT_ID_MAX + 1] = {0};
+	memcpy(claimed, rc->client_id, strnlen(rc->client_id, REGISTRY_CLIENT_ID_MAX));
+	memcpy(bound, rc->binding.client_id, strnlen(rc->binding.client_id, REGISTRY_CLIENT_ID_MAX));
+	if (CRYPTO_memcmp(claimed, bound, sizeof(claimed)) != 0) {
+		STATS_INC(denied_client_mismatch);
+		return reject_identity(rc, "client certificate is bound to a different client_id",
+				       "client_mismatch");
+	}
+	if (rc->now < rc->binding.not_before || rc->now > rc->binding.not_after) {
+		STATS_INC(denied_expired_cert);
+		return reject_identity(rc, "client certificate is outside its validity period",
+				       "cert_expired");
+	}
+	rc->reason = "bound";
+	return STAGE_NEXT;
+}
+
+typedef enum stage_result stage_fn(struct request_ctx *rc);
+
+/* In order; the first rejection ends the request. */
+static stage_fn *const request_stages[] = {
+	stage_identity,
+};
+
+enum stage_result pipeline_run(struct request_ctx *rc)
+{
+	for (size_t i = 0; i < sizeof(request_stages) / sizeof(request_stages[0]); i++)
+		if (request_stages[i](rc) == STAGE_REJECT)
+			return STAGE_REJECT;
+	return STAGE_NEXT;
+}

@@ -1,0 +1,722 @@
+#include "proxy.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <jansson.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "clientid.h"
+#include "daemon.h"
+#include "ev.h"
+#include "log.h"
+#include "pipeline.h"
+#include "stats.h"
+#include "worker.h"
+
+/* Output queued beyond this stops reading from the other side (backpressure). */
+#define SESSION_HIGH_WATER (256 * 1024)
+#define SESSION_READ_CHUNK (16 * 1024)
+/* Raw client bytes held before the parser takes them: a head plus pipelined slack. */
+#define SESSION_MAX_CLIENT_INPUT(s) ((size_t)(s)->req_limits.max_header_bytes + 64 * 1024)
+
+static void session_step(struct session *s);
+
+static void session_on_event(struct ev_loop *loop, int fd, int mask, void *arg)
+{
+	(void)loop;
+	(void)fd;
+	(void)mask;
+	session_step(arg);
+}
+
+static const struct config *session_cfg(const struct session *s)
+{
+	return &s->w->d->cfg;
+}
+
+static void session_new_request_id(struct session *s)
+{
+	struct worker *w = s->w;
+	snprintf(s->request_id, sizeof(s->request_id), "%016llx%04x%012llx",
+		 (unsigned long long)w->request_id_salt, w->id & 0xffff,
+		 (unsigned long long)(++w->request_seq & 0xffffffffffffULL));
+}
+
+static void session_count_status(unsigned status)
+{
+	if (status >= 500)
+		STATS_INC(responses_5xx);
+	else if (status >= 400)
+		STATS_INC(responses_4xx);
+	else if (status >= 300)
+		STATS_INC(responses_3xx);
+	else
+		STATS_INC(responses_2xx);
+}
+
+/* One JSON line per request: ids, status and latency; never bodies, queries or secrets. */
+static void session_log_request(struct session *s)
+{
+	char path[257] = "";
+	if (s->req.state != HTTP_MSG_HEAD && s->req.url_len) {
+		const char *url = http_msg_url(&s->req);
+		size_t n = strcspn(url, "?#");
+		if (n > s->req.url_len)
+			n = s->req.url_len;
+		if (n > sizeof(path) - 1)
+			n = sizeof(path) - 1;
+		memcpy(path, url, n);
+		path[n] = '\0';
+	}
+	char thumb_prefix[17];
+	memcpy(thumb_prefix, s->thumb_hex, sizeof(thumb_prefix) - 1);
+	thumb_prefix[sizeof(thumb_prefix) - 1] = '\0';
+	int64_t now = ev_now_ms();
+	json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:i, s:s, s:I, s:I, s:I}",
+			      "request_id", s->request_id, "client_id", s->client_id,
+			      "cert_sha256_prefix", thumb_prefix, "peer", s->peer_text,
+			      "method",
+			      s->req.state == HTTP_MSG_HEAD ? "" : http_method_str(s->req.method),
+			      "path", path, "status", (int)s->status, "verdict",
+			      s->verdict ? s->verdict : "", "latency_ms",
+			      (json_int_t)(now - (s->head_start_ms ? s->head_start_ms : now)),
+			      "bytes_in", (json_int_t)s->req_body_bytes, "bytes_out",
+			      (json_int_t)s->resp_bytes);
+	if (!o)
+		return;
+	char line[1024];
+	size_t n = json_dumpb(o, line, sizeof(line), JSON_COMPACT);
+	json_decref(o);
+	if (n > 0 && n <= sizeof(line))
+		log_access_line(line, n);
+	session_count_status(s->status);
+}
+
+static void session_close_upstream(struct session *s)
+{
+	if (!s->up_open)
+		return;
+	ev_set(s->w->loop, s->up.fd, EV_NONE, NULL, NULL);
+	conn_close(&s->up);
+	s->up_open = s->up_connecting = s->up_eof = false;
+	buf_reset(&s->u_in);
+	buf_reset(&s->u_out);
+}
+
+void session_close(struct session *s)
+{
+	if (s->dead)
+		return;
+	s->dead = true;
+	session_close_upstream(s);
+	ev_set(s->w->loop, s->client.fd, EV_NONE, NULL, NULL);
+	conn_close(&s->client);
+	STATS_DEC(connections_open);
+}
+
+void session_free(struct session *s)
+{
+	buf_free(&s->c_in);
+	buf_free(&s->c_out);
+	buf_free(&s->u_in);
+	buf_free(&s->u_out);
+	http_msg_free(&s->req);
+	http_msg_free(&s->resp);
+	free(s);
+}
+
+/* A locally generated final response; the connection closes once it is written. */
+static void session_respond_error(struct session *s, int status, const char *error,
+				  const char *description, unsigned retry_after)
+{
+	if (!s->request_id[0])
+		session_new_request_id(s);
+	session_close_upstream(s);
+	http_write_error(&s->c_out, status, error, description, retry_after, false, s->request_id);
+	s->status = (unsigned)status;
+	if (!s->verdict)
+		s->verdict = error;
+	session_log_request(s);
+	s->state = SESSION_CLOSING;
+	s->close_after_flush = true;
+}
+
+static void session_upstream_fail(struct session *s, int status, const char *why)
+{
+	log_warn("request %s: upstream: %s", s->request_id, why);
+	if (s->resp_head_sent) {
+		/* Part of the response is already with the client: all we can do is cut. */
+		session_close(s);
+		return;
+	}
+	session_respond_error(s, status, status == 504 ? "upstream_timeout" : "upstream_error",
+			      why, 0);
+}
+
+static int session_upstream_connect(struct session *s)
+{
+	const struct config *cfg = session_cfg(s);
+	const struct sockaddr *sa = (const struct sockaddr *)&cfg->upstream.addr.addr;
+	int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -1;
+	int one = 1;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (connect(fd, sa, cfg->upstream.addr.addrlen) < 0 && errno != EINPROGRESS) {
+		int e = errno;
+		close(fd);
+		errno = e;
+		return -1;
+	}
+	struct in6_addr ip;
+	bool is_ip = inet_pton(AF_INET, cfg->upstream.host, &ip) == 1 ||
+		     inet_pton(AF_INET6, cfg->upstream.host, &ip) == 1;
+	if (conn_init(&s->up, fd, s->w->d->upstream_ctx, false, is_ip ? NULL : cfg->upstream.host,
+		      cfg->upstream.host) < 0) {
+		close(fd);
+		errno = ENOMEM;
+		return -1;
+	}
+	s->up_open = s->up_connecting = true;
+	s->up_eof = false;
+	return 0;
+}
+
+static int session_on_request_body(void *arg, const char *data, size_t len)
+{
+	struct session *s = arg;
+	s->req_body_bytes += len;
+	if (s->state != SESSION_FORWARD)
+		return 0; /* a form body is buffered by the parser until the identity is known */
+	return s->req.chunked ? http_write_chunk(&s->u_out, data, len)
+			      : buf_append(&s->u_out, data, len);
+}
+
+static int session_on_response_body(void *arg, const char *data, size_t len)
+{
+	struct session *s = arg;
+	s->resp_bytes += len;
+	return s->resp_chunked ? http_write_chunk(&s->c_out, data, len)
+			       : buf_append(&s->c_out, data, len);
+}
+
+static void session_start_forward(struct session *s, bool form_buffered)
+{
+	const struct config *cfg = session_cfg(s);
+	if (!s->up_open && session_upstream_connect(s) < 0) {
+		STATS_INC(upstream_connect_errors);
+		char why[160];
+		snprintf(why, sizeof(why), "cannot connect: %s", strerror(errno));
+		session_upstream_fail(s, 502, why);
+		return;
+	}
+	struct http_forward fwd = {
+		.client_id = s->client_id,
+		.cert_sha256_hex = s->thumb_hex,
+		.forwarded_for = s->peer_text,
+		.request_id = s->request_id,
+		.host = s->w->d->upstream_host_header,
+		.base_path = cfg->upstream.base_path,
+	};
+	if (http_write_request_head(&s->req, &fwd, &s->u_out) < 0) {
+		session_respond_error(s, 500, "server_error", "cannot build upstream request", 0);
+		return;
+	}
+	if (form_buffered) {
+		const char *body = buf_head(&s->req.body);
+		size_t len = s->req.body.len;
+		if (s->req.chunked) {
+			if (len)
+				http_write_chunk(&s->u_out, body, len);
+		} else {
+			buf_append(&s->u_out, body, len);
+		}
+	} else if (s->req.expect_continue && s->req.state != HTTP_MSG_DONE) {
+		buf_append_str(&s->c_out, "HTTP/1.1 100 Continue\r\n\r\n");
+	}
+	s->state = SESSION_FORWARD;
+	s->forward_start_ms = ev_now_ms();
+	http_msg_reset(&s->resp);
+	s->resp.no_body = s->req.method == HTTP_HEAD;
+	if (s->req.state == HTTP_MSG_DONE) {
+		if (s->req.chunked)
+			http_write_chunk(&s->u_out, NULL, 0);
+		s->req_done = true;
+	}
+}
+
+static void session_decide(struct session *s, bool form_buffered)
+{
+	struct request_ctx rc = {
+		.cfg = session_cfg(s),
+		.reg = s->w->d->reg,
+		.req = &s->req,
+		.thumb = s->thumb,
+		.now = time(NULL),
+	};
+	enum stage_result r = pipeline_run(&rc);
+	memcpy(s->client_id, rc.client_id, sizeof(s->client_id));
+	s->verdict = rc.reason;
+	if (r == STAGE_REJECT) {
+		session_respond_error(s, rc.status, rc.error, rc.description, rc.retry_after);
+		return;
+	}
+	s->proven = true;
+	s->slot = rc.binding.slot;
+	session_start_forward(s, form_buffered);
+}
+
+static void session_on_request_head(struct session *s)
+{
+	STATS_INC(requests);
+	session_new_request_id(s);
+	const struct config *cfg = session_cfg(s);
+	if (clientid_needs_body(cfg->client_id, cfg->n_client_id, &s->req)) {
+		s->req.buffer_body = true;
+		s->state = SESSION_READ_FORM;
+		if (s->req.expect_continue && s->req.state != HTTP_MSG_DONE)
+			buf_append_str(&s->c_out, "HTTP/1.1 100 Continue\r\n\r\n");
+		if (s->req.state == HTTP_MSG_DONE)
+			session_decide(s, true);
+		return;
+	}
+	session_decide(s, false);
+}
+
+/* Feeds buffered client bytes to the request parser. */
+static bool session_process_client_input(struct session *s)
+{
+	bool reading = s->state == SESSION_READ_HEAD || s->state == SESSION_READ_FORM ||
+		       (s->state == SESSION_FORWARD && !s->req_done);
+	if (!reading || s->c_in.len == 0)
+		return false;
+	if (s->state == SESSION_FORWARD && s->u_out.len > SESSION_HIGH_WATER)
+		return false;
+	if (s->state == SESSION_READ_HEAD && !s->head_start_ms)
+		s->head_start_ms = ev_now_ms();
+	enum session_state before = s->state;
+	enum http_msg_state msg_before = s->req.state;
+	size_t n = http_msg_feed(&s->req, buf_head(&s->c_in), s->c_in.len, session_on_request_body, s);
+	buf_consume(&s->c_in, n);
+	switch (s->req.state) {
+	case HTTP_MSG_ERROR:
+		STATS_INC(bad_requests);
+		if (!s->request_id[0] || before == SESSION_READ_HEAD)
+			session_new_request_id(s);
+		s->verdict = s->req.error_reason;
+		session_respond_error(s, s->req.error_status ? s->req.error_status : 400,
+				      "invalid_request", s->req.error_reason, 0);
+		return true;
+	case HTTP_MSG_HEAD:
+		break;
+	case HTTP_MSG_BODY:
+	case HTTP_MSG_DONE:
+		if (before == SESSION_READ_HEAD)
+			session_on_request_head(s);
+		else if (s->req.state == HTTP_MSG_DONE && msg_before != HTTP_MSG_DONE) {
+			if (before == SESSION_READ_FORM)
+				session_decide(s, true);
+			else if (s->state == SESSION_FORWARD) {
+				if (s->req.chunked)
+					http_write_chunk(&s->u_out, NULL, 0);
+				s->req_done = true;
+				s->forward_start_ms = ev_now_ms(); /* the response wait starts now */
+			}
+		}
+		break;
+	}
+	return n > 0 || s->state != before;
+}
+
+static bool session_read_client(struct session *s)
+{
+	bool progress = false;
+	char tmp[SESSION_READ_CHUNK];
+	while (!s->client_eof && !s->close_after_flush &&
+	       s->c_in.len < SESSION_MAX_CLIENT_INPUT(s)) {
+		ssize_t n = conn_read(&s->client, tmp, sizeof(tmp));
+		if (n > 0) {
+			if (buf_append(&s->c_in, tmp, (size_t)n) < 0) {
+				session_close(s);
+				return true;
+			}
+			s->last_activity_ms = ev_now_ms();
+			progress = true;
+			continue;
+		}
+		if (n < 0 && errno == EAGAIN)
+			break;
+		s->client_eof = true; /* EOF or reset */
+		progress = true;
+	}
+	return progress;
+}
+
+static bool session_flush_client(struct session *s)
+{
+	bool progress = false;
+	while (s->c_out.len) {
+		ssize_t n = conn_write(&s->client, buf_head(&s->c_out), s->c_out.len);
+		if (n > 0) {
+			buf_consume(&s->c_out, (size_t)n);
+			s->last_activity_ms = ev_now_ms();
+			progress = true;
+			continue;
+		}
+		if (n < 0 && errno == EAGAIN)
+			break;
+		session_close(s);
+		return true;
+	}
+	return progress;
+}
+
+static void session_on_response_done(struct session *s)
+{
+	if (s->resp_chunked)
+		http_write_chunk(&s->c_out, NULL, 0);
+	session_log_request(s);
+	if (!s->resp.keep_alive)
+		session_close_upstream(s);
+	if (!s->client_keep_alive || !s->req_done || s->w->draining) {
+		/* A request still streaming in cannot be left behind on a live connection. */
+		s->state = SESSION_CLOSING;
+		s->close_after_flush = true;
+		if (!s->req_done)
+			session_close_upstream(s);
+		return;
+	}
+	http_msg_reset(&s->req);
+	s->state = SESSION_READ_HEAD;
+	s->req_done = s->resp_head_sent = s->resp_chunked = false;
+	s->status = 0;
+	s->verdict = NULL;
+	s->head_start_ms = 0;
+	s->req_body_bytes = s->resp_bytes = 0;
+	s->request_id[0] = '\0';
+}
+
+static bool session_feed_response(struct session *s)
+{
+	if (s->state != SESSION_FORWARD || s->u_in.len == 0)
+		return false;
+	if (s->c_out.len > SESSION_HIGH_WATER)
+		return false;
+	enum http_msg_state before = s->resp.state;
+	size_t n = http_msg_feed(&s->resp, buf_head(&s->u_in), s->u_in.len, session_on_response_body, s);
+	buf_consume(&s->u_in, n);
+	if (s->resp.state == HTTP_MSG_ERROR) {
+		STATS_INC(upstream_errors);
+		session_upstream_fail(s, 502, "invalid response from upstream");
+		return true;
+	}
+	if (before == HTTP_MSG_HEAD && s->resp.state != HTTP_MSG_HEAD) {
+		if (s->resp.status_code / 100 == 1) {
+			/* Interim responses (100 Continue) were answered by the gateway itself. */
+			bool no_body = s->resp.no_body;
+			http_msg_reset(&s->resp);
+			s->resp.no_body = no_body;
+			return true;
+		}
+		bool keep = s->req.keep_alive && !s->w->draining;
+		if (http_write_response_head(&s->resp, keep, s->request_id, &s->c_out,
+					     &s->resp_chunked) < 0) {
+			session_upstream_fail(s, 502, "cannot relay upstream response head");
+			return true;
+		}
+		s->client_keep_alive = keep && (s->resp_chunked || s->resp.has_content_length ||
+						 s->resp.no_body || s->resp.state == HTTP_MSG_DONE);
+		s->resp_head_sent = true;
+		s->status = s->resp.status_code;
+	}
+	if (s->resp.state == HTTP_MSG_DONE)
+		session_on_response_done(s);
+	return true;
+}
+
+static bool session_upstream_io(struct session *s)
+{
+	if (!s->up_open)
+		return false;
+	bool progress = false;
+	if (s->up_connecting) {
+		struct pollfd p = {.fd = s->up.fd, .events = POLLOUT};
+		if (poll(&p, 1, 0) == 0)
+			return false;
+		int err = 0;
+		socklen_t len = sizeof(err);
+		getsockopt(s->up.fd, SOL_SOCKET, SO_ERROR, &err, &len);
+		if (err) {
+			STATS_INC(upstream_connect_errors);
+			char why[160];
+			snprintf(why, sizeof(why), "cannot connect: %s", strerror(err));
+			session_upstream_fail(s, 502, why);
+			return true;
+		}
+		s->up_connecting = false;
+		progress = true;
+	}
+	if (!s->up.handshake_done) {
+		enum conn_result r = conn_handshake(&s->up);
+		if (r == CONN_ERROR) {
+			STATS_INC(upstream_errors);
+			char why[200];
+			snprintf(why, sizeof(why), "TLS handshake failed: %s", s->up.error);
+			session_upstream_fail(s, 502, why);
+			return true;
+		}
+		if (r == CONN_AGAIN)
+			return progress;
+		progress = true;
+	}
+	while (s->u_out.len) {
+		ssize_t n = conn_write(&s->up, buf_head(&s->u_out), s->u_out.len);
+		if (n > 0) {
+			buf_consume(&s->u_out, (size_t)n);
+			progress = true;
+			continue;
+		}
+		if (n < 0 && errno == EAGAIN)
+			break;
+		STATS_INC(upstream_errors);
+		session_upstream_fail(s, 502, "upstream closed the connection while sending");
+		return true;
+	}
+	char tmp[SESSION_READ_CHUNK];
+	while (!s->up_eof && s->u_in.len < SESSION_HIGH_WATER) {
+		ssize_t n = conn_read(&s->up, tmp, sizeof(tmp));
+		if (n > 0) {
+			buf_append(&s->u_in, tmp, (size_t)n);
+			progress = true;
+			continue;
+		}
+		if (n < 0 && errno == EAGAIN)
+			break;
+		s->up_eof = true;
+		progress = true;
+	}
+	if (s->state != SESSION_FORWARD) {
+		/* Nothing is expected while idle: bytes or EOF end this upstream connection. */
+		if (s->up_eof || s->u_in.len)
+			session_close_upstream(s);
+		return progress;
+	}
+	progress |= session_feed_response(s);
+	if (s->dead || s->state != SESSION_FORWARD || !s->up_eof || s->u_in.len)
+		return progress;
+	http_msg_feed_eof(&s->resp, session_on_response_body, s);
+	if (s->resp.state == HTTP_MSG_DONE) {
+		session_on_response_done(s);
+		session_close_upstream(s);
+	} else {
+		STATS_INC(upstream_errors);
+		session_upstream_fail(s, 502, "upstream closed the connection before responding");
+	}
+	return true;
+}
+
+static void session_on_handshake(struct session *s)
+{
+	X509 *peer = conn_peer_cert(&s->client);
+	if (!peer || cert_thumbprint(peer, s->thumb) < 0) {
+		session_close(s);
+		return;
+	}
+	cert_thumb_to_hex(s->thumb, s->thumb_hex);
+	STATS_INC(handshakes_ok);
+	s->state = SESSION_READ_HEAD;
+	s->last_activity_ms = ev_now_ms();
+}
+
+static bool session_wants_client_read(const struct session *s)
+{
+	return !s->client_eof && !s->close_after_flush &&
+	       s->c_in.len < SESSION_MAX_CLIENT_INPUT(s);
+}
+
+static void session_update_interest(struct session *s)
+{
+	int cmask = EV_NONE, umask = EV_NONE;
+	const struct conn *c = &s->client;
+	if (!c->handshake_done) {
+		cmask = c->read_wants_write ? EV_WRITE : EV_READ;
+	} else {
+		if (session_wants_client_read(s) || c->write_wants_read)
+			cmask |= EV_READ;
+		if ((s->c_out.len && !c->write_wants_read) || c->read_wants_write)
+			cmask |= EV_WRITE;
+	}
+	if (s->up_open) {
+		const struct conn *u = &s->up;
+		if (s->up_connecting)
+			umask = EV_WRITE;
+		else if (!u->handshake_done)
+			umask = u->read_wants_write ? EV_WRITE : EV_READ;
+		else {
+			if ((!s->up_eof && s->u_in.len < SESSION_HIGH_WATER) || u->write_wants_read)
+				umask |= EV_READ;
+			if ((s->u_out.len && !u->write_wants_read) || u->read_wants_write)
+				umask |= EV_WRITE;
+		}
+		ev_set(s->w->loop, u->fd, umask, session_on_event, s);
+	}
+	ev_set(s->w->loop, c->fd, cmask, session_on_event, s);
+}
+
+static void session_step(struct session *s)
+{
+	if (s->dead)
+		return;
+	if (s->state == SESSION_HANDSHAKE) {
+		enum conn_result r = conn_handshake(&s->client);
+		if (r == CONN_ERROR) {
+			STATS_INC(handshakes_failed);
+			log_info("handshake with %s failed: %s", s->peer_text, s->client.error);
+			session_close(s);
+			return;
+		}
+		if (r == CONN_AGAIN) {
+			session_update_interest(s);
+			return;
+		}
+		session_on_handshake(s);
+		if (s->dead)
+			return;
+	}
+	/* Run until nothing moves: OpenSSL may hold decrypted bytes no epoll event reports. */
+	for (unsigned round = 0; round < 64 && !s->dead; round++) {
+		bool progress = false;
+		if (session_wants_client_read(s))
+			progress |= session_read_client(s);
+		if (!s->dead)
+			progress |= session_process_client_input(s);
+		if (!s->dead)
+			progress |= session_upstream_io(s);
+		if (!s->dead)
+			progress |= session_flush_client(s);
+		if (!progress)
+			break;
+	}
+	if (s->dead)
+		return;
+	if (s->close_after_flush && s->c_out.len == 0) {
+		session_close(s);
+		return;
+	}
+	if (s->client_eof && !(s->state == SESSION_FORWARD && s->req_done)) {
+		/* The TPP went away: nothing is owed to it any more. */
+		session_close(s);
+		return;
+	}
+	session_update_interest(s);
+}
+
+struct session *session_new(struct worker *w, int fd, const struct sockaddr_storage *peer)
+{
+	struct session *s = calloc(1, sizeof(*s));
+	if (!s) {
+		close(fd);
+		return NULL;
+	}
+	s->w = w;
+	s->peer = *peer;
+	socklen_t len = sizeof(s->local);
+	getsockname(fd, (struct sockaddr *)&s->local, &len);
+	const void *addr = peer->ss_family == AF_INET6
+				   ? (const void *)&((const struct sockaddr_in6 *)peer)->sin6_addr
+				   : (const void *)&((const struct sockaddr_in *)peer)->sin_addr;
+	inet_ntop(peer->ss_family, addr, s->peer_text, sizeof(s->peer_text));
+	const struct config *cfg = session_cfg(s);
+	s->req_limits = (struct http_limits){
+		.max_header_bytes = cfg->limits.max_header_bytes,
+		.max_body_bytes = cfg->limits.max_body_bytes,
+		.max_buffered_body = cfg->limits.max_form_bytes,
+	};
+	/* The upstream is trusted to size its own responses; only its head is bounded. */
+	s->resp_limits = (struct http_limits){
+		.max_header_bytes = 64 * 1024,
+		.max_body_bytes = UINT64_MAX,
+		.max_buffered_body = 0,
+	};
+	http_msg_init(&s->req, HTTP_REQUEST, &s->req_limits);
+	http_msg_init(&s->resp, HTTP_RESPONSE, &s->resp_limits);
+	if (conn_init(&s->client, fd, w->d->server_ctx, true, NULL, NULL) < 0) {
+		close(fd);
+		session_free(s);
+		return NULL;
+	}
+	s->accepted_ms = s->last_activity_ms = ev_now_ms();
+	STATS_INC(connections_open);
+	session_step(s);
+	return s;
+}
+
+void session_check_deadline(struct session *s, int64_t now)
+{
+	const struct config *cfg = session_cfg(s);
+	switch (s->state) {
+	case SESSION_HANDSHAKE:
+		if (now - s->accepted_ms > cfg->limits.header_timeout_ms) {
+			STATS_INC(header_timeouts);
+			session_close(s);
+		}
+		return;
+	case SESSION_READ_HEAD:
+		if (s->head_start_ms || s->c_in.len) {
+			int64_t start = s->head_start_ms ? s->head_start_ms : s->last_activity_ms;
+			if (now - start > cfg->limits.header_timeout_ms) {
+				STATS_INC(header_timeouts);
+				session_new_request_id(s);
+				s->verdict = "header_timeout";
+				session_respond_error(s, 408, "invalid_request",
+						      "request head not received in time", 0);
+				session_step(s);
+			}
+		} else if (now - s->last_activity_ms > cfg->limits.idle_timeout_ms) {
+			session_close(s);
+		}
+		return;
+	case SESSION_READ_FORM:
+		if (now - s->last_activity_ms > cfg->limits.header_timeout_ms) {
+			s->verdict = "body_timeout";
+			session_respond_error(s, 408, "invalid_request", "request body not received in time", 0);
+			session_step(s);
+		}
+		return;
+	case SESSION_FORWARD:
+		if (s->up_connecting &&
+		    now - s->forward_start_ms > cfg->limits.upstream_connect_timeout_ms) {
+			STATS_INC(upstream_timeouts);
+			session_upstream_fail(s, 504, "connect timed out");
+			session_step(s);
+		} else if (!s->resp_head_sent && s->req_done &&
+			   now - s->forward_start_ms > cfg->limits.upstream_timeout_ms) {
+			STATS_INC(upstream_timeouts);
+			session_upstream_fail(s, 504, "no response in time");
+			session_step(s);
+		} else if ((s->resp_head_sent || !s->req_done) &&
+			   now - s->last_activity_ms > cfg->limits.idle_timeout_ms) {
+			session_close(s);
+		}
+		return;
+	case SESSION_CLOSING:
+		if (now - s->last_activity_ms > cfg->limits.idle_timeout_ms)
+			session_close(s);
+		return;
+	}
+}
+
+void session_drain(struct session *s)
+{
+	bool idle = s->state == SESSION_HANDSHAKE ||
+		    (s->state == SESSION_READ_HEAD && !s->head_start_ms && s->c_in.len == 0);
+	if (idle)
+		session_close(s);
+	/* Busy sessions see w->draining when their response completes and close then. */
+}

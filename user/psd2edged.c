@@ -1,0 +1,295 @@
+/* psd2edged: the gateway daemon. Start-up order matters: the control socket appears only once
+ * the listeners are bound and the registry is loaded, which is what "ready" means to operators
+ * and tests. */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cert.h"
+#include "config.h"
+#include "control.h"
+#include "daemon.h"
+#include "ev.h"
+#include "log.h"
+#include "registry.h"
+#include "stats.h"
+#include "tls.h"
+#include "worker.h"
+
+#define ERRLEN 512
+
+static void usage(FILE *out)
+{
+	fprintf(out,
+		"usage: psd2edged --config FILE           run in the foreground\n"
+		"       psd2edged --check-config FILE     validate FILE and exit\n"
+		"       psd2edged --detach --config FILE  remove the XDP program and pinned maps\n");
+}
+
+static void daemon_post_all(struct daemon *d, const struct worker_cmd *cmd)
+{
+	for (unsigned i = 0; i < d->n_workers; i++)
+		worker_post(&d->workers[i], cmd);
+}
+
+/* Runs on the control thread after the registry committed the change. */
+static void daemon_on_control_event(void *arg, const struct control_event *ev)
+{
+	struct daemon *d = arg;
+	struct worker_cmd cmd = {0};
+	switch (ev->kind) {
+	case CONTROL_CLIENT_REVOKED:
+	case CONTROL_CLIENT_UNBOUND:
+		cmd.kind = WORKER_CUT_CLIENT;
+		snprintf(cmd.client_id, sizeof(cmd.client_id), "%s", ev->client_id);
+		daemon_post_all(d, &cmd);
+		break;
+	case CONTROL_CERT_UNBOUND:
+		cmd.kind = WORKER_CUT_CERT;
+		memcpy(cmd.thumb, ev->thumb, CERT_THUMB_LEN);
+		daemon_post_all(d, &cmd);
+		break;
+	case CONTROL_CLIENT_BOUND:
+	case CONTROL_DENY_ADDED:
+	case CONTROL_DENY_REMOVED:
+		break;
+	}
+}
+
+static void daemon_fill_stats(void *arg, json_t *obj)
+{
+	struct daemon *d = arg;
+	stats_fill(obj);
+	json_object_set_new(obj, "workers", json_integer(d->n_workers));
+}
+
+static int daemon_wait_workers(struct daemon *d)
+{
+	struct timespec deadline;
+	clock_gettime(CLOCK_REALTIME, &deadline);
+	deadline.tv_sec += d->cfg.limits.drain_timeout_ms / 1000;
+	deadline.tv_nsec += (long)(d->cfg.limits.drain_timeout_ms % 1000) * 1000000L;
+	if (deadline.tv_nsec >= 1000000000L) {
+		deadline.tv_sec++;
+		deadline.tv_nsec -= 1000000000L;
+	}
+	int late = 0;
+	for (unsigned i = 0; i < d->n_workers; i++)
+		if (pthread_timedjoin_np(d->workers[i].thread, NULL, &deadline) != 0)
+			late++;
+	return late;
+}
+
+static void daemon_on_signal(struct ev_loop *loop, int fd, int mask, void *arg)
+{
+	(void)mask;
+	(void)arg;
+	struct signalfd_siginfo si;
+	if (read(fd, &si, sizeof(si)) == sizeof(si))
+		log_info("signal %u: draining", si.ssi_signo);
+	ev_stop(loop);
+}
+
+static enum log_level parse_log_level(const char *s)
+{
+	if (!s || strcmp(s, "info") == 0)
+		return LOG_INFO;
+	if (strcmp(s, "debug") == 0)
+		return LOG_DEBUG;
+	if (strcmp(s, "warn") == 0)
+		return LOG_WARN;
+	return LOG_ERROR;
+}
+
+static void daemon_set_upstream_host(struct daemon *d)
+{
+	const struct config *cfg = &d->cfg;
+	bool v6 = strchr(cfg->upstream.host, ':') != NULL;
+	bool default_port = cfg->upstream.port == (cfg->upstream.https ? 443 : 80);
+	snprintf(d->upstream_host_header, sizeof(d->upstream_host_header), "%s%s%s", v6 ? "[" : "",
+		 cfg->upstream.host, v6 ? "]" : "");
+	if (!default_port) {
+		size_t n = strlen(d->upstream_host_header);
+		snprintf(d->upstream_host_header + n, sizeof(d->upstream_host_header) - n, ":%u",
+			 cfg->upstream.port);
+	}
+}
+
+static int daemon_run(struct daemon *d)
+{
+	char err[ERRLEN];
+	int rc = 1;
+	struct ev_loop *loop = NULL;
+	struct control_server *ctl = NULL;
+	int sfd = -1;
+	unsigned started = 0;
+
+	log_set_level(parse_log_level(d->cfg.log_level));
+	if (log_open_access(d->cfg.access_log) < 0) {
+		log_error("access_log: %s", strerror(errno));
+		return 1;
+	}
+	if (cert_store_load(d->cfg.tls.client_ca, d->cfg.tls.crl, &d->trust, err, sizeof(err)) < 0) {
+		log_error("%s", err);
+		return 1;
+	}
+	d->server_ctx = tls_server_ctx_new(&d->cfg, d->trust, err, sizeof(err));
+	if (!d->server_ctx) {
+		log_error("%s", err);
+		goto out;
+	}
+	if (d->cfg.upstream.https) {
+		d->upstream_ctx = tls_upstream_ctx_new(&d->cfg, err, sizeof(err));
+		if (!d->upstream_ctx) {
+			log_error("%s", err);
+			goto out;
+		}
+	}
+	daemon_set_upstream_host(d);
+	if (registry_open(d->cfg.registry, &d->reg, err, sizeof(err)) < 0) {
+		log_error("registry: %s", err);
+		goto out;
+	}
+
+	d->n_workers = d->cfg.workers ? d->cfg.workers : (unsigned)sysconf(_SC_NPROCESSORS_ONLN);
+	if (d->n_workers < 1)
+		d->n_workers = 1;
+	d->workers = calloc(d->n_workers, sizeof(*d->workers));
+	if (!d->workers)
+		goto out;
+	for (unsigned i = 0; i < d->n_workers; i++) {
+		if (worker_init(&d->workers[i], d, i, err, sizeof(err)) < 0) {
+			log_error("%s", err);
+			goto out;
+		}
+	}
+
+	sigset_t mask;
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGINT);
+	/* Blocked before any thread exists so only the signalfd ever sees them. */
+	pthread_sigmask(SIG_BLOCK, &mask, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	sfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+	loop = ev_loop_new(1024);
+	if (sfd < 0 || !loop || ev_set(loop, sfd, EV_READ, daemon_on_signal, d) < 0) {
+		log_error("signals: %s", strerror(errno));
+		goto out;
+	}
+	for (; started < d->n_workers; started++) {
+		if (worker_start(&d->workers[started]) < 0) {
+			log_error("cannot start worker %u", started);
+			goto out;
+		}
+	}
+
+	struct control_ctx cctx = {
+		.reg = d->reg,
+		.trust = d->trust,
+		.hooks = {.arg = d, .on_event = daemon_on_control_event, .fill_stats = daemon_fill_stats},
+	};
+	if (control_server_start(loop, d->cfg.control_socket, d->cfg.control_group != NULL,
+				 d->cfg.control_gid, &cctx, &ctl, err, sizeof(err)) < 0) {
+		log_error("control_socket: %s", err);
+		goto out;
+	}
+	log_info("ready: %u workers, %u listeners, control socket %s", d->n_workers,
+		 d->cfg.n_listen, d->cfg.control_socket);
+
+	ev_run(loop);
+	rc = 0;
+
+out:
+	if (ctl)
+		control_server_stop(ctl); /* no changes during the drain */
+	if (started) {
+		atomic_store(&d->draining, true);
+		struct worker_cmd drain = {.kind = WORKER_DRAIN};
+		for (unsigned i = 0; i < started; i++)
+			worker_post(&d->workers[i], &drain);
+		if (daemon_wait_workers(d) > 0) {
+			/* In-flight requests outlived the drain timeout: exit without them. */
+			log_warn("drain timeout: exiting with requests in flight");
+			_exit(rc);
+		}
+		log_info("drained");
+	}
+	for (unsigned i = 0; d->workers && i < d->n_workers; i++)
+		if (d->workers[i].loop)
+			worker_free(&d->workers[i]);
+	free(d->workers);
+	if (loop)
+		ev_loop_free(loop);
+	if (sfd >= 0)
+		close(sfd);
+	registry_close(d->reg);
+	SSL_CTX_free(d->server_ctx);
+	SSL_CTX_free(d->upstream_ctx);
+	cert_store_free(d->trust);
+	return rc;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"config", required_argument, NULL, 'c'},
+		{"check-config", required_argument, NULL, 'k'},
+		{"detach", no_argument, NULL, 'd'},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
+	};
+	const char *config_path = NULL, *check_path = NULL;
+	bool detach = false;
+	int c;
+	while ((c = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'c':
+			config_path = optarg;
+			break;
+		case 'k':
+			check_path = optarg;
+			break;
+		case 'd':
+			detach = true;
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (optind != argc || (!config_path && !check_path)) {
+		usage(stderr);
+		return 2;
+	}
+
+	static struct daemon d;
+	char err[ERRLEN];
+	const char *path = check_path ? check_path : config_path;
+	if (config_load(path, &d.cfg, err, sizeof(err)) < 0) {
+		fprintf(stderr, "psd2edged: %s\n", err);
+		return 1;
+	}
+	if (check_path) {
+		printf("%s: ok\n", check_path);
+		config_free(&d.cfg);
+		return 0;
+	}
+	if (detach) {
+		fprintf(stderr, "psd2edged: --detach: no BPF data plane is attached by this build\n");
+		config_free(&d.cfg);
+		return 1;
+	}
+	int rc = daemon_run(&d);
+	config_free(&d.cfg);
+	return rc;
+}

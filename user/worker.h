@@ -1,0 +1,55 @@
+/* A worker: one thread with its own event loop and its own SO_REUSEPORT listeners, serving
+ * the sessions it accepted. Other threads talk to it only through worker_post(). */
+#ifndef PSD2EDGE_WORKER_H
+#define PSD2EDGE_WORKER_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "cert.h"
+#include "config.h"
+#include "registry.h"
+
+struct daemon;
+struct ev_loop;
+struct session;
+
+enum worker_cmd_kind {
+	WORKER_CUT_CLIENT, /* close every session proven as client_id */
+	WORKER_CUT_CERT,   /* close every session whose certificate is thumb */
+	WORKER_DRAIN,      /* stop accepting; finish in-flight requests; exit when idle */
+};
+
+struct worker_cmd {
+	enum worker_cmd_kind kind;
+	char client_id[REGISTRY_CLIENT_ID_MAX + 1];
+	uint8_t thumb[CERT_THUMB_LEN];
+	struct worker_cmd *next;
+};
+
+struct worker {
+	unsigned id;
+	struct daemon *d;
+	pthread_t thread;
+	struct ev_loop *loop;
+	int listen_fds[CONFIG_MAX_LISTEN];
+	unsigned n_listen;
+	int wake_fd; /* eventfd: commands are queued */
+	pthread_mutex_t cmd_lock;
+	struct worker_cmd *cmds;
+	struct session *sessions; /* doubly linked */
+	unsigned n_sessions;
+	bool draining;
+	uint64_t request_seq;
+	uint64_t request_id_salt;
+};
+
+/* Binds the listeners (so the caller knows the daemon can serve) and creates the loop. */
+int worker_init(struct worker *w, struct daemon *d, unsigned id, char *err, size_t errlen);
+int worker_start(struct worker *w);
+void worker_post(struct worker *w, const struct worker_cmd *cmd);
+void worker_join(struct worker *w);
+void worker_free(struct worker *w);
+
+#endif
