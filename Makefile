@@ -1,6 +1,8 @@
 # psd2edge: one entry point for build, tests, demo, benchmarks and install.
 # Sources are discovered by directory; each unit test and fuzz target names the
 # daemon modules it links in a sibling .deps file (one module name per word).
+# (Pattern-rule prerequisites use addprefix, not patsubst: make substitutes the
+# stem for every % in them before the second expansion.)
 
 BUILD      ?= build
 PREFIX     ?= /usr/local
@@ -65,7 +67,7 @@ $(BUILD)/asan/obj/%.o: user/%.c $(wildcard user/*.h include/*.h) $(BPF_SKELS) | 
 	$(CC) $(ALL_CFLAGS) $(SAN_FLAGS) -c $< -o $@
 
 $(BUILD)/asan/test_%: tests/unit/test_%.c tests/unit/test_%.deps \
-		$$(patsubst %,$(BUILD)/asan/obj/%.o,$$(shell cat tests/unit/test_$$*.deps)) | $(BUILD)/asan
+		$$(addprefix $(BUILD)/asan/obj/,$$(addsuffix .o,$$(shell cat tests/unit/test_$$*.deps))) | $(BUILD)/asan
 	$(CC) $(ALL_CFLAGS) $(SAN_FLAGS) -o $@ $< $(filter %.o,$^) $(LIBS) -lcmocka
 
 unit: $(UNIT_TESTS) $(BPF_OBJS)
@@ -75,7 +77,7 @@ $(BUILD)/fuzz/obj/%.o: user/%.c $(wildcard user/*.h include/*.h) | $(BUILD)/fuzz
 	$(CLANG) $(ALL_CFLAGS) $(FUZZ_FLAGS) -c $< -o $@
 
 $(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz_%.deps \
-		$$(patsubst %,$(BUILD)/fuzz/obj/%.o,$$(shell cat tests/fuzz/fuzz_$$*.deps)) | $(BUILD)/fuzz
+		$$(addprefix $(BUILD)/fuzz/obj/,$$(addsuffix .o,$$(shell cat tests/fuzz/fuzz_$$*.deps))) | $(BUILD)/fuzz
 	$(CLANG) $(ALL_CFLAGS) $(FUZZ_FLAGS) -o $@ $< $(filter %.o,$^) $(LIBS)
 
 FUZZ_SECONDS ?= 300

@@ -1,0 +1,141 @@
+/* Event loop and buffer: timer ordering, deletion from inside callbacks, file events. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "buf.h"
+#include "ev.h"
+
+struct timer_log {
+	int order[8];
+	int n;
+	struct ev_timer *victim;
+	struct ev_loop *loop;
+};
+
+struct timer_arg {
+	struct timer_log *log;
+	int id;
+	int repeat; /* times left to run again */
+};
+
+static int64_t record_timer(struct ev_loop *loop, struct ev_timer *t, void *arg)
+{
+	struct timer_arg *a = arg;
+	(void)t;
+	a->log->order[a->log->n++] = a->id;
+	if (a->log->victim && a->id == 1) {
+		ev_timer_del(loop, a->log->victim);
+		a->log->victim = NULL;
+	}
+	if (a->log->n >= 4)
+		ev_stop(loop);
+	return a->repeat-- > 0 ? 1 : -1;
+}
+
+static void test_timers_run_in_deadline_order(void **state)
+{
+	(void)state;
+	struct ev_loop *loop = ev_loop_new(64);
+	struct timer_log log = {.loop = loop};
+	struct timer_arg a3 = {&log, 3, 0}, a1 = {&log, 1, 0}, a2 = {&log, 2, 1}, a9 = {&log, 9, 0};
+	assert_non_null(ev_timer_add(loop, 30, record_timer, &a3));
+	assert_non_null(ev_timer_add(loop, 5, record_timer, &a1));
+	assert_non_null(ev_timer_add(loop, 15, record_timer, &a2));
+	/* Timer 1 deletes timer 9 before it is due. */
+	log.victim = ev_timer_add(loop, 20, record_timer, &a9);
+	ev_run(loop);
+	assert_int_equal(log.n, 4);
+	assert_int_equal(log.order[0], 1);
+	assert_int_equal(log.order[1], 2);
+	assert_int_equal(log.order[2], 2); /* re-armed once after 1 ms */
+	assert_int_equal(log.order[3], 3);
+	ev_loop_free(loop);
+}
+
+static int64_t delete_self(struct ev_loop *loop, struct ev_timer *t, void *arg)
+{
+	int *runs = arg;
+	(*runs)++;
+	ev_timer_del(loop, t); /* must be safe: freed after the callback returns */
+	ev_stop(loop);
+	return 1;
+}
+
+static void test_timer_deletes_itself(void **state)
+{
+	(void)state;
+	struct ev_loop *loop = ev_loop_new(64);
+	int runs = 0;
+	ev_timer_add(loop, 1, delete_self, &runs);
+	ev_run(loop);
+	assert_int_equal(runs, 1);
+	ev_loop_free(loop);
+}
+
+static void on_readable(struct ev_loop *loop, int fd, int mask, void *arg)
+{
+	char c;
+	int *got = arg;
+	assert_true(mask & EV_READ);
+	assert_int_equal(read(fd, &c, 1), 1);
+	*got = c;
+	ev_set(loop, fd, EV_NONE, NULL, NULL);
+	ev_stop(loop);
+}
+
+static void test_file_event_fires_and_is_removed(void **state)
+{
+	(void)state;
+	struct ev_loop *loop = ev_loop_new(64);
+	int p[2];
+	assert_int_equal(pipe(p), 0);
+	int got = 0;
+	assert_int_equal(ev_set(loop, p[0], EV_READ, on_readable, &got), 0);
+	assert_int_equal(ev_get(loop, p[0]), EV_READ);
+	assert_int_equal(write(p[1], "x", 1), 1);
+	ev_run(loop);
+	assert_int_equal(got, 'x');
+	assert_int_equal(ev_get(loop, p[0]), EV_NONE);
+	assert_int_equal(ev_set(loop, 1000, EV_READ, on_readable, &got), -1); /* beyond max_fds */
+	close(p[0]);
+	close(p[1]);
+	ev_loop_free(loop);
+}
+
+static void test_buf_append_consume_reuse(void **state)
+{
+	(void)state;
+	struct buf b = {0};
+	assert_int_equal(buf_append_str(&b, "hello "), 0);
+	assert_int_equal(buf_printf(&b, "%s %d", "world", 42), 0);
+	assert_int_equal(b.len, strlen("hello world 42"));
+	assert_memory_equal(buf_head(&b), "hello world 42", b.len);
+	buf_consume(&b, 6);
+	assert_memory_equal(buf_head(&b), "world 42", b.len);
+	/* Growing after a consume compacts first, keeping the unconsumed bytes. */
+	char big[1000];
+	memset(big, 'z', sizeof(big));
+	assert_int_equal(buf_append(&b, big, sizeof(big)), 0);
+	assert_int_equal(b.len, 8 + sizeof(big));
+	assert_memory_equal(buf_head(&b), "world 42", 8);
+	buf_consume(&b, b.len + 5);
+	assert_int_equal(b.len, 0);
+	buf_free(&b);
+	assert_null(b.data);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_timers_run_in_deadline_order),
+		cmocka_unit_test(test_timer_deletes_itself),
+		cmocka_unit_test(test_file_event_fires_and_is_removed),
+		cmocka_unit_test(test_buf_append_consume_reuse),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
