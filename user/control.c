@@ -1,0 +1,1158 @@
+/* The control plane: JSON-lines request handling (control_handle_line) and the Unix-socket
+ * server that feeds it. The protocol is documented in docs/control-protocol.md.
+ *
+ * Request handling is table-driven: each command names its fields (type, required) and a
+ * handler. Every field is checked before anything is changed; a handler calls the registry
+ * once for a mutation and reports the event through the hooks only after the registry
+ * committed it. */
+#include "control.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <limits.h>
+#include <openssl/bio.h>
+#include <openssl/pem.h>
+#include <pwd.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "buf.h"
+#include "log.h"
+
+#define CONTROL_AUDIT_DEFAULT 50
+#define CONTROL_AUDIT_MAX 10000
+#define CONTROL_MAX_CONNS 64
+#define CONTROL_IDLE_MS 60000
+#define CONTROL_SWEEP_MS 5000
+#define CONTROL_ECHO_MAX 64 /* bytes of a client-supplied name echoed in an error */
+
+/* --- request handling ------------------------------------------------------------------ */
+
+struct request {
+	struct control_ctx *ctx;
+	json_t *obj;
+	uid_t uid;
+	char err[512];
+};
+
+enum field_type { F_STRING, F_BOOL, F_INT };
+
+struct field_spec {
+	const char *name;
+	enum field_type type;
+	bool required;
+};
+
+typedef json_t *command_fn(struct request *rq);
+
+struct command {
+	const char *name;
+	command_fn *fn;
+	struct field_spec fields[4]; /* terminated by a NULL name */
+};
+
+static void rq_fail(struct request *rq, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void rq_fail(struct request *rq, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(rq->err, sizeof(rq->err), fmt, ap);
+	va_end(ap);
+	/* One printable ASCII line, whatever the input echoed into it (jansson quotes tokens). */
+	for (char *p = rq->err; *p; p++)
+		if ((unsigned char)*p < 0x20 || (unsigned char)*p >= 0x7f)
+			*p = '?';
+}
+
+static const char *reg_status_text(int st)
+{
+	switch (st) {
+	case REG_ERR_INVALID: return "invalid argument";
+	case REG_ERR_NOT_FOUND: return "not found";
+	case REG_ERR_CONFLICT: return "conflict";
+	case REG_ERR_REVOKED: return "certificate was revoked";
+	case REG_ERR_NEED_ROTATE: return "client already has an active certificate (use rotate)";
+	case REG_ERR_LIMIT: return "client already has the maximum number of active certificates";
+	case REG_ERR_IO: return "registry I/O error";
+	default: return "registry error";
+	}
+}
+
+/* Copies the registry's message (or a generic one for st) into the request error. */
+static void rq_fail_reg(struct request *rq, int st, const char *regerr)
+{
+	rq_fail(rq, "%s", regerr && regerr[0] ? regerr : reg_status_text(st));
+}
+
+/* A printable, bounded rendering of client-supplied text for error messages. */
+static void echo_text(const char *s, char *out, size_t outlen)
+{
+	size_t j = 0;
+	for (size_t i = 0; s[i] && j + 4 < outlen && i < CONTROL_ECHO_MAX; i++) {
+		unsigned char c = (unsigned char)s[i];
+		out[j++] = (c >= 0x20 && c < 0x7f) ? (char)c : '?';
+	}
+	if (strlen(s) > CONTROL_ECHO_MAX && j + 4 <= outlen) {
+		memcpy(out + j, "...", 3);
+		j += 3;
+	}
+	out[j] = '\0';
+}
+
+static void fmt_time(int64_t t, char out[32])
+{
+	time_t tt = (time_t)t;
+	struct tm tm;
+	if (!gmtime_r(&tt, &tm) || strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+		snprintf(out, 32, "%lld", (long long)t);
+}
+
+static json_t *json_time(int64_t t)
+{
+	char s[32];
+	fmt_time(t, s);
+	return json_string(s);
+}
+
+static json_t *json_thumb(const uint8_t thumb[CERT_THUMB_LEN])
+{
+	char hex[CERT_THUMB_HEX_LEN + 1];
+	cert_thumb_to_hex(thumb, hex);
+	return json_string(hex);
+}
+
+/* json_string() refuses invalid UTF-8; registry text comes from certificates and could hold
+ * anything, so fall back to a sanitised copy. */
+static json_t *json_text(const char *s)
+{
+	json_t *j = json_string(s);
+	if (j)
+		return j;
+	size_t n = strlen(s);
+	char *c = malloc(n + 1);
+	if (!c)
+		return NULL;
+	for (size_t i = 0; i <= n; i++)
+		c[i] = (s[i] & 0x80) ? '?' : s[i];
+	j = json_string(c);
+	free(c);
+	return j;
+}
+
+static json_t *cert_info_json(const struct cert_info *ci)
+{
+	return json_pack("{s:o, s:o, s:o, s:o, s:o, s:o}", "thumbprint", json_thumb(ci->thumb),
+			 "subject", json_text(ci->subject), "issuer", json_text(ci->issuer),
+			 "serial", json_text(ci->serial), "not_before", json_time(ci->not_before),
+			 "not_after", json_time(ci->not_after));
+}
+
+static json_t *registry_cert_json(const struct registry_cert *c)
+{
+	json_t *o = cert_info_json(&c->info);
+	if (!o)
+		return NULL;
+	json_object_set_new(o, "state", json_string(c->state == CERT_ACTIVE ? "active" : "revoked"));
+	json_object_set_new(o, "bound_at", json_time(c->bound_at));
+	json_object_set_new(o, "revoked_at", c->state == CERT_REVOKED ? json_time(c->revoked_at)
+								       : json_null());
+	return o;
+}
+
+static const char *client_state(const struct registry_client *c)
+{
+	bool any = false;
+	for (unsigned i = 0; i < c->n_certs; i++) {
+		if (c->certs[i].state == CERT_ACTIVE)
+			return "active";
+		any = true;
+	}
+	return any ? "revoked" : "empty";
+}
+
+static json_t *registry_client_json(const struct registry_client *c)
+{
+	json_t *certs = json_array();
+	for (unsigned i = 0; certs && i < c->n_certs; i++)
+		json_array_append_new(certs, registry_cert_json(&c->certs[i]));
+	return json_pack("{s:s, s:I, s:s, s:o, s:o}", "client_id", c->client_id, "slot",
+			 (json_int_t)c->slot, "state", client_state(c), "created_at",
+			 json_time(c->created_at), "certs", certs);
+}
+
+static void emit(struct request *rq, enum control_event_kind kind, const char *client_id,
+		 uint32_t slot, const uint8_t *thumb, const char *cidr)
+{
+	struct control_hooks *h = &rq->ctx->hooks;
+	if (!h->on_event)
+		return;
+	struct control_event ev = {
+		.kind = kind, .client_id = client_id, .slot = slot, .thumb = thumb, .cidr = cidr};
+	h->on_event(h->arg, &ev);
+}
+
+static const char *str_field(struct request *rq, const char *name)
+{
+	json_t *v = json_object_get(rq->obj, name);
+	return v ? json_string_value(v) : NULL;
+}
+
+/* client_id fields are checked here so that the message is the same for every command. */
+static const char *client_id_field(struct request *rq)
+{
+	const char *id = str_field(rq, "client_id");
+	if (id && !registry_client_id_valid(id)) {
+		char e[CONTROL_ECHO_MAX + 8];
+		echo_text(id, e, sizeof(e));
+		rq_fail(rq,
+			"invalid client_id '%s': 1-%d printable ASCII characters without space, "
+			"'\"' or '\\'",
+			e, REGISTRY_CLIENT_ID_MAX);
+		return NULL;
+	}
+	return id;
+}
+
+/* Parses the PEM in field name into x. */
+static int pem_field(struct request *rq, const char *name, X509 **x)
+{
+	json_t *v = json_object_get(rq->obj, name);
+	char err[256] = "";
+	if (cert_from_pem(json_string_value(v), json_string_length(v), x, err, sizeof(err)) < 0) {
+		rq_fail(rq, "invalid %s: %s", name, err[0] ? err : "not a PEM certificate");
+		return -1;
+	}
+	return 0;
+}
+
+static char *pem_encode(X509 *x)
+{
+	BIO *b = BIO_new(BIO_s_mem());
+	char *data, *pem = NULL;
+	if (b && PEM_write_bio_X509(b, x) == 1) {
+		long n = BIO_get_mem_data(b, &data);
+		if (n > 0 && (pem = malloc((size_t)n + 1))) {
+			memcpy(pem, data, (size_t)n);
+			pem[n] = '\0';
+		}
+	}
+	BIO_free(b);
+	return pem;
+}
+
+static json_t *cmd_bind(struct request *rq)
+{
+	const char *id = client_id_field(rq);
+	if (!id)
+		return NULL;
+	json_t *rot = json_object_get(rq->obj, "rotate");
+	bool rotate = rot && json_is_true(rot);
+	X509 *x = NULL;
+	char *pem = NULL;
+	json_t *res = NULL;
+	if (pem_field(rq, "cert_pem", &x) < 0)
+		return NULL;
+	struct cert_info ci;
+	if (cert_get_info(x, &ci) < 0) {
+		rq_fail(rq, "invalid cert_pem: cannot read the certificate's fields");
+		goto out;
+	}
+	time_t now = time(NULL);
+	char when[32];
+	if (ci.not_after < (int64_t)now) {
+		fmt_time(ci.not_after, when);
+		rq_fail(rq, "certificate expired (not_after %s)", when);
+		goto out;
+	}
+	if (ci.not_before > (int64_t)now) {
+		fmt_time(ci.not_before, when);
+		rq_fail(rq, "certificate not yet valid (not_before %s)", when);
+		goto out;
+	}
+	char err[256] = "";
+	if (!rq->ctx->trust) {
+		rq_fail(rq, "no client_ca is configured: cannot verify the certificate");
+		goto out;
+	}
+	if (cert_store_verify(rq->ctx->trust, x, now, err, sizeof(err)) < 0) {
+		if (strstr(err, "revoked"))
+			rq_fail(rq, "certificate rejected by the client_ca CRL: %s", err);
+		else
+			rq_fail(rq, "certificate does not chain to client_ca: %s",
+				err[0] ? err : "verification failed");
+		goto out;
+	}
+	/* The registry stores the PEM as re-encoded here: exactly one canonical block. */
+	pem = pem_encode(x);
+	if (!pem) {
+		rq_fail(rq, "out of memory encoding the certificate");
+		goto out;
+	}
+	uint32_t slot = 0;
+	err[0] = '\0';
+	int st = registry_bind(rq->ctx->reg, id, &ci, pem, rotate, rq->uid, &slot, err,
+			       sizeof(err));
+	if (st != REG_OK) {
+		rq_fail_reg(rq, st, err);
+		goto out;
+	}
+	emit(rq, CONTROL_CLIENT_BOUND, id, slot, ci.thumb, NULL);
+	res = cert_info_json(&ci);
+	if (res) {
+		json_object_set_new(res, "client_id", json_string(id));
+		json_object_set_new(res, "slot", json_integer(slot));
+		json_object_set_new(res, "action", json_string(rotate ? "rotate" : "bind"));
+	}
+out:
+	free(pem);
+	X509_free(x);
+	return res;
+}
+
+static json_t *cmd_unbind(struct request *rq)
+{
+	const char *id = client_id_field(rq);
+	if (!id)
+		return NULL;
+	json_t *pemv = json_object_get(rq->obj, "cert_pem");
+	const char *hex = str_field(rq, "thumbprint");
+	char err[256] = "";
+	uint32_t slot = 0;
+	if (pemv && hex) {
+		rq_fail(rq, "fields cert_pem and thumbprint are mutually exclusive");
+		return NULL;
+	}
+	if (!pemv && !hex) {
+		int st = registry_unbind_client(rq->ctx->reg, id, rq->uid, &slot, err, sizeof(err));
+		if (st != REG_OK) {
+			rq_fail_reg(rq, st, err);
+			return NULL;
+		}
+		emit(rq, CONTROL_CLIENT_UNBOUND, id, slot, NULL, NULL);
+		return json_pack("{s:s, s:I, s:s}", "client_id", id, "slot", (json_int_t)slot,
+				 "removed", "client");
+	}
+	uint8_t thumb[CERT_THUMB_LEN];
+	if (hex) {
+		if (cert_thumb_from_hex(hex, strlen(hex), thumb) < 0) {
+			rq_fail(rq, "invalid thumbprint: expected 64 hex digits");
+			return NULL;
+		}
+	} else {
+		X509 *x = NULL;
+		if (pem_field(rq, "cert_pem", &x) < 0)
+			return NULL;
+		int r = cert_thumbprint(x, thumb);
+		X509_free(x);
+		if (r < 0) {
+			rq_fail(rq, "invalid cert_pem: cannot compute its thumbprint");
+			return NULL;
+		}
+	}
+	int st = registry_unbind_cert(rq->ctx->reg, id, thumb, rq->uid, &slot, err, sizeof(err));
+	if (st != REG_OK) {
+		rq_fail_reg(rq, st, err);
+		return NULL;
+	}
+	emit(rq, CONTROL_CERT_UNBOUND, id, slot, thumb, NULL);
+	return json_pack("{s:s, s:I, s:s, s:o}", "client_id", id, "slot", (json_int_t)slot,
+			 "removed", "cert", "thumbprint", json_thumb(thumb));
+}
+
+static json_t *cmd_revoke(struct request *rq)
+{
+	const char *id = client_id_field(rq);
+	if (!id)
+		return NULL;
+	/* Note which certificates are about to be revoked, for the answer. */
+	json_t *thumbs = json_array();
+	struct registry_client before;
+	if (thumbs && registry_get_client(rq->ctx->reg, id, &before) == REG_OK) {
+		for (unsigned i = 0; i < before.n_certs; i++)
+			if (before.certs[i].state == CERT_ACTIVE)
+				json_array_append_new(thumbs, json_thumb(before.certs[i].info.thumb));
+		registry_client_free(&before);
+	}
+	char err[256] = "";
+	uint32_t slot = 0;
+	int st = registry_revoke(rq->ctx->reg, id, rq->uid, &slot, err, sizeof(err));
+	if (st != REG_OK) {
+		json_decref(thumbs);
+		rq_fail_reg(rq, st, err);
+		return NULL;
+	}
+	emit(rq, CONTROL_CLIENT_REVOKED, id, slot, NULL, NULL);
+	return json_pack("{s:s, s:I, s:o}", "client_id", id, "slot", (json_int_t)slot, "revoked",
+			 thumbs ? thumbs : json_array());
+}
+
+static json_t *cmd_list(struct request *rq)
+{
+	struct registry_client *list = NULL;
+	size_t n = 0;
+	int st = registry_list_clients(rq->ctx->reg, &list, &n);
+	if (st != REG_OK) {
+		rq_fail_reg(rq, st, NULL);
+		return NULL;
+	}
+	json_t *arr = json_array();
+	for (size_t i = 0; arr && i < n; i++)
+		json_array_append_new(arr, registry_client_json(&list[i]));
+	registry_clients_free(list, n);
+	return arr ? json_pack("{s:o}", "clients", arr) : NULL;
+}
+
+static json_t *cmd_show(struct request *rq)
+{
+	const char *id = client_id_field(rq);
+	if (!id)
+		return NULL;
+	struct registry_client c;
+	int st = registry_get_client(rq->ctx->reg, id, &c);
+	if (st == REG_ERR_NOT_FOUND) {
+		rq_fail(rq, "no such client '%s'", id);
+		return NULL;
+	}
+	if (st != REG_OK) {
+		rq_fail_reg(rq, st, NULL);
+		return NULL;
+	}
+	json_t *o = registry_client_json(&c);
+	registry_client_free(&c);
+	return o;
+}
+
+static json_t *cmd_audit(struct request *rq)
+{
+	const char *id = NULL;
+	if (json_object_get(rq->obj, "client_id") && !(id = client_id_field(rq)))
+		return NULL;
+	json_int_t limit = CONTROL_AUDIT_DEFAULT;
+	json_t *lv = json_object_get(rq->obj, "limit");
+	if (lv) {
+		limit = json_integer_value(lv);
+		if (limit < 1 || limit > CONTROL_AUDIT_MAX) {
+			rq_fail(rq, "field limit must be between 1 and %d", CONTROL_AUDIT_MAX);
+			return NULL;
+		}
+	}
+	struct registry_audit_entry *e = NULL;
+	size_t n = 0;
+	int st = registry_audit(rq->ctx->reg, id, (size_t)limit, &e, &n);
+	if (st != REG_OK) {
+		rq_fail_reg(rq, st, NULL);
+		return NULL;
+	}
+	json_t *arr = json_array();
+	for (size_t i = 0; arr && i < n; i++)
+		json_array_append_new(
+			arr, json_pack("{s:I, s:o, s:I, s:o, s:o, s:o, s:o}", "id", (json_int_t)e[i].id,
+				       "time", json_time(e[i].ts), "uid", (json_int_t)e[i].uid,
+				       "action", json_text(e[i].action), "client_id",
+				       json_text(e[i].client_id), "thumbprint",
+				       json_text(e[i].thumb_hex), "detail", json_text(e[i].detail)));
+	free(e);
+	return arr ? json_pack("{s:o}", "entries", arr) : NULL;
+}
+
+/* Parses "ADDR/LEN" or a bare address and writes the canonical form (host bits cleared). */
+static int cidr_canonical(const char *in, char *out, size_t outlen)
+{
+	char addr[INET6_ADDRSTRLEN + 1];
+	const char *slash = strchr(in, '/');
+	size_t alen = slash ? (size_t)(slash - in) : strlen(in);
+	if (alen == 0 || alen >= sizeof(addr))
+		return -1;
+	memcpy(addr, in, alen);
+	addr[alen] = '\0';
+	uint8_t bytes[16];
+	int af = strchr(addr, ':') ? AF_INET6 : AF_INET;
+	if (inet_pton(af, addr, bytes) != 1)
+		return -1;
+	int max = af == AF_INET ? 32 : 128;
+	long plen = max;
+	if (slash) {
+		const char *p = slash + 1;
+		if (*p < '0' || *p > '9' || strlen(p) > 3)
+			return -1;
+		char *end;
+		plen = strtol(p, &end, 10);
+		if (*end || plen > max)
+			return -1;
+	}
+	for (int bit = (int)plen; bit < max; bit++)
+		bytes[bit / 8] &= (uint8_t)~(0x80u >> (bit % 8));
+	char txt[INET6_ADDRSTRLEN];
+	if (!inet_ntop(af, bytes, txt, sizeof(txt)))
+		return -1;
+	return snprintf(out, outlen, "%s/%ld", txt, plen) < (int)outlen ? 0 : -1;
+}
+
+static const char *cidr_field(struct request *rq, char *out, size_t outlen)
+{
+	const char *cidr = str_field(rq, "cidr");
+	if (cidr_canonical(cidr, out, outlen) < 0) {
+		char e[CONTROL_ECHO_MAX + 8];
+		echo_text(cidr, e, sizeof(e));
+		rq_fail(rq, "invalid cidr '%s': expected ADDRESS/PREFIX_LENGTH", e);
+		return NULL;
+	}
+	return out;
+}
+
+static json_t *cmd_deny(struct request *rq, bool add)
+{
+	char cidr[INET6_ADDRSTRLEN + 8];
+	if (!cidr_field(rq, cidr, sizeof(cidr)))
+		return NULL;
+	char err[256] = "";
+	int st = add ? registry_deny_add(rq->ctx->reg, cidr, rq->uid, err, sizeof(err))
+		     : registry_deny_del(rq->ctx->reg, cidr, rq->uid, err, sizeof(err));
+	if (st != REG_OK) {
+		rq_fail_reg(rq, st, err);
+		return NULL;
+	}
+	emit(rq, add ? CONTROL_DENY_ADDED : CONTROL_DENY_REMOVED, NULL, 0, NULL, cidr);
+	return json_pack("{s:s}", "cidr", cidr);
+}
+
+static json_t *cmd_deny_add(struct request *rq) { return cmd_deny(rq, true); }
+static json_t *cmd_deny_del(struct request *rq) { return cmd_deny(rq, false); }
+
+static json_t *cmd_deny_list(struct request *rq)
+{
+	char **list = NULL;
+	size_t n = 0;
+	int st = registry_deny_list(rq->ctx->reg, &list, &n);
+	if (st != REG_OK) {
+		rq_fail_reg(rq, st, NULL);
+		return NULL;
+	}
+	json_t *arr = json_array();
+	for (size_t i = 0; i < n; i++) {
+		if (arr)
+			json_array_append_new(arr, json_text(list[i]));
+		free(list[i]);
+	}
+	free(list);
+	return arr ? json_pack("{s:o}", "cidrs", arr) : NULL;
+}
+
+static json_t *cmd_stats(struct request *rq)
+{
+	json_t *o = json_object();
+	if (!o)
+		return NULL;
+	struct control_hooks *h = &rq->ctx->hooks;
+	if (h->fill_stats)
+		h->fill_stats(h->arg, o);
+	struct registry_client *list = NULL;
+	size_t n = 0;
+	char **deny = NULL;
+	size_t nd = 0;
+	if (registry_list_clients(rq->ctx->reg, &list, &n) != REG_OK ||
+	    registry_deny_list(rq->ctx->reg, &deny, &nd) != REG_OK) {
+		registry_clients_free(list, n);
+		json_decref(o);
+		rq_fail(rq, "registry I/O error");
+		return NULL;
+	}
+	json_int_t active = 0, revoked = 0;
+	for (size_t i = 0; i < n; i++)
+		for (unsigned j = 0; j < list[i].n_certs; j++)
+			if (list[i].certs[j].state == CERT_ACTIVE)
+				active++;
+			else
+				revoked++;
+	registry_clients_free(list, n);
+	for (size_t i = 0; i < nd; i++)
+		free(deny[i]);
+	free(deny);
+	json_object_set_new(o, "clients", json_integer((json_int_t)n));
+	json_object_set_new(o, "certs_active", json_integer(active));
+	json_object_set_new(o, "certs_revoked", json_integer(revoked));
+	json_object_set_new(o, "deny_entries", json_integer((json_int_t)nd));
+	return o;
+}
+
+static const struct command commands[] = {
+	{"bind", cmd_bind,
+	 {{"client_id", F_STRING, true}, {"cert_pem", F_STRING, true}, {"rotate", F_BOOL, false}}},
+	{"unbind", cmd_unbind,
+	 {{"client_id", F_STRING, true}, {"cert_pem", F_STRING, false},
+	  {"thumbprint", F_STRING, false}}},
+	{"revoke", cmd_revoke, {{"client_id", F_STRING, true}}},
+	{"list", cmd_list, {{0}}},
+	{"show", cmd_show, {{"client_id", F_STRING, true}}},
+	{"audit", cmd_audit, {{"client_id", F_STRING, false}, {"limit", F_INT, false}}},
+	{"deny-add", cmd_deny_add, {{"cidr", F_STRING, true}}},
+	{"deny-del", cmd_deny_del, {{"cidr", F_STRING, true}}},
+	{"deny-list", cmd_deny_list, {{0}}},
+	{"stats", cmd_stats, {{0}}},
+};
+
+static const char *const type_names[] = {"a string", "a boolean", "an integer"};
+
+static bool type_ok(json_t *v, enum field_type t)
+{
+	switch (t) {
+	case F_STRING: return json_is_string(v);
+	case F_BOOL: return json_is_boolean(v);
+	case F_INT: return json_is_integer(v);
+	}
+	return false;
+}
+
+/* Presence, type and unknown-field checks for cmd. 0 or -1 with rq->err set. */
+static int check_fields(struct request *rq, const struct command *cmd)
+{
+	const char *key;
+	json_t *v;
+	json_object_foreach(rq->obj, key, v) {
+		if (strcmp(key, "cmd") == 0)
+			continue;
+		const struct field_spec *f = cmd->fields;
+		while (f->name && strcmp(f->name, key) != 0)
+			f++;
+		if (!f->name) {
+			char e[CONTROL_ECHO_MAX + 8];
+			echo_text(key, e, sizeof(e));
+			rq_fail(rq, "unknown field '%s' for command %s", e, cmd->name);
+			return -1;
+		}
+		if (!type_ok(v, f->type)) {
+			rq_fail(rq, "field %s must be %s", f->name, type_names[f->type]);
+			return -1;
+		}
+	}
+	for (const struct field_spec *f = cmd->fields; f->name; f++) {
+		if (f->required && !json_object_get(rq->obj, f->name)) {
+			rq_fail(rq, "missing field %s", f->name);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static char *reply(json_t *result, const char *error)
+{
+	json_t *o = result ? json_pack("{s:b, s:o}", "ok", 1, "result", result)
+			   : json_pack("{s:b, s:s}", "ok", 0, "error", error);
+	char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
+	json_decref(o);
+	if (!s)
+		s = strdup(result ? "{\"ok\":false,\"error\":\"out of memory building the answer\"}"
+				  : "{\"ok\":false,\"error\":\"out of memory\"}");
+	return s;
+}
+
+char *control_handle_line(struct control_ctx *ctx, const char *line, size_t len, uid_t uid)
+{
+	struct request rq = {.ctx = ctx, .uid = uid};
+	json_error_t jerr;
+	json_t *res = NULL;
+	/* Strip a trailing CR so that CRLF-terminated lines work. */
+	if (len && line[len - 1] == '\r')
+		len--;
+	rq.obj = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr);
+	if (!rq.obj) {
+		rq_fail(&rq, "invalid JSON: %s (at byte %d)", jerr.text, jerr.position);
+		goto out;
+	}
+	if (!json_is_object(rq.obj)) {
+		rq_fail(&rq, "request must be a JSON object");
+		goto out;
+	}
+	json_t *cmdv = json_object_get(rq.obj, "cmd");
+	if (!cmdv) {
+		rq_fail(&rq, "missing field cmd");
+		goto out;
+	}
+	if (!json_is_string(cmdv)) {
+		rq_fail(&rq, "field cmd must be a string");
+		goto out;
+	}
+	const char *name = json_string_value(cmdv);
+	const struct command *cmd = NULL;
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+		if (strcmp(commands[i].name, name) == 0)
+			cmd = &commands[i];
+	if (!cmd) {
+		char e[CONTROL_ECHO_MAX + 8];
+		echo_text(name, e, sizeof(e));
+		rq_fail(&rq, "unknown command '%s'", e);
+		goto out;
+	}
+	if (check_fields(&rq, cmd) < 0)
+		goto out;
+	res = cmd->fn(&rq);
+	if (!res && !rq.err[0])
+		rq_fail(&rq, "out of memory");
+out:
+	json_decref(rq.obj);
+	return reply(res, rq.err);
+}
+
+/* --- socket server ---------------------------------------------------------------------- */
+
+struct control_conn {
+	struct control_server *srv;
+	struct control_conn *next, **pprev;
+	int fd;
+	uid_t uid;
+	pid_t pid;
+	struct buf in, out;
+	int64_t last_active;
+	bool closing; /* close once out is flushed; read nothing more */
+};
+
+struct control_server {
+	struct ev_loop *loop;
+	struct control_ctx *ctx;
+	int fd;
+	char *path;
+	dev_t dev;
+	ino_t ino;
+	bool use_group;
+	gid_t gid;
+	uid_t euid;
+	unsigned n_conns;
+	struct control_conn *conns;
+	struct ev_timer *sweep;
+};
+
+static void conn_close(struct control_conn *c)
+{
+	ev_set(c->srv->loop, c->fd, EV_NONE, NULL, NULL);
+	close(c->fd);
+	*c->pprev = c->next;
+	if (c->next)
+		c->next->pprev = c->pprev;
+	c->srv->n_conns--;
+	buf_free(&c->in);
+	buf_free(&c->out);
+	free(c);
+}
+
+static void conn_event(struct ev_loop *loop, int fd, int mask, void *arg);
+
+/* Writes what it can of c->out and sets the interest accordingly. 0, or -1 when c was closed. */
+static int conn_flush(struct control_conn *c)
+{
+	while (c->out.len) {
+		ssize_t w = send(c->fd, buf_head(&c->out), c->out.len, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			break;
+		if (w <= 0) {
+			conn_close(c);
+			return -1;
+		}
+		buf_consume(&c->out, (size_t)w);
+	}
+	if (!c->out.len && c->closing) {
+		conn_close(c);
+		return -1;
+	}
+	/* While an answer is pending, read nothing more: a peer that does not read its answers
+	 * cannot make us buffer without bound. */
+	int want = c->out.len ? EV_WRITE : EV_READ;
+	if (ev_get(c->srv->loop, c->fd) != want &&
+	    ev_set(c->srv->loop, c->fd, want, conn_event, c) < 0) {
+		conn_close(c);
+		return -1;
+	}
+	return 0;
+}
+
+static int conn_queue(struct control_conn *c, const char *resp)
+{
+	if (!resp || buf_append_str(&c->out, resp) < 0 || buf_append(&c->out, "\n", 1) < 0) {
+		c->closing = true;
+		return -1;
+	}
+	return 0;
+}
+
+static void conn_queue_error(struct control_conn *c, const char *msg)
+{
+	char *r = reply(NULL, msg);
+	conn_queue(c, r);
+	free(r);
+	c->closing = true;
+}
+
+static void conn_too_long(struct control_conn *c)
+{
+	char msg[96];
+	snprintf(msg, sizeof(msg), "request line too long (limit %d bytes)", CONTROL_MAX_LINE);
+	conn_queue_error(c, msg);
+}
+
+static void conn_handle_line(struct control_conn *c, const char *line, size_t len)
+{
+	char *resp = control_handle_line(c->srv->ctx, line, len, c->uid);
+	conn_queue(c, resp);
+	free(resp);
+}
+
+/* Handles every complete line in c->in. */
+static void conn_process(struct control_conn *c)
+{
+	while (!c->closing && c->in.len) {
+		char *head = buf_head(&c->in);
+		char *nl = memchr(head, '\n', c->in.len);
+		if (!nl)
+			break;
+		size_t n = (size_t)(nl - head);
+		if (n > CONTROL_MAX_LINE) {
+			conn_too_long(c);
+			return;
+		}
+		if (n)
+			conn_handle_line(c, head, n);
+		buf_consume(&c->in, n + 1);
+	}
+	if (!c->closing && c->in.len > CONTROL_MAX_LINE)
+		conn_too_long(c);
+}
+
+static void conn_read(struct control_conn *c)
+{
+	for (;;) {
+		if (buf_reserve(&c->in, 16384) < 0) {
+			conn_queue_error(c, "out of memory");
+			return;
+		}
+		char *tail = buf_head(&c->in) + c->in.len;
+		size_t room = c->in.cap - c->in.off - c->in.len;
+		ssize_t r = recv(c->fd, tail, room, MSG_DONTWAIT);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			return;
+		if (r <= 0) {
+			/* EOF: answer a last unterminated line, then close. */
+			if (r == 0 && c->in.len && c->in.len <= CONTROL_MAX_LINE)
+				conn_handle_line(c, buf_head(&c->in), c->in.len);
+			buf_reset(&c->in);
+			c->closing = true;
+			return;
+		}
+		c->in.len += (size_t)r;
+		c->last_active = ev_now_ms();
+		conn_process(c);
+		if (c->closing || c->out.len)
+			return;
+	}
+}
+
+static void conn_event(struct ev_loop *loop, int fd, int mask, void *arg)
+{
+	(void)loop;
+	(void)fd;
+	struct control_conn *c = arg;
+	if ((mask & EV_READ) && !c->closing && !c->out.len)
+		conn_read(c);
+	if (conn_flush(c) < 0)
+		return;
+	/* Lines that arrived while an answer was pending. */
+	if (!c->out.len && !c->closing && c->in.len) {
+		conn_process(c);
+		conn_flush(c);
+	}
+}
+
+/* uid 0, the daemon's euid, or (use_group) a member of gid by primary or supplementary group. */
+static bool peer_authorised(struct control_server *srv, const struct ucred *cr)
+{
+	if (cr->uid == 0 || cr->uid == srv->euid)
+		return true;
+	if (!srv->use_group)
+		return false;
+	if (cr->gid == srv->gid)
+		return true;
+	struct passwd pw, *pwp = NULL;
+	char pwbuf[4096];
+	if (getpwuid_r(cr->uid, &pw, pwbuf, sizeof(pwbuf), &pwp) != 0 || !pwp)
+		return false;
+	int ng = 64;
+	gid_t *groups = NULL;
+	for (int tries = 0; tries < 4; tries++) {
+		gid_t *g = realloc(groups, (size_t)ng * sizeof(*g));
+		if (!g)
+			break;
+		groups = g;
+		int want = ng;
+		if (getgrouplist(pw.pw_name, pw.pw_gid, groups, &want) >= 0) {
+			for (int i = 0; i < want; i++) {
+				if (groups[i] == srv->gid) {
+					free(groups);
+					return true;
+				}
+			}
+			break;
+		}
+		ng = want > ng ? want : ng * 2;
+	}
+	free(groups);
+	return false;
+}
+
+static void server_accept(struct ev_loop *loop, int fd, int mask, void *arg)
+{
+	(void)loop;
+	(void)mask;
+	struct control_server *srv = arg;
+	for (int i = 0; i < 16; i++) {
+		int cfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (cfd < 0) {
+			if (errno == EINTR || errno == ECONNABORTED)
+				continue;
+			if (errno != EAGAIN && errno != EWOULDBLOCK)
+				log_warn("control: accept: %s", strerror(errno));
+			return;
+		}
+		struct ucred cr;
+		socklen_t crlen = sizeof(cr);
+		if (getsockopt(cfd, SOL_SOCKET, SO_PEERCRED, &cr, &crlen) < 0) {
+			log_warn("control: SO_PEERCRED: %s", strerror(errno));
+			close(cfd);
+			continue;
+		}
+		const char *refusal = NULL;
+		char msg[128];
+		if (!peer_authorised(srv, &cr)) {
+			log_warn("control: refused peer uid %u pid %d", (unsigned)cr.uid, (int)cr.pid);
+			snprintf(msg, sizeof(msg), "permission denied: uid %u may not use the control "
+						   "socket", (unsigned)cr.uid);
+			refusal = msg;
+		} else if (srv->n_conns >= CONTROL_MAX_CONNS) {
+			log_warn("control: too many connections, refusing pid %d", (int)cr.pid);
+			refusal = "too many control connections";
+		}
+		if (refusal) {
+			char *r = reply(NULL, refusal);
+			if (r) {
+				ssize_t w = send(cfd, r, strlen(r), MSG_NOSIGNAL | MSG_DONTWAIT);
+				w = send(cfd, "\n", 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+				(void)w;
+			}
+			free(r);
+			close(cfd);
+			continue;
+		}
+		struct control_conn *c = calloc(1, sizeof(*c));
+		if (!c || ev_set(loop, cfd, EV_READ, conn_event, c) < 0) {
+			log_warn("control: cannot serve a connection: %s",
+				 c ? strerror(errno) : "out of memory");
+			free(c);
+			close(cfd);
+			continue;
+		}
+		c->srv = srv;
+		c->fd = cfd;
+		c->uid = cr.uid;
+		c->pid = cr.pid;
+		c->last_active = ev_now_ms();
+		c->next = srv->conns;
+		if (c->next)
+			c->next->pprev = &c->next;
+		c->pprev = &srv->conns;
+		srv->conns = c;
+		srv->n_conns++;
+	}
+}
+
+static int64_t server_sweep(struct ev_loop *loop, struct ev_timer *t, void *arg)
+{
+	(void)loop;
+	(void)t;
+	struct control_server *srv = arg;
+	int64_t now = ev_now_ms();
+	struct control_conn *c = srv->conns;
+	while (c) {
+		struct control_conn *next = c->next;
+		if (now - c->last_active > CONTROL_IDLE_MS)
+			conn_close(c);
+		c = next;
+	}
+	return CONTROL_SWEEP_MS;
+}
+
+/* mkdir -p of the directory holding path; new directories get mode 0750 (group gid when
+ * use_group, so that members can reach the socket). */
+static int make_parent(const char *path, bool use_group, gid_t gid, char *err, size_t errlen)
+{
+	char dir[sizeof(((struct sockaddr_un *)0)->sun_path)];
+	snprintf(dir, sizeof(dir), "%s", path);
+	char *slash = strrchr(dir, '/');
+	if (!slash || slash == dir)
+		return 0;
+	*slash = '\0';
+	for (char *p = dir + 1;; p++) {
+		if (*p != '/' && *p != '\0')
+			continue;
+		char saved = *p;
+		*p = '\0';
+		if (mkdir(dir, 0750) == 0) {
+			if (use_group && chown(dir, (uid_t)-1, gid) < 0) {
+				snprintf(err, errlen, "chown %s: %s", dir, strerror(errno));
+				return -1;
+			}
+		} else if (errno != EEXIST) {
+			snprintf(err, errlen, "mkdir %s: %s", dir, strerror(errno));
+			return -1;
+		}
+		*p = saved;
+		if (!saved)
+			break;
+	}
+	return 0;
+}
+
+/* Removes a socket file left by a dead daemon; refuses when something is listening there or
+ * the path is not a socket. */
+static int clear_stale(const char *path, const struct sockaddr_un *sa, char *err, size_t errlen)
+{
+	struct stat st;
+	if (lstat(path, &st) < 0) {
+		if (errno == ENOENT)
+			return 0;
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		return -1;
+	}
+	if (!S_ISSOCK(st.st_mode)) {
+		snprintf(err, errlen, "%s exists and is not a socket", path);
+		return -1;
+	}
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		snprintf(err, errlen, "socket: %s", strerror(errno));
+		return -1;
+	}
+	int r = connect(fd, (const struct sockaddr *)sa, sizeof(*sa));
+	int e = errno;
+	close(fd);
+	if (r == 0) {
+		snprintf(err, errlen, "%s: another daemon is listening there", path);
+		return -1;
+	}
+	if (e != ECONNREFUSED) {
+		snprintf(err, errlen, "%s: cannot tell whether a daemon owns it: %s", path,
+			 strerror(e));
+		return -1;
+	}
+	if (unlink(path) < 0 && errno != ENOENT) {
+		snprintf(err, errlen, "cannot remove stale socket %s: %s", path, strerror(errno));
+		return -1;
+	}
+	log_info("control: removed stale socket %s", path);
+	return 0;
+}
+
+int control_server_start(struct ev_loop *loop, const char *path, bool use_group, gid_t gid,
+			 struct control_ctx *ctx, struct control_server **out, char *err,
+			 size_t errlen)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	struct control_server *srv = NULL;
+	bool bound = false;
+	int fd = -1;
+	*out = NULL;
+	if (!path || !path[0] || strlen(path) >= sizeof(sa.sun_path)) {
+		snprintf(err, errlen, "control socket path is empty or longer than %zu bytes",
+			 sizeof(sa.sun_path) - 1);
+		return -1;
+	}
+	memcpy(sa.sun_path, path, strlen(path) + 1);
+	if (make_parent(path, use_group, gid, err, errlen) < 0 ||
+	    clear_stale(path, &sa, err, errlen) < 0)
+		return -1;
+	srv = calloc(1, sizeof(*srv));
+	if (!srv || !(srv->path = strdup(path))) {
+		snprintf(err, errlen, "out of memory");
+		goto fail;
+	}
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		snprintf(err, errlen, "socket: %s", strerror(errno));
+		goto fail;
+	}
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		snprintf(err, errlen, "bind %s: %s", path, strerror(errno));
+		goto fail;
+	}
+	bound = true;
+	/* Nobody can connect before listen(), so the mode is right before the first peer. */
+	if (chmod(path, use_group ? 0660 : 0600) < 0 ||
+	    (use_group && chown(path, (uid_t)-1, gid) < 0)) {
+		snprintf(err, errlen, "setting the mode of %s: %s", path, strerror(errno));
+		goto fail;
+	}
+	struct stat st;
+	if (stat(path, &st) < 0) {
+		snprintf(err, errlen, "stat %s: %s", path, strerror(errno));
+		goto fail;
+	}
+	if (listen(fd, 64) < 0) {
+		snprintf(err, errlen, "listen %s: %s", path, strerror(errno));
+		goto fail;
+	}
+	srv->loop = loop;
+	srv->ctx = ctx;
+	srv->fd = fd;
+	srv->dev = st.st_dev;
+	srv->ino = st.st_ino;
+	srv->use_group = use_group;
+	srv->gid = gid;
+	srv->euid = geteuid();
+	if (ev_set(loop, fd, EV_READ, server_accept, srv) < 0) {
+		snprintf(err, errlen, "event loop: %s", strerror(errno));
+		goto fail;
+	}
+	srv->sweep = ev_timer_add(loop, CONTROL_SWEEP_MS, server_sweep, srv);
+	if (!srv->sweep) {
+		ev_set(loop, fd, EV_NONE, NULL, NULL);
+		snprintf(err, errlen, "out of memory");
+		goto fail;
+	}
+	*out = srv;
+	return 0;
+fail:
+	if (bound)
+		unlink(path);
+	if (fd >= 0)
+		close(fd);
+	if (srv)
+		free(srv->path);
+	free(srv);
+	return -1;
+}
+
+void control_server_stop(struct control_server *srv)
+{
+	if (!srv)
+		return;
+	while (srv->conns)
+		conn_close(srv->conns);
+	ev_timer_del(srv->loop, srv->sweep);
+	ev_set(srv->loop, srv->fd, EV_NONE, NULL, NULL);
+	close(srv->fd);
+	/* Unlink only our own socket: a successor may already have replaced it. */
+	struct stat st;
+	if (lstat(srv->path, &st) == 0 && st.st_dev == srv->dev && st.st_ino == srv->ino)
+		unlink(srv->path);
+	free(srv->path);
+	free(srv);
+}
