@@ -1,0 +1,935 @@
+/* Configuration loading: one JSON file, validated against a fixed schema.
+ *
+ * Every check reports "<key path>: <problem>" and stops: the first wrong key wins. At each object
+ * level unknown keys are refused first (in document order), then the known keys are checked in
+ * the schema's fixed order (the order of the tables below), so the same file always yields the
+ * same message. Files named by the configuration are opened and lightly parsed here (PEM
+ * certificate, key, CRL) so that `--check-config` catches what would otherwise fail at start. */
+#include "config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <grp.h>
+#include <jansson.h>
+#include <limits.h>
+#include <net/if.h>
+#include <netdb.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+
+#define KEYPATH_MAX 160
+#define SHOW_MAX 64 /* bytes of a user-supplied value quoted in an error */
+#define URL_MAX 2048
+
+struct loader {
+	struct config *cfg;
+	char *err;
+	size_t errlen;
+};
+
+/* Writes "<path>: <message>" into the error buffer; always returns -1. */
+static int __attribute__((format(printf, 3, 4)))
+fail(struct loader *l, const char *path, const char *fmt, ...)
+{
+	int n = snprintf(l->err, l->errlen, "%s: ", path);
+	if (n < 0 || (size_t)n >= l->errlen)
+		return -1;
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(l->err + n, l->errlen - (size_t)n, fmt, ap);
+	va_end(ap);
+	return -1;
+}
+
+/* "prefix.key", or "key" at top level. */
+static const char *keypath(char out[KEYPATH_MAX], const char *prefix, const char *key)
+{
+	if (prefix && *prefix)
+		snprintf(out, KEYPATH_MAX, "%s.%s", prefix, key);
+	else
+		snprintf(out, KEYPATH_MAX, "%s", key);
+	return out;
+}
+
+/* A copy of a user-supplied string that is safe to put in a one-line message. */
+static const char *show(char out[SHOW_MAX + 4], const char *s)
+{
+	size_t i = 0;
+	for (; s[i] && i < SHOW_MAX; i++)
+		out[i] = isprint((unsigned char)s[i]) ? s[i] : '?';
+	if (s[i])
+		memcpy(out + i, "...", 3), i += 3;
+	out[i] = '\0';
+	return out;
+}
+
+static const char *json_kind(const json_t *v)
+{
+	switch (json_typeof(v)) {
+	case JSON_OBJECT: return "an object";
+	case JSON_ARRAY: return "an array";
+	case JSON_STRING: return "a string";
+	case JSON_INTEGER: return "an integer";
+	case JSON_REAL: return "a number";
+	case JSON_TRUE:
+	case JSON_FALSE: return "a boolean";
+	default: return "null";
+	}
+}
+
+/* Refuses the first key of obj (document order) that is not in allowed (NULL-terminated). */
+static int check_unknown_keys(struct loader *l, json_t *obj, const char *prefix,
+			      const char *const *allowed)
+{
+	const char *key;
+	json_t *v;
+	json_object_foreach(obj, key, v) {
+		bool known = false;
+		for (const char *const *a = allowed; *a && !known; a++)
+			known = strcmp(*a, key) == 0;
+		if (!known) {
+			char p[KEYPATH_MAX], s[SHOW_MAX + 4];
+			return fail(l, keypath(p, prefix, show(s, key)), "unknown key");
+		}
+	}
+	return 0;
+}
+
+/* Fetches obj[key] as a string. 1 present, 0 absent (error when required), -1 on error. */
+static int get_string(struct loader *l, json_t *obj, const char *prefix, const char *key,
+		      bool required, const char **out)
+{
+	char p[KEYPATH_MAX];
+	json_t *v = json_object_get(obj, key);
+	*out = NULL;
+	if (!v)
+		return required ? fail(l, keypath(p, prefix, key), "missing") : 0;
+	if (!json_is_string(v))
+		return fail(l, keypath(p, prefix, key), "must be a string, not %s", json_kind(v));
+	if (json_string_length(v) == 0)
+		return fail(l, keypath(p, prefix, key), "must not be empty");
+	*out = json_string_value(v);
+	return 1;
+}
+
+/* Fetches obj[key] as an object. 1 present, 0 absent (error when required), -1 on error. */
+static int get_object(struct loader *l, json_t *obj, const char *key, bool required, json_t **out)
+{
+	json_t *v = json_object_get(obj, key);
+	*out = NULL;
+	if (!v)
+		return required ? fail(l, key, "missing") : 0;
+	if (!json_is_object(v))
+		return fail(l, key, "must be an object, not %s", json_kind(v));
+	*out = v;
+	return 1;
+}
+
+/* --- paths and files ---------------------------------------------------------------------- */
+
+/* Absolute path for value (relative to the configuration's directory). */
+static int resolve_path(struct loader *l, const char *path, const char *value, char **out)
+{
+	char *res;
+	if (value[0] == '/')
+		res = strdup(value);
+	else if (asprintf(&res, "%s/%s", l->cfg->dir, value) < 0)
+		res = NULL;
+	if (!res)
+		return fail(l, path, "out of memory");
+	if (strlen(res) >= PATH_MAX) {
+		free(res);
+		return fail(l, path, "path too long");
+	}
+	*out = res;
+	return 0;
+}
+
+static int errno_fail(struct loader *l, const char *path, int e)
+{
+	switch (e) {
+	case ENOENT: return fail(l, path, "file not found");
+	case EACCES:
+	case EPERM: return fail(l, path, "permission denied");
+	case EISDIR: return fail(l, path, "is a directory");
+	default: return fail(l, path, "%s", strerror(e));
+	}
+}
+
+/* Resolves obj[key] (a required or optional path), checks that it is a readable regular file
+ * and opens it. 1 with *fp open, 0 when absent and optional, -1 on error. */
+static int open_file(struct loader *l, json_t *obj, const char *prefix, const char *key,
+		     bool required, char **abs, FILE **fp)
+{
+	char p[KEYPATH_MAX];
+	const char *v;
+	int rc = get_string(l, obj, prefix, key, required, &v);
+	if (rc <= 0)
+		return rc;
+	keypath(p, prefix, key);
+	if (resolve_path(l, p, v, abs) < 0)
+		return -1;
+	struct stat st;
+	if (stat(*abs, &st) < 0)
+		return errno_fail(l, p, errno);
+	if (S_ISDIR(st.st_mode))
+		return fail(l, p, "is a directory");
+	if (!S_ISREG(st.st_mode))
+		return fail(l, p, "not a regular file");
+	*fp = fopen(*abs, "re");
+	if (!*fp)
+		return errno_fail(l, p, errno);
+	return 1;
+}
+
+/* Never prompt for a passphrase: note that one was wanted and refuse. */
+static int no_passphrase(char *buf, int size, int rwflag, void *arg)
+{
+	(void)buf, (void)size, (void)rwflag;
+	*(bool *)arg = true;
+	return -1;
+}
+
+/* The first certificate of a PEM file (a certificate file may carry its chain after it). */
+static int load_cert(struct loader *l, json_t *obj, const char *prefix, const char *key,
+		     char **abs, X509 **out)
+{
+	char p[KEYPATH_MAX];
+	FILE *fp = NULL;
+	int rc = open_file(l, obj, prefix, key, true, abs, &fp);
+	if (rc <= 0)
+		return -1;
+	*out = PEM_read_X509(fp, NULL, NULL, NULL);
+	fclose(fp);
+	ERR_clear_error();
+	if (!*out)
+		return fail(l, keypath(p, prefix, key), "no certificate in file");
+	return 0;
+}
+
+/* A private key that matches cert ("<prefix>.key: does not match <prefix>.cert"). */
+static int load_key(struct loader *l, json_t *obj, const char *prefix, X509 *cert, char **abs)
+{
+	char p[KEYPATH_MAX];
+	FILE *fp = NULL;
+	int rc = open_file(l, obj, prefix, "key", true, abs, &fp);
+	if (rc <= 0)
+		return -1;
+	bool wanted_pass = false;
+	EVP_PKEY *pkey = PEM_read_PrivateKey(fp, NULL, no_passphrase, &wanted_pass);
+	fclose(fp);
+	ERR_clear_error();
+	keypath(p, prefix, "key");
+	if (!pkey)
+		return wanted_pass ? fail(l, p, "encrypted private keys are not supported")
+				   : fail(l, p, "not a private key");
+	int match = X509_check_private_key(cert, pkey);
+	EVP_PKEY_free(pkey);
+	ERR_clear_error();
+	if (match != 1)
+		return fail(l, p, "does not match %s.cert", prefix);
+	return 0;
+}
+
+/* A CA bundle: every certificate of the file, as SSL_CTX_load_verify_locations reads it. */
+static int load_ca_bundle(struct loader *l, json_t *obj, const char *prefix, const char *key,
+			  char **abs, STACK_OF(X509) **out)
+{
+	char p[KEYPATH_MAX];
+	FILE *fp = NULL;
+	int rc = open_file(l, obj, prefix, key, true, abs, &fp);
+	if (rc <= 0)
+		return -1;
+	keypath(p, prefix, key);
+	STACK_OF(X509_INFO) *infos = PEM_X509_INFO_read(fp, NULL, NULL, NULL);
+	fclose(fp);
+	ERR_clear_error();
+	if (!infos)
+		return fail(l, p, "invalid PEM data");
+	STACK_OF(X509) *certs = sk_X509_new_null();
+	for (int i = 0; certs && i < sk_X509_INFO_num(infos); i++) {
+		X509_INFO *info = sk_X509_INFO_value(infos, i);
+		if (info->x509 && sk_X509_push(certs, info->x509) > 0)
+			info->x509 = NULL; /* moved into certs */
+	}
+	sk_X509_INFO_pop_free(infos, X509_INFO_free);
+	if (!certs)
+		return fail(l, p, "out of memory");
+	if (sk_X509_num(certs) == 0) {
+		sk_X509_free(certs);
+		return fail(l, p, "no certificate in file");
+	}
+	*out = certs;
+	return 0;
+}
+
+/* An optional CRL that must be signed by one of the client CAs (otherwise revocation would
+ * silently not apply to the certificates it is meant for). */
+static int load_crl(struct loader *l, json_t *obj, STACK_OF(X509) *cas)
+{
+	FILE *fp = NULL;
+	int rc = open_file(l, obj, "tls", "crl", false, &l->cfg->tls.crl, &fp);
+	if (rc <= 0)
+		return rc;
+	X509_CRL *crl = PEM_read_X509_CRL(fp, NULL, NULL, NULL);
+	fclose(fp);
+	ERR_clear_error();
+	if (!crl)
+		return fail(l, "tls.crl", "not a CRL");
+	bool issued = false;
+	for (int i = 0; i < sk_X509_num(cas) && !issued; i++) {
+		X509 *ca = sk_X509_value(cas, i);
+		issued = X509_NAME_cmp(X509_CRL_get_issuer(crl), X509_get_subject_name(ca)) == 0 &&
+			 X509_CRL_verify(crl, X509_get0_pubkey(ca)) == 1;
+	}
+	X509_CRL_free(crl);
+	ERR_clear_error();
+	if (!issued)
+		return fail(l, "tls.crl", "not issued by a certificate in tls.client_ca");
+	return 0;
+}
+
+/* --- listen ------------------------------------------------------------------------------- */
+
+static bool all_digits(const char *s, size_t n)
+{
+	if (n == 0)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (!isdigit((unsigned char)s[i]))
+			return false;
+	return true;
+}
+
+/* Port text of n digits to 1..65535; 0 when invalid. */
+static uint16_t parse_port(const char *s, size_t n)
+{
+	if (!all_digits(s, n) || n > 5)
+		return 0;
+	unsigned long v = strtoul(s, NULL, 10);
+	return v >= 1 && v <= 65535 ? (uint16_t)v : 0;
+}
+
+/* "A.B.C.D:PORT" or "[IPV6]:PORT", numeric only. */
+static int parse_listen(struct loader *l, const char *path, const char *s, struct config_addr *out)
+{
+	char host[INET6_ADDRSTRLEN + IF_NAMESIZE + 2], port[8];
+	const char *hs, *he, *ps;
+	bool v6 = s[0] == '[';
+	if (strlen(s) >= sizeof(out->text))
+		return fail(l, path, "invalid address");
+	if (v6) {
+		hs = s + 1;
+		he = strchr(hs, ']');
+		if (!he || he[1] != ':')
+			return fail(l, path, "invalid address (expected [IPV6]:PORT)");
+		ps = he + 2;
+	} else {
+		hs = s;
+		he = strchr(s, ':');
+		if (!he || strchr(he + 1, ':'))
+			return fail(l, path, "invalid address (expected IPV4:PORT or [IPV6]:PORT)");
+		ps = he + 1;
+	}
+	size_t hlen = (size_t)(he - hs);
+	if (hlen == 0 || hlen >= sizeof(host))
+		return fail(l, path, "invalid address");
+	memcpy(host, hs, hlen);
+	host[hlen] = '\0';
+	uint16_t pnum = parse_port(ps, strlen(ps));
+	if (!pnum)
+		return fail(l, path, "invalid port");
+	snprintf(port, sizeof(port), "%u", pnum);
+
+	struct addrinfo hints = {
+		.ai_family = v6 ? AF_INET6 : AF_INET,
+		.ai_socktype = SOCK_STREAM,
+		.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV | AI_PASSIVE,
+	}, *res = NULL;
+	if (getaddrinfo(host, port, &hints, &res) != 0 || !res)
+		return fail(l, path, "invalid address");
+	memcpy(&out->addr, res->ai_addr, res->ai_addrlen);
+	out->addrlen = res->ai_addrlen;
+	freeaddrinfo(res);
+	snprintf(out->text, sizeof(out->text), "%s", s);
+	return 0;
+}
+
+static int load_listen(struct loader *l, json_t *root)
+{
+	struct config *cfg = l->cfg;
+	json_t *arr = json_object_get(root, "listen");
+	if (!arr)
+		return fail(l, "listen", "missing");
+	if (!json_is_array(arr))
+		return fail(l, "listen", "must be an array, not %s", json_kind(arr));
+	if (json_array_size(arr) == 0)
+		return fail(l, "listen", "must not be empty");
+	if (json_array_size(arr) > CONFIG_MAX_LISTEN)
+		return fail(l, "listen", "at most %d addresses", CONFIG_MAX_LISTEN);
+	size_t i;
+	json_t *v;
+	json_array_foreach(arr, i, v) {
+		char p[KEYPATH_MAX];
+		snprintf(p, sizeof(p), "listen[%zu]", i);
+		if (!json_is_string(v))
+			return fail(l, p, "must be a string, not %s", json_kind(v));
+		struct config_addr *a = &cfg->listen[i];
+		if (parse_listen(l, p, json_string_value(v), a) < 0)
+			return -1;
+		for (size_t j = 0; j < i; j++)
+			if (cfg->listen[j].addrlen == a->addrlen &&
+			    memcmp(&cfg->listen[j].addr, &a->addr, a->addrlen) == 0)
+				return fail(l, p, "duplicate of listen[%zu]", j);
+		cfg->n_listen++;
+	}
+	return 0;
+}
+
+/* --- tls ---------------------------------------------------------------------------------- */
+
+static int load_tls(struct loader *l, json_t *root)
+{
+	static const char *const keys[] = {"cert", "key", "client_ca", "crl", NULL};
+	struct config *cfg = l->cfg;
+	json_t *obj;
+	X509 *cert = NULL;
+	STACK_OF(X509) *cas = NULL;
+	int rc = -1;
+	if (get_object(l, root, "tls", true, &obj) < 0 || check_unknown_keys(l, obj, "tls", keys) < 0)
+		return -1;
+	if (load_cert(l, obj, "tls", "cert", &cfg->tls.cert, &cert) < 0 ||
+	    load_key(l, obj, "tls", cert, &cfg->tls.key) < 0 ||
+	    load_ca_bundle(l, obj, "tls", "client_ca", &cfg->tls.client_ca, &cas) < 0 ||
+	    load_crl(l, obj, cas) < 0)
+		goto out;
+	rc = 0;
+out:
+	X509_free(cert);
+	sk_X509_pop_free(cas, X509_free);
+	return rc;
+}
+
+/* --- upstream ----------------------------------------------------------------------------- */
+
+static bool host_name_ok(const char *h)
+{
+	for (; *h; h++)
+		if (!isalnum((unsigned char)*h) && *h != '-' && *h != '.' && *h != '_')
+			return false;
+	return true;
+}
+
+/* scheme://host[:port][/path]; no userinfo, query or fragment. Fills https, host, port and
+ * base_path (without trailing slashes). */
+static int parse_url(struct loader *l, const char *url)
+{
+	struct config *cfg = l->cfg;
+	const char *p = url;
+	if (strlen(url) > URL_MAX)
+		return fail(l, "upstream.url", "too long");
+	if (strncasecmp(p, "https://", 8) == 0) {
+		cfg->upstream.https = true;
+		p += 8;
+	} else if (strncasecmp(p, "http://", 7) == 0) {
+		p += 7;
+	} else {
+		return fail(l, "upstream.url", "scheme must be http or https");
+	}
+	size_t alen = strcspn(p, "/?#");
+	const char *path = p + alen;
+	if (memchr(p, '@', alen))
+		return fail(l, "upstream.url", "credentials are not allowed");
+	const char *hs = p, *he, *port = NULL;
+	if (*p == '[') {
+		hs = p + 1;
+		he = memchr(hs, ']', alen - 1);
+		if (!he)
+			return fail(l, "upstream.url", "invalid host");
+		if (he + 1 < p + alen) {
+			if (he[1] != ':')
+				return fail(l, "upstream.url", "invalid host");
+			port = he + 2;
+		}
+	} else {
+		he = memchr(p, ':', alen);
+		if (he)
+			port = he + 1;
+		else
+			he = p + alen;
+	}
+	size_t hlen = (size_t)(he - hs);
+	if (hlen == 0)
+		return fail(l, "upstream.url", "missing host");
+	if (hlen >= sizeof(cfg->upstream.host))
+		return fail(l, "upstream.url", "host too long");
+	memcpy(cfg->upstream.host, hs, hlen);
+	cfg->upstream.host[hlen] = '\0';
+	if (*p != '[' && !host_name_ok(cfg->upstream.host))
+		return fail(l, "upstream.url", "invalid host");
+	if (port) {
+		cfg->upstream.port = parse_port(port, (size_t)(p + alen - port));
+		if (!cfg->upstream.port)
+			return fail(l, "upstream.url", "invalid port");
+	} else {
+		cfg->upstream.port = cfg->upstream.https ? 443 : 80;
+	}
+
+	if (strpbrk(path, "?#"))
+		return fail(l, "upstream.url", "query and fragment are not allowed");
+	for (const char *c = path; *c; c++)
+		if (*c <= ' ' || *c >= 0x7f)
+			return fail(l, "upstream.url", "invalid character in path");
+	size_t plen = strlen(path);
+	while (plen > 0 && path[plen - 1] == '/')
+		plen--;
+	cfg->upstream.base_path = strndup(path, plen);
+	if (!cfg->upstream.base_path)
+		return fail(l, "upstream.url", "out of memory");
+
+	/* Resolve now: the first address is the one connected to. Literals stay numeric. */
+	char portstr[8], s[SHOW_MAX + 4];
+	snprintf(portstr, sizeof(portstr), "%u", cfg->upstream.port);
+	struct addrinfo hints = {
+		.ai_family = *p == '[' ? AF_INET6 : AF_UNSPEC,
+		.ai_socktype = SOCK_STREAM,
+		.ai_flags = AI_NUMERICSERV | (*p == '[' ? AI_NUMERICHOST : 0),
+	}, *res = NULL;
+	int gai = getaddrinfo(cfg->upstream.host, portstr, &hints, &res);
+	if (gai != 0 || !res) {
+		if (*p == '[')
+			return fail(l, "upstream.url", "invalid host");
+		return fail(l, "upstream.url", "cannot resolve '%s': %s",
+			    show(s, cfg->upstream.host), gai ? gai_strerror(gai) : "no address");
+	}
+	struct config_addr *a = &cfg->upstream.addr;
+	memcpy(&a->addr, res->ai_addr, res->ai_addrlen);
+	a->addrlen = res->ai_addrlen;
+	freeaddrinfo(res);
+	char num[INET6_ADDRSTRLEN + IF_NAMESIZE + 2];
+	if (getnameinfo((struct sockaddr *)&a->addr, a->addrlen, num, sizeof(num), NULL, 0,
+			NI_NUMERICHOST) != 0)
+		snprintf(num, sizeof(num), "?");
+	snprintf(a->text, sizeof(a->text), "%s%s%s:%u", a->addr.ss_family == AF_INET6 ? "[" : "",
+		 num, a->addr.ss_family == AF_INET6 ? "]" : "", cfg->upstream.port);
+	return 0;
+}
+
+static int load_upstream(struct loader *l, json_t *root)
+{
+	static const char *const keys[] = {"url", "ca", "cert", "key", NULL};
+	struct config *cfg = l->cfg;
+	json_t *obj;
+	const char *url;
+	X509 *cert = NULL;
+	STACK_OF(X509) *cas = NULL;
+	int rc = -1;
+	if (get_object(l, root, "upstream", true, &obj) < 0 ||
+	    check_unknown_keys(l, obj, "upstream", keys) < 0 ||
+	    get_string(l, obj, "upstream", "url", true, &url) < 0)
+		return -1;
+	cfg->upstream.url = strdup(url);
+	if (!cfg->upstream.url)
+		return fail(l, "upstream.url", "out of memory");
+	if (parse_url(l, url) < 0)
+		return -1;
+	if (!cfg->upstream.https) {
+		for (const char *const *k = keys + 1; *k; k++) {
+			char p[KEYPATH_MAX];
+			if (json_object_get(obj, *k))
+				return fail(l, keypath(p, "upstream", *k),
+					    "only valid for https upstreams");
+		}
+		return 0;
+	}
+	if (load_ca_bundle(l, obj, "upstream", "ca", &cfg->upstream.ca, &cas) < 0 ||
+	    load_cert(l, obj, "upstream", "cert", &cfg->upstream.cert, &cert) < 0 ||
+	    load_key(l, obj, "upstream", cert, &cfg->upstream.key) < 0)
+		goto out;
+	rc = 0;
+out:
+	X509_free(cert);
+	sk_X509_pop_free(cas, X509_free);
+	return rc;
+}
+
+/* --- client_id ---------------------------------------------------------------------------- */
+
+/* RFC 9110 tchar. */
+static bool is_tchar(unsigned char c)
+{
+	return isalnum(c) || (c && strchr("!#$%&'*+-.^_`|~", c));
+}
+
+static int parse_source(struct loader *l, const char *path, const char *s,
+			struct client_id_source *out)
+{
+	static const struct {
+		const char *kind;
+		enum client_id_source_kind value;
+	} kinds[] = {
+		{"form", CID_SOURCE_FORM},
+		{"query", CID_SOURCE_QUERY},
+		{"header", CID_SOURCE_HEADER},
+	};
+	char sh[SHOW_MAX + 4];
+	const char *colon = strchr(s, ':');
+	if (!colon)
+		return fail(l, path, "expected KIND:NAME (form, query or header)");
+	size_t klen = (size_t)(colon - s);
+	if (klen == 3 && strncmp(s, "jwt", 3) == 0)
+		return fail(l, path, "jwt source not supported yet");
+	size_t k = 0;
+	while (k < sizeof(kinds) / sizeof(kinds[0]) &&
+	       !(strlen(kinds[k].kind) == klen && strncmp(kinds[k].kind, s, klen) == 0))
+		k++;
+	if (k == sizeof(kinds) / sizeof(kinds[0])) {
+		char kind[SHOW_MAX + 1];
+		snprintf(kind, sizeof(kind), "%.*s", (int)(klen < SHOW_MAX ? klen : SHOW_MAX), s);
+		return fail(l, path, "unknown source kind '%s'", show(sh, kind));
+	}
+	const char *name = colon + 1;
+	size_t nlen = strlen(name);
+	bool ok = nlen >= 1 && nlen <= CONFIG_SOURCE_NAME_MAX;
+	for (size_t i = 0; ok && i < nlen; i++)
+		ok = is_tchar((unsigned char)name[i]);
+	if (!ok)
+		return fail(l, path, "name must be 1 to %d token characters",
+			    CONFIG_SOURCE_NAME_MAX);
+	out->kind = kinds[k].value;
+	for (size_t i = 0; i <= nlen; i++)
+		out->name[i] = out->kind == CID_SOURCE_HEADER ? (char)tolower((unsigned char)name[i])
+							      : name[i];
+	return 0;
+}
+
+static int load_client_id(struct loader *l, json_t *root)
+{
+	struct config *cfg = l->cfg;
+	json_t *arr = json_object_get(root, "client_id");
+	if (!arr)
+		return fail(l, "client_id", "missing");
+	if (!json_is_array(arr))
+		return fail(l, "client_id", "must be an array, not %s", json_kind(arr));
+	if (json_array_size(arr) == 0)
+		return fail(l, "client_id", "must not be empty");
+	if (json_array_size(arr) > CONFIG_MAX_CLIENT_ID_SOURCES)
+		return fail(l, "client_id", "at most %d sources", CONFIG_MAX_CLIENT_ID_SOURCES);
+	size_t i;
+	json_t *v;
+	json_array_foreach(arr, i, v) {
+		char p[KEYPATH_MAX];
+		snprintf(p, sizeof(p), "client_id[%zu]", i);
+		if (!json_is_string(v))
+			return fail(l, p, "must be a string, not %s", json_kind(v));
+		struct client_id_source *src = &cfg->client_id[i];
+		if (parse_source(l, p, json_string_value(v), src) < 0)
+			return -1;
+		for (size_t j = 0; j < i; j++)
+			if (cfg->client_id[j].kind == src->kind &&
+			    strcmp(cfg->client_id[j].name, src->name) == 0)
+				return fail(l, p, "duplicate of client_id[%zu]", j);
+		cfg->n_client_id++;
+	}
+	return 0;
+}
+
+/* --- registry, control socket, group -------------------------------------------------------- */
+
+/* A path that need not exist yet (created by the daemon). */
+static int load_path(struct loader *l, json_t *root, const char *key, bool required, char **out)
+{
+	const char *v;
+	int rc = get_string(l, root, NULL, key, required, &v);
+	if (rc <= 0)
+		return rc;
+	return resolve_path(l, key, v, out);
+}
+
+static int load_registry(struct loader *l, json_t *root)
+{
+	return load_path(l, root, "registry", true, &l->cfg->registry);
+}
+
+static int load_control(struct loader *l, json_t *root)
+{
+	struct config *cfg = l->cfg;
+	if (load_path(l, root, "control_socket", true, &cfg->control_socket) < 0)
+		return -1;
+	if (strlen(cfg->control_socket) >= sizeof(((struct sockaddr_un *)0)->sun_path))
+		return fail(l, "control_socket", "path too long (at most %zu bytes)",
+			    sizeof(((struct sockaddr_un *)0)->sun_path) - 1);
+	const char *group;
+	int rc = get_string(l, root, NULL, "control_group", false, &group);
+	if (rc <= 0)
+		return rc;
+	struct group gr, *found = NULL;
+	char buf[4096], s[SHOW_MAX + 4];
+	int e = getgrnam_r(group, &gr, buf, sizeof(buf), &found);
+	if (e != 0 && e != ENOENT && e != ESRCH)
+		return fail(l, "control_group", "cannot look up '%s': %s", show(s, group),
+			    strerror(e));
+	if (!found)
+		return fail(l, "control_group", "unknown group '%s'", show(s, group));
+	cfg->control_gid = gr.gr_gid;
+	cfg->control_group = strdup(group);
+	if (!cfg->control_group)
+		return fail(l, "control_group", "out of memory");
+	return 0;
+}
+
+/* --- bpf ---------------------------------------------------------------------------------- */
+
+static int load_bpf(struct loader *l, json_t *root)
+{
+	static const char *const keys[] = {"pin_dir", "interface", "mode", NULL};
+	struct config *cfg = l->cfg;
+	json_t *obj;
+	const char *pin_dir = "/sys/fs/bpf/psd2edge", *iface = NULL, *mode = NULL;
+	char s[SHOW_MAX + 4];
+	int rc = get_object(l, root, "bpf", false, &obj);
+	if (rc < 0)
+		return -1;
+	cfg->bpf.mode = BPF_MODE_OFF;
+	if (rc > 0) {
+		cfg->bpf.mode = BPF_MODE_NATIVE;
+		const char *dir;
+		if (check_unknown_keys(l, obj, "bpf", keys) < 0 ||
+		    get_string(l, obj, "bpf", "pin_dir", false, &dir) < 0 ||
+		    get_string(l, obj, "bpf", "interface", false, &iface) < 0 ||
+		    get_string(l, obj, "bpf", "mode", false, &mode) < 0)
+			return -1;
+		if (!mode || strcmp(mode, "native") == 0)
+			cfg->bpf.mode = BPF_MODE_NATIVE;
+		else if (strcmp(mode, "generic") == 0)
+			cfg->bpf.mode = BPF_MODE_GENERIC;
+		else if (strcmp(mode, "off") == 0)
+			cfg->bpf.mode = BPF_MODE_OFF;
+		else
+			return fail(l, "bpf.mode", "must be native, generic or off, not '%s'",
+				    show(s, mode));
+		if (dir)
+			pin_dir = dir;
+	}
+	if (resolve_path(l, "bpf.pin_dir", pin_dir, &cfg->bpf.pin_dir) < 0)
+		return -1;
+	if (iface) {
+		/* An interface only matters when XDP is attached; with mode off it is kept as is. */
+		if (strlen(iface) >= IF_NAMESIZE ||
+		    (cfg->bpf.mode != BPF_MODE_OFF && if_nametoindex(iface) == 0))
+			return fail(l, "bpf.interface", "no such interface '%s'", show(s, iface));
+		cfg->bpf.interface = strdup(iface);
+		if (!cfg->bpf.interface)
+			return fail(l, "bpf.interface", "out of memory");
+	} else if (cfg->bpf.mode != BPF_MODE_OFF) {
+		return fail(l, "bpf.interface", "missing (required unless bpf.mode is off)");
+	}
+	return 0;
+}
+
+/* --- limits ------------------------------------------------------------------------------- */
+
+static const struct limit_spec {
+	const char *key;
+	size_t off;
+	bool wide; /* uint64_t rather than uint32_t */
+	uint64_t def, max;
+} limit_specs[] = {
+#define LIMIT(k, w, d, m) {#k, offsetof(struct config, limits.k), w, d, m}
+	LIMIT(max_header_bytes, false, 16384, 1048576),
+	LIMIT(max_body_bytes, true, 10485760, 1099511627776ULL),
+	LIMIT(max_form_bytes, false, 65536, 16777216),
+	LIMIT(header_timeout_ms, false, 10000, 600000),
+	LIMIT(idle_timeout_ms, false, 60000, 3600000),
+	LIMIT(upstream_connect_timeout_ms, false, 5000, 600000),
+	LIMIT(upstream_timeout_ms, false, 30000, 3600000),
+	LIMIT(drain_timeout_ms, false, 10000, 300000),
+	LIMIT(max_connections, false, 10000, 1000000),
+#undef LIMIT
+};
+#define N_LIMITS (sizeof(limit_specs) / sizeof(limit_specs[0]))
+
+static void limit_store(struct config *cfg, const struct limit_spec *ls, uint64_t v)
+{
+	char *field = (char *)cfg + ls->off;
+	if (ls->wide) {
+		memcpy(field, &v, sizeof(v));
+	} else {
+		uint32_t v32 = (uint32_t)v;
+		memcpy(field, &v32, sizeof(v32));
+	}
+}
+
+static int load_limits(struct loader *l, json_t *root)
+{
+	const char *keys[N_LIMITS + 1];
+	json_t *obj;
+	for (size_t i = 0; i < N_LIMITS; i++) {
+		keys[i] = limit_specs[i].key;
+		limit_store(l->cfg, &limit_specs[i], limit_specs[i].def);
+	}
+	keys[N_LIMITS] = NULL;
+	int rc = get_object(l, root, "limits", false, &obj);
+	if (rc <= 0)
+		return rc;
+	if (check_unknown_keys(l, obj, "limits", keys) < 0)
+		return -1;
+	for (size_t i = 0; i < N_LIMITS; i++) {
+		const struct limit_spec *ls = &limit_specs[i];
+		char p[KEYPATH_MAX];
+		json_t *v = json_object_get(obj, ls->key);
+		if (!v)
+			continue;
+		keypath(p, "limits", ls->key);
+		if (!json_is_integer(v) || json_integer_value(v) < 1 ||
+		    (uint64_t)json_integer_value(v) > ls->max)
+			return fail(l, p, "must be between 1 and %llu", (unsigned long long)ls->max);
+		limit_store(l->cfg, ls, (uint64_t)json_integer_value(v));
+	}
+	return 0;
+}
+
+/* --- workers, logging --------------------------------------------------------------------- */
+
+static int load_misc(struct loader *l, json_t *root)
+{
+	struct config *cfg = l->cfg;
+	json_t *w = json_object_get(root, "workers");
+	if (w) {
+		if (!json_is_integer(w) || json_integer_value(w) < 0 || json_integer_value(w) > 256)
+			return fail(l, "workers", "must be between 0 and 256 (0: one per CPU)");
+		cfg->workers = (unsigned)json_integer_value(w);
+	}
+	const char *v;
+	int rc = get_string(l, root, NULL, "access_log", false, &v);
+	if (rc < 0)
+		return -1;
+	if (rc > 0) {
+		if (strcmp(v, "-") == 0)
+			cfg->access_log = strdup("-");
+		else if (resolve_path(l, "access_log", v, &cfg->access_log) < 0)
+			return -1;
+		if (!cfg->access_log)
+			return fail(l, "access_log", "out of memory");
+	}
+	if (get_string(l, root, NULL, "log_level", false, &v) < 0)
+		return -1;
+	if (!v)
+		v = "info";
+	if (strcmp(v, "debug") != 0 && strcmp(v, "info") != 0 && strcmp(v, "warn") != 0 &&
+	    strcmp(v, "error") != 0) {
+		char s[SHOW_MAX + 4];
+		return fail(l, "log_level", "must be debug, info, warn or error, not '%s'", show(s, v));
+	}
+	cfg->log_level = strdup(v);
+	if (!cfg->log_level)
+		return fail(l, "log_level", "out of memory");
+	return 0;
+}
+
+/* --- entry points ------------------------------------------------------------------------- */
+
+static int set_dir(struct loader *l, const char *path)
+{
+	char *copy = strdup(path);
+	if (!copy)
+		return fail(l, "config", "out of memory");
+	char *slash = strrchr(copy, '/');
+	const char *dir = ".";
+	if (slash == copy)
+		dir = "/";
+	else if (slash) {
+		*slash = '\0';
+		dir = copy;
+	}
+	l->cfg->dir = realpath(dir, NULL);
+	int e = errno;
+	free(copy);
+	if (!l->cfg->dir)
+		return fail(l, "config", "%s", strerror(e));
+	return 0;
+}
+
+int config_load(const char *path, struct config *cfg, char *err, size_t errlen)
+{
+	static const char *const top_keys[] = {
+		"listen", "tls", "upstream", "client_id", "registry", "control_socket",
+		"control_group", "bpf", "limits", "workers", "access_log", "log_level", NULL,
+	};
+	static int (*const loaders[])(struct loader *, json_t *) = {
+		/* schema order: control covers control_socket and control_group, misc covers
+		 * workers, access_log and log_level */
+		load_listen, load_tls, load_upstream, load_client_id, load_registry,
+		load_control, load_bpf, load_limits, load_misc,
+	};
+	struct loader l = {.cfg = cfg, .err = err, .errlen = errlen};
+	json_t *root = NULL;
+	int rc = -1;
+
+	memset(cfg, 0, sizeof(*cfg));
+	cfg->control_gid = (gid_t)-1;
+	if (errlen)
+		err[0] = '\0';
+
+	FILE *fp = fopen(path, "re");
+	if (!fp) {
+		fail(&l, "config", "%s", strerror(errno));
+		goto out;
+	}
+	json_error_t jerr;
+	root = json_loadf(fp, JSON_REJECT_DUPLICATES, &jerr);
+	fclose(fp);
+	if (!root) {
+		snprintf(err, errlen, "config: line %d column %d: %s", jerr.line, jerr.column,
+			 jerr.text);
+		goto out;
+	}
+	if (!json_is_object(root)) {
+		fail(&l, "config", "must be a JSON object");
+		goto out;
+	}
+	if (set_dir(&l, path) < 0 || check_unknown_keys(&l, root, NULL, top_keys) < 0)
+		goto out;
+	for (size_t i = 0; i < sizeof(loaders) / sizeof(loaders[0]); i++)
+		if (loaders[i](&l, root) < 0)
+			goto out;
+	rc = 0;
+out:
+	json_decref(root);
+	ERR_clear_error();
+	if (rc < 0)
+		config_free(cfg);
+	return rc;
+}
+
+void config_free(struct config *cfg)
+{
+	free(cfg->dir);
+	free(cfg->tls.cert);
+	free(cfg->tls.key);
+	free(cfg->tls.client_ca);
+	free(cfg->tls.crl);
+	free(cfg->upstream.url);
+	free(cfg->upstream.base_path);
+	free(cfg->upstream.ca);
+	free(cfg->upstream.cert);
+	free(cfg->upstream.key);
+	free(cfg->registry);
+	free(cfg->control_socket);
+	free(cfg->control_group);
+	free(cfg->bpf.pin_dir);
+	free(cfg->bpf.interface);
+	free(cfg->access_log);
+	free(cfg->log_level);
+	memset(cfg, 0, sizeof(*cfg));
+	cfg->control_gid = (gid_t)-1;
+}
