@@ -1,0 +1,303 @@
+/* cert: thumbprints, hex, PEM input rules, certificate fields and trust-store verification. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <openssl/err.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cert.h"
+#include "testpki.h"
+
+/* Self-signed; the expected values come from the openssl CLI:
+ *   openssl x509 -in ka.pem -outform DER | sha256sum
+ *   openssl x509 -in ka.pem -noout -subject -issuer -serial -nameopt RFC2253
+ *   date -d "$(openssl x509 -in ka.pem -noout -startdate | cut -d= -f2)" +%s (and -enddate) */
+static const char known_pem[] =
+	"-----BEGIN CERTIFICATE-----\n"
+	"MIIBzTCCAXOgAwIBAgIGChssPU5fMAoGCCqGSM49BAMCMEIxHjAcBgNVBAMMFXBz\n"
+	"ZDJlZGdlIGtub3duIGFuc3dlcjETMBEGA1UECgwKVGVzdCwgSW5jLjELMAkGA1UE\n"
+	"BhMCREUwIBcNMjYxMTIyMDM0MzA3WhgPMjEyNjEwMjkwMzQzMDdaMEIxHjAcBgNV\n"
+	"BAMMFXBzZDJlZGdlIGtub3duIGFuc3dlcjETMBEGA1UECgwKVGVzdCwgSW5jLjEL\n"
+	"MAkGA1UEBhMCREUwWTATBgcqhkjOPQIBBggqhkjOPQMBBwNCAAR6bUT6342JMNYI\n"
+	"ecOCYoHloJdGZFwXwE1tSZRutyM6xbnSIo+atTibsyvTDNYMcg1yeq2edTJ2+zHV\n"
+	"UmuWyMxoo1MwUTAdBgNVHQ4EFgQUm+6rVTdVH2lT9S4X34rkegBreOEwHwYDVR0j\n"
+	"BBgwFoAUm+6rVTdVH2lT9S4X34rkegBreOEwDwYDVR0TAQH/BAUwAwEB/zAKBggq\n"
+	"hkjOPQQDAgNIADBFAiEAm/d0Qcoev2vwenB95mgR+8mPzXxnagzlzeobg3s/OjUC\n"
+	"IHAdvpP1T4ERstUWAtraWxITCz+iST64SCvjr4pJJQh1\n"
+	"-----END CERTIFICATE-----\n";
+static const char known_sha256[] =
+	"7d108ff0a4e222d8cf04fef812913acbc1d5f7d0b555264f26f996360e6a8b6d";
+
+static const char key_pem[] = "-----BEGIN PRIVATE KEY-----\n"
+			      "MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg\n"
+			      "-----END PRIVATE KEY-----\n";
+
+static X509 *parse_ok(const char *pem, size_t len)
+{
+	X509 *x = NULL;
+	char err[128] = "";
+	assert_int_equal(cert_from_pem(pem, len, &x, err, sizeof(err)), 0);
+	assert_non_null(x);
+	assert_int_equal(ERR_peek_error(), 0);
+	return x;
+}
+
+static void expect_pem_error(const char *pem, size_t len, const char *want)
+{
+	X509 *x = (X509 *)1;
+	char err[128] = "";
+	assert_int_equal(cert_from_pem(pem, len, &x, err, sizeof(err)), -1);
+	assert_null(x);
+	if (!strstr(err, want))
+		fail_msg("error '%s' does not mention '%s'", err, want);
+	assert_int_equal(ERR_peek_error(), 0);
+}
+
+static void test_thumbprint_known_answer(void **state)
+{
+	(void)state;
+	X509 *x = parse_ok(known_pem, strlen(known_pem));
+	uint8_t thumb[CERT_THUMB_LEN];
+	char hex[CERT_THUMB_HEX_LEN + 1];
+	assert_int_equal(cert_thumbprint(x, thumb), 0);
+	cert_thumb_to_hex(thumb, hex);
+	assert_string_equal(hex, known_sha256);
+
+	struct cert_info ci;
+	assert_int_equal(cert_get_info(x, &ci), 0);
+	assert_memory_equal(ci.thumb, thumb, CERT_THUMB_LEN);
+	assert_string_equal(ci.subject, "C=DE,O=Test\\, Inc.,CN=psd2edge known answer");
+	assert_string_equal(ci.issuer, ci.subject);
+	assert_string_equal(ci.serial, "0A1B2C3D4E5F");
+	assert_int_equal(ci.not_before, 1795318987);
+	assert_int_equal(ci.not_after, 4948918987); /* GeneralizedTime, past 2038 */
+	X509_free(x);
+}
+
+static void test_thumb_hex_round_trip(void **state)
+{
+	(void)state;
+	uint8_t in[CERT_THUMB_LEN], out[CERT_THUMB_LEN];
+	char hex[CERT_THUMB_HEX_LEN + 1];
+	for (size_t i = 0; i < sizeof(in); i++)
+		in[i] = (uint8_t)(i * 37 + 11);
+	cert_thumb_to_hex(in, hex);
+	assert_int_equal(strlen(hex), CERT_THUMB_HEX_LEN);
+	assert_int_equal(cert_thumb_from_hex(hex, strlen(hex), out), 0);
+	assert_memory_equal(in, out, sizeof(in));
+
+	char upper[] = "7D108FF0A4E222D8CF04FEF812913ACBC1D5F7D0B555264F26F996360E6A8B6D";
+	assert_int_equal(cert_thumb_from_hex(upper, strlen(upper), out), 0);
+	cert_thumb_to_hex(out, hex);
+	assert_string_equal(hex, known_sha256);
+
+	/* A failed parse leaves the output untouched. */
+	memcpy(out, in, sizeof(out));
+	assert_int_equal(cert_thumb_from_hex(upper, 63, out), -1);
+	assert_int_equal(cert_thumb_from_hex(upper, 65, out), -1);
+	upper[63] = 'g';
+	assert_int_equal(cert_thumb_from_hex(upper, 64, out), -1);
+	assert_int_equal(cert_thumb_from_hex(NULL, 64, out), -1);
+	assert_memory_equal(in, out, sizeof(in));
+}
+
+static char *concat(const char *a, const char *b)
+{
+	size_t la = strlen(a), lb = strlen(b);
+	char *s = malloc(la + lb + 1);
+	assert_non_null(s);
+	memcpy(s, a, la);
+	memcpy(s + la, b, lb + 1);
+	return s;
+}
+
+static void test_pem_rules(void **state)
+{
+	(void)state;
+	/* Surrounding whitespace is fine. */
+	char *padded = concat("\n  \r\n", known_pem);
+	char *padded2 = concat(padded, "\n\n\t ");
+	X509_free(parse_ok(padded2, strlen(padded2)));
+	/* The length bounds the parse: a cut-off block is refused, not read past. */
+	expect_pem_error(known_pem, strlen(known_pem) - 30, "not a PEM certificate");
+
+	expect_pem_error("", 0, "not a PEM certificate");
+	expect_pem_error(NULL, 0, "not a PEM certificate");
+	expect_pem_error("   \n", 4, "not a PEM certificate");
+	expect_pem_error("hello", 5, "not a PEM certificate");
+	expect_pem_error(key_pem, strlen(key_pem), "private key");
+
+	char *leading = concat("Subject: x\n", known_pem);
+	expect_pem_error(leading, strlen(leading), "not a PEM certificate");
+	char *trailing = concat(known_pem, "junk\n");
+	expect_pem_error(trailing, strlen(trailing), "trailing text");
+	char *two = concat(known_pem, known_pem);
+	expect_pem_error(two, strlen(two), "more than one certificate");
+	char *with_key = concat(known_pem, key_pem);
+	expect_pem_error(with_key, strlen(with_key), "private key");
+
+	char nul[sizeof(known_pem)];
+	memcpy(nul, known_pem, sizeof(nul));
+	nul[100] = '\0';
+	expect_pem_error(nul, sizeof(nul) - 1, "NUL");
+
+	/* Valid base64 that is not a certificate. */
+	static const char notder[] = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+	expect_pem_error(notder, strlen(notder), "invalid DER");
+
+	size_t big = CERT_MAX_PEM_BYTES + 1;
+	char *huge = malloc(big);
+	assert_non_null(huge);
+	memset(huge, ' ', big);
+	memcpy(huge, known_pem, strlen(known_pem));
+	expect_pem_error(huge, big, "too large");
+	/* Exactly at the limit it is accepted. */
+	X509_free(parse_ok(huge, CERT_MAX_PEM_BYTES));
+
+	free(huge);
+	free(padded);
+	free(padded2);
+	free(leading);
+	free(trailing);
+	free(two);
+	free(with_key);
+}
+
+struct store_fixture {
+	struct testpki pki;
+	char dir[64];
+	char ca_path[96], crl_path[96];
+};
+
+static int store_setup(void **state)
+{
+	struct store_fixture *f = calloc(1, sizeof(*f));
+	if (!f || testpki_init(&f->pki) < 0)
+		return -1;
+	snprintf(f->dir, sizeof(f->dir), "/tmp/test_cert.XXXXXX");
+	if (!mkdtemp(f->dir))
+		return -1;
+	snprintf(f->ca_path, sizeof(f->ca_path), "%s/ca.pem", f->dir);
+	snprintf(f->crl_path, sizeof(f->crl_path), "%s/ca.crl", f->dir);
+	/* A bundle of two CAs in which ours comes second, so loading must read every entry; the
+	 * CRL file likewise holds the other CA's (empty) CRL first. */
+	EVP_PKEY *k = testpki_key();
+	X509 *extra = testpki_ca("Extra CA", k);
+	X509_CRL *extra_crl = testpki_crl(extra, k, NULL, 0);
+	int rc = testpki_append(f->ca_path, extra, NULL) | testpki_append(f->ca_path, f->pki.ca, NULL) |
+		 testpki_append(f->crl_path, NULL, extra_crl) |
+		 testpki_append(f->crl_path, NULL, f->pki.crl);
+	X509_CRL_free(extra_crl);
+	X509_free(extra);
+	EVP_PKEY_free(k);
+	*state = f;
+	return rc;
+}
+
+static int store_teardown(void **state)
+{
+	struct store_fixture *f = *state;
+	unlink(f->ca_path);
+	unlink(f->crl_path);
+	rmdir(f->dir);
+	testpki_free(&f->pki);
+	free(f);
+	return 0;
+}
+
+static void expect_verify(struct cert_store *s, X509 *x, time_t now, const char *want)
+{
+	char err[128] = "";
+	int rc = cert_store_verify(s, x, now, err, sizeof(err));
+	assert_int_equal(ERR_peek_error(), 0);
+	if (!want) {
+		if (rc != 0)
+			fail_msg("verify failed: %s", err);
+		return;
+	}
+	assert_int_equal(rc, -1);
+	if (strcmp(err, want) != 0)
+		fail_msg("got '%s', want '%s'", err, want);
+}
+
+static void test_store_verify(void **state)
+{
+	struct store_fixture *f = *state;
+	struct cert_store *s = NULL;
+	char err[256] = "";
+	time_t now = time(NULL);
+
+	assert_int_equal(cert_store_load(f->ca_path, NULL, &s, err, sizeof(err)), 0);
+	assert_non_null(cert_store_x509(s));
+	expect_verify(s, f->pki.good, now, NULL);
+	/* Without a CRL the revoked leaf still chains. */
+	expect_verify(s, f->pki.revoked, now, NULL);
+	expect_verify(s, f->pki.expired, now, "certificate has expired");
+	expect_verify(s, f->pki.foreign, now, "unable to get local issuer certificate");
+	/* The verification time is the caller's, not the clock. */
+	expect_verify(s, f->pki.expired, now - 10L * TESTPKI_DAY, NULL);
+	expect_verify(s, f->pki.good, now + 400L * TESTPKI_DAY, "certificate has expired");
+	expect_verify(s, f->pki.good, now - 2L * TESTPKI_DAY, "certificate is not yet valid");
+	cert_store_free(s);
+
+	assert_int_equal(cert_store_load(f->ca_path, f->crl_path, &s, err, sizeof(err)), 0);
+	expect_verify(s, f->pki.good, now, NULL);
+	expect_verify(s, f->pki.revoked, now, "certificate revoked");
+	cert_store_free(s);
+}
+
+static void test_store_load_errors(void **state)
+{
+	struct store_fixture *f = *state;
+	struct cert_store *s = (struct cert_store *)1;
+	char err[256] = "";
+
+	assert_int_equal(cert_store_load("/nonexistent/ca.pem", NULL, &s, err, sizeof(err)), -1);
+	assert_null(s);
+	assert_non_null(strstr(err, "/nonexistent/ca.pem"));
+	assert_int_equal(ERR_peek_error(), 0);
+
+	/* A CRL file is not a CA bundle, and a CA bundle is not a CRL file. */
+	assert_int_equal(cert_store_load(f->crl_path, NULL, &s, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, f->crl_path));
+	assert_int_equal(cert_store_load(f->ca_path, f->ca_path, &s, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, f->ca_path));
+	assert_int_equal(ERR_peek_error(), 0);
+}
+
+static void test_info_truncation(void **state)
+{
+	(void)state;
+	/* A CN of 64 two-byte characters plus O/C renders past 255 bytes after escaping. */
+	char cn[3 * 64 + 1] = "";
+	for (int i = 0; i < 64; i++)
+		strcat(cn, "\xc3\xa9");
+	EVP_PKEY *k = testpki_key();
+	X509 *x = testpki_ca(cn, k);
+	assert_non_null(x);
+	struct cert_info ci;
+	assert_int_equal(cert_get_info(x, &ci), 0);
+	assert_true(strlen(ci.subject) < sizeof(ci.subject));
+	assert_true(strlen(ci.subject) > 200);
+	assert_int_equal(strncmp(ci.subject, "CN=", 3), 0);
+	assert_string_equal(ci.serial, "01");
+	X509_free(x);
+	EVP_PKEY_free(k);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_thumbprint_known_answer),
+		cmocka_unit_test(test_thumb_hex_round_trip),
+		cmocka_unit_test(test_pem_rules),
+		cmocka_unit_test(test_info_truncation),
+		cmocka_unit_test_setup_teardown(test_store_verify, store_setup, store_teardown),
+		cmocka_unit_test_setup_teardown(test_store_load_errors, store_setup, store_teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

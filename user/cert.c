@@ -1,0 +1,349 @@
+/* X.509 helpers. Every function leaves OpenSSL's thread-local error queue empty, because a
+ * stale entry would be misreported by the next SSL_get_error() on the same thread. */
+#include "cert.h"
+
+#include <openssl/bio.h>
+#include <openssl/bn.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509_vfy.h>
+#include <openssl/x509v3.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct cert_store {
+	X509_STORE *store;
+};
+
+/* Fetched once: an implicit fetch per call would look the algorithm up in the provider
+ * store on every handshake. */
+static EVP_MD *sha256_md;
+static pthread_once_t sha256_once = PTHREAD_ONCE_INIT;
+
+static void sha256_fetch(void) { sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL); }
+
+int cert_thumbprint(X509 *x, uint8_t out[CERT_THUMB_LEN])
+{
+	unsigned char *der = NULL;
+	int ret = -1;
+
+	pthread_once(&sha256_once, sha256_fetch);
+	int n = x && sha256_md ? i2d_X509(x, &der) : -1;
+	if (n <= 0)
+		goto out;
+	unsigned int mdlen = 0;
+	if (EVP_Digest(der, (size_t)n, out, &mdlen, sha256_md, NULL) != 1 ||
+	    mdlen != CERT_THUMB_LEN)
+		goto out;
+	ret = 0;
+out:
+	OPENSSL_free(der);
+	ERR_clear_error();
+	return ret;
+}
+
+void cert_thumb_to_hex(const uint8_t thumb[CERT_THUMB_LEN], char out[CERT_THUMB_HEX_LEN + 1])
+{
+	static const char digits[] = "0123456789abcdef";
+	for (size_t i = 0; i < CERT_THUMB_LEN; i++) {
+		out[2 * i] = digits[thumb[i] >> 4];
+		out[2 * i + 1] = digits[thumb[i] & 0xf];
+	}
+	out[CERT_THUMB_HEX_LEN] = '\0';
+}
+
+static int hex_value(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+int cert_thumb_from_hex(const char *hex, size_t len, uint8_t out[CERT_THUMB_LEN])
+{
+	uint8_t tmp[CERT_THUMB_LEN];
+	if (!hex || len != CERT_THUMB_HEX_LEN)
+		return -1;
+	for (size_t i = 0; i < CERT_THUMB_LEN; i++) {
+		int hi = hex_value(hex[2 * i]), lo = hex_value(hex[2 * i + 1]);
+		if (hi < 0 || lo < 0)
+			return -1;
+		tmp[i] = (uint8_t)(hi << 4 | lo);
+	}
+	/* Written only once fully parsed, so a bad input never leaves half a thumbprint. */
+	memcpy(out, tmp, sizeof(tmp));
+	return 0;
+}
+
+static int fail(char *err, size_t errlen, const char *msg)
+{
+	if (err && errlen)
+		snprintf(err, errlen, "%s", msg);
+	return -1;
+}
+
+static bool is_space(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; }
+
+/* Skips whitespace in the unread part of a memory BIO; true when a PEM block starts there. */
+static bool next_is_pem_block(BIO *bio, bool *at_end)
+{
+	char *p = NULL;
+	long left = BIO_get_mem_data(bio, &p);
+	long skip = 0;
+	while (skip < left && is_space(p[skip]))
+		skip++;
+	if (skip > 0) {
+		char sink[256];
+		for (long done = 0; done < skip;) {
+			int chunk = skip - done > (long)sizeof(sink) ? (int)sizeof(sink)
+								       : (int)(skip - done);
+			done += BIO_read(bio, sink, chunk);
+		}
+	}
+	*at_end = skip == left;
+	static const char begin[] = "-----BEGIN ";
+	return left - skip >= (long)sizeof(begin) - 1 &&
+	       memcmp(p + skip, begin, sizeof(begin) - 1) == 0;
+}
+
+/* Why a PEM block that is not the expected certificate was refused. */
+static const char *unexpected_block(const char *name, bool first)
+{
+	if (strstr(name, "PRIVATE KEY"))
+		return "the PEM text contains a private key: send the certificate only";
+	if (strcmp(name, "CERTIFICATE") == 0)
+		return "more than one certificate in the PEM text";
+	return first ? "not a PEM certificate" : "unexpected PEM block after the certificate";
+}
+
+int cert_from_pem(const char *pem, size_t len, X509 **out, char *err, size_t errlen)
+{
+	BIO *bio = NULL;
+	X509 *x = NULL;
+	char *name = NULL, *header = NULL;
+	unsigned char *data = NULL;
+	long dlen = 0;
+	int ret = -1;
+	bool at_end;
+
+	*out = NULL;
+	if (!pem || len == 0) {
+		fail(err, errlen, "not a PEM certificate (empty)");
+		goto out;
+	}
+	if (len > CERT_MAX_PEM_BYTES) {
+		fail(err, errlen, "PEM text too large (limit 64 KiB)");
+		goto out;
+	}
+	/* The PEM reader works line by line on C strings and would silently stop at a NUL. */
+	if (memchr(pem, '\0', len)) {
+		fail(err, errlen, "not a PEM certificate (contains a NUL byte)");
+		goto out;
+	}
+	bio = BIO_new_mem_buf(pem, (int)len);
+	if (!bio) {
+		fail(err, errlen, "out of memory");
+		goto out;
+	}
+	for (bool first = true;; first = false) {
+		/* PEM_read_bio() skips any text before a BEGIN line; refuse it instead, so that
+		 * what is stored is exactly one certificate. */
+		if (!next_is_pem_block(bio, &at_end)) {
+			if (at_end && !first)
+				break;
+			fail(err, errlen,
+			     first ? "not a PEM certificate" : "trailing text after the certificate");
+			goto out;
+		}
+		if (PEM_read_bio(bio, &name, &header, &data, &dlen) != 1) {
+			fail(err, errlen, first ? "not a PEM certificate (malformed PEM block)"
+						: "malformed PEM block after the certificate");
+			goto out;
+		}
+		if (!first || strcmp(name, "CERTIFICATE") != 0) {
+			fail(err, errlen, unexpected_block(name, first));
+			goto out;
+		}
+		const unsigned char *p = data;
+		x = d2i_X509(NULL, &p, dlen);
+		if (!x || p != data + dlen) {
+			fail(err, errlen, "not a PEM certificate (invalid DER content)");
+			goto out;
+		}
+		OPENSSL_free(name);
+		OPENSSL_free(header);
+		OPENSSL_free(data);
+		name = header = NULL;
+		data = NULL;
+	}
+	*out = x;
+	x = NULL;
+	ret = 0;
+out:
+	OPENSSL_free(name);
+	OPENSSL_free(header);
+	OPENSSL_free(data);
+	X509_free(x);
+	BIO_free(bio);
+	ERR_clear_error();
+	return ret;
+}
+
+/* Copies at most outlen - 1 bytes without splitting a UTF-8 sequence. */
+static void copy_truncated(char *out, size_t outlen, const char *s, size_t n)
+{
+	if (n >= outlen) {
+		n = outlen - 1;
+		while (n > 0 && ((unsigned char)s[n] & 0xc0) == 0x80)
+			n--;
+	}
+	memcpy(out, s, n);
+	out[n] = '\0';
+}
+
+static int name_rfc2253(const X509_NAME *name, char *out, size_t outlen)
+{
+	BIO *bio = BIO_new(BIO_s_mem());
+	int ret = -1;
+	char *p = NULL;
+	if (!bio || X509_NAME_print_ex(bio, name, 0, XN_FLAG_RFC2253) < 0)
+		goto out;
+	long n = BIO_get_mem_data(bio, &p);
+	if (n < 0)
+		goto out;
+	copy_truncated(out, outlen, p ? p : "", (size_t)n);
+	ret = 0;
+out:
+	BIO_free(bio);
+	return ret;
+}
+
+static int serial_hex(const ASN1_INTEGER *serial, char *out, size_t outlen)
+{
+	BIGNUM *bn = ASN1_INTEGER_to_BN(serial, NULL);
+	char *hex = bn ? BN_bn2hex(bn) : NULL;
+	int ret = -1;
+	if (!hex)
+		goto out;
+	copy_truncated(out, outlen, hex, strlen(hex));
+	ret = 0;
+out:
+	OPENSSL_free(hex);
+	BN_free(bn);
+	return ret;
+}
+
+static int time_unix(const ASN1_TIME *t, int64_t *out)
+{
+	struct tm tm;
+	if (!t || ASN1_TIME_to_tm(t, &tm) != 1)
+		return -1;
+	*out = (int64_t)timegm(&tm);
+	return 0;
+}
+
+int cert_get_info(X509 *x, struct cert_info *out)
+{
+	int ret = -1;
+	memset(out, 0, sizeof(*out));
+	if (!x || cert_thumbprint(x, out->thumb) < 0 ||
+	    name_rfc2253(X509_get_subject_name(x), out->subject, sizeof(out->subject)) < 0 ||
+	    name_rfc2253(X509_get_issuer_name(x), out->issuer, sizeof(out->issuer)) < 0 ||
+	    serial_hex(X509_get0_serialNumber(x), out->serial, sizeof(out->serial)) < 0 ||
+	    time_unix(X509_get0_notBefore(x), &out->not_before) < 0 ||
+	    time_unix(X509_get0_notAfter(x), &out->not_after) < 0)
+		goto out;
+	ret = 0;
+out:
+	ERR_clear_error();
+	return ret;
+}
+
+/* "path: reason" from the newest OpenSSL error, or fallback when the queue is empty. */
+static void fail_openssl(char *err, size_t errlen, const char *path, const char *fallback)
+{
+	unsigned long e = ERR_peek_last_error();
+	const char *reason = e ? ERR_reason_error_string(e) : NULL;
+	if (err && errlen)
+		snprintf(err, errlen, "%s: %s", path, reason ? reason : fallback);
+}
+
+int cert_store_load(const char *ca_path, const char *crl_path, struct cert_store **out, char *err,
+		    size_t errlen)
+{
+	struct cert_store *s = calloc(1, sizeof(*s));
+	int ret = -1;
+
+	*out = NULL;
+	if (!s || !(s->store = X509_STORE_new())) {
+		fail(err, errlen, "out of memory");
+		goto out;
+	}
+	X509_LOOKUP *lookup = X509_STORE_add_lookup(s->store, X509_LOOKUP_file());
+	if (!lookup) {
+		fail(err, errlen, "out of memory");
+		goto out;
+	}
+	/* Both loaders read every PEM object of their kind in the file. */
+	if (X509_load_cert_file(lookup, ca_path, X509_FILETYPE_PEM) <= 0) {
+		fail_openssl(err, errlen, ca_path, "no CA certificate found");
+		goto out;
+	}
+	if (crl_path) {
+		if (X509_load_crl_file(lookup, crl_path, X509_FILETYPE_PEM) <= 0) {
+			fail_openssl(err, errlen, crl_path, "no CRL found");
+			goto out;
+		}
+		/* The leaf only: CA certificates change rarely and are replaced with the bundle,
+		 * and requiring a CRL for every level would refuse chains whose root publishes
+		 * none. */
+		X509_STORE_set_flags(s->store, X509_V_FLAG_CRL_CHECK);
+	}
+	*out = s;
+	s = NULL;
+	ret = 0;
+out:
+	cert_store_free(s);
+	ERR_clear_error();
+	return ret;
+}
+
+void cert_store_free(struct cert_store *s)
+{
+	if (!s)
+		return;
+	X509_STORE_free(s->store);
+	free(s);
+}
+
+X509_STORE *cert_store_x509(struct cert_store *s) { return s->store; }
+
+int cert_store_verify(struct cert_store *s, X509 *x, time_t now, char *err, size_t errlen)
+{
+	X509_STORE_CTX *ctx = X509_STORE_CTX_new();
+	int ret = -1;
+
+	if (!ctx || X509_STORE_CTX_init(ctx, s->store, x, NULL) != 1 ||
+	    X509_STORE_CTX_set_purpose(ctx, X509_PURPOSE_SSL_CLIENT) != 1) {
+		fail(err, errlen, "cannot set up certificate verification");
+		goto out;
+	}
+	X509_VERIFY_PARAM_set_time(X509_STORE_CTX_get0_param(ctx), now);
+	if (X509_verify_cert(ctx) != 1) {
+		fail(err, errlen, X509_verify_cert_error_string(X509_STORE_CTX_get_error(ctx)));
+		goto out;
+	}
+	ret = 0;
+out:
+	X509_STORE_CTX_free(ctx);
+	ERR_clear_error();
+	return ret;
+}
