@@ -663,7 +663,7 @@ char *control_handle_line(struct control_ctx *ctx, const char *line, size_t len,
 	/* Strip a trailing CR so that CRLF-terminated lines work. */
 	if (len && line[len - 1] == '\r')
 		len--;
-	rq.obj = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr);
+	rq.obj = json_loadb(line, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
 	if (!rq.obj) {
 		rq_fail(&rq, "invalid JSON: %s (at byte %d)", jerr.text, jerr.position);
 		goto out;

@@ -175,13 +175,16 @@ static void table_print(struct table *t)
 				w[c] = n;
 		}
 	for (size_t r = 0; r < t->nrows; r++) {
+		char **row = t->cells + r * t->ncols;
+		size_t last = t->ncols; /* no padding after the last non-empty cell */
+		while (last > 1 && !row[last - 1][0])
+			last--;
 		for (size_t c = 0; c < t->ncols; c++) {
-			const char *s = t->cells[r * t->ncols + c];
-			if (c + 1 < t->ncols)
-				printf("%-*s  ", (int)w[c], s);
-			else
-				printf("%s\n", s);
-			free(t->cells[r * t->ncols + c]);
+			if (c + 1 < last)
+				printf("%-*s  ", (int)w[c], row[c]);
+			else if (c + 1 == last)
+				printf("%s\n", row[c]);
+			free(row[c]);
 		}
 	}
 	free(t->cells);
