@@ -1,4 +1,5 @@
 # shellcheck shell=bash
+# shellcheck disable=SC2034 # variables are for the tests that source this file
 # tests/integration/lib.sh: the one shared runner for psd2edge's integration tests.
 # (Modelled on xdp-tools lib/testing/test_runner.sh.) Source it at the top of a test:
 #
@@ -348,7 +349,7 @@ pki_setup() {
 }
 
 upstream_start() {
-	local ns=$GW_NS tls=0 host=127.0.0.1 port= args=()
+	local ns=$GW_NS tls=0 host=127.0.0.1 port='' args=()
 	while [ $# -gt 0 ]; do
 		case $1 in
 		--ns) ns=$2; shift ;;
@@ -444,10 +445,10 @@ daemon_start() { # [CONFIG] [NS]
 }
 
 daemon_stop() { # [SECONDS]
-	local secs=${1:-15} i st
+	local secs=${1:-15} _ st
 	[ -n "$DAEMON_PID" ] || return 0
 	kill -TERM "$DAEMON_PID" 2>/dev/null
-	for i in $(seq $((secs * 10))); do
+	for _ in $(seq $((secs * 10))); do
 		daemon_alive || break
 		sleep 0.1
 	done

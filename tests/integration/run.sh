@@ -29,6 +29,7 @@ fi
 # Leftovers of earlier runs that were killed (namespaces, pins of dead test processes).
 (
 	# shellcheck source=tests/integration/lib.sh
+	# shellcheck source=tests/integration/lib.sh
 	. "$HERE/lib.sh"
 	lib_cleanup_stale
 )
@@ -72,6 +73,7 @@ done
 
 # A test killed by the time limit cannot clean up after itself.
 (
+	# shellcheck source=tests/integration/lib.sh
 	. "$HERE/lib.sh"
 	lib_cleanup_stale
 )
