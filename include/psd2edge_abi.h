@@ -1,0 +1,172 @@
+/* The one ABI between the XDP program (bpf/) and the daemon (user/dataplane.c): every key and
+ * value of every pinned map, with fixed-width types and explicit padding, and the names of the
+ * pinned files. No code here. The user side asserts the sizes at compile time
+ * (user/dataplane.c); changing a layout changes a size, so an old pinned map is refused at
+ * load instead of being misread (psd2edged --detach removes the old maps).
+ *
+ * Byte order: addresses and ports are kept in network order, exactly as on the wire, so the
+ * program copies them without swapping. IPv4 addresses are stored IPv4-mapped (::ffff:a.b.c.d)
+ * wherever a key holds either family. */
+#ifndef PSD2EDGE_ABI_H
+#define PSD2EDGE_ABI_H
+
+#include <linux/types.h>
+
+/* --- sizes (overridable so tests can shrink them) ------------------------------------------ */
+#ifndef PSD2_MAX_CLIENTS
+#define PSD2_MAX_CLIENTS 4096 /* slots of the clients array = registry slots */
+#endif
+#ifndef PSD2_MAX_FLOWS
+#define PSD2_MAX_FLOWS 262144 /* authenticated TCP connections across all workers */
+#endif
+#ifndef PSD2_MAX_DENY
+#define PSD2_MAX_DENY 65536 /* CIDRs per family */
+#endif
+#ifndef PSD2_MAX_SRC_BUCKETS
+#define PSD2_MAX_SRC_BUCKETS 131072 /* per-source SYN buckets (LRU: the coldest are evicted) */
+#endif
+
+#define PSD2_CLIENT_ID_LEN 72 /* registry client_id (<= 64 bytes) + NUL, rounded up to 8 */
+#define PSD2_THUMB_LEN 32     /* SHA-256 of the DER certificate */
+#define PSD2_PORT_BITMAP_LEN (65536 / 8)
+
+/* Pinned file names under the pin directory (DESIGN "Contract"). */
+#define PSD2_PIN_CLIENTS "clients"
+#define PSD2_PIN_FLOWS "flows"
+#define PSD2_PIN_DENY_V4 "deny_v4"
+#define PSD2_PIN_DENY_V6 "deny_v6"
+#define PSD2_PIN_SRC_RATE "src_rate"
+#define PSD2_PIN_STATS "stats"
+
+/* --- clients: ARRAY indexed by registry slot ------------------------------------------------ */
+
+/* Life of a slot. Written by the daemon (bind, revoke, unbind); read by XDP for every packet of a
+ * bound flow. Anything but ACTIVE drops the flow's packets. */
+enum psd2_client_state {
+	PSD2_CLIENT_FREE = 0,    /* no client in this slot (never bound, or unbound) */
+	PSD2_CLIENT_ACTIVE = 1,  /* bound; packets are policed, then pass */
+	PSD2_CLIENT_REVOKED = 2, /* revoked: every packet of its flows is dropped at once */
+};
+
+/* One client (value of `clients`). The identity and limits are written by the daemon with a
+ * read-modify-write of the whole value; the GCRA times and counters are updated by XDP with
+ * atomic instructions. A daemon write can lose the few counter increments made during that
+ * write (control operations are rare); the state it writes is never lost. */
+struct psd2_client {
+	char client_id[PSD2_CLIENT_ID_LEN];   /* NUL-terminated */
+	__u8 thumb[PSD2_THUMB_LEN];           /* newest active certificate */
+	enum psd2_client_state state;         /* 4 bytes (asserted on the user side) */
+	__u32 flags;                          /* reserved, 0 */
+	/* Policing, written by the daemon; 0 means unlimited. bytes_per_sec counts whole frames. */
+	__u64 pps;
+	__u64 bytes_per_sec;
+	__u64 burst_pkts;
+	__u64 burst_bytes;
+	/* Derived by the daemon from the four above, so XDP needs one division per packet. */
+	__u64 pkt_interval_ns;  /* 1e9 / pps */
+	__u64 pkt_burst_ns;     /* burst_pkts * pkt_interval_ns */
+	__u64 byte_burst_ns;    /* burst_bytes * 1e9 / bytes_per_sec */
+	/* GCRA theoretical arrival times (bpf_ktime_get_ns), written by XDP. */
+	__u64 pkt_tat_ns;
+	__u64 byte_tat_ns;
+	/* Counters, written by XDP. */
+	__u64 pass_packets;
+	__u64 pass_bytes;
+	__u64 drop_revoked;
+	__u64 drop_policed;
+};
+
+/* --- flows: HASH of authenticated TCP connections ------------------------------------------ */
+
+/* A connection as seen on ingress: the peer (TPP) is the source, the gateway the destination. */
+struct psd2_flow_key {
+	__u8 saddr[16]; /* peer address (IPv4-mapped for IPv4) */
+	__u8 daddr[16]; /* local address */
+	__be16 sport;   /* peer port */
+	__be16 dport;   /* local (listener) port */
+	__u8 proto;     /* IPPROTO_TCP */
+	__u8 pad[3];    /* 0 */
+};
+
+/* Written by a worker after the handshake and binding check, deleted when the connection
+ * closes; all of them are purged when the daemon starts. */
+struct psd2_flow {
+	__u32 slot;       /* client slot in `clients` */
+	__u32 pad;        /* 0 */
+	__u64 created_ns; /* CLOCK_MONOTONIC (same clock as bpf_ktime_get_ns) */
+};
+
+/* --- deny_v4 / deny_v6: LPM tries of source prefixes ---------------------------------------- */
+
+struct psd2_deny_v4_key {
+	__u32 prefixlen; /* 0..32 */
+	__u8 addr[4];
+};
+
+struct psd2_deny_v6_key {
+	__u32 prefixlen; /* 0..128 */
+	__u8 addr[16];
+};
+
+/* Value of both tries: written as zeros by the daemon, incremented by XDP on each drop. */
+struct psd2_deny {
+	__u64 packets;
+	__u64 bytes;
+};
+
+/* --- src_rate: LRU hash of per-source SYN buckets ------------------------------------------- */
+
+/* The source, masked to the configured prefix (IPv4 /32 and IPv6 /64 by default). */
+struct psd2_src_key {
+	__u8 addr[16]; /* IPv4-mapped for IPv4 */
+};
+
+/* Created by XDP at the first SYN of a source; the LRU evicts the coldest when full. */
+struct psd2_src_bucket {
+	__u64 tat_ns;      /* GCRA theoretical arrival time */
+	__u64 syn_packets; /* SYNs seen */
+	__u64 syn_dropped; /* SYNs over the rate */
+};
+
+/* Runtime-tunable per-source new-connection rate (a .data global of the program, written by
+ * the daemon through the skeleton; 0 = off). */
+struct psd2_src_cfg {
+	__u64 interval_ns; /* 1e9 / per_sec */
+	__u64 burst_ns;    /* burst * interval_ns */
+};
+
+/* --- stats: PERCPU_ARRAY indexed by reason --------------------------------------------------- */
+
+/* Every packet the program sees is counted under exactly one verdict reason; the two EVENT_
+ * reasons count things that happen on the way (a bucket created or not). */
+#define PSD2_STAT_REASONS(X)                                                                \
+	X(PASS_NOT_IP, "pass_not_ip")             /* not IPv4/IPv6 (ARP, LLDP...) */       \
+	X(PASS_UNPARSED, "pass_unparsed")         /* more VLAN tags than parsed */         \
+	X(PASS_NOT_LISTENER, "pass_not_listener") /* not TCP/UDP to a listener port */     \
+	X(PASS_FRAGMENT, "pass_fragment")         /* non-first fragment: no port */        \
+	X(PASS, "pass")                           /* listener traffic outside a flow */    \
+	X(PASS_FLOW, "pass_flow")                 /* packet of a bound flow, in policy */  \
+	X(DROP_MALFORMED, "drop_malformed")       /* truncated or invalid headers */       \
+	X(DROP_FRAGMENT, "drop_fragment")         /* first fragment to a listener */       \
+	X(DROP_DENY, "drop_deny")                 /* source in deny_v4/deny_v6 */          \
+	X(DROP_SYN_RATE, "drop_syn_rate")         /* SYN over the source's bucket */       \
+	X(DROP_REVOKED, "drop_revoked")           /* flow of a revoked client */           \
+	X(DROP_UNBOUND, "drop_unbound")           /* flow of a freed slot */               \
+	X(DROP_POLICED, "drop_policed")           /* over the client's pps/bps */          \
+	X(DROP_NO_CLIENT, "drop_no_client")       /* flow slot out of range: fail closed */ \
+	X(EVENT_SRC_NEW, "event_src_bucket_new")  /* per-source bucket created */          \
+	X(EVENT_SRC_FAIL, "event_src_bucket_fail") /* bucket insert failed (SYN passed) */
+
+enum psd2_stat_reason {
+#define PSD2_STAT_ENUM(name, text) PSD2_STAT_##name,
+	PSD2_STAT_REASONS(PSD2_STAT_ENUM)
+#undef PSD2_STAT_ENUM
+	PSD2_STAT_MAX
+};
+
+struct psd2_stat {
+	__u64 packets;
+	__u64 bytes;
+};
+
+#endif
