@@ -28,6 +28,9 @@ struct http_limits {
 	size_t max_buffered_body; /* when buffer_body is set; beyond: 413 */
 };
 
+/* Called with each piece of the (de-chunked) body, in order. Return 0, or -1 to abort. */
+typedef int http_body_fn(void *arg, const char *data, size_t len);
+
 struct http_header {
 	uint32_t name_off, name_len; /* into head */
 	uint32_t value_off, value_len;
@@ -48,6 +51,7 @@ struct http_msg {
 	uint32_t url_off, url_len; /* requests */
 	unsigned method;           /* enum http_method, requests */
 	unsigned status_code;      /* responses */
+	uint32_t reason_off, reason_len; /* responses: the reason phrase, into head */
 	unsigned short http_major, http_minor;
 	bool keep_alive;   /* after this message, per http_should_keep_alive() */
 	bool chunked;      /* Transfer-Encoding: chunked */
@@ -65,11 +69,15 @@ struct http_msg {
 
 	/* internal parser state */
 	unsigned hdr_state;
-	size_t head_bytes;
+	size_t head_bytes;     /* raw bytes of the head consumed so far */
+	size_t trailer_bytes;  /* raw field bytes of a chunked trailer section */
+	bool skip_body;        /* response without body (no_body, 1xx, 204, 304) */
+	bool ev_head_done, ev_msg_done; /* set by the parser callbacks, which then pause it */
+	unsigned char scan_prev; /* head pre-scan: previous byte */
+	bool scan_in_line, scan_seen_line;
+	http_body_fn *cb; /* the on_body of the feed in progress */
+	void *cb_arg;
 };
-
-/* Called with each piece of the (de-chunked) body, in order. Return 0, or -1 to abort. */
-typedef int http_body_fn(void *arg, const char *data, size_t len);
 
 void http_msg_init(struct http_msg *m, enum http_parser_type type, const struct http_limits *lim);
 /* Ready for the next message on the same connection; keeps allocations. */
@@ -90,6 +98,12 @@ void http_msg_feed_eof(struct http_msg *m, http_body_fn *on_body, void *arg);
 const char *http_msg_header(const struct http_msg *m, const char *name, size_t *len,
 			    unsigned *count);
 static inline const char *http_msg_url(const struct http_msg *m) { return buf_head(&m->head) + m->url_off; }
+/* A 1xx response (100 Continue, 103 Early Hints): it is DONE right after its head; the caller
+ * drops it, calls http_msg_reset() (keeping no_body) and reads the final response. */
+static inline bool http_msg_interim(const struct http_msg *m)
+{
+	return m->type == HTTP_RESPONSE && m->status_code >= 100 && m->status_code < 200;
+}
 
 /* What the gateway adds to a forwarded request. */
 struct http_forward {
