@@ -7,6 +7,7 @@
  * certificate, key, CRL) so that `--check-config` catches what would otherwise fail at start. */
 #include "config.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <grp.h>
@@ -72,20 +73,6 @@ static const char *show(char out[SHOW_MAX + 4], const char *s)
 	return out;
 }
 
-static const char *json_kind(const json_t *v)
-{
-	switch (json_typeof(v)) {
-	case JSON_OBJECT: return "an object";
-	case JSON_ARRAY: return "an array";
-	case JSON_STRING: return "a string";
-	case JSON_INTEGER: return "an integer";
-	case JSON_REAL: return "a number";
-	case JSON_TRUE:
-	case JSON_FALSE: return "a boolean";
-	default: return "null";
-	}
-}
-
 /* Refuses the first key of obj (document order) that is not in allowed (NULL-terminated). */
 static int check_unknown_keys(struct loader *l, json_t *obj, const char *prefix,
 			      const char *const *allowed)
@@ -114,7 +101,7 @@ static int get_string(struct loader *l, json_t *obj, const char *prefix, const c
 	if (!v)
 		return required ? fail(l, keypath(p, prefix, key), "missing") : 0;
 	if (!json_is_string(v))
-		return fail(l, keypath(p, prefix, key), "must be a string, not %s", json_kind(v));
+		return fail(l, keypath(p, prefix, key), "must be a string");
 	if (json_string_length(v) == 0)
 		return fail(l, keypath(p, prefix, key), "must not be empty");
 	*out = json_string_value(v);
@@ -129,7 +116,7 @@ static int get_object(struct loader *l, json_t *obj, const char *key, bool requi
 	if (!v)
 		return required ? fail(l, key, "missing") : 0;
 	if (!json_is_object(v))
-		return fail(l, key, "must be an object, not %s", json_kind(v));
+		return fail(l, key, "must be an object");
 	*out = v;
 	return 1;
 }
@@ -331,13 +318,13 @@ static int parse_listen(struct loader *l, const char *path, const char *s, struc
 		hs = s + 1;
 		he = strchr(hs, ']');
 		if (!he || he[1] != ':')
-			return fail(l, path, "invalid address (expected [IPV6]:PORT)");
+			return fail(l, path, "invalid address");
 		ps = he + 2;
 	} else {
 		hs = s;
 		he = strchr(s, ':');
 		if (!he || strchr(he + 1, ':'))
-			return fail(l, path, "invalid address (expected IPV4:PORT or [IPV6]:PORT)");
+			return fail(l, path, "invalid address");
 		ps = he + 1;
 	}
 	size_t hlen = (size_t)(he - hs);
@@ -350,6 +337,9 @@ static int parse_listen(struct loader *l, const char *path, const char *s, struc
 		return fail(l, path, "invalid port");
 	snprintf(port, sizeof(port), "%u", pnum);
 
+	struct in_addr a4;
+	if (!v6 && inet_pton(AF_INET, host, &a4) != 1) /* getaddrinfo would take "1.2.3" */
+		return fail(l, path, "invalid address");
 	struct addrinfo hints = {
 		.ai_family = v6 ? AF_INET6 : AF_INET,
 		.ai_socktype = SOCK_STREAM,
@@ -371,7 +361,7 @@ static int load_listen(struct loader *l, json_t *root)
 	if (!arr)
 		return fail(l, "listen", "missing");
 	if (!json_is_array(arr))
-		return fail(l, "listen", "must be an array, not %s", json_kind(arr));
+		return fail(l, "listen", "must be an array");
 	if (json_array_size(arr) == 0)
 		return fail(l, "listen", "must not be empty");
 	if (json_array_size(arr) > CONFIG_MAX_LISTEN)
@@ -382,7 +372,7 @@ static int load_listen(struct loader *l, json_t *root)
 		char p[KEYPATH_MAX];
 		snprintf(p, sizeof(p), "listen[%zu]", i);
 		if (!json_is_string(v))
-			return fail(l, p, "must be a string, not %s", json_kind(v));
+			return fail(l, p, "must be a string");
 		struct config_addr *a = &cfg->listen[i];
 		if (parse_listen(l, p, json_string_value(v), a) < 0)
 			return -1;
@@ -462,6 +452,8 @@ static int parse_url(struct loader *l, const char *url)
 		}
 	} else {
 		he = memchr(p, ':', alen);
+		if (he && memchr(he + 1, ':', (size_t)(p + alen - he - 1)))
+			return fail(l, "upstream.url", "invalid host"); /* IPv6 needs brackets */
 		if (he)
 			port = he + 1;
 		else
@@ -474,7 +466,10 @@ static int parse_url(struct loader *l, const char *url)
 		return fail(l, "upstream.url", "host too long");
 	memcpy(cfg->upstream.host, hs, hlen);
 	cfg->upstream.host[hlen] = '\0';
-	if (*p != '[' && !host_name_ok(cfg->upstream.host))
+	struct in_addr a4;
+	if (*p != '[' && (!host_name_ok(cfg->upstream.host) ||
+			  (strspn(cfg->upstream.host, "0123456789.") == hlen &&
+			   inet_pton(AF_INET, cfg->upstream.host, &a4) != 1)))
 		return fail(l, "upstream.url", "invalid host");
 	if (port) {
 		cfg->upstream.port = parse_port(port, (size_t)(p + alen - port));
@@ -619,7 +614,7 @@ static int load_client_id(struct loader *l, json_t *root)
 	if (!arr)
 		return fail(l, "client_id", "missing");
 	if (!json_is_array(arr))
-		return fail(l, "client_id", "must be an array, not %s", json_kind(arr));
+		return fail(l, "client_id", "must be an array");
 	if (json_array_size(arr) == 0)
 		return fail(l, "client_id", "must not be empty");
 	if (json_array_size(arr) > CONFIG_MAX_CLIENT_ID_SOURCES)
@@ -630,7 +625,7 @@ static int load_client_id(struct loader *l, json_t *root)
 		char p[KEYPATH_MAX];
 		snprintf(p, sizeof(p), "client_id[%zu]", i);
 		if (!json_is_string(v))
-			return fail(l, p, "must be a string, not %s", json_kind(v));
+			return fail(l, p, "must be a string");
 		struct client_id_source *src = &cfg->client_id[i];
 		if (parse_source(l, p, json_string_value(v), src) < 0)
 			return -1;
@@ -883,6 +878,12 @@ int config_load(const char *path, struct config *cfg, char *err, size_t errlen)
 	FILE *fp = fopen(path, "re");
 	if (!fp) {
 		fail(&l, "config", "%s", strerror(errno));
+		goto out;
+	}
+	struct stat st;
+	if (fstat(fileno(fp), &st) == 0 && S_ISDIR(st.st_mode)) {
+		fclose(fp);
+		fail(&l, "config", "%s", strerror(EISDIR));
 		goto out;
 	}
 	json_error_t jerr;

@@ -1,0 +1,977 @@
+/* Configuration loading: a valid full file, defaults, path resolution, URL and listen parsing,
+ * and the exact "<key path>: <problem>" message of each kind of mistake. A tiny PKI (CA, server
+ * certificate, CRLs, keys) is generated with OpenSSL in a temporary directory. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <jansson.h>
+#include <limits.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "config.h"
+
+static char tmpdir[64];
+
+/* --- fixture: files ------------------------------------------------------------------------- */
+
+static char *tmp_path(const char *name)
+{
+	static char p[8][PATH_MAX];
+	static unsigned n;
+	char *out = p[n++ % 8];
+	snprintf(out, PATH_MAX, "%s/%s", tmpdir, name);
+	return out;
+}
+
+static void write_text(const char *name, const char *text)
+{
+	FILE *f = fopen(tmp_path(name), "w");
+	assert_non_null(f);
+	fputs(text, f);
+	fclose(f);
+}
+
+static EVP_PKEY *make_key(void)
+{
+	EVP_PKEY *k = EVP_EC_gen("P-256");
+	assert_non_null(k);
+	return k;
+}
+
+static X509 *make_cert(EVP_PKEY *key, const char *cn, X509 *issuer, EVP_PKEY *issuer_key)
+{
+	static long serial = 1;
+	X509 *x = X509_new();
+	assert_non_null(x);
+	X509_set_version(x, 2);
+	ASN1_INTEGER_set(X509_get_serialNumber(x), serial++);
+	X509_gmtime_adj(X509_getm_notBefore(x), -3600);
+	X509_gmtime_adj(X509_getm_notAfter(x), 86400L * 30);
+	X509_NAME *name = X509_get_subject_name(x);
+	X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)cn, -1, -1, 0);
+	X509_set_issuer_name(x, issuer ? X509_get_subject_name(issuer) : name);
+	X509_set_pubkey(x, key);
+	assert_true(X509_sign(x, issuer_key ? issuer_key : key, EVP_sha256()) > 0);
+	return x;
+}
+
+static void write_cert(const char *name, X509 *x)
+{
+	FILE *f = fopen(tmp_path(name), "w");
+	assert_non_null(f);
+	assert_int_equal(PEM_write_X509(f, x), 1);
+	fclose(f);
+}
+
+static void write_key(const char *name, EVP_PKEY *k, const char *pass)
+{
+	FILE *f = fopen(tmp_path(name), "w");
+	assert_non_null(f);
+	assert_int_equal(PEM_write_PrivateKey(f, k, pass ? EVP_aes_256_cbc() : NULL,
+					      (unsigned char *)pass, pass ? (int)strlen(pass) : 0,
+					      NULL, NULL),
+			 1);
+	fclose(f);
+}
+
+static void write_crl(const char *name, X509 *ca, EVP_PKEY *ca_key)
+{
+	X509_CRL *crl = X509_CRL_new();
+	assert_non_null(crl);
+	X509_CRL_set_version(crl, 1);
+	X509_CRL_set_issuer_name(crl, X509_get_subject_name(ca));
+	ASN1_TIME *t = ASN1_TIME_adj(NULL, time(NULL), 0, 0);
+	X509_CRL_set1_lastUpdate(crl, t);
+	ASN1_TIME_adj(t, time(NULL), 7, 0);
+	X509_CRL_set1_nextUpdate(crl, t);
+	ASN1_TIME_free(t);
+	assert_true(X509_CRL_sign(crl, ca_key, EVP_sha256()) > 0);
+	FILE *f = fopen(tmp_path(name), "w");
+	assert_non_null(f);
+	assert_int_equal(PEM_write_X509_CRL(f, crl), 1);
+	fclose(f);
+	X509_CRL_free(crl);
+}
+
+static int setup_pki(void **state)
+{
+	(void)state;
+	snprintf(tmpdir, sizeof(tmpdir), "/tmp/psd2edge-test-config-XXXXXX");
+	if (!mkdtemp(tmpdir))
+		return -1;
+	chmod(tmpdir, 0755); /* the permission test reads it as nobody */
+
+	EVP_PKEY *ca_key = make_key(), *other_ca_key = make_key(), *srv_key = make_key(),
+		 *other_key = make_key();
+	X509 *ca = make_cert(ca_key, "Test CA", NULL, NULL);
+	X509 *other_ca = make_cert(other_ca_key, "Other CA", NULL, NULL);
+	X509 *srv = make_cert(srv_key, "server.test", ca, ca_key);
+
+	write_cert("ca.pem", ca);
+	write_cert("other-ca.pem", other_ca);
+	write_cert("server.pem", srv);
+	write_key("server.key", srv_key, NULL);
+	write_key("other.key", other_key, NULL);
+	write_key("encrypted.key", srv_key, "secret");
+	write_crl("ca.crl", ca, ca_key);
+	write_crl("other.crl", other_ca, other_ca_key);
+	write_text("garbage.txt", "not PEM at all\n");
+	mkdir(tmp_path("adir"), 0755);
+	mkdir(tmp_path("conf"), 0755);
+
+	/* A CA bundle with the unrelated CA first: the CRL check must look at every entry. */
+	char cmd[3 * PATH_MAX];
+	snprintf(cmd, sizeof(cmd), "cat %s %s > %s", tmp_path("other-ca.pem"), tmp_path("ca.pem"),
+		 tmp_path("bundle.pem"));
+	if (system(cmd) != 0)
+		return -1;
+
+	X509_free(ca);
+	X509_free(other_ca);
+	X509_free(srv);
+	EVP_PKEY_free(ca_key);
+	EVP_PKEY_free(other_ca_key);
+	EVP_PKEY_free(srv_key);
+	EVP_PKEY_free(other_key);
+	return 0;
+}
+
+static int teardown_pki(void **state)
+{
+	(void)state;
+	char cmd[PATH_MAX + 16];
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
+	return system(cmd) == 0 ? 0 : -1;
+}
+
+/* --- fixture: configurations ------------------------------------------------------------------ */
+
+/* Every key set, relative paths, https upstream. */
+static json_t *full_config(void)
+{
+	json_error_t jerr;
+	json_t *root = json_loads(
+		"{"
+		"\"listen\": [\"0.0.0.0:8443\", \"[::1]:9443\"],"
+		"\"tls\": {\"cert\": \"server.pem\", \"key\": \"server.key\", "
+		"          \"client_ca\": \"bundle.pem\", \"crl\": \"ca.crl\"},"
+		"\"upstream\": {\"url\": \"https://127.0.0.1:9443/api/v1/\", \"ca\": \"ca.pem\","
+		"               \"cert\": \"server.pem\", \"key\": \"server.key\"},"
+		"\"client_id\": [\"form:client_id\", \"query:client_id\", \"header:X-Client-Id\"],"
+		"\"registry\": \"state/registry.db\","
+		"\"control_socket\": \"/run/psd2edge-test/control.sock\","
+		"\"control_group\": \"root\","
+		"\"bpf\": {\"pin_dir\": \"/sys/fs/bpf/psd2edge-test\", \"interface\": \"lo\","
+		"          \"mode\": \"generic\"},"
+		"\"limits\": {\"max_header_bytes\": 8192, \"max_body_bytes\": 20971520,"
+		"             \"max_form_bytes\": 4096, \"header_timeout_ms\": 2000,"
+		"             \"idle_timeout_ms\": 30000, \"upstream_connect_timeout_ms\": 1000,"
+		"             \"upstream_timeout_ms\": 15000, \"drain_timeout_ms\": 5000,"
+		"             \"max_connections\": 500},"
+		"\"workers\": 2,"
+		"\"access_log\": \"/var/log/psd2edge/access.log\","
+		"\"log_level\": \"debug\""
+		"}",
+		0, &jerr);
+	assert_non_null(root);
+	return root;
+}
+
+/* Only the required keys, plain http upstream. */
+static json_t *minimal_config(void)
+{
+	json_error_t jerr;
+	json_t *root = json_loads(
+		"{"
+		"\"listen\": [\"127.0.0.1:8443\"],"
+		"\"tls\": {\"cert\": \"server.pem\", \"key\": \"server.key\", \"client_ca\": \"ca.pem\"},"
+		"\"upstream\": {\"url\": \"http://127.0.0.1:8080\"},"
+		"\"client_id\": [\"header:x-client-id\"],"
+		"\"registry\": \"/var/lib/psd2edge/registry.db\","
+		"\"control_socket\": \"/run/psd2edge/control.sock\""
+		"}",
+		0, &jerr);
+	assert_non_null(root);
+	return root;
+}
+
+/* root[obj][key] = value (obj NULL: top level); value NULL deletes. Steals value. */
+static void set(json_t *root, const char *obj, const char *key, json_t *value)
+{
+	json_t *o = obj ? json_object_get(root, obj) : root;
+	assert_non_null(o);
+	if (value)
+		json_object_set_new(o, key, value);
+	else
+		json_object_del(o, key);
+}
+
+static void write_config_at(const char *name, json_t *root)
+{
+	assert_int_equal(json_dump_file(root, tmp_path(name), 0), 0);
+	chmod(tmp_path(name), 0644);
+	json_decref(root);
+}
+
+/* Writes root (consumed) as config.json and loads it. */
+static int load(json_t *root, struct config *cfg, char *err, size_t errlen)
+{
+	write_config_at("config.json", root);
+	return config_load(tmp_path("config.json"), cfg, err, errlen);
+}
+
+static void expect_error(json_t *root, const char *want)
+{
+	struct config cfg;
+	char err[512];
+	int rc = load(root, &cfg, err, sizeof(err));
+	if (rc == 0) {
+		config_free(&cfg);
+		fail_msg("loaded, wanted \"%s\"", want);
+	}
+	assert_string_equal(err, want);
+	assert_null(cfg.dir); /* freed and zeroed on failure */
+	assert_int_equal(cfg.n_listen, 0);
+	config_free(&cfg); /* harmless twice */
+}
+
+static void expect_ok(json_t *root, struct config *cfg)
+{
+	char err[512] = "";
+	if (load(root, cfg, err, sizeof(err)) != 0)
+		fail_msg("unexpected error: %s", err);
+}
+
+/* --- valid configurations ------------------------------------------------------------------- */
+
+static void test_full_config(void **state)
+{
+	(void)state;
+	struct config cfg;
+	expect_ok(full_config(), &cfg);
+
+	char real[PATH_MAX];
+	assert_non_null(realpath(tmpdir, real));
+	assert_string_equal(cfg.dir, real);
+
+	assert_int_equal(cfg.n_listen, 2);
+	const struct sockaddr_in *a4 = (const struct sockaddr_in *)&cfg.listen[0].addr;
+	assert_int_equal(a4->sin_family, AF_INET);
+	assert_int_equal(ntohs(a4->sin_port), 8443);
+	assert_int_equal(a4->sin_addr.s_addr, htonl(INADDR_ANY));
+	assert_int_equal(cfg.listen[0].addrlen, sizeof(struct sockaddr_in));
+	assert_string_equal(cfg.listen[0].text, "0.0.0.0:8443");
+	const struct sockaddr_in6 *a6 = (const struct sockaddr_in6 *)&cfg.listen[1].addr;
+	assert_int_equal(a6->sin6_family, AF_INET6);
+	assert_int_equal(ntohs(a6->sin6_port), 9443);
+	assert_memory_equal(&a6->sin6_addr, &in6addr_loopback, sizeof(in6addr_loopback));
+	assert_int_equal(cfg.listen[1].addrlen, sizeof(struct sockaddr_in6));
+	assert_string_equal(cfg.listen[1].text, "[::1]:9443");
+
+	char want[2 * PATH_MAX];
+	snprintf(want, sizeof(want), "%s/server.pem", real);
+	assert_string_equal(cfg.tls.cert, want);
+	snprintf(want, sizeof(want), "%s/server.key", real);
+	assert_string_equal(cfg.tls.key, want);
+	snprintf(want, sizeof(want), "%s/bundle.pem", real);
+	assert_string_equal(cfg.tls.client_ca, want);
+	snprintf(want, sizeof(want), "%s/ca.crl", real);
+	assert_string_equal(cfg.tls.crl, want);
+
+	assert_string_equal(cfg.upstream.url, "https://127.0.0.1:9443/api/v1/");
+	assert_true(cfg.upstream.https);
+	assert_string_equal(cfg.upstream.host, "127.0.0.1");
+	assert_int_equal(cfg.upstream.port, 9443);
+	assert_string_equal(cfg.upstream.base_path, "/api/v1");
+	assert_int_equal(cfg.upstream.addr.addr.ss_family, AF_INET);
+	assert_string_equal(cfg.upstream.addr.text, "127.0.0.1:9443");
+	snprintf(want, sizeof(want), "%s/ca.pem", real);
+	assert_string_equal(cfg.upstream.ca, want);
+	snprintf(want, sizeof(want), "%s/server.pem", real);
+	assert_string_equal(cfg.upstream.cert, want);
+	snprintf(want, sizeof(want), "%s/server.key", real);
+	assert_string_equal(cfg.upstream.key, want);
+
+	assert_int_equal(cfg.n_client_id, 3);
+	assert_int_equal(cfg.client_id[0].kind, CID_SOURCE_FORM);
+	assert_string_equal(cfg.client_id[0].name, "client_id");
+	assert_int_equal(cfg.client_id[1].kind, CID_SOURCE_QUERY);
+	assert_string_equal(cfg.client_id[1].name, "client_id");
+	assert_int_equal(cfg.client_id[2].kind, CID_SOURCE_HEADER);
+	assert_string_equal(cfg.client_id[2].name, "x-client-id"); /* lowercased */
+
+	snprintf(want, sizeof(want), "%s/state/registry.db", real);
+	assert_string_equal(cfg.registry, want);
+	assert_string_equal(cfg.control_socket, "/run/psd2edge-test/control.sock");
+	assert_string_equal(cfg.control_group, "root");
+	assert_int_equal(cfg.control_gid, 0);
+
+	assert_string_equal(cfg.bpf.pin_dir, "/sys/fs/bpf/psd2edge-test");
+	assert_string_equal(cfg.bpf.interface, "lo");
+	assert_int_equal(cfg.bpf.mode, BPF_MODE_GENERIC);
+
+	assert_int_equal(cfg.limits.max_header_bytes, 8192);
+	assert_int_equal(cfg.limits.max_body_bytes, 20971520);
+	assert_int_equal(cfg.limits.max_form_bytes, 4096);
+	assert_int_equal(cfg.limits.header_timeout_ms, 2000);
+	assert_int_equal(cfg.limits.idle_timeout_ms, 30000);
+	assert_int_equal(cfg.limits.upstream_connect_timeout_ms, 1000);
+	assert_int_equal(cfg.limits.upstream_timeout_ms, 15000);
+	assert_int_equal(cfg.limits.drain_timeout_ms, 5000);
+	assert_int_equal(cfg.limits.max_connections, 500);
+	assert_int_equal(cfg.workers, 2);
+	assert_string_equal(cfg.access_log, "/var/log/psd2edge/access.log");
+	assert_string_equal(cfg.log_level, "debug");
+	config_free(&cfg);
+	assert_null(cfg.dir);
+}
+
+static void test_defaults(void **state)
+{
+	(void)state;
+	struct config cfg;
+	expect_ok(minimal_config(), &cfg);
+	assert_null(cfg.tls.crl);
+	assert_false(cfg.upstream.https);
+	assert_int_equal(cfg.upstream.port, 8080);
+	assert_string_equal(cfg.upstream.base_path, "");
+	assert_null(cfg.upstream.ca);
+	assert_null(cfg.upstream.cert);
+	assert_null(cfg.upstream.key);
+	assert_null(cfg.control_group);
+	assert_int_equal(cfg.control_gid, (gid_t)-1);
+	assert_int_equal(cfg.bpf.mode, BPF_MODE_OFF);
+	assert_string_equal(cfg.bpf.pin_dir, "/sys/fs/bpf/psd2edge");
+	assert_null(cfg.bpf.interface);
+	assert_int_equal(cfg.limits.max_header_bytes, 16384);
+	assert_int_equal(cfg.limits.max_body_bytes, 10 * 1024 * 1024);
+	assert_int_equal(cfg.limits.max_form_bytes, 65536);
+	assert_int_equal(cfg.limits.header_timeout_ms, 10000);
+	assert_int_equal(cfg.limits.idle_timeout_ms, 60000);
+	assert_int_equal(cfg.limits.upstream_connect_timeout_ms, 5000);
+	assert_int_equal(cfg.limits.upstream_timeout_ms, 30000);
+	assert_int_equal(cfg.limits.drain_timeout_ms, 10000);
+	assert_int_equal(cfg.limits.max_connections, 10000);
+	assert_int_equal(cfg.workers, 0);
+	assert_null(cfg.access_log);
+	assert_string_equal(cfg.log_level, "info");
+	config_free(&cfg);
+
+	/* bpf present: mode defaults to native, pin_dir to the standard one. */
+	json_t *root = minimal_config();
+	set(root, NULL, "bpf", json_pack("{s:s}", "interface", "lo"));
+	expect_ok(root, &cfg);
+	assert_int_equal(cfg.bpf.mode, BPF_MODE_NATIVE);
+	assert_string_equal(cfg.bpf.pin_dir, "/sys/fs/bpf/psd2edge");
+	config_free(&cfg);
+
+	/* mode off needs no interface; a given one is kept without being looked up. */
+	root = minimal_config();
+	set(root, NULL, "bpf", json_pack("{s:s}", "mode", "off"));
+	expect_ok(root, &cfg);
+	assert_int_equal(cfg.bpf.mode, BPF_MODE_OFF);
+	assert_null(cfg.bpf.interface);
+	config_free(&cfg);
+	root = minimal_config();
+	set(root, NULL, "bpf", json_pack("{s:s,s:s}", "mode", "off", "interface", "nosuch0"));
+	expect_ok(root, &cfg);
+	assert_string_equal(cfg.bpf.interface, "nosuch0");
+	config_free(&cfg);
+
+	/* "-" is stderr and stays as is. */
+	root = minimal_config();
+	set(root, NULL, "access_log", json_string("-"));
+	expect_ok(root, &cfg);
+	assert_string_equal(cfg.access_log, "-");
+	config_free(&cfg);
+}
+
+static void test_relative_paths(void **state)
+{
+	(void)state;
+	char real[PATH_MAX], want[2 * PATH_MAX], cwd[PATH_MAX];
+	assert_non_null(realpath(tmpdir, real));
+
+	/* The file lives in conf/; paths are relative to it, whatever the working directory. */
+	json_t *root = minimal_config();
+	set(root, "tls", "cert", json_string("../server.pem"));
+	set(root, "tls", "key", json_sprintf("%s/server.key", real)); /* absolute stays as is */
+	set(root, "tls", "client_ca", json_string("../ca.pem"));
+	set(root, NULL, "registry", json_string("registry.db"));
+	set(root, NULL, "access_log", json_string("logs/access.log"));
+	write_config_at("conf/config.json", root);
+
+	assert_non_null(getcwd(cwd, sizeof(cwd)));
+	assert_int_equal(chdir(tmpdir), 0);
+	struct config cfg;
+	char err[512];
+	int rc = config_load("conf/config.json", &cfg, err, sizeof(err)); /* relative itself */
+	assert_int_equal(chdir(cwd), 0);
+	if (rc != 0)
+		fail_msg("unexpected error: %s", err);
+
+	snprintf(want, sizeof(want), "%s/conf", real);
+	assert_string_equal(cfg.dir, want);
+	snprintf(want, sizeof(want), "%s/conf/../server.pem", real);
+	assert_string_equal(cfg.tls.cert, want);
+	snprintf(want, sizeof(want), "%s/server.key", real);
+	assert_string_equal(cfg.tls.key, want);
+	snprintf(want, sizeof(want), "%s/conf/registry.db", real);
+	assert_string_equal(cfg.registry, want);
+	snprintf(want, sizeof(want), "%s/conf/logs/access.log", real);
+	assert_string_equal(cfg.access_log, want);
+	config_free(&cfg);
+
+	/* A bare file name in the working directory. */
+	write_config_at("config.json", minimal_config());
+	assert_int_equal(chdir(tmpdir), 0);
+	rc = config_load("config.json", &cfg, err, sizeof(err));
+	assert_int_equal(chdir(cwd), 0);
+	if (rc != 0)
+		fail_msg("unexpected error: %s", err);
+	assert_string_equal(cfg.dir, real);
+	config_free(&cfg);
+}
+
+/* --- upstream.url ----------------------------------------------------------------------------- */
+
+static void test_upstream_url(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *url;
+		bool https;
+		const char *host;
+		unsigned port;
+		const char *base_path;
+		int family;
+	} ok[] = {
+		{"http://127.0.0.1", false, "127.0.0.1", 80, "", AF_INET},
+		{"http://127.0.0.1/", false, "127.0.0.1", 80, "", AF_INET},
+		{"http://127.0.0.1:8080/", false, "127.0.0.1", 8080, "", AF_INET},
+		{"HTTP://127.0.0.1/a/b//", false, "127.0.0.1", 80, "/a/b", AF_INET},
+		{"http://localhost:8081/psd2", false, "localhost", 8081, "/psd2", 0},
+		{"http://[::1]:8080/x/", false, "::1", 8080, "/x", AF_INET6},
+		{"https://127.0.0.1", true, "127.0.0.1", 443, "", AF_INET},
+		{"https://[::1]/v1", true, "::1", 443, "/v1", AF_INET6},
+	};
+	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+		json_t *root = minimal_config();
+		set(root, "upstream", "url", json_string(ok[i].url));
+		if (ok[i].https) {
+			set(root, "upstream", "ca", json_string("ca.pem"));
+			set(root, "upstream", "cert", json_string("server.pem"));
+			set(root, "upstream", "key", json_string("server.key"));
+		}
+		struct config cfg;
+		expect_ok(root, &cfg);
+		assert_string_equal(cfg.upstream.url, ok[i].url);
+		assert_int_equal(cfg.upstream.https, ok[i].https);
+		assert_string_equal(cfg.upstream.host, ok[i].host);
+		assert_int_equal(cfg.upstream.port, ok[i].port);
+		assert_string_equal(cfg.upstream.base_path, ok[i].base_path);
+		if (ok[i].family)
+			assert_int_equal(cfg.upstream.addr.addr.ss_family, ok[i].family);
+		assert_true(cfg.upstream.addr.addrlen > 0);
+		config_free(&cfg);
+	}
+
+	static const struct {
+		const char *url, *err;
+	} bad[] = {
+		{"ftp://127.0.0.1/", "upstream.url: scheme must be http or https"},
+		{"127.0.0.1:8080", "upstream.url: scheme must be http or https"},
+		{"http://", "upstream.url: missing host"},
+		{"http:///path", "upstream.url: missing host"},
+		{"http://127.0.0.1:0/", "upstream.url: invalid port"},
+		{"http://127.0.0.1:65536/", "upstream.url: invalid port"},
+		{"http://127.0.0.1:/", "upstream.url: invalid port"},
+		{"http://127.0.0.1:80x/", "upstream.url: invalid port"},
+		{"http://user:pw@127.0.0.1/", "upstream.url: credentials are not allowed"},
+		{"http://127.0.0.1/a?b=c", "upstream.url: query and fragment are not allowed"},
+		{"http://127.0.0.1#frag", "upstream.url: query and fragment are not allowed"},
+		{"http://127.0.0.1/a b", "upstream.url: invalid character in path"},
+		{"http://bad_host!/", "upstream.url: invalid host"},
+		{"http://127.1/", "upstream.url: invalid host"},
+		{"http://[::1/", "upstream.url: invalid host"},
+		{"http://[nothex]:80/", "upstream.url: invalid host"},
+		{"http://[::1]x/", "upstream.url: invalid host"},
+		{"http://::1:80/", "upstream.url: invalid host"},
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		json_t *root = minimal_config();
+		set(root, "upstream", "url", json_string(bad[i].url));
+		expect_error(root, bad[i].err);
+	}
+
+	json_t *root = minimal_config();
+	set(root, "upstream", "url", json_integer(80));
+	expect_error(root, "upstream.url: must be a string");
+	root = minimal_config();
+	set(root, "upstream", "url", NULL);
+	expect_error(root, "upstream.url: missing");
+}
+
+static void test_upstream_tls(void **state)
+{
+	(void)state;
+	/* http: the TLS files are refused, first one in schema order named. */
+	json_t *root = minimal_config();
+	set(root, "upstream", "key", json_string("server.key"));
+	set(root, "upstream", "ca", json_string("ca.pem"));
+	expect_error(root, "upstream.ca: only valid for https upstreams");
+	root = minimal_config();
+	set(root, "upstream", "cert", json_string("server.pem"));
+	expect_error(root, "upstream.cert: only valid for https upstreams");
+
+	/* https: ca, cert and key are required and checked. */
+	root = full_config();
+	set(root, "upstream", "ca", NULL);
+	expect_error(root, "upstream.ca: missing");
+	root = full_config();
+	set(root, "upstream", "ca", json_string("bank-ca.pem"));
+	expect_error(root, "upstream.ca: file not found");
+	root = full_config();
+	set(root, "upstream", "ca", json_string("server.key"));
+	expect_error(root, "upstream.ca: no certificate in file");
+	root = full_config();
+	set(root, "upstream", "cert", NULL);
+	expect_error(root, "upstream.cert: missing");
+	root = full_config();
+	set(root, "upstream", "key", NULL);
+	expect_error(root, "upstream.key: missing");
+	root = full_config();
+	set(root, "upstream", "key", json_string("other.key"));
+	expect_error(root, "upstream.key: does not match upstream.cert");
+	root = full_config();
+	set(root, "upstream", "cert", json_string("garbage.txt"));
+	expect_error(root, "upstream.cert: no certificate in file");
+}
+
+/* --- tls files ------------------------------------------------------------------------------- */
+
+static void test_tls_files(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *key, *value, *err;
+	} cases[] = {
+		{"cert", "nope.pem", "tls.cert: file not found"},
+		{"cert", "adir", "tls.cert: is a directory"},
+		{"cert", "/dev/null", "tls.cert: not a regular file"},
+		{"cert", "garbage.txt", "tls.cert: no certificate in file"},
+		{"cert", "server.key", "tls.cert: no certificate in file"},
+		{"cert", "", "tls.cert: must not be empty"},
+		{"key", "nope.key", "tls.key: file not found"},
+		{"key", "server.pem", "tls.key: not a private key"},
+		{"key", "garbage.txt", "tls.key: not a private key"},
+		{"key", "encrypted.key", "tls.key: encrypted private keys are not supported"},
+		{"key", "other.key", "tls.key: does not match tls.cert"},
+		{"client_ca", "nope.pem", "tls.client_ca: file not found"},
+		{"client_ca", "garbage.txt", "tls.client_ca: no certificate in file"},
+		{"client_ca", "server.key", "tls.client_ca: no certificate in file"},
+		{"crl", "nope.crl", "tls.crl: file not found"},
+		{"crl", "ca.pem", "tls.crl: not a CRL"},
+		{"crl", "other.crl", "tls.crl: not issued by a certificate in tls.client_ca"},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		json_t *root = full_config();
+		set(root, "tls", "client_ca", json_string("ca.pem"));
+		set(root, "tls", cases[i].key, json_string(cases[i].value));
+		expect_error(root, cases[i].err);
+	}
+
+	json_t *root = full_config();
+	set(root, "tls", "cert", json_integer(1));
+	expect_error(root, "tls.cert: must be a string");
+	root = full_config();
+	set(root, "tls", "client_ca", NULL);
+	expect_error(root, "tls.client_ca: missing");
+	root = full_config();
+	set(root, NULL, "tls", NULL);
+	expect_error(root, "tls: missing");
+	root = full_config();
+	set(root, NULL, "tls", json_string("server.pem"));
+	expect_error(root, "tls: must be an object");
+
+	/* The CRL's issuer may be any certificate of the bundle. */
+	struct config cfg;
+	root = full_config();
+	set(root, "tls", "crl", json_string("other.crl"));
+	expect_ok(root, &cfg);
+	config_free(&cfg);
+}
+
+/* Root reads everything, so the check runs in a child that has become nobody. */
+static void test_permission_denied(void **state)
+{
+	(void)state;
+	char cmd[3 * PATH_MAX];
+	snprintf(cmd, sizeof(cmd), "cp %s %s && chmod 0600 %s", tmp_path("server.pem"),
+		 tmp_path("private.pem"), tmp_path("private.pem"));
+	assert_int_equal(system(cmd), 0);
+	json_t *root = minimal_config();
+	set(root, "tls", "cert", json_string("private.pem"));
+	write_config_at("config.json", root);
+
+	int fds[2];
+	assert_int_equal(pipe(fds), 0);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		close(fds[0]);
+		if (geteuid() == 0 && (setgid(65534) < 0 || setuid(65534) < 0))
+			_exit(2);
+		struct config cfg;
+		char err[512] = "";
+		int rc = config_load(tmp_path("config.json"), &cfg, err, sizeof(err));
+		if (rc == 0)
+			config_free(&cfg);
+		ssize_t w = write(fds[1], err, strlen(err));
+		_exit(w < 0 || rc == 0 ? 1 : 0);
+	}
+	close(fds[1]);
+	char got[512] = "";
+	ssize_t n = read(fds[0], got, sizeof(got) - 1);
+	close(fds[0]);
+	int status;
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(n > 0);
+	got[n] = '\0';
+	assert_string_equal(got, "tls.cert: permission denied");
+	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
+/* --- listen ----------------------------------------------------------------------------------- */
+
+static void test_listen(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *addr, *err;
+	} bad[] = {
+		{"8443", "listen[1]: invalid address"},
+		{":8443", "listen[1]: invalid address"},
+		{"localhost:8443", "listen[1]: invalid address"},
+		{"1.2.3:8443", "listen[1]: invalid address"},
+		{"127.1:8443", "listen[1]: invalid address"},
+		{"0x7f.0.0.1:8443", "listen[1]: invalid address"},
+		{"::1:8443", "listen[1]: invalid address"},
+		{"[::1]8443", "listen[1]: invalid address"},
+		{"[127.0.0.1]:8443", "listen[1]: invalid address"},
+		{"[::1:8443", "listen[1]: invalid address"},
+		{"127.0.0.1:", "listen[1]: invalid port"},
+		{"127.0.0.1:0", "listen[1]: invalid port"},
+		{"127.0.0.1:65536", "listen[1]: invalid port"},
+		{"127.0.0.1:https", "listen[1]: invalid port"},
+		{"[::]:-1", "listen[1]: invalid port"},
+		{"127.0.0.1:8443", "listen[1]: duplicate of listen[0]"},
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		json_t *root = minimal_config();
+		json_array_append_new(json_object_get(root, "listen"), json_string(bad[i].addr));
+		expect_error(root, bad[i].err);
+	}
+
+	json_t *root = minimal_config();
+	set(root, NULL, "listen", json_pack("[s,i]", "127.0.0.1:1", 8443));
+	expect_error(root, "listen[1]: must be a string");
+	root = minimal_config();
+	set(root, NULL, "listen", json_string("127.0.0.1:8443"));
+	expect_error(root, "listen: must be an array");
+	root = minimal_config();
+	set(root, NULL, "listen", json_array());
+	expect_error(root, "listen: must not be empty");
+	root = minimal_config();
+	set(root, NULL, "listen", NULL);
+	expect_error(root, "listen: missing");
+	root = minimal_config();
+	json_t *many = json_array();
+	for (int i = 0; i <= CONFIG_MAX_LISTEN; i++)
+		json_array_append_new(many, json_sprintf("127.0.0.1:%d", 8000 + i));
+	set(root, NULL, "listen", many);
+	expect_error(root, "listen: at most 16 addresses");
+
+	/* IPv6 forms, including the wildcard and a v4-mapped address. */
+	struct config cfg;
+	root = minimal_config();
+	set(root, NULL, "listen", json_pack("[s,s,s]", "[::]:8443", "[::ffff:127.0.0.1]:8444",
+					    "127.0.0.1:8445"));
+	expect_ok(root, &cfg);
+	assert_int_equal(cfg.n_listen, 3);
+	const struct sockaddr_in6 *a6 = (const struct sockaddr_in6 *)&cfg.listen[0].addr;
+	assert_int_equal(a6->sin6_family, AF_INET6);
+	assert_memory_equal(&a6->sin6_addr, &in6addr_any, sizeof(in6addr_any));
+	assert_int_equal(ntohs(a6->sin6_port), 8443);
+	assert_int_equal(cfg.listen[1].addr.ss_family, AF_INET6);
+	assert_int_equal(cfg.listen[2].addr.ss_family, AF_INET);
+	assert_string_equal(cfg.listen[0].text, "[::]:8443");
+	config_free(&cfg);
+}
+
+/* --- client_id -------------------------------------------------------------------------------- */
+
+static void test_client_id(void **state)
+{
+	(void)state;
+	char long_name[128];
+	snprintf(long_name, sizeof(long_name), "header:%065d", 0);
+	struct {
+		const char *src, *err;
+	} bad[] = {
+		{"jwt:sub", "client_id[1]: jwt source not supported yet"},
+		{"cookie:id", "client_id[1]: unknown source kind 'cookie'"},
+		{":id", "client_id[1]: unknown source kind ''"},
+		{"Header:x-id", "client_id[1]: unknown source kind 'Header'"},
+		{"client_id", "client_id[1]: expected KIND:NAME (form, query or header)"},
+		{"query:", "client_id[1]: name must be 1 to 64 token characters"},
+		{"header:x id", "client_id[1]: name must be 1 to 64 token characters"},
+		{"header:x:id", "client_id[1]: name must be 1 to 64 token characters"},
+		{"form:a=b", "client_id[1]: name must be 1 to 64 token characters"},
+		{long_name, "client_id[1]: name must be 1 to 64 token characters"},
+		{"header:X-CLIENT-ID", "client_id[1]: duplicate of client_id[0]"},
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		json_t *root = minimal_config();
+		json_array_append_new(json_object_get(root, "client_id"), json_string(bad[i].src));
+		expect_error(root, bad[i].err);
+	}
+
+	json_t *root = minimal_config();
+	set(root, NULL, "client_id", json_array());
+	expect_error(root, "client_id: must not be empty");
+	root = minimal_config();
+	set(root, NULL, "client_id", json_string("header:x-client-id"));
+	expect_error(root, "client_id: must be an array");
+	root = minimal_config();
+	set(root, NULL, "client_id", json_pack("[n]"));
+	expect_error(root, "client_id[0]: must be a string");
+	root = minimal_config();
+	set(root, NULL, "client_id", NULL);
+	expect_error(root, "client_id: missing");
+	root = minimal_config();
+	json_t *many = json_array();
+	for (int i = 0; i <= CONFIG_MAX_CLIENT_ID_SOURCES; i++)
+		json_array_append_new(many, json_sprintf("query:id%d", i));
+	set(root, NULL, "client_id", many);
+	expect_error(root, "client_id: at most 8 sources");
+
+	/* Same name from different kinds is fine; form and query names keep their case; a name
+	 * of exactly 64 characters is accepted. */
+	struct config cfg;
+	char max_name[128];
+	snprintf(max_name, sizeof(max_name), "header:%064d", 0);
+	root = minimal_config();
+	set(root, NULL, "client_id", json_pack("[s,s,s]", "form:Client_ID", "query:Client_ID",
+					       max_name));
+	expect_ok(root, &cfg);
+	assert_int_equal(cfg.n_client_id, 3);
+	assert_string_equal(cfg.client_id[0].name, "Client_ID");
+	assert_string_equal(cfg.client_id[1].name, "Client_ID");
+	assert_int_equal(strlen(cfg.client_id[2].name), 64);
+	config_free(&cfg);
+}
+
+/* --- unknown keys and ordering --------------------------------------------------------------- */
+
+static void test_unknown_keys(void **state)
+{
+	(void)state;
+	json_t *root = full_config();
+	set(root, "tls", "certt", json_string("server.pem"));
+	expect_error(root, "tls.certt: unknown key");
+	root = full_config();
+	set(root, NULL, "listne", json_array());
+	expect_error(root, "listne: unknown key");
+	root = full_config();
+	set(root, "upstream", "sni", json_string("bank.test"));
+	expect_error(root, "upstream.sni: unknown key");
+	root = full_config();
+	set(root, "bpf", "iface", json_string("lo"));
+	expect_error(root, "bpf.iface: unknown key");
+	root = full_config();
+	set(root, "limits", "max_bodybytes", json_integer(1));
+	expect_error(root, "limits.max_bodybytes: unknown key");
+	/* Control characters in a key are not echoed raw. */
+	root = full_config();
+	set(root, NULL, "a\nb", json_true());
+	expect_error(root, "a?b: unknown key");
+}
+
+static void test_first_wrong_key_wins(void **state)
+{
+	(void)state;
+	/* Unknown keys of an object are reported before its known keys... */
+	json_t *root = full_config();
+	set(root, "tls", "cert", json_string("nope.pem"));
+	set(root, "tls", "zzz", json_true());
+	expect_error(root, "tls.zzz: unknown key");
+	/* ...and unknown top-level keys before anything else. */
+	root = full_config();
+	set(root, NULL, "listen", json_array());
+	set(root, NULL, "extra", json_true());
+	expect_error(root, "extra: unknown key");
+	/* Known keys in the schema's order, not the file's. */
+	root = full_config();
+	set(root, NULL, "log_level", json_string("loud"));
+	set(root, "upstream", "ca", json_string("nope.pem"));
+	set(root, NULL, "listen", json_pack("[s]", "bad"));
+	expect_error(root, "listen[0]: invalid address");
+	root = full_config();
+	set(root, NULL, "log_level", json_string("loud"));
+	set(root, "upstream", "ca", json_string("nope.pem"));
+	expect_error(root, "upstream.ca: file not found");
+	root = full_config();
+	set(root, NULL, "log_level", json_string("loud"));
+	set(root, NULL, "workers", json_integer(-1));
+	expect_error(root, "workers: must be between 0 and 256 (0: one per CPU)");
+	/* Within tls: cert, key, client_ca, crl. */
+	root = full_config();
+	set(root, "tls", "crl", json_string("nope.crl"));
+	set(root, "tls", "key", json_string("nope.key"));
+	expect_error(root, "tls.key: file not found");
+}
+
+/* --- other keys ------------------------------------------------------------------------------ */
+
+static void test_other_keys(void **state)
+{
+	(void)state;
+	char long_path[200];
+	memset(long_path, 'a', sizeof(long_path) - 1);
+	long_path[0] = '/';
+	long_path[sizeof(long_path) - 1] = '\0';
+	struct {
+		const char *obj, *key;
+		json_t *value;
+		const char *err;
+	} cases[] = {
+		{NULL, "registry", NULL, "registry: missing"},
+		{NULL, "registry", json_string(""), "registry: must not be empty"},
+		{NULL, "registry", json_false(), "registry: must be a string"},
+		{NULL, "control_socket", NULL, "control_socket: missing"},
+		{NULL, "control_socket", json_string(long_path),
+		 "control_socket: path too long (at most 107 bytes)"},
+		{NULL, "control_group", json_string("no-such-group-psd2"),
+		 "control_group: unknown group 'no-such-group-psd2'"},
+		{NULL, "control_group", json_integer(0), "control_group: must be a string"},
+		{NULL, "bpf", json_string("lo"), "bpf: must be an object"},
+		{"bpf", "interface", NULL, "bpf.interface: missing (required unless bpf.mode is off)"},
+		{"bpf", "interface", json_string("nosuch0"), "bpf.interface: no such interface 'nosuch0'"},
+		{"bpf", "interface", json_string("an-interface-name-too-long"),
+		 "bpf.interface: no such interface 'an-interface-name-too-long'"},
+		{"bpf", "mode", json_string("skb"), "bpf.mode: must be native, generic or off, not 'skb'"},
+		{"bpf", "pin_dir", json_integer(1), "bpf.pin_dir: must be a string"},
+		{NULL, "limits", json_array(), "limits: must be an object"},
+		{"limits", "max_header_bytes", json_integer(0),
+		 "limits.max_header_bytes: must be between 1 and 1048576"},
+		{"limits", "max_body_bytes", json_integer(1099511627777LL),
+		 "limits.max_body_bytes: must be between 1 and 1099511627776"},
+		{"limits", "max_form_bytes", json_string("64k"),
+		 "limits.max_form_bytes: must be between 1 and 16777216"},
+		{"limits", "header_timeout_ms", json_real(1.5),
+		 "limits.header_timeout_ms: must be between 1 and 600000"},
+		{"limits", "idle_timeout_ms", json_integer(-5),
+		 "limits.idle_timeout_ms: must be between 1 and 3600000"},
+		{"limits", "upstream_connect_timeout_ms", json_integer(600001),
+		 "limits.upstream_connect_timeout_ms: must be between 1 and 600000"},
+		{"limits", "upstream_timeout_ms", json_integer(3600001),
+		 "limits.upstream_timeout_ms: must be between 1 and 3600000"},
+		{"limits", "drain_timeout_ms", json_integer(300001),
+		 "limits.drain_timeout_ms: must be between 1 and 300000"},
+		{"limits", "max_connections", json_integer(1000001),
+		 "limits.max_connections: must be between 1 and 1000000"},
+		{NULL, "workers", json_integer(257), "workers: must be between 0 and 256 (0: one per CPU)"},
+		{NULL, "workers", json_string("2"), "workers: must be between 0 and 256 (0: one per CPU)"},
+		{NULL, "access_log", json_string(""), "access_log: must not be empty"},
+		{NULL, "log_level", json_string("INFO"),
+		 "log_level: must be debug, info, warn or error, not 'INFO'"},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		json_t *root = full_config();
+		set(root, cases[i].obj, cases[i].key, cases[i].value);
+		expect_error(root, cases[i].err);
+	}
+
+	/* Limits at their bounds are accepted. */
+	struct config cfg;
+	json_t *root = minimal_config();
+	set(root, NULL, "limits", json_pack("{s:I,s:i,s:i}", "max_body_bytes",
+					    (json_int_t)1099511627776LL, "max_header_bytes", 1,
+					    "drain_timeout_ms", 300000));
+	set(root, NULL, "workers", json_integer(256));
+	expect_ok(root, &cfg);
+	assert_int_equal(cfg.limits.max_body_bytes, 1099511627776ULL);
+	assert_int_equal(cfg.limits.max_header_bytes, 1);
+	assert_int_equal(cfg.limits.drain_timeout_ms, 300000);
+	assert_int_equal(cfg.limits.idle_timeout_ms, 60000); /* others keep their defaults */
+	assert_int_equal(cfg.workers, 256);
+	config_free(&cfg);
+}
+
+/* --- the file itself --------------------------------------------------------------------------- */
+
+static void test_file_errors(void **state)
+{
+	(void)state;
+	struct config cfg;
+	char err[512];
+
+	assert_int_equal(config_load(tmp_path("missing.json"), &cfg, err, sizeof(err)), -1);
+	assert_string_equal(err, "config: No such file or directory");
+	assert_int_equal(config_load(tmpdir, &cfg, err, sizeof(err)), -1);
+	assert_string_equal(err, "config: Is a directory");
+
+	write_text("syntax.json", "{\n  \"listen\": [\"0.0.0.0:8443\",]\n}\n");
+	assert_int_equal(config_load(tmp_path("syntax.json"), &cfg, err, sizeof(err)), -1);
+	assert_string_equal(err, "config: line 2 column 29: unexpected token near ']'");
+
+	write_text("dup.json", "{\"registry\": \"a\",\n\"registry\": \"b\"}");
+	assert_int_equal(config_load(tmp_path("dup.json"), &cfg, err, sizeof(err)), -1);
+	assert_string_equal(err, "config: line 2 column 10: duplicate object key near '\"registry\"'");
+
+	write_text("empty.json", "");
+	assert_int_equal(config_load(tmp_path("empty.json"), &cfg, err, sizeof(err)), -1);
+	assert_true(strncmp(err, "config: line 1 column 0: ", 25) == 0);
+
+	write_text("array.json", "[]");
+	assert_int_equal(config_load(tmp_path("array.json"), &cfg, err, sizeof(err)), -1);
+	assert_string_equal(err, "config: must be a JSON object");
+
+	/* A small error buffer truncates but stays terminated. */
+	char small[12];
+	assert_int_equal(config_load(tmp_path("array.json"), &cfg, small, sizeof(small)), -1);
+	assert_string_equal(small, "config: mus");
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_full_config),
+		cmocka_unit_test(test_defaults),
+		cmocka_unit_test(test_relative_paths),
+		cmocka_unit_test(test_upstream_url),
+		cmocka_unit_test(test_upstream_tls),
+		cmocka_unit_test(test_tls_files),
+		cmocka_unit_test(test_permission_denied),
+		cmocka_unit_test(test_listen),
+		cmocka_unit_test(test_client_id),
+		cmocka_unit_test(test_unknown_keys),
+		cmocka_unit_test(test_first_wrong_key_wins),
+		cmocka_unit_test(test_other_keys),
+		cmocka_unit_test(test_file_errors),
+	};
+	return cmocka_run_group_tests(tests, setup_pki, teardown_pki);
+}
