@@ -14,7 +14,7 @@
 
 /* --- sizes (overridable so tests can shrink them) ------------------------------------------ */
 #ifndef PSD2_MAX_CLIENTS
-#define PSD2_MAX_CLIENTS 4096 /* slots of the clients array = registry slots */
+#define PSD2_MAX_CLIENTS 65536 /* slots of the clients array: REGISTRY_SLOT_MAX + 1 */
 #endif
 #ifndef PSD2_MAX_FLOWS
 #define PSD2_MAX_FLOWS 262144 /* authenticated TCP connections across all workers */
