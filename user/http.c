@@ -167,9 +167,20 @@ static int on_trailer(struct http_msg *m, size_t len)
 	return 0;
 }
 
+/* tchar (RFC 9110 §5.6.2). The packaged parser is built non-strict and lets a space through. */
+static bool is_tchar(unsigned char c)
+{
+	if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'))
+		return true;
+	return c && strchr("!#$%&'*+-.^_`|~", c) != NULL;
+}
+
 static int on_header_field(http_parser *p, const char *at, size_t len)
 {
 	struct http_msg *m = p->data;
+	for (size_t i = 0; i < len; i++)
+		if (!is_tchar((unsigned char)at[i]))
+			return set_error(m, 400, "invalid character in header name");
 	if (m->state != HTTP_MSG_HEAD)
 		return on_trailer(m, len);
 	if (m->hdr_state != HS_FIELD) {
@@ -302,10 +313,11 @@ static int check_response(struct http_msg *m, http_parser *p)
 		return set_error(m, 502, "unexpected protocol switch");
 	if (check_framing(m, p) < 0)
 		return -1;
-	if (m->has_content_length && m->content_length > m->limits->max_body_bytes)
-		return set_error(m, 502, "response body too large");
 	m->skip_body = m->no_body || m->status_code < 200 || m->status_code == 204 ||
 		       m->status_code == 304;
+	if (!m->skip_body && m->has_content_length &&
+	    m->content_length > m->limits->max_body_bytes)
+		return set_error(m, 502, "response body too large");
 	m->read_until_close = !m->skip_body && !m->chunked && !m->has_content_length;
 	bool close = conn_close(m) || m->read_until_close;
 	if (m->http_minor == 1)
@@ -406,7 +418,7 @@ static void parser_error(struct http_msg *m, enum http_errno e)
 		why = "request header fields too large";
 		break;
 	case HPE_INVALID_CONTENT_LENGTH:
-		why = "invalid Content-Length";
+		why = m->state == HTTP_MSG_BODY ? "invalid chunk size" : "invalid Content-Length";
 		break;
 	case HPE_UNEXPECTED_CONTENT_LENGTH:
 		why = "Content-Length with Transfer-Encoding, or repeated";
@@ -526,6 +538,112 @@ static size_t feed_head(struct http_msg *m, const char *data, size_t len)
 	return got;
 }
 
+enum {
+	CS_SIZE_START, CS_SIZE, CS_EXT, CS_SIZE_LF, CS_DATA, CS_DATA_CR, CS_DATA_LF,
+	CS_TRAILER_START, CS_TRAILER, CS_TRAILER_LF, CS_END_LF, CS_END,
+};
+
+static int hex_digit(unsigned char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	c |= 0x20;
+	return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* The packaged http_parser is built without HTTP_PARSER_STRICT: it takes any byte for the CR
+ * and LF around chunk data and chunk sizes. This checks the chunked framing strictly:
+ * chunk-size [ext] CRLF data CRLF ... 0 [ext] CRLF *(trailer CRLF) CRLF. *end receives how
+ * many bytes of data belong to the message. Returns NULL or the reason. */
+static const char *scan_chunked(struct http_msg *m, const char *data, size_t len, size_t *end)
+{
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)data[i];
+		bool ctl = (c < 0x20 && c != '\t') || c == 0x7f;
+		int h;
+		switch (m->chunk_state) {
+		case CS_SIZE_START:
+			if ((h = hex_digit(c)) < 0)
+				return "invalid chunk size";
+			m->chunk_left = (uint64_t)h;
+			m->chunk_state = CS_SIZE;
+			break;
+		case CS_SIZE:
+			if ((h = hex_digit(c)) >= 0) {
+				if (m->chunk_left > (UINT64_MAX >> 4))
+					return "invalid chunk size";
+				m->chunk_left = m->chunk_left << 4 | (uint64_t)h;
+			} else if (c == ';' || c == ' ' || c == '\t') {
+				m->chunk_state = CS_EXT;
+			} else if (c == '\r') {
+				m->chunk_state = CS_SIZE_LF;
+			} else {
+				return "invalid chunk size";
+			}
+			break;
+		case CS_EXT:
+			if (c == '\r')
+				m->chunk_state = CS_SIZE_LF;
+			else if (ctl)
+				return "invalid chunk extension";
+			break;
+		case CS_SIZE_LF:
+			if (c != '\n')
+				return "invalid chunk size line";
+			m->chunk_state = m->chunk_left ? CS_DATA : CS_TRAILER_START;
+			break;
+		case CS_DATA: {
+			uint64_t n = len - i < m->chunk_left ? len - i : m->chunk_left;
+			m->chunk_left -= n;
+			i += (size_t)n - 1;
+			if (m->chunk_left == 0)
+				m->chunk_state = CS_DATA_CR;
+			break;
+		}
+		case CS_DATA_CR:
+			if (c != '\r')
+				return "chunk data longer than its size";
+			m->chunk_state = CS_DATA_LF;
+			break;
+		case CS_DATA_LF:
+			if (c != '\n')
+				return "invalid chunk data end";
+			m->chunk_state = CS_SIZE_START;
+			break;
+		case CS_TRAILER_START:
+			if (c == '\r') {
+				m->chunk_state = CS_END_LF;
+				break;
+			}
+			if (ctl || c == ' ' || c == '\t')
+				return "invalid trailer";
+			m->chunk_state = CS_TRAILER;
+			break;
+		case CS_TRAILER:
+			if (c == '\r')
+				m->chunk_state = CS_TRAILER_LF;
+			else if (ctl)
+				return "invalid trailer";
+			break;
+		case CS_TRAILER_LF:
+			if (c != '\n')
+				return "invalid trailer";
+			m->chunk_state = CS_TRAILER_START;
+			break;
+		case CS_END_LF:
+			if (c != '\n')
+				return "invalid end of chunked body";
+			m->chunk_state = CS_END;
+			*end = i + 1;
+			return NULL;
+		default:
+			return "data after the chunked body";
+		}
+	}
+	*end = len;
+	return NULL;
+}
+
 static size_t feed_body(struct http_msg *m, const char *data, size_t len)
 {
 	if (m->buffer_body && m->has_content_length &&
@@ -533,7 +651,15 @@ static size_t feed_body(struct http_msg *m, const char *data, size_t len)
 		set_error(m, 413, "request body too large to buffer");
 		return 0;
 	}
-	size_t got = http_parser_execute(&m->parser, &parser_settings, data, len);
+	size_t end = len;
+	if (m->chunked) {
+		const char *why = scan_chunked(m, data, len, &end);
+		if (why) {
+			set_error(m, 400, why);
+			return 0;
+		}
+	}
+	size_t got = http_parser_execute(&m->parser, &parser_settings, data, end);
 	if (m->state == HTTP_MSG_ERROR)
 		return got;
 	enum http_errno e = HTTP_PARSER_ERRNO(&m->parser);
@@ -541,6 +667,10 @@ static size_t feed_body(struct http_msg *m, const char *data, size_t len)
 		m->state = HTTP_MSG_DONE;
 	else if (e != HPE_OK)
 		parser_error(m, e);
+	else if (got != end || (m->chunked && m->chunk_state == CS_END))
+		set_error(m, 400, "malformed body"); /* the parser and the scan disagree */
+	if (m->state == HTTP_MSG_DONE && m->chunked && (got != end || m->chunk_state != CS_END))
+		set_error(m, 400, "malformed body");
 	return got;
 }
 

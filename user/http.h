@@ -75,6 +75,8 @@ struct http_msg {
 	bool ev_head_done, ev_msg_done; /* set by the parser callbacks, which then pause it */
 	unsigned char scan_prev; /* head pre-scan: previous byte */
 	bool scan_in_line, scan_seen_line;
+	unsigned chunk_state; /* strict pre-scan of chunked framing (the parser is lenient) */
+	uint64_t chunk_left;
 	http_body_fn *cb; /* the on_body of the feed in progress */
 	void *cb_arg;
 };
