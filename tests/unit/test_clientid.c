@@ -1,0 +1,229 @@
+/* client_id extraction: each source, percent-decoding, conflicts within and across sources,
+ * missing and invalid values, and form Content-Type detection. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "clientid.h"
+
+static const struct http_limits limits = {
+	.max_header_bytes = 8192,
+	.max_body_bytes = 4096,
+	.max_buffered_body = 4096,
+};
+
+static const struct client_id_source all_sources[] = {
+	{CID_SOURCE_FORM, "client_id"},
+	{CID_SOURCE_QUERY, "client_id"},
+	{CID_SOURCE_HEADER, "x-client-id"},
+};
+
+/* Parses raw as a request, buffering the body when the sources need it (as the proxy does). */
+static void parse(struct http_msg *m, const char *raw, const struct client_id_source *src,
+		  unsigned n)
+{
+	http_msg_init(m, HTTP_REQUEST, &limits);
+	size_t len = strlen(raw);
+	size_t off = http_msg_feed(m, raw, len, NULL, NULL);
+	if (m->state != HTTP_MSG_BODY && m->state != HTTP_MSG_DONE)
+		fail_msg("request did not parse: %s", m->error_reason);
+	if (clientid_needs_body(src, n, m))
+		m->buffer_body = true;
+	while (m->state == HTTP_MSG_BODY && off < len)
+		off += http_msg_feed(m, raw + off, len - off, NULL, NULL);
+}
+
+struct case_ {
+	const char *desc;
+	const char *raw;
+	enum clientid_result want;
+	const char *id; /* when OK */
+};
+
+#define REQ(line, hdrs, body) line " HTTP/1.1\r\nHost: gw\r\n" hdrs "\r\n" body
+#define FORM "Content-Type: application/x-www-form-urlencoded\r\n"
+#define CL(n) "Content-Length: " #n "\r\n"
+
+static const struct case_ cases[] = {
+	{"nothing", REQ("GET /a", "", ""), CLIENTID_MISSING, NULL},
+	{"query", REQ("GET /a?client_id=tpp1", "", ""), CLIENTID_OK, "tpp1"},
+	{"query among others", REQ("GET /a?x=1&client_id=tpp1&y=2", "", ""), CLIENTID_OK, "tpp1"},
+	{"query before a fragment", REQ("GET /a?client_id=tpp1#client_id=other", "", ""), CLIENTID_OK,
+	 "tpp1"},
+	{"query in the fragment only", REQ("GET /a#?client_id=x", "", ""), CLIENTID_MISSING, NULL},
+	{"query percent-decoded", REQ("GET /a?client_id=tpp%2D1%7e", "", ""), CLIENTID_OK, "tpp-1~"},
+	{"query encoded name", REQ("GET /a?client%5Fid=tpp1", "", ""), CLIENTID_OK, "tpp1"},
+	{"query name prefix is not a match", REQ("GET /a?client_idx=tpp1&xclient_id=b", "", ""),
+	 CLIENTID_MISSING, NULL},
+	{"query name case matters", REQ("GET /a?Client_Id=tpp1", "", ""), CLIENTID_MISSING, NULL},
+	{"query plus is a space", REQ("GET /a?client_id=tpp+1", "", ""), CLIENTID_INVALID, NULL},
+	{"query encoded plus", REQ("GET /a?client_id=tpp%2B1", "", ""), CLIENTID_OK, "tpp+1"},
+	{"query bad escape", REQ("GET /a?client_id=tpp%2", "", ""), CLIENTID_INVALID, NULL},
+	{"query bad hex", REQ("GET /a?client_id=tpp%zz", "", ""), CLIENTID_INVALID, NULL},
+	{"query encoded NUL", REQ("GET /a?client_id=tpp%00x", "", ""), CLIENTID_INVALID, NULL},
+	{"query encoded quote", REQ("GET /a?client_id=a%22b", "", ""), CLIENTID_INVALID, NULL},
+	{"query encoded backslash", REQ("GET /a?client_id=a%5Cb", "", ""), CLIENTID_INVALID, NULL},
+	{"query non-ASCII", REQ("GET /a?client_id=a%C3%A9", "", ""), CLIENTID_INVALID, NULL},
+	{"query empty value", REQ("GET /a?client_id=", "", ""), CLIENTID_INVALID, NULL},
+	{"query name without =", REQ("GET /a?client_id", "", ""), CLIENTID_INVALID, NULL},
+	{"query 64 bytes",
+	 REQ("GET /a?client_id=0123456789012345678901234567890123456789012345678901234567890123", "", ""),
+	 CLIENTID_OK, "0123456789012345678901234567890123456789012345678901234567890123"},
+	{"query 65 bytes",
+	 REQ("GET /a?client_id=01234567890123456789012345678901234567890123456789012345678901234", "", ""),
+	 CLIENTID_INVALID, NULL},
+	{"query twice, equal", REQ("GET /a?client_id=t1&client_id=t1", "", ""), CLIENTID_OK, "t1"},
+	{"query twice, equal once encoded", REQ("GET /a?client_id=t1&client_id=%741", "", ""),
+	 CLIENTID_OK, "t1"},
+	{"query twice, different", REQ("GET /a?client_id=t1&client_id=t2", "", ""), CLIENTID_CONFLICT,
+	 NULL},
+	{"query empty pairs", REQ("GET /a?&&client_id=t1&", "", ""), CLIENTID_OK, "t1"},
+
+	{"header", REQ("GET /a", "X-Client-Id: tpp1\r\n", ""), CLIENTID_OK, "tpp1"},
+	{"header name case-insensitive", REQ("GET /a", "x-CLIENT-id:   tpp1  \r\n", ""), CLIENTID_OK,
+	 "tpp1"},
+	{"header not percent-decoded", REQ("GET /a", "X-Client-Id: t%41\r\n", ""), CLIENTID_OK, "t%41"},
+	{"header with inner space", REQ("GET /a", "X-Client-Id: t 1\r\n", ""), CLIENTID_INVALID, NULL},
+	{"header list", REQ("GET /a", "X-Client-Id: t1, t2\r\n", ""), CLIENTID_INVALID, NULL},
+	{"header empty", REQ("GET /a", "X-Client-Id:\r\n", ""), CLIENTID_INVALID, NULL},
+	{"header twice, equal", REQ("GET /a", "X-Client-Id: t1\r\nX-Client-Id: t1\r\n", ""), CLIENTID_OK,
+	 "t1"},
+	{"header twice, different", REQ("GET /a", "X-Client-Id: t1\r\nX-Client-Id: t2\r\n", ""),
+	 CLIENTID_CONFLICT, NULL},
+	{"header with a quote", REQ("GET /a", "X-Client-Id: t\"1\r\n", ""), CLIENTID_INVALID, NULL},
+
+	{"form exact", REQ("POST /t", FORM CL(27), "grant_type=x&client_id=tpp1"), CLIENTID_OK, "tpp1"},
+	{"form with charset", REQ("POST /t", "Content-Type: Application/X-WWW-Form-Urlencoded ; charset=utf-8\r\n" CL(14),
+				  "client_id=tpp1"),
+	 CLIENTID_OK, "tpp1"},
+	{"form chunked",
+	 REQ("POST /t", FORM "Transfer-Encoding: chunked\r\n", "5\r\nclien\r\n9\r\nt_id=tpp1\r\n0\r\n\r\n"),
+	 CLIENTID_OK, "tpp1"},
+	{"form encoded", REQ("POST /t", FORM CL(15), "client_id=t%2F1"), CLIENTID_OK, "t/1"},
+	{"form plus", REQ("POST /t", FORM CL(13), "client_id=t+1"), CLIENTID_INVALID, NULL},
+	{"json body is not a form", REQ("POST /t", "Content-Type: application/json\r\n" CL(14), "client_id=tpp1"),
+	 CLIENTID_MISSING, NULL},
+	{"form-like media type", REQ("POST /t", "Content-Type: application/x-www-form-urlencodedx\r\n" CL(14),
+				     "client_id=tpp1"),
+	 CLIENTID_MISSING, NULL},
+	{"no Content-Type", REQ("POST /t", CL(14), "client_id=tpp1"), CLIENTID_MISSING, NULL},
+	{"two Content-Types", REQ("POST /t", FORM "Content-Type: text/plain\r\n" CL(14), "client_id=tpp1"),
+	 CLIENTID_INVALID, NULL},
+	{"form twice, different", REQ("POST /t", FORM CL(23), "client_id=a&client_id=b"),
+	 CLIENTID_CONFLICT, NULL},
+
+	{"form and query agree", REQ("POST /t?client_id=tpp1", FORM CL(14), "client_id=tpp1"),
+	 CLIENTID_OK, "tpp1"},
+	{"form and query disagree", REQ("POST /t?client_id=tpp2", FORM CL(14), "client_id=tpp1"),
+	 CLIENTID_CONFLICT, NULL},
+	{"query and header agree", REQ("GET /a?client_id=tpp1", "X-Client-Id: tpp1\r\n", ""), CLIENTID_OK,
+	 "tpp1"},
+	{"query and header disagree", REQ("GET /a?client_id=tpp1", "X-Client-Id: tpp2\r\n", ""),
+	 CLIENTID_CONFLICT, NULL},
+	{"all three agree", REQ("POST /t?client_id=t", FORM "X-Client-Id: t\r\n" CL(11), "client_id=t"),
+	 CLIENTID_OK, "t"},
+	{"form disagrees with the other two",
+	 REQ("POST /t?client_id=t", FORM "X-Client-Id: t\r\n" CL(11), "client_id=u"), CLIENTID_CONFLICT,
+	 NULL},
+	{"one valid, another invalid", REQ("GET /a?client_id=tpp1", "X-Client-Id: bad id\r\n", ""),
+	 CLIENTID_INVALID, NULL},
+};
+
+static void test_cases(void **state)
+{
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		const struct case_ *c = &cases[i];
+		struct http_msg m;
+		parse(&m, c->raw, all_sources, 3);
+		if (m.state != HTTP_MSG_DONE)
+			fail_msg("%s: request state %d (%s)", c->desc, m.state,
+				 m.error_reason ? m.error_reason : "");
+		char out[REGISTRY_CLIENT_ID_MAX + 1];
+		const char *why = NULL;
+		enum clientid_result r = clientid_extract(all_sources, 3, &m, out, &why);
+		if (r != c->want)
+			fail_msg("%s: got %d (%s), want %d", c->desc, r, why ? why : "", c->want);
+		if (r == CLIENTID_OK) {
+			if (c->id)
+				assert_string_equal(out, c->id);
+			assert_null(why);
+		} else {
+			assert_string_equal(out, "");
+			assert_non_null(why);
+		}
+		http_msg_free(&m);
+	}
+}
+
+static void test_only_configured_sources(void **state)
+{
+	(void)state;
+	static const struct client_id_source header_only[] = {{CID_SOURCE_HEADER, "x-client-id"}};
+	static const struct client_id_source query_other[] = {{CID_SOURCE_QUERY, "cid"}};
+	struct http_msg m;
+	char out[REGISTRY_CLIENT_ID_MAX + 1];
+	parse(&m, REQ("POST /t?client_id=q", FORM "X-Client-Id: h\r\n" CL(11), "client_id=f"),
+	      header_only, 1);
+	assert_false(clientid_needs_body(header_only, 1, &m));
+	assert_int_equal(clientid_extract(header_only, 1, &m, out, NULL), CLIENTID_OK);
+	assert_string_equal(out, "h");
+	assert_int_equal(clientid_extract(query_other, 1, &m, out, NULL), CLIENTID_MISSING);
+	assert_int_equal(clientid_extract(NULL, 0, &m, out, NULL), CLIENTID_MISSING);
+	http_msg_free(&m);
+}
+
+static void test_needs_body(void **state)
+{
+	(void)state;
+	struct http_msg m;
+	parse(&m, REQ("POST /t", FORM CL(3), "a=b"), all_sources, 3);
+	assert_true(clientid_needs_body(all_sources, 3, &m));
+	assert_false(clientid_needs_body(all_sources + 1, 2, &m));
+	http_msg_free(&m);
+	parse(&m, REQ("POST /t", "Content-Type: multipart/form-data; boundary=x\r\n" CL(3), "a=b"),
+	      all_sources, 3);
+	assert_false(clientid_needs_body(all_sources, 3, &m));
+	http_msg_free(&m);
+
+	/* a form source with an unbuffered body decides nothing: invalid, not missing */
+	const char *raw = REQ("POST /t", FORM CL(11), "client_id=t");
+	http_msg_init(&m, HTTP_REQUEST, &limits);
+	size_t off = http_msg_feed(&m, raw, strlen(raw), NULL, NULL);
+	http_msg_feed(&m, raw + off, strlen(raw) - off, NULL, NULL);
+	char out[REGISTRY_CLIENT_ID_MAX + 1];
+	assert_int_equal(clientid_extract(all_sources, 3, &m, out, NULL), CLIENTID_INVALID);
+	http_msg_free(&m);
+}
+
+static void test_valid(void **state)
+{
+	(void)state;
+	assert_true(clientid_valid("a", 1));
+	assert_true(clientid_valid("!~#$%&'()*+,-./:;<=>?@[]^_`{|}", 30));
+	assert_false(clientid_valid("", 0));
+	assert_false(clientid_valid("a b", 3));
+	assert_false(clientid_valid("a\"b", 3));
+	assert_false(clientid_valid("a\\b", 3));
+	assert_false(clientid_valid("a\x7f", 2));
+	assert_false(clientid_valid("a\0b", 3));
+	char id[66];
+	memset(id, 'x', sizeof(id));
+	assert_true(clientid_valid(id, 64));
+	assert_false(clientid_valid(id, 65));
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_cases),
+		cmocka_unit_test(test_only_configured_sources),
+		cmocka_unit_test(test_needs_body),
+		cmocka_unit_test(test_valid),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
