@@ -7,7 +7,6 @@
  * committed it. */
 #include "control.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -464,43 +463,10 @@ static json_t *cmd_audit(struct request *rq)
 	return arr ? json_pack("{s:o}", "entries", arr) : NULL;
 }
 
-/* Parses "ADDR/LEN" or a bare address and writes the canonical form (host bits cleared). */
-static int cidr_canonical(const char *in, char *out, size_t outlen)
-{
-	char addr[INET6_ADDRSTRLEN + 1];
-	const char *slash = strchr(in, '/');
-	size_t alen = slash ? (size_t)(slash - in) : strlen(in);
-	if (alen == 0 || alen >= sizeof(addr))
-		return -1;
-	memcpy(addr, in, alen);
-	addr[alen] = '\0';
-	uint8_t bytes[16];
-	int af = strchr(addr, ':') ? AF_INET6 : AF_INET;
-	if (inet_pton(af, addr, bytes) != 1)
-		return -1;
-	int max = af == AF_INET ? 32 : 128;
-	long plen = max;
-	if (slash) {
-		const char *p = slash + 1;
-		if (*p < '0' || *p > '9' || strlen(p) > 3)
-			return -1;
-		char *end;
-		plen = strtol(p, &end, 10);
-		if (*end || plen > max)
-			return -1;
-	}
-	for (int bit = (int)plen; bit < max; bit++)
-		bytes[bit / 8] &= (uint8_t)~(0x80u >> (bit % 8));
-	char txt[INET6_ADDRSTRLEN];
-	if (!inet_ntop(af, bytes, txt, sizeof(txt)))
-		return -1;
-	return snprintf(out, outlen, "%s/%ld", txt, plen) < (int)outlen ? 0 : -1;
-}
-
 static const char *cidr_field(struct request *rq, char *out, size_t outlen)
 {
 	const char *cidr = str_field(rq, "cidr");
-	if (cidr_canonical(cidr, out, outlen) < 0) {
+	if (registry_cidr_canonical(cidr, out, outlen) < 0) {
 		char e[CONTROL_ECHO_MAX + 8];
 		echo_text(cidr, e, sizeof(e));
 		rq_fail(rq, "invalid cidr '%s': expected ADDRESS/PREFIX_LENGTH", e);

@@ -1,0 +1,834 @@
+/* Control plane: control_handle_line against a real registry (temp dir) and a real trust store,
+ * and the socket server on an event loop in a thread.
+ *
+ * Every refused request must leave the registry as it was and fire no event; every accepted
+ * mutation fires exactly one event, after the registry committed it. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <grp.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "control.h"
+#include "ctl_client.h"
+#include "testpki.h"
+
+/* --- a throwaway PKI ---------------------------------------------------------------------- */
+
+static char *pem_of(X509 *x)
+{
+	char *s = testpki_pem(x);
+	assert_non_null(s);
+	return s;
+}
+
+static void thumb_hex_of(X509 *x, char out[CERT_THUMB_HEX_LEN + 1])
+{
+	uint8_t t[CERT_THUMB_LEN];
+	unsigned int n = 0;
+	assert_int_equal(X509_digest(x, EVP_sha256(), t, &n), 1);
+	for (unsigned i = 0; i < n; i++)
+		sprintf(out + 2 * i, "%02x", t[i]);
+}
+
+enum { GOOD1, GOOD2, GOOD3, GOOD4, EXPIRED, FUTURE, FOREIGN, REVOKED, N_CERTS };
+
+static struct pki {
+	char dir[64];
+	char ca_path[128], crl_path[128];
+	char *pem[N_CERTS];
+	char thumb[N_CERTS][CERT_THUMB_HEX_LEN + 1];
+} pki;
+
+/* tests/unit/testpki.h's cast (CA + CRL, expired, CRL-revoked, foreign) plus a few more good
+ * leaves and one not valid yet. */
+static int pki_setup(void **state)
+{
+	(void)state;
+	struct testpki p;
+	assert_int_equal(testpki_init(&p), 0);
+	snprintf(pki.dir, sizeof(pki.dir), "/tmp/test_control_pki.XXXXXX");
+	assert_non_null(mkdtemp(pki.dir));
+	snprintf(pki.ca_path, sizeof(pki.ca_path), "%s/ca.pem", pki.dir);
+	snprintf(pki.crl_path, sizeof(pki.crl_path), "%s/ca.crl", pki.dir);
+	assert_int_equal(testpki_append(pki.ca_path, p.ca, NULL), 0);
+	assert_int_equal(testpki_append(pki.crl_path, NULL, p.crl), 0);
+	X509 *x[N_CERTS] = {
+		[GOOD1] = p.good,
+		[GOOD2] = testpki_leaf("tpp-two", p.leaf_key, p.ca, p.ca_key, 200),
+		[GOOD3] = testpki_leaf("tpp-three", p.leaf_key, p.ca, p.ca_key, 201),
+		[GOOD4] = testpki_leaf("tpp-four", p.leaf_key, p.ca, p.ca_key, 202),
+		[EXPIRED] = p.expired,
+		[FUTURE] = testpki_cert("tpp-future", p.leaf_key, p.ca, p.ca_key, 203, TESTPKI_DAY,
+					2 * TESTPKI_DAY, 0),
+		[FOREIGN] = p.foreign,
+		[REVOKED] = p.revoked,
+	};
+	for (int i = 0; i < N_CERTS; i++) {
+		assert_non_null(x[i]);
+		pki.pem[i] = pem_of(x[i]);
+		thumb_hex_of(x[i], pki.thumb[i]);
+	}
+	X509_free(x[GOOD2]);
+	X509_free(x[GOOD3]);
+	X509_free(x[GOOD4]);
+	X509_free(x[FUTURE]);
+	testpki_free(&p);
+	return 0;
+}
+
+static int pki_teardown(void **state)
+{
+	(void)state;
+	for (int i = 0; i < N_CERTS; i++)
+		free(pki.pem[i]);
+	unlink(pki.ca_path);
+	unlink(pki.crl_path);
+	rmdir(pki.dir);
+	return 0;
+}
+
+/* --- fixture: a registry, a trust store, recorded events ----------------------------------- */
+
+struct rec_event {
+	enum control_event_kind kind;
+	char client_id[REGISTRY_CLIENT_ID_MAX + 1];
+	uint32_t slot;
+	bool has_thumb;
+	uint8_t thumb[CERT_THUMB_LEN];
+	char cidr[64];
+};
+
+struct fixture {
+	char dir[64];
+	char db[128];
+	struct control_ctx ctx;
+	struct rec_event ev[32];
+	int n_ev;
+};
+
+static void on_event(void *arg, const struct control_event *ev)
+{
+	struct fixture *fx = arg;
+	assert_true(fx->n_ev < 32);
+	struct rec_event *r = &fx->ev[fx->n_ev++];
+	memset(r, 0, sizeof(*r));
+	r->kind = ev->kind;
+	r->slot = ev->slot;
+	if (ev->client_id)
+		snprintf(r->client_id, sizeof(r->client_id), "%s", ev->client_id);
+	if (ev->thumb) {
+		r->has_thumb = true;
+		memcpy(r->thumb, ev->thumb, CERT_THUMB_LEN);
+	}
+	if (ev->cidr)
+		snprintf(r->cidr, sizeof(r->cidr), "%s", ev->cidr);
+}
+
+static void fill_stats(void *arg, json_t *obj)
+{
+	(void)arg;
+	json_object_set_new(obj, "connections", json_integer(7));
+}
+
+static int fx_setup(void **state)
+{
+	struct fixture *fx = calloc(1, sizeof(*fx));
+	assert_non_null(fx);
+	snprintf(fx->dir, sizeof(fx->dir), "/tmp/test_control.XXXXXX");
+	assert_non_null(mkdtemp(fx->dir));
+	snprintf(fx->db, sizeof(fx->db), "%s/registry.db", fx->dir);
+	char err[256] = "";
+	if (registry_open(fx->db, &fx->ctx.reg, err, sizeof(err)) < 0)
+		fail_msg("registry_open: %s", err);
+	if (cert_store_load(pki.ca_path, pki.crl_path, &fx->ctx.trust, err, sizeof(err)) < 0)
+		fail_msg("cert_store_load: %s", err);
+	fx->ctx.hooks = (struct control_hooks){.arg = fx, .on_event = on_event,
+					       .fill_stats = fill_stats};
+	*state = fx;
+	return 0;
+}
+
+static int fx_teardown(void **state)
+{
+	struct fixture *fx = *state;
+	registry_close(fx->ctx.reg);
+	cert_store_free(fx->ctx.trust);
+	char cmd[128];
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", fx->dir);
+	assert_int_equal(system(cmd), 0);
+	free(fx);
+	return 0;
+}
+
+/* Sends line, checks the answer is one JSON object line with a boolean ok, returns it. */
+static json_t *call(struct fixture *fx, const char *line)
+{
+	char *resp = control_handle_line(&fx->ctx, line, strlen(line), 0);
+	assert_non_null(resp);
+	assert_null(strchr(resp, '\n'));
+	json_error_t jerr;
+	json_t *r = json_loads(resp, 0, &jerr);
+	if (!r)
+		fail_msg("answer is not JSON: %s", resp);
+	free(resp);
+	assert_true(json_is_object(r));
+	assert_true(json_is_boolean(json_object_get(r, "ok")));
+	return r;
+}
+
+static json_t *callj(struct fixture *fx, json_t *req)
+{
+	char *line = json_dumps(req, JSON_COMPACT);
+	json_decref(req);
+	json_t *r = call(fx, line);
+	free(line);
+	return r;
+}
+
+/* The result of a request that must succeed (reference owned by the caller). */
+static json_t *ok(struct fixture *fx, json_t *req)
+{
+	json_t *r = callj(fx, req);
+	if (!json_is_true(json_object_get(r, "ok")))
+		fail_msg("expected ok, got error: %s",
+			 json_string_value(json_object_get(r, "error")));
+	assert_int_equal(json_object_size(r), 2);
+	json_t *res = json_incref(json_object_get(r, "result"));
+	assert_non_null(res);
+	json_decref(r);
+	return res;
+}
+
+static json_t *bind_req(const char *id, int cert, int rotate)
+{
+	json_t *o = json_pack("{s:s, s:s, s:s}", "cmd", "bind", "client_id", id, "cert_pem",
+			      pki.pem[cert]);
+	if (rotate >= 0)
+		json_object_set_new(o, "rotate", json_boolean(rotate));
+	return o;
+}
+
+static void bind_ok(struct fixture *fx, const char *id, int cert, int rotate)
+{
+	json_decref(ok(fx, bind_req(id, cert, rotate)));
+}
+
+/* Everything a refused request could have changed, as one string. */
+static char *snapshot(struct fixture *fx)
+{
+	int saved = fx->n_ev;
+	json_t *l = ok(fx, json_pack("{s:s}", "cmd", "list"));
+	json_t *d = ok(fx, json_pack("{s:s}", "cmd", "deny-list"));
+	json_t *all = json_pack("{s:o, s:o}", "list", l, "deny", d);
+	char *s = json_dumps(all, JSON_COMPACT | JSON_SORT_KEYS);
+	json_decref(all);
+	assert_int_equal(fx->n_ev, saved);
+	return s;
+}
+
+/* A request that must be refused with an error containing want, change nothing and fire no
+ * event. */
+static void refused_line(struct fixture *fx, const char *line, const char *want)
+{
+	char *before = snapshot(fx);
+	int n_ev = fx->n_ev;
+	json_t *r = call(fx, line);
+	const char *err = json_string_value(json_object_get(r, "error"));
+	if (json_is_true(json_object_get(r, "ok")) || !err)
+		fail_msg("expected refusal for %.200s", line);
+	assert_int_equal(json_object_size(r), 2);
+	if (want && !strstr(err, want))
+		fail_msg("error '%s' does not contain '%s'", err, want);
+	assert_null(strchr(err, '\n'));
+	assert_int_equal(fx->n_ev, n_ev);
+	char *after = snapshot(fx);
+	assert_string_equal(before, after);
+	free(before);
+	free(after);
+	json_decref(r);
+}
+
+static void refused(struct fixture *fx, json_t *req, const char *want)
+{
+	char *line = json_dumps(req, JSON_COMPACT);
+	json_decref(req);
+	refused_line(fx, line, want);
+	free(line);
+}
+
+static void assert_event(struct fixture *fx, int i, enum control_event_kind kind, const char *id,
+			 const char *thumb_hex)
+{
+	assert_true(i < fx->n_ev);
+	struct rec_event *e = &fx->ev[i];
+	assert_int_equal(e->kind, kind);
+	if (id)
+		assert_string_equal(e->client_id, id);
+	if (thumb_hex) {
+		assert_true(e->has_thumb);
+		char hex[CERT_THUMB_HEX_LEN + 1];
+		cert_thumb_to_hex(e->thumb, hex);
+		assert_string_equal(hex, thumb_hex);
+	} else {
+		assert_false(e->has_thumb);
+	}
+}
+
+/* --- request handling ---------------------------------------------------------------------- */
+
+static void test_bind_and_read_back(void **state)
+{
+	struct fixture *fx = *state;
+	json_t *r = ok(fx, bind_req("PSDGB-FCA-1", GOOD1, -1));
+	assert_string_equal(json_string_value(json_object_get(r, "client_id")), "PSDGB-FCA-1");
+	assert_string_equal(json_string_value(json_object_get(r, "thumbprint")), pki.thumb[GOOD1]);
+	assert_string_equal(json_string_value(json_object_get(r, "action")), "bind");
+	assert_non_null(strstr(json_string_value(json_object_get(r, "subject")), "tpp-good"));
+	assert_true(json_is_string(json_object_get(r, "not_after")));
+	json_int_t slot = json_integer_value(json_object_get(r, "slot"));
+	json_decref(r);
+
+	assert_int_equal(fx->n_ev, 1);
+	assert_event(fx, 0, CONTROL_CLIENT_BOUND, "PSDGB-FCA-1", pki.thumb[GOOD1]);
+	assert_int_equal(fx->ev[0].slot, slot);
+
+	r = ok(fx, json_pack("{s:s}", "cmd", "list"));
+	json_t *clients = json_object_get(r, "clients");
+	assert_int_equal(json_array_size(clients), 1);
+	json_t *c = json_array_get(clients, 0);
+	assert_string_equal(json_string_value(json_object_get(c, "client_id")), "PSDGB-FCA-1");
+	assert_string_equal(json_string_value(json_object_get(c, "state")), "active");
+	assert_int_equal(json_integer_value(json_object_get(c, "slot")), slot);
+	assert_int_equal(json_array_size(json_object_get(c, "certs")), 1);
+	json_decref(r);
+
+	r = ok(fx, json_pack("{s:s, s:s}", "cmd", "show", "client_id", "PSDGB-FCA-1"));
+	json_t *cert = json_array_get(json_object_get(r, "certs"), 0);
+	assert_string_equal(json_string_value(json_object_get(cert, "thumbprint")),
+			    pki.thumb[GOOD1]);
+	assert_string_equal(json_string_value(json_object_get(cert, "state")), "active");
+	assert_true(json_is_null(json_object_get(cert, "revoked_at")));
+	json_decref(r);
+
+	r = ok(fx, json_pack("{s:s, s:s, s:i}", "cmd", "audit", "client_id", "PSDGB-FCA-1",
+			     "limit", 10));
+	json_t *entries = json_object_get(r, "entries");
+	assert_true(json_array_size(entries) >= 1);
+	json_t *e = json_array_get(entries, 0);
+	assert_string_equal(json_string_value(json_object_get(e, "action")), "bind");
+	assert_string_equal(json_string_value(json_object_get(e, "thumbprint")), pki.thumb[GOOD1]);
+	assert_int_equal(json_integer_value(json_object_get(e, "uid")), 0);
+	assert_true(json_is_string(json_object_get(e, "time")));
+	json_decref(r);
+
+	r = ok(fx, json_pack("{s:s}", "cmd", "audit"));
+	assert_true(json_array_size(json_object_get(r, "entries")) >= 1);
+	json_decref(r);
+
+	r = ok(fx, json_pack("{s:s}", "cmd", "stats"));
+	assert_int_equal(json_integer_value(json_object_get(r, "connections")), 7);
+	assert_int_equal(json_integer_value(json_object_get(r, "clients")), 1);
+	assert_int_equal(json_integer_value(json_object_get(r, "certs_active")), 1);
+	assert_int_equal(json_integer_value(json_object_get(r, "certs_revoked")), 0);
+	assert_int_equal(json_integer_value(json_object_get(r, "deny_entries")), 0);
+	json_decref(r);
+	assert_int_equal(fx->n_ev, 1); /* reads fire nothing */
+}
+
+static void test_malformed_requests(void **state)
+{
+	struct fixture *fx = *state;
+	bind_ok(fx, "tpp-a", GOOD1, -1);
+	fx->n_ev = 0;
+
+	refused_line(fx, "", "invalid JSON");
+	refused_line(fx, "not json", "invalid JSON");
+	refused_line(fx, "{\"cmd\":\"list\"", "invalid JSON");
+	refused_line(fx, "{\"cmd\":\"list\"} trailing", "invalid JSON");
+	refused_line(fx, "{\"cmd\":\"list\",\"cmd\":\"stats\"}", "invalid JSON");
+	refused_line(fx, "{\"cmd\":\"show\",\"client_id\":\"a\\u0000b\"}", "invalid JSON");
+	refused_line(fx, "\xff\xfe", "invalid JSON");
+	refused_line(fx, "[1,2]", "request must be a JSON object");
+	refused_line(fx, "\"list\"", "request must be a JSON object");
+	refused_line(fx, "{}", "missing field cmd");
+	refused_line(fx, "{\"cmd\":1}", "field cmd must be a string");
+	refused_line(fx, "{\"cmd\":\"frob\"}", "unknown command 'frob'");
+	refused_line(fx, "{\"cmd\":\"list\",\"verbose\":true}", "unknown field 'verbose'");
+	refused_line(fx, "{\"cmd\":\"stats\",\"x\":null}", "unknown field 'x'");
+
+	refused(fx, json_pack("{s:s, s:s}", "cmd", "bind", "cert_pem", pki.pem[GOOD2]),
+		"missing field client_id");
+	refused(fx, json_pack("{s:s, s:s}", "cmd", "bind", "client_id", "tpp-b"),
+		"missing field cert_pem");
+	refused(fx, json_pack("{s:s, s:i, s:s}", "cmd", "bind", "client_id", 5, "cert_pem",
+			      pki.pem[GOOD2]),
+		"field client_id must be a string");
+	refused(fx, json_pack("{s:s, s:s, s:i}", "cmd", "bind", "client_id", "tpp-b", "cert_pem", 5),
+		"field cert_pem must be a string");
+	refused(fx, json_pack("{s:s, s:s, s:s, s:s}", "cmd", "bind", "client_id", "tpp-b",
+			      "cert_pem", pki.pem[GOOD2], "rotate", "yes"),
+		"field rotate must be a boolean");
+	refused(fx, json_pack("{s:s, s:s, s:s, s:b}", "cmd", "bind", "client_id", "tpp-b",
+			      "cert_pem", pki.pem[GOOD2], "force", 1),
+		"unknown field 'force'");
+	refused(fx, json_pack("{s:s, s:s, s:s}", "cmd", "bind", "client_id", "has space",
+			      "cert_pem", pki.pem[GOOD2]),
+		"invalid client_id");
+	refused(fx, json_pack("{s:s, s:s, s:s}", "cmd", "bind", "client_id", "", "cert_pem",
+			      pki.pem[GOOD2]),
+		"invalid client_id");
+	refused(fx, json_pack("{s:s}", "cmd", "show"), "missing field client_id");
+	refused(fx, json_pack("{s:s, s:s}", "cmd", "show", "client_id", "nobody"), "no such client");
+	refused(fx, json_pack("{s:s, s:s}", "cmd", "audit", "limit", "5"),
+		"field limit must be an integer");
+	refused(fx, json_pack("{s:s, s:i}", "cmd", "audit", "limit", 0), "field limit must be");
+	refused(fx, json_pack("{s:s, s:f}", "cmd", "audit", "limit", 1.5),
+		"field limit must be an integer");
+	refused(fx, json_pack("{s:s}", "cmd", "deny-add"), "missing field cidr");
+	refused(fx, json_pack("{s:s, s:s}", "cmd", "deny-add", "cidr", "10.0.0.0/33"),
+		"invalid cidr");
+	refused(fx, json_pack("{s:s, s:s}", "cmd", "deny-add", "cidr", "bogus"), "invalid cidr");
+	refused(fx, json_pack("{s:s, s:s}", "cmd", "deny-add", "cidr", "10.0.0.0/"), "invalid cidr");
+	refused(fx, json_pack("{s:s, s:s}", "cmd", "deny-del", "cidr", "192.0.2.0/24"), NULL);
+	refused(fx, json_pack("{s:s, s:s}", "cmd", "revoke", "client_id", "nobody"), NULL);
+	refused(fx, json_pack("{s:s, s:s}", "cmd", "unbind", "client_id", "nobody"), NULL);
+	refused(fx, json_pack("{s:s, s:s, s:s}", "cmd", "unbind", "client_id", "tpp-a", "thumbprint",
+			      "abc"),
+		"invalid thumbprint");
+	refused(fx, json_pack("{s:s, s:s, s:s, s:s}", "cmd", "unbind", "client_id", "tpp-a",
+			      "thumbprint", pki.thumb[GOOD1], "cert_pem", pki.pem[GOOD1]),
+		"mutually exclusive");
+	refused(fx, json_pack("{s:s, s:s, s:s}", "cmd", "unbind", "client_id", "tpp-a", "cert_pem",
+			      "garbage"),
+		"invalid cert_pem");
+	/* A long unknown command is echoed truncated, on one line. */
+	char line[600];
+	snprintf(line, sizeof(line), "{\"cmd\":\"%0500d\\n\"}", 0);
+	refused_line(fx, line, "unknown command");
+	assert_int_equal(fx->n_ev, 0);
+}
+
+static void test_bind_refusals(void **state)
+{
+	struct fixture *fx = *state;
+	bind_ok(fx, "tpp-a", GOOD1, -1);
+	fx->n_ev = 0;
+
+	refused(fx, json_pack("{s:s, s:s, s:s}", "cmd", "bind", "client_id", "tpp-b", "cert_pem",
+			      "not a certificate"),
+		"invalid cert_pem");
+	refused(fx, json_pack("{s:s, s:s, s:s}", "cmd", "bind", "client_id", "tpp-b", "cert_pem",
+			      "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"),
+		"invalid cert_pem");
+	refused(fx, bind_req("tpp-b", FOREIGN, -1), "certificate does not chain to client_ca");
+	refused(fx, bind_req("tpp-b", EXPIRED, -1), "certificate expired");
+	refused(fx, bind_req("tpp-b", FUTURE, -1), "certificate not yet valid");
+	refused(fx, bind_req("tpp-b", REVOKED, -1), "CRL");
+	/* The certificate is already bound to tpp-a. */
+	refused(fx, bind_req("tpp-b", GOOD1, -1), NULL);
+	refused(fx, bind_req("tpp-b", GOOD1, 1), NULL);
+	/* And bound here already. */
+	refused(fx, bind_req("tpp-a", GOOD1, 1), NULL);
+	/* A second certificate needs rotate. */
+	refused(fx, bind_req("tpp-a", GOOD2, -1), NULL);
+	refused(fx, bind_req("tpp-a", GOOD2, 0), NULL);
+	assert_int_equal(fx->n_ev, 0);
+
+	json_t *r = ok(fx, bind_req("tpp-a", GOOD2, 1));
+	assert_string_equal(json_string_value(json_object_get(r, "action")), "rotate");
+	json_decref(r);
+	assert_int_equal(fx->n_ev, 1);
+	assert_event(fx, 0, CONTROL_CLIENT_BOUND, "tpp-a", pki.thumb[GOOD2]);
+
+	/* Never more than two. */
+	refused(fx, bind_req("tpp-a", GOOD3, 1), NULL);
+	refused(fx, bind_req("tpp-a", GOOD3, -1), NULL);
+	assert_int_equal(fx->n_ev, 1);
+
+	r = ok(fx, json_pack("{s:s}", "cmd", "stats"));
+	assert_int_equal(json_integer_value(json_object_get(r, "certs_active")), 2);
+	json_decref(r);
+}
+
+static void test_unbind_and_revoke(void **state)
+{
+	struct fixture *fx = *state;
+	bind_ok(fx, "tpp-a", GOOD1, -1);
+	bind_ok(fx, "tpp-a", GOOD2, 1);
+	bind_ok(fx, "tpp-b", GOOD3, -1);
+	assert_int_equal(fx->n_ev, 3);
+	uint32_t slot_a = fx->ev[0].slot, slot_b = fx->ev[2].slot;
+	assert_int_equal(fx->ev[1].slot, slot_a);
+	assert_int_not_equal(slot_a, slot_b);
+	fx->n_ev = 0;
+
+	/* End the rotation: remove the first certificate by its PEM. */
+	json_t *r = ok(fx, json_pack("{s:s, s:s, s:s}", "cmd", "unbind", "client_id", "tpp-a",
+				     "cert_pem", pki.pem[GOOD1]));
+	assert_string_equal(json_string_value(json_object_get(r, "removed")), "cert");
+	assert_string_equal(json_string_value(json_object_get(r, "thumbprint")), pki.thumb[GOOD1]);
+	json_decref(r);
+	assert_int_equal(fx->n_ev, 1);
+	assert_event(fx, 0, CONTROL_CERT_UNBOUND, "tpp-a", pki.thumb[GOOD1]);
+	assert_int_equal(fx->ev[0].slot, slot_a);
+	/* Gone: a second removal is refused. */
+	refused(fx, json_pack("{s:s, s:s, s:s}", "cmd", "unbind", "client_id", "tpp-a",
+			      "thumbprint", pki.thumb[GOOD1]),
+		NULL);
+	/* Another client's certificate cannot be removed through this one. */
+	refused(fx, json_pack("{s:s, s:s, s:s}", "cmd", "unbind", "client_id", "tpp-a",
+			      "thumbprint", pki.thumb[GOOD3]),
+		NULL);
+
+	r = ok(fx, json_pack("{s:s, s:s}", "cmd", "revoke", "client_id", "tpp-a"));
+	json_t *rev = json_object_get(r, "revoked");
+	assert_int_equal(json_array_size(rev), 1);
+	assert_string_equal(json_string_value(json_array_get(rev, 0)), pki.thumb[GOOD2]);
+	json_decref(r);
+	assert_int_equal(fx->n_ev, 2);
+	assert_event(fx, 1, CONTROL_CLIENT_REVOKED, "tpp-a", NULL);
+	assert_int_equal(fx->ev[1].slot, slot_a);
+
+	r = ok(fx, json_pack("{s:s, s:s}", "cmd", "show", "client_id", "tpp-a"));
+	assert_string_equal(json_string_value(json_object_get(r, "state")), "revoked");
+	json_t *c0 = json_array_get(json_object_get(r, "certs"), 0);
+	assert_string_equal(json_string_value(json_object_get(c0, "state")), "revoked");
+	assert_true(json_is_string(json_object_get(c0, "revoked_at")));
+	json_decref(r);
+
+	/* Revocation is final. */
+	refused(fx, bind_req("tpp-a", GOOD2, 1), NULL);
+	refused(fx, bind_req("tpp-c", GOOD2, -1), NULL);
+
+	r = ok(fx, json_pack("{s:s}", "cmd", "stats"));
+	assert_int_equal(json_integer_value(json_object_get(r, "certs_revoked")), 1);
+	json_decref(r);
+
+	/* Remove tpp-b entirely; it can then be enrolled again. */
+	r = ok(fx, json_pack("{s:s, s:s}", "cmd", "unbind", "client_id", "tpp-b"));
+	assert_string_equal(json_string_value(json_object_get(r, "removed")), "client");
+	json_decref(r);
+	assert_int_equal(fx->n_ev, 3);
+	assert_event(fx, 2, CONTROL_CLIENT_UNBOUND, "tpp-b", NULL);
+	assert_int_equal(fx->ev[2].slot, slot_b);
+	refused(fx, json_pack("{s:s, s:s}", "cmd", "show", "client_id", "tpp-b"), "no such client");
+	bind_ok(fx, "tpp-b", GOOD3, -1);
+	assert_int_equal(fx->n_ev, 4);
+	assert_event(fx, 3, CONTROL_CLIENT_BOUND, "tpp-b", pki.thumb[GOOD3]);
+}
+
+static void test_deny_list(void **state)
+{
+	struct fixture *fx = *state;
+	json_t *r = ok(fx, json_pack("{s:s, s:s}", "cmd", "deny-add", "cidr", "10.1.2.3/8"));
+	assert_string_equal(json_string_value(json_object_get(r, "cidr")), "10.0.0.0/8");
+	json_decref(r);
+	assert_int_equal(fx->n_ev, 1);
+	assert_int_equal(fx->ev[0].kind, CONTROL_DENY_ADDED);
+	assert_string_equal(fx->ev[0].cidr, "10.0.0.0/8");
+
+	r = ok(fx, json_pack("{s:s, s:s}", "cmd", "deny-add", "cidr", "2001:DB8::1/32"));
+	assert_string_equal(json_string_value(json_object_get(r, "cidr")), "2001:db8::/32");
+	json_decref(r);
+	r = ok(fx, json_pack("{s:s, s:s}", "cmd", "deny-add", "cidr", "192.0.2.7"));
+	assert_string_equal(json_string_value(json_object_get(r, "cidr")), "192.0.2.7/32");
+	json_decref(r);
+	assert_int_equal(fx->n_ev, 3);
+
+	r = ok(fx, json_pack("{s:s}", "cmd", "deny-list"));
+	assert_int_equal(json_array_size(json_object_get(r, "cidrs")), 3);
+	json_decref(r);
+
+	r = ok(fx, json_pack("{s:s, s:s}", "cmd", "deny-del", "cidr", "10.0.0.0/8"));
+	json_decref(r);
+	assert_int_equal(fx->n_ev, 4);
+	assert_int_equal(fx->ev[3].kind, CONTROL_DENY_REMOVED);
+	assert_string_equal(fx->ev[3].cidr, "10.0.0.0/8");
+	refused(fx, json_pack("{s:s, s:s}", "cmd", "deny-del", "cidr", "10.0.0.0/8"), NULL);
+
+	r = ok(fx, json_pack("{s:s}", "cmd", "stats"));
+	assert_int_equal(json_integer_value(json_object_get(r, "deny_entries")), 2);
+	json_decref(r);
+}
+
+static void test_no_hooks(void **state)
+{
+	struct fixture *fx = *state;
+	fx->ctx.hooks = (struct control_hooks){0};
+	bind_ok(fx, "tpp-a", GOOD1, -1);
+	json_t *r = ok(fx, json_pack("{s:s}", "cmd", "stats"));
+	assert_int_equal(json_integer_value(json_object_get(r, "clients")), 1);
+	json_decref(r);
+}
+
+/* --- the socket server ----------------------------------------------------------------------- */
+
+struct loop_thread {
+	struct ev_loop *loop;
+	int efd;
+	pthread_t th;
+};
+
+static void on_wake(struct ev_loop *loop, int fd, int mask, void *arg)
+{
+	(void)mask;
+	(void)arg;
+	uint64_t v;
+	ssize_t r = read(fd, &v, sizeof(v));
+	(void)r;
+	ev_stop(loop);
+}
+
+static void *loop_main(void *arg)
+{
+	ev_run(((struct loop_thread *)arg)->loop);
+	return NULL;
+}
+
+static void loop_start(struct loop_thread *lt)
+{
+	lt->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	assert_true(lt->efd >= 0);
+	assert_int_equal(ev_set(lt->loop, lt->efd, EV_READ, on_wake, NULL), 0);
+	assert_int_equal(pthread_create(&lt->th, NULL, loop_main, lt), 0);
+}
+
+static void loop_join(struct loop_thread *lt)
+{
+	uint64_t one = 1;
+	assert_int_equal(write(lt->efd, &one, sizeof(one)), sizeof(one));
+	pthread_join(lt->th, NULL);
+	ev_set(lt->loop, lt->efd, EV_NONE, NULL, NULL);
+	close(lt->efd);
+}
+
+static int raw_connect(const char *path)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_true(fd >= 0);
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		close(fd);
+		return -1;
+	}
+	struct timeval tv = {5, 0};
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	return fd;
+}
+
+/* Reads until EOF (or 64 KiB); returns the bytes read. */
+static size_t read_all(int fd, char *out, size_t cap)
+{
+	size_t n = 0;
+	for (;;) {
+		ssize_t r = recv(fd, out + n, cap - 1 - n, 0);
+		if (r <= 0)
+			break;
+		n += (size_t)r;
+		if (n == cap - 1)
+			break;
+	}
+	out[n] = '\0';
+	return n;
+}
+
+/* In a child with the given credentials: connect, send a list request and print whether the
+ * daemon answered ok. Exit status: 0 ok, 1 refused, 2 could not connect. */
+static int as_user(const char *path, gid_t gid, uid_t uid)
+{
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		if (setgroups(0, NULL) < 0 || setgid(gid) < 0 || setuid(uid) < 0)
+			_exit(3);
+		char *resp = NULL, err[256];
+		const char *line = "{\"cmd\":\"list\"}";
+		if (ctl_request(path, line, strlen(line), 5000, &resp, err, sizeof(err)) != CTL_OK)
+			_exit(2);
+		_exit(strstr(resp, "\"ok\":true") ? 0 : strstr(resp, "permission denied") ? 1 : 4);
+	}
+	int status;
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	return WEXITSTATUS(status);
+}
+
+static bool line_is(const char *l, const char *want)
+{
+	size_t n = strlen(want);
+	return strncmp(l, want, n) == 0 && l[n] == '\n';
+}
+
+static void test_socket_server(void **state)
+{
+	struct fixture *fx = *state;
+	char path[192], err[256] = "";
+	snprintf(path, sizeof(path), "%s/run/sub/control.sock", fx->dir);
+	struct loop_thread lt = {.loop = ev_loop_new(1024)};
+	assert_non_null(lt.loop);
+	struct control_server *srv = NULL;
+	if (control_server_start(lt.loop, path, false, 0, &fx->ctx, &srv, err, sizeof(err)) < 0)
+		fail_msg("control_server_start: %s", err);
+
+	struct stat st;
+	assert_int_equal(lstat(path, &st), 0);
+	assert_true(S_ISSOCK(st.st_mode));
+	assert_int_equal(st.st_mode & 0777, 0600);
+	char dir[192];
+	snprintf(dir, sizeof(dir), "%s/run/sub", fx->dir);
+	assert_int_equal(stat(dir, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0750);
+
+	/* A live daemon owns the path: a second server is refused. */
+	struct control_server *srv2 = NULL;
+	assert_int_equal(control_server_start(lt.loop, path, false, 0, &fx->ctx, &srv2, err,
+					      sizeof(err)),
+			 -1);
+	assert_non_null(strstr(err, "listening"));
+
+	loop_start(&lt);
+
+	/* One request, one answer, through the CLI's client. */
+	char *resp = NULL;
+	const char *line = "{\"cmd\":\"deny-add\",\"cidr\":\"198.51.100.0/24\"}";
+	assert_int_equal(ctl_request(path, line, strlen(line), 5000, &resp, err, sizeof(err)),
+			 CTL_OK);
+	assert_string_equal(resp, "{\"ok\":true,\"result\":{\"cidr\":\"198.51.100.0/24\"}}");
+	free(resp);
+
+	/* Several pipelined lines, CRLF, and a final unterminated line answered at EOF. */
+	int fd = raw_connect(path);
+	assert_true(fd >= 0);
+	const char *many = "{\"cmd\":\"deny-list\"}\r\n\n{\"cmd\":\"frob\"}\n{\"cmd\":\"stats\"}";
+	assert_int_equal(send(fd, many, strlen(many), MSG_NOSIGNAL), (ssize_t)strlen(many));
+	shutdown(fd, SHUT_WR);
+	static char big[512 * 1024];
+	read_all(fd, big, sizeof(big));
+	close(fd);
+	char *l1 = big, *l2 = strchr(l1, '\n') + 1, *l3 = strchr(l2, '\n') + 1;
+	assert_true(line_is(l1, "{\"ok\":true,\"result\":{\"cidrs\":[\"198.51.100.0/24\"]}}"));
+	assert_true(line_is(l2, "{\"ok\":false,\"error\":\"unknown command 'frob'\"}"));
+	assert_true(strncmp(l3, "{\"ok\":true,", 11) == 0);
+	assert_non_null(strchr(l3, '\n'));
+	assert_int_equal(strchr(l3, '\n')[1], '\0');
+
+	/* An overlong line: one error answer, then the connection is closed. */
+	fd = raw_connect(path);
+	assert_true(fd >= 0);
+	size_t n_long = CONTROL_MAX_LINE + 4096;
+	char *longline = malloc(n_long);
+	memset(longline, 'x', n_long);
+	size_t sent = 0;
+	while (sent < n_long) {
+		ssize_t w = send(fd, longline + sent, n_long - sent, MSG_NOSIGNAL);
+		if (w <= 0)
+			break; /* the daemon may close before taking it all */
+		sent += (size_t)w;
+	}
+	free(longline);
+	read_all(fd, big, sizeof(big));
+	close(fd);
+	assert_non_null(strstr(big, "\"ok\":false"));
+	assert_non_null(strstr(big, "request line too long"));
+	assert_int_equal(strchr(big, '\n') - big + 1, (long)strlen(big)); /* one line only */
+
+	/* Peer credentials: make the file reachable, then a stranger is refused by SO_PEERCRED. */
+	assert_int_equal(chmod(fx->dir, 0755), 0);
+	assert_int_equal(chmod(path, 0666), 0);
+	char rundir[192];
+	snprintf(rundir, sizeof(rundir), "%s/run", fx->dir);
+	assert_int_equal(chmod(rundir, 0755), 0);
+	assert_int_equal(chmod(dir, 0755), 0);
+	assert_int_equal(as_user(path, 65534, 65534), 1);
+	assert_int_equal(as_user(path, 0, 0), 0);
+
+	/* The server still works after all that. */
+	assert_int_equal(ctl_request(path, "{\"cmd\":\"list\"}", 14, 5000, &resp, err, sizeof(err)),
+			 CTL_OK);
+	assert_non_null(strstr(resp, "\"ok\":true"));
+	free(resp);
+
+	loop_join(&lt);
+	control_server_stop(srv);
+	assert_int_equal(lstat(path, &st), -1);
+	assert_int_equal(errno, ENOENT);
+	assert_int_equal(ctl_request(path, "{}", 2, 1000, &resp, err, sizeof(err)), CTL_ERR_CONNECT);
+	ev_loop_free(lt.loop);
+}
+
+static void test_socket_group_and_stale(void **state)
+{
+	struct fixture *fx = *state;
+	char path[192], err[256] = "";
+	snprintf(path, sizeof(path), "%s/control.sock", fx->dir);
+
+	/* A socket file left behind by a dead daemon. */
+	int sfd = socket(AF_UNIX, SOCK_STREAM, 0);
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	assert_true(strlen(path) < sizeof(sa.sun_path));
+	memcpy(sa.sun_path, path, strlen(path) + 1);
+	assert_int_equal(bind(sfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	close(sfd);
+
+	/* A group that "nobody" belongs to (primary group 65534) and one it does not (12345). */
+	struct ev_loop *loop = ev_loop_new(256);
+	struct control_server *srv = NULL;
+	if (control_server_start(loop, path, true, 65534, &fx->ctx, &srv, err, sizeof(err)) < 0)
+		fail_msg("control_server_start over a stale socket: %s", err);
+	struct stat st;
+	assert_int_equal(lstat(path, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0660);
+	assert_int_equal(st.st_gid, 65534);
+	struct loop_thread lt = {.loop = loop};
+	loop_start(&lt);
+	assert_int_equal(chmod(fx->dir, 0755), 0);
+	assert_int_equal(chmod(path, 0666), 0);
+	assert_int_equal(as_user(path, 65534, 65534), 0); /* primary gid */
+	assert_int_equal(as_user(path, 12345, 54321), 1); /* no such user, wrong gid */
+	loop_join(&lt);
+	control_server_stop(srv);
+
+	/* A regular file at the path is never removed. */
+	FILE *f = fopen(path, "w");
+	fclose(f);
+	assert_int_equal(control_server_start(loop, path, false, 0, &fx->ctx, &srv, err,
+					      sizeof(err)),
+			 -1);
+	assert_non_null(strstr(err, "not a socket"));
+	assert_int_equal(lstat(path, &st), 0);
+	ev_loop_free(loop);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_bind_and_read_back, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_malformed_requests, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_bind_refusals, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_unbind_and_revoke, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_deny_list, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_no_hooks, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_socket_server, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_socket_group_and_stale, fx_setup, fx_teardown),
+	};
+	return cmocka_run_group_tests(tests, pki_setup, pki_teardown);
+}
