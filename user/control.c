@@ -7,6 +7,7 @@
  * committed it. */
 #include "control.h"
 
+#include <arpa/inet.h> /* INET6_ADDRSTRLEN */
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
