@@ -22,7 +22,7 @@ assert_eq 0 $? "bind tpp1"
 
 upstream_requests() { if [ -f "$UPSTREAM_LOG" ]; then wc -l <"$UPSTREAM_LOG"; else echo 0; fi; }
 
-# raw NAME: send stdin as one write with tpp1's certificate; output in $TEST_DIR/NAME.out,
+# raw NAME <FILE: send stdin as one write (not from a pipe: RAW_RC must reach this shell) with tpp1's certificate; output in $TEST_DIR/NAME.out,
 # RAW_RC: 0 the daemon closed, 3 still open after 2 s of silence
 raw() {
 	tlsclient tpp1 --idle 2 --max 10 raw >"$TEST_DIR/$1.out" 2>"$TEST_DIR/$1.err"
@@ -36,7 +36,8 @@ H="Host: $GW_HOST"
 bad_framing() {
 	local before
 	before=$(upstream_requests)
-	printf '%b' "$3" | raw "$2"
+	printf '%b' "$3" >"$TEST_DIR/$2.req"
+	raw "$2" <"$TEST_DIR/$2.req"
 	assert_contains "$(status_line "$2")" " 400" "$1: 400"
 	assert_eq 0 "$RAW_RC" "$1: connection closed after the 400 ($(tail -n1 "$TEST_DIR/$2.err"))"
 	assert_eq "$before" "$(upstream_requests)" "$1: nothing reached the upstream"

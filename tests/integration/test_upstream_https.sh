@@ -27,9 +27,10 @@ assert_eq "[\"$(cert_sha256 "$PKI/tpp1.pem")\"]" "$(json_get "$LAST_BODY" h.x-cl
 	"X-Client-Cert-Sha256 is the TPP's certificate, not the QWAC"
 assert_contains "$(json_get "$LAST_BODY" peer)" "$BANK_GW_IP" "the upstream is reached over the bank link"
 
-# Keep-alive towards the upstream: consecutive requests reuse one upstream connection.
-gw_curl tpp1 -o "$TEST_DIR/k1.json" "$GW_URL/k1?client_id=tpp1"
-gw_curl tpp1 -o "$TEST_DIR/k2.json" "$GW_URL/k2?client_id=tpp1"
+# Keep-alive towards the upstream: consecutive requests reuse one upstream connection
+# (Two requests on one TPP connection, so that one worker, with its own pool, serves both.)
+gw_curl tpp1 -o "$TEST_DIR/k1.json" -o "$TEST_DIR/k2.json" "$GW_URL/k1?client_id=tpp1" \
+	"$GW_URL/k2?client_id=tpp1"
 c1=$(json_get "$TEST_DIR/k1.json" conn)
 c2=$(json_get "$TEST_DIR/k2.json" conn)
 assert_eq "$c1" "$c2" "keep-alive upstream: two requests on one upstream connection"
