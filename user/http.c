@@ -328,6 +328,8 @@ static int check_response(struct http_msg *m, http_parser *p)
 	return 0;
 }
 
+static bool check_start_line(const struct http_msg *m);
+
 static int on_headers_complete(http_parser *p)
 {
 	struct http_msg *m = p->data;
@@ -346,6 +348,8 @@ static int on_headers_complete(http_parser *p)
 	}
 	if (m->http_major != 1 || m->http_minor > 1)
 		return set_error(m, 400, "unsupported HTTP version");
+	if (!check_start_line(m))
+		return set_error(m, 400, "malformed start line");
 	int rc = m->type == HTTP_REQUEST ? check_request(m, p) : check_response(m, p);
 	if (rc < 0)
 		return -1;
@@ -453,7 +457,8 @@ static void parser_error(struct http_msg *m, enum http_errno e)
 
 /* Checks the raw bytes of the head that the parser is lenient about: bare CR or LF line
  * ends, CTLs and NUL, and lines that start with whitespace after the start line (obs-fold).
- * *end receives how many bytes of data belong to the head. Returns NULL or the reason. */
+ * Keeps the edges of the start line for check_start_line(). *end receives how many bytes of
+ * data belong to the head (scan_done is set when it ends there). Returns NULL or the reason. */
 static const char *scan_head(struct http_msg *m, const char *data, size_t len, size_t *end)
 {
 	for (size_t i = 0; i < len; i++) {
@@ -469,6 +474,7 @@ static const char *scan_head(struct http_msg *m, const char *data, size_t len, s
 				m->scan_in_line = false;
 			} else if (m->scan_seen_line) {
 				*end = i + 1;
+				m->scan_done = true;
 				return NULL;
 			}
 			continue;
@@ -480,9 +486,40 @@ static const char *scan_head(struct http_msg *m, const char *data, size_t len, s
 		if (!m->scan_in_line && m->scan_seen_line && is_ows((char)c))
 			return "obs-fold or whitespace at line start";
 		m->scan_in_line = true;
+		if (!m->scan_seen_line) {
+			if (m->line0_len < sizeof(m->line0_head))
+				m->line0_head[m->line0_len] = (char)c;
+			memmove(m->line0_tail, m->line0_tail + 1, sizeof(m->line0_tail) - 1);
+			m->line0_tail[sizeof(m->line0_tail) - 1] = (char)c;
+			m->line0_len++;
+		}
 	}
 	*end = len;
 	return NULL;
+}
+
+/* The packaged parser (non-strict) takes e.g. "H\r\n\r1.1" for "HTTP/1.1" and runs of spaces
+ * for one: the start line must be exactly METHOD SP target SP HTTP/1.x, or HTTP/1.x SP
+ * 3DIGIT [SP reason]. */
+static bool check_start_line(const struct http_msg *m)
+{
+	if (m->type == HTTP_REQUEST) {
+		const char *method = http_method_str((enum http_method)m->method);
+		size_t mlen = strlen(method);
+		size_t want = mlen + 1 + m->url_len + sizeof(m->line0_tail);
+		if (mlen > sizeof(m->line0_head))
+			mlen = sizeof(m->line0_head);
+		return m->line0_len == want && memcmp(m->line0_head, method, mlen) == 0 &&
+		       (memcmp(m->line0_tail, " HTTP/1.1", 9) == 0 ||
+			memcmp(m->line0_tail, " HTTP/1.0", 9) == 0);
+	}
+	const char *h = m->line0_head;
+	if (m->line0_len < 12 || (memcmp(h, "HTTP/1.1 ", 9) != 0 && memcmp(h, "HTTP/1.0 ", 9) != 0))
+		return false;
+	for (int i = 9; i < 12; i++)
+		if (h[i] < '0' || h[i] > '9')
+			return false;
+	return m->line0_len == 12 || h[12] == ' ';
 }
 
 static size_t feed_head(struct http_msg *m, const char *data, size_t len)
@@ -529,7 +566,7 @@ static size_t feed_head(struct http_msg *m, const char *data, size_t len)
 		return got;
 	}
 	m->head_bytes += got;
-	if (got != end || end < n) { /* the scan saw the head end, the parser did not */
+	if (got != end || m->scan_done) { /* the scan saw the head end, the parser did not */
 		set_error(m, 400, "malformed head");
 		return got;
 	}

@@ -74,7 +74,9 @@ struct http_msg {
 	bool skip_body;        /* response without body (no_body, 1xx, 204, 304) */
 	bool ev_head_done, ev_msg_done; /* set by the parser callbacks, which then pause it */
 	unsigned char scan_prev; /* head pre-scan: previous byte */
-	bool scan_in_line, scan_seen_line;
+	bool scan_in_line, scan_seen_line, scan_done;
+	uint32_t line0_len;  /* the start line: its length, first and last bytes */
+	char line0_head[13], line0_tail[9];
 	unsigned chunk_state; /* strict pre-scan of chunked framing (the parser is lenient) */
 	uint64_t chunk_left;
 	http_body_fn *cb; /* the on_body of the feed in progress */
