@@ -18,6 +18,8 @@
 #define REGISTRY_SCHEMA_VERSION 1
 #define REGISTRY_CLIENT_ID_MAX 64 /* bytes, printable ASCII without space, '"' or '\' */
 #define REGISTRY_MAX_ACTIVE_CERTS 2 /* one, plus one during a rotation */
+#define REGISTRY_SLOT_MAX 65535 /* highest client slot: the BPF clients map has this + 1 entries */
+#define REGISTRY_SLOT_NONE UINT32_MAX /* binding.slot of a revoked certificate whose client is gone */
 
 enum registry_status {
 	REG_OK = 0,
@@ -103,6 +105,9 @@ int registry_audit(struct registry *reg, const char *client_id, size_t limit,
 		   struct registry_audit_entry **out, size_t *n);
 
 /* Deny-list: CIDRs in canonical text form ("10.0.0.0/8", "2001:db8::/32"). */
+/* Parses "ADDR/LEN" or a bare address (/32, /128) and writes the canonical form, host bits
+ * cleared. 0, or -1 when the text is not a CIDR or out is too small. */
+int registry_cidr_canonical(const char *in, char *out, size_t outlen);
 int registry_deny_add(struct registry *reg, const char *cidr, uid_t uid, char *err, size_t errlen);
 int registry_deny_del(struct registry *reg, const char *cidr, uid_t uid, char *err, size_t errlen);
 int registry_deny_list(struct registry *reg, char ***out, size_t *n); /* free each and the array */
