@@ -37,15 +37,20 @@ FILES=(tpp-ca.pem tpp-ca.key tpp.crl
 	bank-ca.pem bank-ca.key server.pem server.key upstream.pem upstream.key
 	gateway-qwac.pem gateway-qwac.key bundle-all-tpp-ca.pem)
 
-complete=1
-for f in "${FILES[@]}"; do
-	[ -s "$DIR/$f" ] || { complete=0; break; }
-done
-if [ "$complete" = 1 ]; then
-	exit 0
-fi
+complete() {
+	local f
+	for f in "${FILES[@]}"; do
+		[ -s "$DIR/$f" ] || return 1
+	done
+}
+complete && exit 0
 
 mkdir -p "$DIR"
+# Two runs generating into the same DIR at once would mix keys and certificates: serialise,
+# and look again once we hold the lock.
+exec 9>"$DIR/.gen-pki.lock"
+flock 9
+complete && exit 0
 DIR=$(cd "$DIR" && pwd)
 WORK=$(mktemp -d "$DIR/.gen-pki.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
