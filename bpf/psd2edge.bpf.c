@@ -56,7 +56,10 @@ static __always_inline void stat_count(__u32 reason, __u64 len)
 }
 
 /* GCRA (virtual scheduling): the event conforms when, after charging `cost` nanoseconds, the
- * theoretical arrival time is at most `burst` ahead of now. Lock-free with compare-and-swap. */
+ * theoretical arrival time is at most `burst` ahead of now. Lock-free with compare-and-swap.
+ * `now` is the coarse monotonic clock (one tick of resolution, a few ns to read against ~25
+ * for bpf_ktime_get_ns under kvm-clock); the daemon keeps every burst at least
+ * PSD2_MIN_BURST_NS so a stream at the rate is never dropped by the tick granularity. */
 static __always_inline int gcra_take(__u64 *tat_p, __u64 now, __u64 cost, __u64 burst)
 {
 	__u64 tat = *(volatile __u64 *)tat_p;
@@ -123,7 +126,7 @@ static __always_inline int check_syn_rate(struct pkt *p, const bool v6)
 		m[3] = a[3] & src_mask_v4;
 	}
 
-	now = bpf_ktime_get_ns();
+	now = bpf_ktime_get_coarse_ns();
 	b = bpf_map_lookup_elem(&src_rate, &k);
 	if (!b) {
 		struct psd2_src_bucket nb = { .tat_ns = now + interval, .syn_packets = 1 };
@@ -171,7 +174,7 @@ static __always_inline int check_flow(struct pkt *p)
 	if (cl->pkt_interval_ns | cl->bytes_per_sec) {
 		__u64 bps = cl->bytes_per_sec;
 
-		now = bpf_ktime_get_ns();
+		now = bpf_ktime_get_coarse_ns();
 		if ((cl->pkt_interval_ns &&
 		     !gcra_take(&cl->pkt_tat_ns, now, cl->pkt_interval_ns, cl->pkt_burst_ns)) ||
 		    (bps && !gcra_take(&cl->byte_tat_ns, now, p->len * NSEC_PER_SEC / bps,

@@ -26,6 +26,10 @@
 #define PSD2_MAX_SRC_BUCKETS 131072 /* per-source SYN buckets (LRU: the coldest are evicted) */
 #endif
 
+/* Floor of every GCRA burst (pkt_burst_ns, byte_burst_ns, src_cfg.burst_ns): XDP reads the
+ * coarse clock, which advances by one tick (1-4 ms). */
+#define PSD2_MIN_BURST_NS 10000000ULL
+
 #define PSD2_CLIENT_ID_LEN 72 /* registry client_id (<= 64 bytes) + NUL, rounded up to 8 */
 #define PSD2_THUMB_LEN 32     /* SHA-256 of the DER certificate */
 #define PSD2_PORT_BITMAP_LEN (65536 / 8)
@@ -64,9 +68,9 @@ struct psd2_client {
 	__u64 burst_bytes;
 	/* Derived by the daemon from the four above, so XDP needs one division per packet. */
 	__u64 pkt_interval_ns;  /* 1e9 / pps */
-	__u64 pkt_burst_ns;     /* burst_pkts * pkt_interval_ns */
-	__u64 byte_burst_ns;    /* burst_bytes * 1e9 / bytes_per_sec */
-	/* GCRA theoretical arrival times (bpf_ktime_get_ns), written by XDP. */
+	__u64 pkt_burst_ns;     /* max(burst_pkts * pkt_interval_ns, PSD2_MIN_BURST_NS) */
+	__u64 byte_burst_ns;    /* max(burst_bytes * 1e9 / bytes_per_sec, PSD2_MIN_BURST_NS) */
+	/* GCRA theoretical arrival times (bpf_ktime_get_coarse_ns), written by XDP. */
 	__u64 pkt_tat_ns;
 	__u64 byte_tat_ns;
 	/* Counters, written by XDP. */
@@ -132,7 +136,7 @@ struct psd2_src_bucket {
  * the daemon through the skeleton; 0 = off). */
 struct psd2_src_cfg {
 	__u64 interval_ns; /* 1e9 / per_sec */
-	__u64 burst_ns;    /* burst * interval_ns */
+	__u64 burst_ns;    /* max(burst * interval_ns, PSD2_MIN_BURST_NS) */
 };
 
 /* --- stats: PERCPU_ARRAY indexed by reason --------------------------------------------------- */

@@ -451,7 +451,8 @@ static void apply_src_rate(struct dataplane *dp)
 
 	if (per_sec && !interval)
 		interval = 1;
-	dp->skel->bss->src_cfg.burst_ns = burst * interval;
+	dp->skel->bss->src_cfg.burst_ns = burst * interval < PSD2_MIN_BURST_NS ? PSD2_MIN_BURST_NS :
+					  burst * interval;
 	dp->skel->bss->src_cfg.interval_ns = interval; /* 0 turns the bucket off */
 }
 
@@ -592,6 +593,10 @@ static void limit_apply(struct psd2_client *c, const struct dataplane_client_lim
 	c->pkt_burst_ns = c->burst_pkts * c->pkt_interval_ns;
 	c->byte_burst_ns = l->bps ? (uint64_t)((unsigned __int128)burst_bytes * NSEC_PER_SEC /
 					       l->bps) : 0;
+	if (l->pps && c->pkt_burst_ns < PSD2_MIN_BURST_NS)
+		c->pkt_burst_ns = PSD2_MIN_BURST_NS;
+	if (l->bps && c->byte_burst_ns < PSD2_MIN_BURST_NS)
+		c->byte_burst_ns = PSD2_MIN_BURST_NS;
 	c->pkt_tat_ns = 0;
 	c->byte_tat_ns = 0;
 }
