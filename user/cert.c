@@ -90,49 +90,45 @@ static int fail(char *err, size_t errlen, const char *msg)
 	return -1;
 }
 
-static bool is_space(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; }
-
-/* Skips whitespace in the unread part of a memory BIO; true when a PEM block starts there. */
-static bool next_is_pem_block(BIO *bio, bool *at_end)
+static size_t skip_space(const char *p, size_t len)
 {
-	char *p = NULL;
-	long left = BIO_get_mem_data(bio, &p);
-	long skip = 0;
-	while (skip < left && is_space(p[skip]))
-		skip++;
-	if (skip > 0) {
-		char sink[256];
-		for (long done = 0; done < skip;) {
-			int chunk = skip - done > (long)sizeof(sink) ? (int)sizeof(sink)
-								       : (int)(skip - done);
-			done += BIO_read(bio, sink, chunk);
-		}
-	}
-	*at_end = skip == left;
-	static const char begin[] = "-----BEGIN ";
-	return left - skip >= (long)sizeof(begin) - 1 &&
-	       memcmp(p + skip, begin, sizeof(begin) - 1) == 0;
+	size_t i = 0;
+	while (i < len && (p[i] == ' ' || p[i] == '\t' || p[i] == '\r' || p[i] == '\n'))
+		i++;
+	return i;
 }
 
-/* Why a PEM block that is not the expected certificate was refused. */
-static const char *unexpected_block(const char *name, bool first)
+static const char pem_begin[] = "-----BEGIN ";
+
+static bool starts_pem_block(const char *p, size_t len)
 {
-	if (strstr(name, "PRIVATE KEY"))
+	return len >= sizeof(pem_begin) - 1 && memcmp(p, pem_begin, sizeof(pem_begin) - 1) == 0;
+}
+
+/* Why the text after the certificate (whitespace skipped, len > 0) is refused, judged from
+ * its first line only. */
+static const char *refuse_rest(const char *p, size_t len)
+{
+	static const char cert_line[] = "-----BEGIN CERTIFICATE-----";
+	if (!starts_pem_block(p, len))
+		return "trailing text after the certificate";
+	const char *eol = memchr(p, '\n', len);
+	size_t line = eol ? (size_t)(eol - p) : len;
+	if (memmem(p, line, "PRIVATE KEY", 11))
 		return "the PEM text contains a private key: send the certificate only";
-	if (strcmp(name, "CERTIFICATE") == 0)
+	if (line >= sizeof(cert_line) - 1 && memcmp(p, cert_line, sizeof(cert_line) - 1) == 0)
 		return "more than one certificate in the PEM text";
-	return first ? "not a PEM certificate" : "unexpected PEM block after the certificate";
+	return "unexpected PEM block after the certificate";
 }
 
 int cert_from_pem(const char *pem, size_t len, X509 **out, char *err, size_t errlen)
 {
 	BIO *bio = NULL;
 	X509 *x = NULL;
-	char *name = NULL, *header = NULL;
+	char *name = NULL, *header = NULL, *rest = NULL;
 	unsigned char *data = NULL;
 	long dlen = 0;
 	int ret = -1;
-	bool at_end;
 
 	*out = NULL;
 	if (!pem || len == 0) {
@@ -148,41 +144,43 @@ int cert_from_pem(const char *pem, size_t len, X509 **out, char *err, size_t err
 		fail(err, errlen, "not a PEM certificate (contains a NUL byte)");
 		goto out;
 	}
-	bio = BIO_new_mem_buf(pem, (int)len);
+	/* PEM_read_bio() skips any text before a BEGIN line; refuse it instead, so that exactly
+	 * one certificate and nothing else is accepted. */
+	size_t off = skip_space(pem, len);
+	if (!starts_pem_block(pem + off, len - off)) {
+		fail(err, errlen, "not a PEM certificate");
+		goto out;
+	}
+	bio = BIO_new_mem_buf(pem + off, (int)(len - off));
 	if (!bio) {
 		fail(err, errlen, "out of memory");
 		goto out;
 	}
-	for (bool first = true;; first = false) {
-		/* PEM_read_bio() skips any text before a BEGIN line; refuse it instead, so that
-		 * what is stored is exactly one certificate. */
-		if (!next_is_pem_block(bio, &at_end)) {
-			if (at_end && !first)
-				break;
-			fail(err, errlen,
-			     first ? "not a PEM certificate" : "trailing text after the certificate");
+	if (PEM_read_bio(bio, &name, &header, &data, &dlen) != 1) {
+		fail(err, errlen, "not a PEM certificate (malformed PEM block)");
+		goto out;
+	}
+	if (strcmp(name, "CERTIFICATE") != 0) {
+		fail(err, errlen,
+		     strstr(name, "PRIVATE KEY")
+			     ? "the PEM text contains a private key: send the certificate only"
+			     : "not a PEM certificate");
+		goto out;
+	}
+	const unsigned char *p = data;
+	x = d2i_X509(NULL, &p, dlen);
+	if (!x || p != data + dlen) {
+		fail(err, errlen, "not a PEM certificate (invalid DER content)");
+		goto out;
+	}
+	/* The reader consumed whole lines up to the END line; what is left must be blank. */
+	long left = BIO_get_mem_data(bio, &rest);
+	if (left > 0) {
+		size_t skip = skip_space(rest, (size_t)left);
+		if (skip < (size_t)left) {
+			fail(err, errlen, refuse_rest(rest + skip, (size_t)left - skip));
 			goto out;
 		}
-		if (PEM_read_bio(bio, &name, &header, &data, &dlen) != 1) {
-			fail(err, errlen, first ? "not a PEM certificate (malformed PEM block)"
-						: "malformed PEM block after the certificate");
-			goto out;
-		}
-		if (!first || strcmp(name, "CERTIFICATE") != 0) {
-			fail(err, errlen, unexpected_block(name, first));
-			goto out;
-		}
-		const unsigned char *p = data;
-		x = d2i_X509(NULL, &p, dlen);
-		if (!x || p != data + dlen) {
-			fail(err, errlen, "not a PEM certificate (invalid DER content)");
-			goto out;
-		}
-		OPENSSL_free(name);
-		OPENSSL_free(header);
-		OPENSSL_free(data);
-		name = header = NULL;
-		data = NULL;
 	}
 	*out = x;
 	x = NULL;

@@ -191,21 +191,19 @@ static void txn_rollback(struct registry *reg)
 		sqlite3_exec(reg->db, "ROLLBACK", NULL, NULL, NULL);
 }
 
-/* Grows *arr so that it holds at least n + 1 elements. 0 or -1. */
-static int array_grow(void *arr, size_t *cap, size_t n, size_t size)
+/* arr grown to hold at least n + 1 elements of size bytes (arr itself when it already
+ * does), or NULL with arr unchanged. */
+static void *array_grow(void *arr, size_t *cap, size_t n, size_t size)
 {
-	void **p = arr;
 	if (n < *cap)
-		return 0;
+		return arr;
 	size_t ncap = *cap ? *cap * 2 : 8;
 	if (ncap > SIZE_MAX / size)
-		return -1;
-	void *q = realloc(*p, ncap * size);
-	if (!q)
-		return -1;
-	*p = q;
-	*cap = ncap;
-	return 0;
+		return NULL;
+	void *q = realloc(arr, ncap * size);
+	if (q)
+		*cap = ncap;
+	return q;
 }
 
 /* --- in-memory index ------------------------------------------------------------------ */
@@ -607,6 +605,20 @@ static int active_thumbs(struct registry *reg, const char *client_id,
 	return ret;
 }
 
+/* Whether revoked certificates of an earlier or current client with this id are on record:
+ * only then does a change of the client's slot need a pass over the whole index. */
+static int has_revoked(struct registry *reg, const char *client_id, bool *out, char *err,
+		       size_t errlen)
+{
+	int64_t any = 0;
+	int rc = db_int(reg, &any,
+			"SELECT EXISTS (SELECT 1 FROM certificates WHERE client_id = ?"
+			" AND state = 'revoked')",
+			"t", client_id);
+	*out = any != 0;
+	return db_check(reg, rc, SQLITE_ROW, err, errlen);
+}
+
 static int audit_add(struct registry *reg, uid_t uid, const char *action, const char *client_id,
 		     const char *thumb_hex, const char *detail, char *err, size_t errlen)
 {
@@ -628,7 +640,7 @@ int registry_bind(struct registry *reg, const char *client_id, const struct cert
 	size_t n_active = 0;
 	enum cert_state state;
 	int64_t cslot = 0, now = time(NULL);
-	bool created = false;
+	bool created = false, history = false;
 
 	int rc = check_client_id(client_id, err, errlen);
 	if (rc != REG_OK)
@@ -658,7 +670,9 @@ int registry_bind(struct registry *reg, const char *client_id, const struct cert
 	rc = client_slot(reg, client_id, &cslot, err, errlen);
 	if (rc == REG_ERR_NOT_FOUND) {
 		created = true;
-		rc = slot_alloc(reg, &cslot, err, errlen);
+		rc = has_revoked(reg, client_id, &history, err, errlen);
+		if (rc == REG_OK)
+			rc = slot_alloc(reg, &cslot, err, errlen);
 		if (rc == REG_OK)
 			rc = db_check(reg,
 				      db_exec(reg,
@@ -713,7 +727,7 @@ int registry_bind(struct registry *reg, const char *client_id, const struct cert
 	memcpy(b.client_id, client_id, strlen(client_id) + 1);
 	pthread_rwlock_wrlock(&reg->lock);
 	index_put(reg, ci->thumb, &b);
-	if (created) /* revoked certificates of an earlier client with this id */
+	if (created && history)
 		index_set_slot(reg, client_id, (uint32_t)cslot);
 	pthread_rwlock_unlock(&reg->lock);
 	if (slot)
@@ -731,12 +745,14 @@ int registry_unbind_client(struct registry *reg, const char *client_id, uid_t ui
 	size_t n_active = 0;
 	int64_t cslot = 0;
 	char detail[96];
+	bool history = false;
 
 	int rc = check_client_id(client_id, err, errlen);
 	if (rc != REG_OK || (rc = txn_begin(reg, err, errlen)) != REG_OK)
 		return rc;
 	if ((rc = client_slot(reg, client_id, &cslot, err, errlen)) != REG_OK ||
-	    (rc = active_thumbs(reg, client_id, active, &n_active, err, errlen)) != REG_OK)
+	    (rc = active_thumbs(reg, client_id, active, &n_active, err, errlen)) != REG_OK ||
+	    (rc = has_revoked(reg, client_id, &history, err, errlen)) != REG_OK)
 		goto out;
 	/* Revoked rows stay: revocation is final, and they are the client's history. */
 	rc = db_check(reg,
@@ -759,7 +775,8 @@ int registry_unbind_client(struct registry *reg, const char *client_id, uid_t ui
 	pthread_rwlock_wrlock(&reg->lock);
 	for (size_t i = 0; i < n_active; i++)
 		index_del(reg, active[i]);
-	index_set_slot(reg, client_id, REGISTRY_SLOT_NONE);
+	if (history)
+		index_set_slot(reg, client_id, REGISTRY_SLOT_NONE);
 	pthread_rwlock_unlock(&reg->lock);
 	if (slot)
 		*slot = (uint32_t)cslot;
@@ -848,8 +865,11 @@ int registry_revoke(struct registry *reg, const char *client_id, uid_t uid, uint
 		goto out;
 
 	pthread_rwlock_wrlock(&reg->lock);
-	for (size_t i = 0; i < n_active; i++)
-		index_find(reg->tab, reg->cap, active[i])->b.state = CERT_REVOKED;
+	for (size_t i = 0; i < n_active; i++) {
+		struct index_entry *e = index_find(reg->tab, reg->cap, active[i]);
+		if (e->used)
+			e->b.state = CERT_REVOKED;
+	}
 	pthread_rwlock_unlock(&reg->lock);
 	if (slot)
 		*slot = (uint32_t)cslot;
@@ -905,8 +925,12 @@ static int client_load(struct registry *reg, const char *client_id, struct regis
 		       "t", client_id) != SQLITE_OK)
 		goto out;
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		if (array_grow(&out->certs, &cap, out->n_certs, sizeof(*out->certs)) < 0 ||
-		    cert_from_row(st, &out->certs[out->n_certs]) < 0)
+		struct registry_cert *certs =
+			array_grow(out->certs, &cap, out->n_certs, sizeof(*out->certs));
+		if (!certs)
+			goto out;
+		out->certs = certs;
+		if (cert_from_row(st, &out->certs[out->n_certs]) < 0)
 			goto out;
 		out->n_certs++;
 	}
@@ -946,8 +970,11 @@ int registry_list_clients(struct registry *reg, struct registry_client **out, si
 		goto out;
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
 		const char *id = (const char *)sqlite3_column_text(st, 0);
-		if (!id || array_grow(&list, &cap, count, sizeof(*list)) < 0 ||
-		    client_load(reg, id, &list[count]) != REG_OK)
+		struct registry_client *grown = array_grow(list, &cap, count, sizeof(*list));
+		if (!grown)
+			goto out;
+		list = grown;
+		if (!id || client_load(reg, id, &list[count]) != REG_OK)
 			goto out;
 		count++;
 	}
@@ -997,8 +1024,10 @@ int registry_audit(struct registry *reg, const char *client_id, size_t limit,
 	if (rc != SQLITE_OK)
 		goto out;
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		if (array_grow(&list, &cap, count, sizeof(*list)) < 0)
+		struct registry_audit_entry *grown = array_grow(list, &cap, count, sizeof(*list));
+		if (!grown)
 			goto out;
+		list = grown;
 		struct registry_audit_entry *e = &list[count++];
 		e->id = sqlite3_column_int64(st, 0);
 		e->ts = sqlite3_column_int64(st, 1);
@@ -1144,8 +1173,11 @@ int registry_deny_list(struct registry *reg, char ***out, size_t *n)
 		goto out;
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
 		const char *cidr = (const char *)sqlite3_column_text(st, 0);
-		if (!cidr || array_grow(&list, &cap, count, sizeof(*list)) < 0 ||
-		    !(list[count] = strdup(cidr)))
+		char **grown = array_grow(list, &cap, count, sizeof(*list));
+		if (!grown)
+			goto out;
+		list = grown;
+		if (!cidr || !(list[count] = strdup(cidr)))
 			goto out;
 		count++;
 	}

@@ -140,6 +140,12 @@ static void test_pem_rules(void **state)
 	char *with_key = concat(known_pem, key_pem);
 	expect_pem_error(with_key, strlen(with_key), "private key");
 
+	static const char pubkey[] = "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n";
+	expect_pem_error(pubkey, strlen(pubkey), "not a PEM certificate");
+	char *with_other = concat(known_pem, pubkey);
+	expect_pem_error(with_other, strlen(with_other), "unexpected PEM block");
+	free(with_other);
+
 	char nul[sizeof(known_pem)];
 	memcpy(nul, known_pem, sizeof(nul));
 	nul[100] = '\0';
