@@ -37,6 +37,8 @@ UNIT_TESTS  := $(patsubst tests/unit/%.c,$(BUILD)/asan/%,$(wildcard tests/unit/t
 FUZZERS     := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(wildcard tests/fuzz/fuzz_*.c))
 
 .DELETE_ON_ERROR:
+# Objects built for a test link are kept: several people build in one tree at once.
+.SECONDARY:
 .SECONDEXPANSION:
 .PHONY: all check check-run deps unit fuzz fuzz-smoke integration vmtest bench demo install clean
 
@@ -66,7 +68,7 @@ $(BUILD)/psd2edgectl: $(BUILD)/obj/psd2edgectl.o $(patsubst %,$(BUILD)/obj/%.o,$
 $(BUILD)/asan/obj/%.o: user/%.c $(wildcard user/*.h include/*.h) $(BPF_SKELS) | $(BUILD)/asan/obj
 	$(CC) $(ALL_CFLAGS) $(SAN_FLAGS) -c $< -o $@
 
-$(BUILD)/asan/test_%: tests/unit/test_%.c tests/unit/test_%.deps \
+$(BUILD)/asan/test_%: tests/unit/test_%.c tests/unit/test_%.deps $(wildcard tests/unit/*.h) \
 		$$(addprefix $(BUILD)/asan/obj/,$$(addsuffix .o,$$(shell cat tests/unit/test_$$*.deps))) | $(BUILD)/asan
 	$(CC) $(ALL_CFLAGS) $(SAN_FLAGS) -o $@ $< $(filter %.o,$^) $(LIBS) -lcmocka
 
@@ -84,6 +86,13 @@ FUZZ_SECONDS ?= 300
 fuzz: $(FUZZERS)
 	tests/run-fuzz.sh $(FUZZ_SECONDS) $(FUZZERS)
 
+# --- programs run inside the VM (vmtest/): tests/vm/NAME.c and bench/ktls_NAME.c ------------
+VM_PROGS    := $(patsubst tests/vm/%.c,$(BUILD)/vm/%,$(wildcard tests/vm/*.c)) \
+               $(patsubst bench/%.c,$(BUILD)/vm/%,$(wildcard bench/ktls_*.c))
+$(BUILD)/vm/%: $$(wildcard tests/vm/$$*.c bench/$$*.c) $(BUILD)/obj/ktls.o \
+		$(BUILD)/obj/splice_fwd.o | $(BUILD)/vm
+	$(CC) $(ALL_CFLAGS) -o $@ $(filter %.c %.o,$^) $(LIBS)
+
 # --- test entry points -----------------------------------------------------------------
 check:
 	scripts/install-deps.sh
@@ -95,7 +104,7 @@ check-run: all unit $(FUZZERS)
 integration: all
 	tests/integration/run.sh
 
-vmtest: all
+vmtest: all $(VM_PROGS)
 	vmtest/run-tests.sh
 
 bench: all
@@ -116,5 +125,5 @@ install: all
 clean:
 	rm -rf $(BUILD)
 
-$(BUILD) $(BUILD)/obj $(BUILD)/bpf $(BUILD)/asan $(BUILD)/asan/obj $(BUILD)/fuzz $(BUILD)/fuzz/obj:
+$(BUILD) $(BUILD)/vm $(BUILD)/obj $(BUILD)/bpf $(BUILD)/asan $(BUILD)/asan/obj $(BUILD)/fuzz $(BUILD)/fuzz/obj:
 	mkdir -p $@

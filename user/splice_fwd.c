@@ -78,6 +78,14 @@ enum splice_fwd_result splice_fwd_run(struct splice_fwd *f, int in_fd, int out_f
 	}
 }
 
+void splice_fwd_note_outside(struct splice_fwd *f, uint64_t n)
+{
+	if (n > f->remaining)
+		n = f->remaining;
+	f->remaining -= n;
+	f->moved += n;
+}
+
 void splice_fwd_close(struct splice_fwd *f)
 {
 	if (f->pipe_rd >= 0)

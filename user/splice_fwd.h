@@ -21,7 +21,9 @@
  *      SPLICE_FWD_CONTROL     in_fd has kTLS RX and the next record is not application data
  *                             (alert, KeyUpdate, ...): call ktls_recv() on in_fd; it returns
  *                             0 (close_notify: treat as EOF), -1 (close; KTLS_EKEYUPDATE
- *                             cleanly) or, rarely, data to write out before calling again.
+ *                             cleanly) or data (at most f.remaining bytes belong to this
+ *                             body): write it to out_fd yourself, call
+ *                             splice_fwd_note_outside(&f, n), then call run again.
  *      SPLICE_FWD_ERROR       errno says why (EPIPE/ECONNRESET from out_fd, EIO, ...).
  *    f.moved counts bytes delivered, f.remaining bytes not yet taken from in_fd, f.in_pipe
  *    bytes taken but not yet delivered.
@@ -64,6 +66,8 @@ void splice_fwd_reset(struct splice_fwd *f, uint64_t len, bool in_ktls);
 /* budget: bytes to deliver before SPLICE_FWD_YIELD (0: no limit). */
 enum splice_fwd_result splice_fwd_run(struct splice_fwd *f, int in_fd, int out_fd,
 				      uint64_t budget);
+/* Accounts n body bytes the caller moved itself (after SPLICE_FWD_CONTROL). */
+void splice_fwd_note_outside(struct splice_fwd *f, uint64_t n);
 void splice_fwd_close(struct splice_fwd *f);
 const char *splice_fwd_result_name(enum splice_fwd_result r);
 

@@ -152,7 +152,10 @@ tails+=($!)
 # Hard time limit: the VM is killed, whatever runs in it.
 timed_out=0
 deadline=$(( $(date +%s) + timeout ))
+t_started= t_done=
 while kill -0 "$qemu_pid" 2>/dev/null; do
+	[ -z "$t_started" ] && [ -f "$out/started" ] && t_started=$(date +%s.%N)
+	[ -z "$t_done" ] && [ -f "$out/rc" ] && t_done=$(date +%s.%N)
 	if [ "$(date +%s)" -ge "$deadline" ]; then
 		kill -KILL "$qemu_pid" 2>/dev/null || true
 		timed_out=1
@@ -199,7 +202,9 @@ fi
 rc=$(cat "$out/rc")
 started=$(cat "$out/started" 2>/dev/null || echo '?')
 finished=$(cat "$out/finished" 2>/dev/null || echo '?')
-info "exit $rc; command started ${started}s after kernel start, ended at ${finished}s; whole run ${total}s"
+boot=$(awk -v a="$t0" -v b="${t_started:-$t1}" 'BEGIN{printf "%.1f", b-a}')
+down=$(awk -v a="${t_done:-$t1}" -v b="$t1" 'BEGIN{printf "%.1f", b-a}')
+info "exit $rc; command started ${boot}s after launch (guest uptime ${started}s), ran $(awk -v a="$started" -v b="$finished" 'BEGIN{printf "%.1f", b-a}')s; VM exit ${down}s after; whole run ${total}s"
 if [ "$keep" = 1 ] || [ "$rc" != 0 ]; then
 	info "run directory kept: $out"
 else
