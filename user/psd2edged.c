@@ -67,6 +67,11 @@ static void daemon_fill_stats(void *arg, json_t *obj)
 	struct daemon *d = arg;
 	stats_fill(obj);
 	json_object_set_new(obj, "workers", json_integer(d->n_workers));
+	json_t *per_worker = json_array();
+	for (unsigned i = 0; i < d->n_workers; i++)
+		json_array_append_new(per_worker, json_pack("{s:I}", "sessions",
+							     (json_int_t)atomic_load(&d->workers[i].n_sessions)));
+	json_object_set_new(obj, "per_worker", per_worker);
 }
 
 static int daemon_wait_workers(struct daemon *d)

@@ -4,6 +4,7 @@
 #define PSD2EDGE_WORKER_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -39,7 +40,7 @@ struct worker {
 	pthread_mutex_t cmd_lock;
 	struct worker_cmd *cmds;
 	struct session *sessions; /* doubly linked */
-	unsigned n_sessions;
+	_Atomic unsigned n_sessions; /* written by the worker, read by `stats` */
 	bool draining;
 	uint64_t request_seq;
 	uint64_t request_id_salt;
