@@ -13,6 +13,7 @@
 
 #include "clientid.h"
 #include "daemon.h"
+#include "dataplane.h"
 #include "ev.h"
 #include "log.h"
 #include "pipeline.h"
@@ -114,6 +115,9 @@ void session_close(struct session *s)
 	if (s->dead)
 		return;
 	s->dead = true;
+	if (s->flow_added)
+		dataplane_flow_del(s->w->d->dp, (struct sockaddr *)&s->peer,
+				   (struct sockaddr *)&s->local);
 	session_close_upstream(s);
 	ev_set(s->w->loop, s->client.fd, EV_NONE, NULL, NULL);
 	conn_close(&s->client);
@@ -269,6 +273,10 @@ static void session_decide(struct session *s, bool form_buffered)
 	}
 	s->proven = true;
 	s->slot = rc.binding.slot;
+	/* From now on XDP polices this connection and drops it the moment the client is revoked. */
+	if (!s->flow_added)
+		s->flow_added = dataplane_flow_add(s->w->d->dp, (struct sockaddr *)&s->peer,
+						   (struct sockaddr *)&s->local, s->slot) == 0;
 	session_start_forward(s, form_buffered);
 }
 

@@ -15,6 +15,7 @@
 #include "config.h"
 #include "control.h"
 #include "daemon.h"
+#include "dataplane.h"
 #include "ev.h"
 #include "log.h"
 #include "registry.h"
@@ -38,14 +39,23 @@ static void daemon_post_all(struct daemon *d, const struct worker_cmd *cmd)
 		worker_post(&d->workers[i], cmd);
 }
 
-/* Runs on the control thread after the registry committed the change. */
+/* Runs on the control thread after the registry committed the change. The map is written
+ * first so XDP drops the client's packets before the workers get round to closing its
+ * connections. */
 static void daemon_on_control_event(void *arg, const struct control_event *ev)
 {
 	struct daemon *d = arg;
 	struct worker_cmd cmd = {0};
 	switch (ev->kind) {
+	case CONTROL_CLIENT_BOUND:
+		dataplane_client_set(d->dp, ev->slot, ev->client_id, ev->thumb, false);
+		break;
 	case CONTROL_CLIENT_REVOKED:
 	case CONTROL_CLIENT_UNBOUND:
+		if (ev->kind == CONTROL_CLIENT_REVOKED)
+			dataplane_client_set(d->dp, ev->slot, ev->client_id, NULL, true);
+		else
+			dataplane_client_del(d->dp, ev->slot);
 		cmd.kind = WORKER_CUT_CLIENT;
 		snprintf(cmd.client_id, sizeof(cmd.client_id), "%s", ev->client_id);
 		daemon_post_all(d, &cmd);
@@ -55,9 +65,11 @@ static void daemon_on_control_event(void *arg, const struct control_event *ev)
 		memcpy(cmd.thumb, ev->thumb, CERT_THUMB_LEN);
 		daemon_post_all(d, &cmd);
 		break;
-	case CONTROL_CLIENT_BOUND:
 	case CONTROL_DENY_ADDED:
+		dataplane_deny_add(d->dp, ev->cidr);
+		break;
 	case CONTROL_DENY_REMOVED:
+		dataplane_deny_del(d->dp, ev->cidr);
 		break;
 	}
 }
@@ -72,6 +84,7 @@ static void daemon_fill_stats(void *arg, json_t *obj)
 		json_array_append_new(per_worker, json_pack("{s:I}", "sessions",
 							     (json_int_t)atomic_load(&d->workers[i].n_sessions)));
 	json_object_set_new(obj, "per_worker", per_worker);
+	dataplane_fill_stats(d->dp, obj);
 }
 
 static int daemon_wait_workers(struct daemon *d)
@@ -99,6 +112,14 @@ static void daemon_on_signal(struct ev_loop *loop, int fd, int mask, void *arg)
 	if (read(fd, &si, sizeof(si)) == sizeof(si))
 		log_info("signal %u: draining", si.ssi_signo);
 	ev_stop(loop);
+}
+
+static void daemon_on_link_event(struct ev_loop *loop, int fd, int mask, void *arg)
+{
+	(void)loop;
+	(void)fd;
+	(void)mask;
+	dataplane_link_ready(arg);
 }
 
 static enum log_level parse_log_level(const char *s)
@@ -161,6 +182,12 @@ static int daemon_run(struct daemon *d)
 		log_error("registry: %s", err);
 		goto out;
 	}
+	if (dataplane_open(&d->cfg, &d->dp, err, sizeof(err)) < 0) {
+		log_error("bpf: %s", err);
+		goto out;
+	}
+	if (dataplane_sync_clients(d->dp, d->reg) < 0)
+		log_warn("bpf: the maps could not be fully rebuilt from the registry");
 
 	d->n_workers = d->cfg.workers ? d->cfg.workers : (unsigned)sysconf(_SC_NPROCESSORS_ONLN);
 	if (d->n_workers < 1)
@@ -188,6 +215,9 @@ static int daemon_run(struct daemon *d)
 		log_error("signals: %s", strerror(errno));
 		goto out;
 	}
+	int link_fd = dataplane_link_fd(d->dp);
+	if (link_fd >= 0 && ev_set(loop, link_fd, EV_READ, daemon_on_link_event, d->dp) < 0)
+		log_warn("bpf: interface notifications unavailable: %s", strerror(errno));
 	for (; started < d->n_workers; started++) {
 		if (worker_start(&d->workers[started]) < 0) {
 			log_error("cannot start worker %u", started);
@@ -205,8 +235,8 @@ static int daemon_run(struct daemon *d)
 		log_error("control_socket: %s", err);
 		goto out;
 	}
-	log_info("ready: %u workers, %u listeners, control socket %s", d->n_workers,
-		 d->cfg.n_listen, d->cfg.control_socket);
+	log_info("ready: %u workers, %u listeners, xdp %s, control socket %s", d->n_workers,
+		 d->cfg.n_listen, dataplane_mode(d->dp), d->cfg.control_socket);
 
 	ev_run(loop);
 	rc = 0;
@@ -234,6 +264,8 @@ out:
 		ev_loop_free(loop);
 	if (sfd >= 0)
 		close(sfd);
+	/* The program and pinned maps stay: enforcement has no gap across a restart. */
+	dataplane_close(d->dp, false);
 	registry_close(d->reg);
 	SSL_CTX_free(d->server_ctx);
 	SSL_CTX_free(d->upstream_ctx);
@@ -290,9 +322,11 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	if (detach) {
-		fprintf(stderr, "psd2edged: --detach: no BPF data plane is attached by this build\n");
+		int rc = dataplane_detach(&d.cfg, err, sizeof(err));
+		if (rc < 0)
+			fprintf(stderr, "psd2edged: --detach: %s\n", err);
 		config_free(&d.cfg);
-		return 1;
+		return rc < 0 ? 1 : 0;
 	}
 	int rc = daemon_run(&d);
 	config_free(&d.cfg);
