@@ -87,6 +87,7 @@ enum conn_result conn_handshake(struct conn *c)
 	int ret = SSL_do_handshake(c->ssl);
 	if (ret == 1) {
 		c->handshake_done = true;
+		ktls_enable(c->ssl, c->fd, &c->ktls); /* never fails: falls back to userspace TLS */
 		return CONN_DONE;
 	}
 	int err = SSL_get_error(c->ssl, ret);
@@ -115,6 +116,12 @@ ssize_t conn_read(struct conn *c, void *buf, size_t len)
 {
 	if (!c->ssl)
 		return read(c->fd, buf, len);
+	if (c->ktls.rx) {
+		ssize_t n = ktls_recv(c->fd, buf, len, NULL);
+		if (n < 0 && errno == KTLS_EKEYUPDATE)
+			return 0; /* the kernel cannot follow a rekey: end the connection cleanly */
+		return n;
+	}
 	c->read_wants_write = false;
 	ERR_clear_error();
 	size_t got = 0;
@@ -128,6 +135,8 @@ ssize_t conn_write(struct conn *c, const void *buf, size_t len)
 {
 	if (!c->ssl)
 		return write(c->fd, buf, len);
+	if (c->ktls.tx)
+		return ktls_send(c->fd, buf, len, 0);
 	c->write_wants_read = false;
 	ERR_clear_error();
 	size_t put = 0;
@@ -136,11 +145,6 @@ ssize_t conn_write(struct conn *c, const void *buf, size_t len)
 		return (ssize_t)put;
 	int r = ssl_failure(c, 0, false);
 	return r == 0 ? -1 : r; /* close_notify while writing: the peer is gone */
-}
-
-bool conn_pending(const struct conn *c)
-{
-	return c->ssl && SSL_pending(c->ssl) > 0;
 }
 
 X509 *conn_peer_cert(const struct conn *c)
@@ -156,8 +160,11 @@ const char *conn_tls_version(const struct conn *c)
 void conn_close(struct conn *c)
 {
 	if (c->ssl) {
-		if (c->handshake_done)
+		if (c->ktls.tx)
+			ktls_send_close_notify(c->fd);
+		else if (c->handshake_done)
 			SSL_shutdown(c->ssl); /* best effort; the socket is non-blocking */
+		ktls_release(&c->ktls);
 		ERR_clear_error();
 		SSL_free(c->ssl);
 		c->ssl = NULL;

@@ -8,6 +8,8 @@
 #include <stdbool.h>
 #include <sys/types.h>
 
+#include "ktls.h"
+
 enum conn_result {
 	CONN_DONE = 1,    /* handshake complete */
 	CONN_AGAIN = 0,   /* would block: wait for conn_wants() */
@@ -20,6 +22,7 @@ struct conn {
 	bool handshake_done;
 	bool read_wants_write;  /* SSL_read needs the socket writable to progress */
 	bool write_wants_read;  /* SSL_write needs the socket readable to progress */
+	struct ktls_state ktls; /* which directions the kernel handles after the handshake */
 	char error[160];        /* last failure, for the log */
 };
 
@@ -28,13 +31,12 @@ struct conn {
  * peer's certificate must match (client role, may be NULL). */
 int conn_init(struct conn *c, int fd, SSL_CTX *ctx, bool server, const char *sni,
 	      const char *verify_host);
-/* Drives the TLS handshake (immediately CONN_DONE for plain). */
+/* Drives the TLS handshake (immediately CONN_DONE for plain). On completion the record layer
+ * moves to the kernel (kTLS) where it can; reads and writes then bypass OpenSSL. */
 enum conn_result conn_handshake(struct conn *c);
 /* >0 bytes, 0 on orderly EOF, -1 with errno EAGAIN (wait) or another errno (fatal). */
 ssize_t conn_read(struct conn *c, void *buf, size_t len);
 ssize_t conn_write(struct conn *c, const void *buf, size_t len);
-/* Bytes OpenSSL has decrypted and buffered that a read would return without the socket. */
-bool conn_pending(const struct conn *c);
 /* The peer's leaf certificate after the handshake (not owned by the caller), or NULL. */
 X509 *conn_peer_cert(const struct conn *c);
 const char *conn_tls_version(const struct conn *c); /* "TLSv1.3", or "plain" */

@@ -17,6 +17,7 @@
 #include "daemon.h"
 #include "dataplane.h"
 #include "ev.h"
+#include "ktls.h"
 #include "log.h"
 #include "registry.h"
 #include "stats.h"
@@ -85,6 +86,7 @@ static void daemon_fill_stats(void *arg, json_t *obj)
 							     (json_int_t)atomic_load(&d->workers[i].n_sessions)));
 	json_object_set_new(obj, "per_worker", per_worker);
 	dataplane_fill_stats(d->dp, obj);
+	ktls_stats_fill(obj);
 }
 
 static int daemon_wait_workers(struct daemon *d)

@@ -1,5 +1,7 @@
 #include "tls.h"
 
+#include "ktls.h"
+
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 #include <stdio.h>
@@ -32,6 +34,11 @@ static SSL_CTX *ctx_new_common(const SSL_METHOD *method, char *err, size_t errle
 	if (SSL_CTX_set_cipher_list(ctx, TLS_CIPHERS_12) != 1 ||
 	    SSL_CTX_set_ciphersuites(ctx, TLS_CIPHERS_13) != 1) {
 		tls_error_string(err, errlen, "cipher configuration");
+		SSL_CTX_free(ctx);
+		return NULL;
+	}
+	if (ktls_ctx_setup(ctx) < 0) {
+		tls_error_string(err, errlen, "kTLS setup");
 		SSL_CTX_free(ctx);
 		return NULL;
 	}
