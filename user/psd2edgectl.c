@@ -425,6 +425,38 @@ static void print_deny_list(const struct args *a, json_t *r)
 	}
 }
 
+/* Nested figures (xdp.packets.drop_deny, per_worker.1.sessions) become dotted names so that
+ * every counter is one greppable line. */
+static void stats_rows(struct table *t, const char *prefix, json_t *parent, const char *key)
+{
+	json_t *v = json_object_get(parent, key);
+	char name[256];
+	snprintf(name, sizeof(name), "%s%s%s", prefix, prefix[0] ? "." : "", key);
+	if (json_is_object(v)) {
+		const char *k;
+		json_t *child;
+		json_object_foreach(v, k, child) {
+			(void)child;
+			stats_rows(t, name, v, k);
+		}
+		return;
+	}
+	if (json_is_array(v)) {
+		size_t i;
+		json_t *item;
+		json_array_foreach(v, i, item) {
+			char idx[24];
+			snprintf(idx, sizeof(idx), "%zu", i);
+			json_t *wrap = json_pack("{s:O}", idx, item);
+			stats_rows(t, name, wrap, idx);
+			json_decref(wrap);
+		}
+		return;
+	}
+	char *row[] = {clean(name), jval(parent, key)};
+	table_row(t, row);
+}
+
 static void print_stats(const struct args *a, json_t *r)
 {
 	(void)a;
@@ -432,8 +464,8 @@ static void print_stats(const struct args *a, json_t *r)
 	const char *k;
 	json_t *v;
 	json_object_foreach(r, k, v) {
-		char *row[] = {clean(k), jval(r, k)};
-		table_row(&t, row);
+		(void)v;
+		stats_rows(&t, "", r, k);
 	}
 	table_print(&t);
 }
