@@ -197,7 +197,8 @@ static void from_form(const struct http_msg *req, const char *name, struct found
 		found_invalid(f, "form body was not read");
 		return;
 	}
-	scan_urlencoded(buf_head(&req->body), req->body.len, name, f);
+	if (req->body.data)
+		scan_urlencoded(buf_head(&req->body), req->body.len, name, f);
 }
 
 enum clientid_result clientid_extract(const struct client_id_source *src, unsigned n,

@@ -346,6 +346,11 @@ static int on_headers_complete(http_parser *p)
 		while (h->value_len && is_ows(v[h->value_len - 1]))
 			h->value_len--;
 	}
+	/* A terminator after the stored head (not counted in its length) so that a string
+	 * function run on a field by mistake stops inside the buffer. */
+	if (buf_reserve(&m->head, 1) < 0)
+		return set_error(m, 500, "out of memory");
+	buf_head(&m->head)[m->head.len] = '\0';
 	if (m->http_major != 1 || m->http_minor > 1)
 		return set_error(m, 400, "unsupported HTTP version");
 	if (!check_start_line(m))
@@ -922,7 +927,7 @@ int http_write_response_head(const struct http_msg *resp, bool keep_alive, const
 	size_t start = out->len;
 	bool chunked = false, close = !keep_alive;
 	unsigned code = resp->status_code;
-	const char *reason = buf_head(&resp->head) + resp->reason_off;
+	const char *reason = resp->head.data ? buf_head(&resp->head) + resp->reason_off : "";
 	int reason_len = (int)resp->reason_len;
 	if (reason_len == 0) {
 		reason = http_status_text((int)code);

@@ -101,7 +101,11 @@ void http_msg_feed_eof(struct http_msg *m, http_body_fn *on_body, void *arg);
  * non-NULL) receives how many headers have that name. */
 const char *http_msg_header(const struct http_msg *m, const char *name, size_t *len,
 			    unsigned *count);
-static inline const char *http_msg_url(const struct http_msg *m) { return buf_head(&m->head) + m->url_off; }
+/* The request target, url_len bytes (not NUL-terminated); "" before any was read. */
+static inline const char *http_msg_url(const struct http_msg *m)
+{
+	return m->head.data ? buf_head(&m->head) + m->url_off : "";
+}
 /* A 1xx response (100 Continue, 103 Early Hints): it is DONE right after its head; the caller
  * drops it, calls http_msg_reset() (keeping no_body) and reads the final response. */
 static inline bool http_msg_interim(const struct http_msg *m)

@@ -487,6 +487,7 @@ static void test_header_values(void **state)
 	assert_null(http_msg_header(&m, "x-none", &len, &count));
 	assert_int_equal(count, 0);
 	assert_int_equal(m.method, HTTP_GET);
+	assert_int_equal(buf_head(&m.head)[m.head.len], '\0'); /* terminated, not counted */
 	assert_int_equal(m.http_major, 1);
 	assert_int_equal(m.http_minor, 1);
 	http_msg_free(&m);
