@@ -40,6 +40,10 @@ ssize_t conn_write(struct conn *c, const void *buf, size_t len);
 /* The peer's leaf certificate after the handshake (not owned by the caller), or NULL. */
 X509 *conn_peer_cert(const struct conn *c);
 const char *conn_tls_version(const struct conn *c); /* "TLSv1.3", or "plain" */
+/* True when the kernel sees the plaintext stream: plain TCP, or kTLS in that direction. Only then
+ * can bytes be spliced from / to the socket. */
+static inline bool conn_kernel_reads(const struct conn *c) { return !c->ssl || c->ktls.rx; }
+static inline bool conn_kernel_writes(const struct conn *c) { return !c->ssl || c->ktls.tx; }
 /* Sends close_notify when TLS (best effort), closes the socket and frees state. */
 void conn_close(struct conn *c);
 

@@ -126,6 +126,8 @@ void session_close(struct session *s)
 
 void session_free(struct session *s)
 {
+	if (s->splice_open)
+		splice_fwd_close(&s->splice);
 	buf_free(&s->c_in);
 	buf_free(&s->c_out);
 	buf_free(&s->u_in);
@@ -497,7 +499,7 @@ static bool session_upstream_io(struct session *s)
 		return true;
 	}
 	char tmp[SESSION_READ_CHUNK];
-	while (!s->up_eof && s->u_in.len < SESSION_HIGH_WATER) {
+	while (!s->up_eof && s->splicing != SPLICE_RESPONSE_BODY && s->u_in.len < SESSION_HIGH_WATER) {
 		ssize_t n = conn_read(&s->up, tmp, sizeof(tmp));
 		if (n > 0) {
 			buf_append(&s->u_in, tmp, (size_t)n);
@@ -529,6 +531,86 @@ static bool session_upstream_io(struct session *s)
 	return true;
 }
 
+/* A body of known length whose source and destination are both kernel-handled (plain TCP or
+ * kTLS) bypasses userspace once the parser has handed on what it had already read. */
+static enum session_splice session_splice_candidate(const struct session *s, uint64_t *remaining)
+{
+	if (s->state != SESSION_FORWARD || !s->up_open || s->up_connecting || !s->up.handshake_done)
+		return SPLICE_NONE;
+	if (!s->req_done) {
+		if (s->req.state != HTTP_MSG_BODY || s->req.chunked || !s->req.has_content_length ||
+		    s->c_in.len || s->u_out.len || !conn_kernel_reads(&s->client) ||
+		    !conn_kernel_writes(&s->up))
+			return SPLICE_NONE;
+		*remaining = s->req.content_length - s->req_body_bytes;
+		return *remaining >= SESSION_SPLICE_MIN ? SPLICE_REQUEST_BODY : SPLICE_NONE;
+	}
+	if (!s->resp_head_sent || s->resp.state != HTTP_MSG_BODY || s->resp_chunked ||
+	    !s->resp.has_content_length || s->u_in.len || s->c_out.len ||
+	    !conn_kernel_reads(&s->up) || !conn_kernel_writes(&s->client))
+		return SPLICE_NONE;
+	*remaining = s->resp.content_length - s->resp_bytes;
+	return *remaining >= SESSION_SPLICE_MIN ? SPLICE_RESPONSE_BODY : SPLICE_NONE;
+}
+
+static bool session_splice(struct session *s)
+{
+	if (s->splicing == SPLICE_NONE) {
+		uint64_t remaining = 0;
+		enum session_splice which = session_splice_candidate(s, &remaining);
+		if (which == SPLICE_NONE)
+			return false;
+		const struct conn *in = which == SPLICE_REQUEST_BODY ? &s->client : &s->up;
+		bool in_ktls = in->ssl != NULL;
+		if (!s->splice_open) {
+			if (splice_fwd_init(&s->splice, remaining, in_ktls) < 0)
+				return false; /* no pipe: the body goes through userspace */
+			s->splice_open = true;
+		} else {
+			splice_fwd_reset(&s->splice, remaining, in_ktls);
+		}
+		s->splicing = which;
+	}
+	bool request = s->splicing == SPLICE_REQUEST_BODY;
+	int in_fd = request ? s->client.fd : s->up.fd;
+	int out_fd = request ? s->up.fd : s->client.fd;
+	uint64_t before = s->splice.moved;
+	s->splice_last = splice_fwd_run(&s->splice, in_fd, out_fd, SPLICE_FWD_BUDGET);
+	uint64_t moved = s->splice.moved - before;
+	if (request)
+		s->req_body_bytes += moved;
+	else
+		s->resp_bytes += moved;
+	if (moved)
+		s->last_activity_ms = ev_now_ms();
+	switch (s->splice_last) {
+	case SPLICE_FWD_DONE:
+		s->splicing = SPLICE_NONE;
+		if (request) {
+			s->req_done = true;
+			s->forward_start_ms = ev_now_ms(); /* the response wait starts now */
+		} else {
+			session_on_response_done(s);
+		}
+		return true;
+	case SPLICE_FWD_WANT_READ:
+	case SPLICE_FWD_WANT_WRITE:
+		return moved > 0;
+	case SPLICE_FWD_YIELD:
+		return true;
+	case SPLICE_FWD_EOF:
+	case SPLICE_FWD_CONTROL: /* an alert or KeyUpdate in the middle of a body */
+	case SPLICE_FWD_ERROR:
+		log_info("request %s: %s body cut short: %s", s->request_id,
+			 request ? "request" : "response", splice_fwd_result_name(s->splice_last));
+		if (!request)
+			STATS_INC(upstream_errors);
+		session_close(s);
+		return true;
+	}
+	return false;
+}
+
 static void session_on_handshake(struct session *s)
 {
 	X509 *peer = conn_peer_cert(&s->client);
@@ -544,7 +626,7 @@ static void session_on_handshake(struct session *s)
 
 static bool session_wants_client_read(const struct session *s)
 {
-	return !s->client_eof && !s->close_after_flush &&
+	return !s->client_eof && !s->close_after_flush && s->splicing != SPLICE_REQUEST_BODY &&
 	       s->c_in.len < SESSION_MAX_CLIENT_INPUT(s);
 }
 
@@ -572,8 +654,19 @@ static void session_update_interest(struct session *s)
 			if ((s->u_out.len && !u->write_wants_read) || u->read_wants_write)
 				umask |= EV_WRITE;
 		}
-		ev_set(s->w->loop, u->fd, umask, session_on_event, s);
 	}
+	if (s->splicing != SPLICE_NONE) {
+		/* The pipe holds data: wait for the destination; else for the source. */
+		bool to_up = s->splicing == SPLICE_REQUEST_BODY;
+		bool want_write = s->splice_last == SPLICE_FWD_WANT_WRITE;
+		bool yielded = s->splice_last == SPLICE_FWD_YIELD; /* come back at once */
+		int *src = to_up ? &cmask : &umask, *dst = to_up ? &umask : &cmask;
+		*src = (*src & ~EV_READ) | (want_write ? 0 : EV_READ);
+		if (want_write || yielded)
+			*dst |= EV_WRITE;
+	}
+	if (s->up_open)
+		ev_set(s->w->loop, s->up.fd, umask, session_on_event, s);
 	ev_set(s->w->loop, c->fd, cmask, session_on_event, s);
 }
 
@@ -608,8 +701,10 @@ static void session_step(struct session *s)
 			progress |= session_upstream_io(s);
 		if (!s->dead)
 			progress |= session_flush_client(s);
-		if (!progress)
-			break;
+		if (!s->dead)
+			progress |= session_splice(s);
+		if (!progress || (s->splicing != SPLICE_NONE && s->splice_last == SPLICE_FWD_YIELD))
+			break; /* a yielding splice lets the worker serve other sessions first */
 	}
 	if (s->dead)
 		return;

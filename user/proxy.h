@@ -13,8 +13,15 @@
 #include "conn.h"
 #include "http.h"
 #include "registry.h"
+#include "splice_fwd.h"
 
 struct worker;
+
+/* Which body, if any, is moving socket-to-socket through the session's pipe. */
+enum session_splice { SPLICE_NONE, SPLICE_REQUEST_BODY, SPLICE_RESPONSE_BODY };
+
+/* Bodies shorter than this are not worth a pipe. */
+#define SESSION_SPLICE_MIN (64 * 1024)
 
 enum session_state {
 	SESSION_HANDSHAKE, /* TLS handshake with the TPP */
@@ -48,6 +55,10 @@ struct session {
 	bool up_open, up_connecting, up_eof;
 
 	struct buf c_in, c_out, u_in, u_out;
+	struct splice_fwd splice;   /* pipe created on first use */
+	bool splice_open;
+	enum session_splice splicing;
+	enum splice_fwd_result splice_last;
 	struct http_limits req_limits, resp_limits;
 	struct http_msg req, resp;
 
