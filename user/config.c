@@ -684,9 +684,87 @@ static int load_control(struct loader *l, json_t *root)
 
 /* --- bpf ---------------------------------------------------------------------------------- */
 
+/* The data plane's rates: "bpf.src_rate" and "bpf.client_rate", each key optional. */
+static const struct rate_spec {
+	const char *obj, *key;
+	size_t off;  /* in struct config_rates */
+	bool narrow; /* uint8_t rather than uint64_t */
+	uint64_t def, min, max;
+} rate_specs[] = {
+#define RATE(o, k, f, n, d, lo, hi) {o, k, offsetof(struct config_rates, f), n, d, lo, hi}
+	RATE("src_rate", "per_sec", src_per_sec, false, 50, 0, RATE_PPS_MAX),
+	RATE("src_rate", "burst", src_burst, false, 100, 1, RATE_BURST_MAX),
+	RATE("src_rate", "v4_prefix", src_v4_prefix, true, 32, 0, 32),
+	RATE("src_rate", "v6_prefix", src_v6_prefix, true, 64, 0, 128),
+	RATE("client_rate", "pps", client.pps, false, 0, 0, RATE_PPS_MAX),
+	RATE("client_rate", "bps", client.bps, false, 0, 0, RATE_BPS_MAX),
+	RATE("client_rate", "burst", client.burst, false, 1, 1, RATE_BURST_MAX),
+	RATE("client_rate", "burst_bytes", client.burst_bytes, false, 0, 0, RATE_BURST_BYTES_MAX),
+#undef RATE
+};
+#define N_RATES (sizeof(rate_specs) / sizeof(rate_specs[0]))
+
+static void rate_store(struct config_rates *r, const struct rate_spec *rs, uint64_t v)
+{
+	char *field = (char *)r + rs->off;
+	if (rs->narrow) {
+		uint8_t v8 = (uint8_t)v;
+		memcpy(field, &v8, sizeof(v8));
+	} else {
+		memcpy(field, &v, sizeof(v));
+	}
+}
+
+/* Defaults everywhere, then the keys of bpf.src_rate and bpf.client_rate (bpf may be NULL). */
+static int load_rates(struct loader *l, json_t *bpf)
+{
+	static const char *const objs[] = {"src_rate", "client_rate"};
+	static const char *const paths[] = {"bpf.src_rate", "bpf.client_rate"};
+	struct config_rates *r = &l->cfg->bpf.rates;
+	for (size_t i = 0; i < N_RATES; i++)
+		rate_store(r, &rate_specs[i], rate_specs[i].def);
+	for (size_t o = 0; bpf && o < sizeof(objs) / sizeof(objs[0]); o++) {
+		const char *keys[N_RATES + 1], *prefix = paths[o];
+		size_t nk = 0;
+		char p[KEYPATH_MAX];
+		json_t *obj = json_object_get(bpf, objs[o]);
+		if (!obj)
+			continue;
+		if (!json_is_object(obj))
+			return fail(l, prefix, "must be an object");
+		for (size_t i = 0; i < N_RATES; i++)
+			if (strcmp(rate_specs[i].obj, objs[o]) == 0)
+				keys[nk++] = rate_specs[i].key;
+		keys[nk] = NULL;
+		if (check_unknown_keys(l, obj, prefix, keys) < 0)
+			return -1;
+		for (size_t i = 0; i < N_RATES; i++) {
+			const struct rate_spec *rs = &rate_specs[i];
+			json_t *v = json_object_get(obj, rs->key);
+			if (strcmp(rs->obj, objs[o]) != 0 || !v)
+				continue;
+			keypath(p, prefix, rs->key);
+			if (!json_is_integer(v))
+				return fail(l, p, "must be an integer");
+			json_int_t n = json_integer_value(v);
+			if (n < 0 || (uint64_t)n < rs->min)
+				return fail(l, p, "must be at least %llu", (unsigned long long)rs->min);
+			if ((uint64_t)n > rs->max)
+				return fail(l, p, "must be at most %llu", (unsigned long long)rs->max);
+			if (rs->off == offsetof(struct config_rates, client.burst_bytes) && n != 0 &&
+			    (uint64_t)n < RATE_BURST_BYTES_MIN)
+				return fail(l, p, "must be 0 (burst * %llu) or at least %llu",
+					    RATE_BURST_BYTES_MIN, RATE_BURST_BYTES_MIN);
+			rate_store(r, rs, (uint64_t)n);
+		}
+	}
+	return 0;
+}
+
 static int load_bpf(struct loader *l, json_t *root)
 {
-	static const char *const keys[] = {"pin_dir", "interface", "mode", NULL};
+	static const char *const keys[] = {"pin_dir", "interface", "mode", "src_rate",
+					   "client_rate", NULL};
 	struct config *cfg = l->cfg;
 	json_t *obj;
 	const char *pin_dir = "/sys/fs/bpf/psd2edge", *iface = NULL, *mode = NULL;
@@ -728,7 +806,7 @@ static int load_bpf(struct loader *l, json_t *root)
 	} else if (cfg->bpf.mode != BPF_MODE_OFF) {
 		return fail(l, "bpf.interface", "missing (required unless bpf.mode is off)");
 	}
-	return 0;
+	return load_rates(l, rc > 0 ? obj : NULL);
 }
 
 /* --- limits ------------------------------------------------------------------------------- */

@@ -29,6 +29,29 @@ struct config_addr {
 	char text[80]; /* as written, e.g. "0.0.0.0:8443" or "[::]:8443" */
 };
 
+/* Bounds of every rate and burst of the XDP data plane, shared by the configuration and the
+ * run-time limits stored in the registry (psd2edgectl limit). */
+#define RATE_PPS_MAX 1000000000ULL          /* packets or new connections per second */
+#define RATE_BPS_MAX 1000000000000ULL       /* bytes per second (8 Tbit/s) */
+#define RATE_BURST_MAX 1000000000ULL        /* packets or connections */
+#define RATE_BURST_BYTES_MIN 1514ULL        /* one full Ethernet frame */
+#define RATE_BURST_BYTES_MAX 1000000000000ULL
+
+/* Per-client policing (struct dataplane_client_limit's shape); 0 means unlimited. bps counts
+ * bytes of whole frames per second (as tc); burst_bytes 0 means burst * 1514. */
+struct config_client_rate {
+	uint64_t pps, bps, burst, burst_bytes;
+};
+
+/* The data plane's rates (struct dataplane_limits's shape; psd2edged converts). */
+struct config_rates {
+	uint64_t src_per_sec;  /* new connections per source and second; 0 = off; default 50 */
+	uint64_t src_burst;    /* >= 1; default 100 */
+	uint8_t src_v4_prefix; /* sources sharing one bucket; default /32 */
+	uint8_t src_v6_prefix; /* default /64 */
+	struct config_client_rate client; /* default of every bound client; default unlimited */
+};
+
 struct config {
 	char *dir; /* directory of the config file */
 
@@ -61,6 +84,7 @@ struct config {
 		char *pin_dir;
 		char *interface; /* NULL when mode is off and none was given */
 		enum bpf_mode mode;
+		struct config_rates rates; /* "src_rate" and "client_rate"; always set */
 	} bpf;
 
 	/* Optional "limits" object; all have defaults. */

@@ -921,6 +921,120 @@ static void test_other_keys(void **state)
 	config_free(&cfg);
 }
 
+/* --- bpf.src_rate, bpf.client_rate ------------------------------------------------------------ */
+
+static void expect_default_rates(const struct config *cfg)
+{
+	const struct config_rates *r = &cfg->bpf.rates;
+	assert_int_equal(r->src_per_sec, 50);
+	assert_int_equal(r->src_burst, 100);
+	assert_int_equal(r->src_v4_prefix, 32);
+	assert_int_equal(r->src_v6_prefix, 64);
+	assert_int_equal(r->client.pps, 0);
+	assert_int_equal(r->client.bps, 0);
+	assert_int_equal(r->client.burst, 1);
+	assert_int_equal(r->client.burst_bytes, 0);
+}
+
+static void test_bpf_rates(void **state)
+{
+	(void)state;
+	struct config cfg;
+
+	/* No bpf object, and a bpf object without rates: the defaults. */
+	expect_ok(minimal_config(), &cfg);
+	expect_default_rates(&cfg);
+	config_free(&cfg);
+	expect_ok(full_config(), &cfg);
+	expect_default_rates(&cfg);
+	config_free(&cfg);
+
+	/* Every key, at its bounds. */
+	json_t *root = full_config();
+	set(root, "bpf", "src_rate",
+	    json_pack("{s:i, s:i, s:i, s:i}", "per_sec", 0, "burst", 1, "v4_prefix", 24,
+		      "v6_prefix", 128));
+	set(root, "bpf", "client_rate",
+	    json_pack("{s:I, s:I, s:I, s:I}", "pps", (json_int_t)1000000000LL, "bps",
+		      (json_int_t)1000000000000LL, "burst", (json_int_t)1000000000LL,
+		      "burst_bytes", (json_int_t)1514));
+	expect_ok(root, &cfg);
+	assert_int_equal(cfg.bpf.rates.src_per_sec, 0);
+	assert_int_equal(cfg.bpf.rates.src_burst, 1);
+	assert_int_equal(cfg.bpf.rates.src_v4_prefix, 24);
+	assert_int_equal(cfg.bpf.rates.src_v6_prefix, 128);
+	assert_int_equal(cfg.bpf.rates.client.pps, 1000000000ULL);
+	assert_int_equal(cfg.bpf.rates.client.bps, 1000000000000ULL);
+	assert_int_equal(cfg.bpf.rates.client.burst, 1000000000ULL);
+	assert_int_equal(cfg.bpf.rates.client.burst_bytes, 1514);
+	config_free(&cfg);
+
+	/* Some keys: the others keep their defaults; accepted with mode off too. */
+	root = full_config();
+	set(root, "bpf", "mode", json_string("off"));
+	set(root, "bpf", "src_rate", json_pack("{s:i}", "per_sec", 5));
+	set(root, "bpf", "client_rate", json_pack("{s:i, s:i}", "pps", 100, "burst", 10));
+	expect_ok(root, &cfg);
+	assert_int_equal(cfg.bpf.rates.src_per_sec, 5);
+	assert_int_equal(cfg.bpf.rates.src_burst, 100);
+	assert_int_equal(cfg.bpf.rates.src_v6_prefix, 64);
+	assert_int_equal(cfg.bpf.rates.client.pps, 100);
+	assert_int_equal(cfg.bpf.rates.client.bps, 0);
+	assert_int_equal(cfg.bpf.rates.client.burst, 10);
+	config_free(&cfg);
+
+	struct {
+		const char *obj;
+		json_t *value;
+		const char *err;
+	} cases[] = {
+		{"src_rate", json_integer(5), "bpf.src_rate: must be an object"},
+		{"client_rate", json_array(), "bpf.client_rate: must be an object"},
+		{"src_rate", json_pack("{s:i}", "rate", 5), "bpf.src_rate.rate: unknown key"},
+		{"client_rate", json_pack("{s:i}", "per_sec", 5),
+		 "bpf.client_rate.per_sec: unknown key"},
+		{"src_rate", json_pack("{s:i}", "burst", 0), "bpf.src_rate.burst: must be at least 1"},
+		{"src_rate", json_pack("{s:I}", "burst", (json_int_t)1000000001LL),
+		 "bpf.src_rate.burst: must be at most 1000000000"},
+		{"src_rate", json_pack("{s:i}", "per_sec", -1),
+		 "bpf.src_rate.per_sec: must be at least 0"},
+		{"src_rate", json_pack("{s:s}", "per_sec", "50"),
+		 "bpf.src_rate.per_sec: must be an integer"},
+		{"src_rate", json_pack("{s:f}", "per_sec", 1.5),
+		 "bpf.src_rate.per_sec: must be an integer"},
+		{"src_rate", json_pack("{s:i}", "v4_prefix", 33),
+		 "bpf.src_rate.v4_prefix: must be at most 32"},
+		{"src_rate", json_pack("{s:i}", "v6_prefix", 129),
+		 "bpf.src_rate.v6_prefix: must be at most 128"},
+		{"client_rate", json_pack("{s:I}", "pps", (json_int_t)1000000001LL),
+		 "bpf.client_rate.pps: must be at most 1000000000"},
+		{"client_rate", json_pack("{s:I}", "bps", (json_int_t)1000000000001LL),
+		 "bpf.client_rate.bps: must be at most 1000000000000"},
+		{"client_rate", json_pack("{s:i}", "burst", 0),
+		 "bpf.client_rate.burst: must be at least 1"},
+		{"client_rate", json_pack("{s:i}", "burst_bytes", 1500),
+		 "bpf.client_rate.burst_bytes: must be 0 (burst * 1514) or at least 1514"},
+		{"client_rate", json_pack("{s:b}", "burst_bytes", 1),
+		 "bpf.client_rate.burst_bytes: must be an integer"},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		root = full_config();
+		set(root, "bpf", cases[i].obj, cases[i].value);
+		expect_error(root, cases[i].err);
+	}
+
+	/* Within bpf, the rates come after mode; src_rate before client_rate. */
+	root = full_config();
+	set(root, "bpf", "client_rate", json_pack("{s:i}", "burst", 0));
+	set(root, "bpf", "src_rate", json_pack("{s:i}", "burst", 0));
+	set(root, "bpf", "mode", json_string("skb"));
+	expect_error(root, "bpf.mode: must be native, generic or off, not 'skb'");
+	root = full_config();
+	set(root, "bpf", "client_rate", json_pack("{s:i}", "burst", 0));
+	set(root, "bpf", "src_rate", json_pack("{s:i}", "burst", 0));
+	expect_error(root, "bpf.src_rate.burst: must be at least 1");
+}
+
 /* --- the file itself --------------------------------------------------------------------------- */
 
 static void test_file_errors(void **state)
@@ -971,6 +1085,7 @@ int main(void)
 		cmocka_unit_test(test_unknown_keys),
 		cmocka_unit_test(test_first_wrong_key_wins),
 		cmocka_unit_test(test_other_keys),
+		cmocka_unit_test(test_bpf_rates),
 		cmocka_unit_test(test_file_errors),
 	};
 	return cmocka_run_group_tests(tests, setup_pki, teardown_pki);
