@@ -877,9 +877,11 @@ static int write_field(struct buf *out, const char *name, const char *value)
 	return buf_printf(out, "%s: %s\r\n", name, value);
 }
 
+/* The gateway writes these itself; a TPP's own copies (including RFC 7239 Forwarded, which
+ * would contradict X-Forwarded-For) must never reach the bank. */
 static const char *const request_drop[] = {
 	"host", "expect", "content-length", "x-client-id", "x-client-cert-sha256",
-	"x-forwarded-for", "x-request-id",
+	"x-forwarded-for", "forwarded", "x-request-id",
 };
 
 int http_write_request_head(const struct http_msg *req, const struct http_forward *fwd,

@@ -65,13 +65,11 @@ static void session_count_status(unsigned status)
 static void session_log_request(struct session *s)
 {
 	char path[257] = "";
-	if (s->req.state != HTTP_MSG_HEAD && s->req.url_len) {
+	if (s->req.state != HTTP_MSG_HEAD) {
 		const char *url = http_msg_url(&s->req);
-		size_t n = strcspn(url, "?#");
-		if (n > s->req.url_len)
-			n = s->req.url_len;
-		if (n > sizeof(path) - 1)
-			n = sizeof(path) - 1;
+		size_t n = 0;
+		while (n < s->req.url_len && n < sizeof(path) - 1 && url[n] != '?' && url[n] != '#')
+			n++;
 		memcpy(path, url, n);
 		path[n] = '\0';
 	}
@@ -434,7 +432,10 @@ static bool session_feed_response(struct session *s)
 			s->resp.no_body = no_body;
 			return true;
 		}
-		bool keep = s->req.keep_alive && !s->w->draining;
+		/* An HTTP/1.0 client cannot read chunks: without a length, its response ends at close. */
+		bool http11 = s->req.http_major == 1 && s->req.http_minor >= 1;
+		bool keep = s->req.keep_alive && !s->w->draining &&
+			    (http11 || s->resp.has_content_length || s->resp.no_body);
 		if (http_write_response_head(&s->resp, keep, s->request_id, &s->c_out,
 					     &s->resp_chunked) < 0) {
 			session_upstream_fail(s, 502, "cannot relay upstream response head");
