@@ -16,6 +16,8 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "config.h" /* RATE_* bounds */
+
 #define REGISTRY_BUSY_TIMEOUT_MS 5000
 #define INDEX_MIN_CAP 64
 #define CIDR_TEXT_MAX (INET6_ADDRSTRLEN + 4) /* address, '/', up to three digits */
@@ -72,6 +74,17 @@ static const char *const migrations[] = {
 	" thumbprint TEXT NOT NULL DEFAULT '',"
 	" detail TEXT NOT NULL DEFAULT '');"
 	"CREATE INDEX audit_by_client ON audit (client_id, id);",
+	/* 2: run-time XDP rates. A client's own policing (deleted with the client), and
+	 * daemon-wide settings by key ("src_rate.per_sec", "src_rate.burst"). */
+	"CREATE TABLE client_limits ("
+	" client_id TEXT PRIMARY KEY NOT NULL,"
+	" pps INTEGER NOT NULL CHECK (pps >= 0),"
+	" bps INTEGER NOT NULL CHECK (bps >= 0),"
+	" burst INTEGER NOT NULL CHECK (burst >= 1),"
+	" burst_bytes INTEGER NOT NULL CHECK (burst_bytes >= 0));"
+	"CREATE TABLE settings ("
+	" key TEXT PRIMARY KEY NOT NULL,"
+	" value INTEGER NOT NULL);",
 };
 _Static_assert(sizeof(migrations) / sizeof(migrations[0]) == REGISTRY_SCHEMA_VERSION,
 	       "one migration step per schema version");
@@ -761,6 +774,10 @@ int registry_unbind_client(struct registry *reg, const char *client_id, uid_t ui
 			      "t", client_id),
 		      SQLITE_DONE, err, errlen);
 	if (rc == REG_OK)
+		rc = db_check(reg, db_exec(reg, "DELETE FROM client_limits WHERE client_id = ?",
+					   "t", client_id),
+			      SQLITE_DONE, err, errlen);
+	if (rc == REG_OK)
 		rc = db_check(reg, db_exec(reg, "DELETE FROM clients WHERE client_id = ?", "t",
 					   client_id),
 			      SQLITE_DONE, err, errlen);
@@ -879,6 +896,174 @@ out:
 	return rc;
 }
 
+/* --- run-time rates -------------------------------------------------------------------- */
+
+static int limit_check(const struct registry_limit *l, char *err, size_t errlen)
+{
+	if (l->pps > RATE_PPS_MAX)
+		return set_err(err, errlen, REG_ERR_INVALID, "pps must be at most %llu", RATE_PPS_MAX);
+	if (l->bps > RATE_BPS_MAX)
+		return set_err(err, errlen, REG_ERR_INVALID, "bps must be at most %llu", RATE_BPS_MAX);
+	if (l->burst < 1 || l->burst > RATE_BURST_MAX)
+		return set_err(err, errlen, REG_ERR_INVALID, "burst must be between 1 and %llu",
+			       RATE_BURST_MAX);
+	if (l->burst_bytes &&
+	    (l->burst_bytes < RATE_BURST_BYTES_MIN || l->burst_bytes > RATE_BURST_BYTES_MAX))
+		return set_err(err, errlen, REG_ERR_INVALID,
+			       "burst_bytes must be 0 (burst * %llu) or between %llu and %llu",
+			       RATE_BURST_BYTES_MIN, RATE_BURST_BYTES_MIN, RATE_BURST_BYTES_MAX);
+	return REG_OK;
+}
+
+/* The client's limit: REG_OK, REG_ERR_NOT_FOUND when it has none, or REG_ERR_IO. */
+static int limit_load(struct registry *reg, const char *client_id, struct registry_limit *out)
+{
+	sqlite3_stmt *st;
+	int rc = db_prepare(reg, &st,
+			    "SELECT pps, bps, burst, burst_bytes FROM client_limits"
+			    " WHERE client_id = ?",
+			    "t", client_id);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		out->pps = (uint64_t)sqlite3_column_int64(st, 0);
+		out->bps = (uint64_t)sqlite3_column_int64(st, 1);
+		out->burst = (uint64_t)sqlite3_column_int64(st, 2);
+		out->burst_bytes = (uint64_t)sqlite3_column_int64(st, 3);
+	}
+	sqlite3_finalize(st);
+	return rc == SQLITE_ROW ? REG_OK : rc == SQLITE_DONE ? REG_ERR_NOT_FOUND : REG_ERR_IO;
+}
+
+int registry_limit_set(struct registry *reg, const char *client_id, const struct registry_limit *lim,
+		       uid_t uid, uint32_t *slot, char *err, size_t errlen)
+{
+	char detail[160];
+	int64_t cslot = 0;
+
+	int rc = check_client_id(client_id, err, errlen);
+	if (rc != REG_OK)
+		return rc;
+	if (!lim)
+		return set_err(err, errlen, REG_ERR_INVALID, "limit missing");
+	if ((rc = limit_check(lim, err, errlen)) != REG_OK ||
+	    (rc = txn_begin(reg, err, errlen)) != REG_OK)
+		return rc;
+	if ((rc = client_slot(reg, client_id, &cslot, err, errlen)) != REG_OK)
+		goto out;
+	rc = db_check(reg,
+		      db_exec(reg,
+			      "INSERT OR REPLACE INTO client_limits"
+			      " (client_id, pps, bps, burst, burst_bytes) VALUES (?, ?, ?, ?, ?)",
+			      "tiiii", client_id, (int64_t)lim->pps, (int64_t)lim->bps,
+			      (int64_t)lim->burst, (int64_t)lim->burst_bytes),
+		      SQLITE_DONE, err, errlen);
+	if (rc != REG_OK)
+		goto out;
+	snprintf(detail, sizeof(detail), "pps %llu, bps %llu, burst %llu, burst_bytes %llu",
+		 (unsigned long long)lim->pps, (unsigned long long)lim->bps,
+		 (unsigned long long)lim->burst, (unsigned long long)lim->burst_bytes);
+	if ((rc = audit_add(reg, uid, "limit-set", client_id, "", detail, err, errlen)) != REG_OK ||
+	    (rc = txn_commit(reg, err, errlen)) != REG_OK)
+		goto out;
+	if (slot)
+		*slot = (uint32_t)cslot;
+out:
+	if (rc != REG_OK)
+		txn_rollback(reg);
+	return rc;
+}
+
+int registry_limit_del(struct registry *reg, const char *client_id, uid_t uid, uint32_t *slot,
+		       char *err, size_t errlen)
+{
+	struct registry_limit old;
+	int64_t cslot = 0;
+
+	int rc = check_client_id(client_id, err, errlen);
+	if (rc != REG_OK || (rc = txn_begin(reg, err, errlen)) != REG_OK)
+		return rc;
+	if ((rc = client_slot(reg, client_id, &cslot, err, errlen)) != REG_OK)
+		goto out;
+	rc = limit_load(reg, client_id, &old);
+	if (rc == REG_ERR_NOT_FOUND)
+		rc = set_err(err, errlen, REG_ERR_NOT_FOUND, "client %s has no limit of its own",
+			     client_id);
+	else if (rc != REG_OK)
+		rc = db_err(reg, err, errlen);
+	if (rc != REG_OK)
+		goto out;
+	rc = db_check(reg, db_exec(reg, "DELETE FROM client_limits WHERE client_id = ?", "t",
+				   client_id),
+		      SQLITE_DONE, err, errlen);
+	if (rc != REG_OK ||
+	    (rc = audit_add(reg, uid, "limit-del", client_id, "", "back to the default", err,
+			    errlen)) != REG_OK ||
+	    (rc = txn_commit(reg, err, errlen)) != REG_OK)
+		goto out;
+	if (slot)
+		*slot = (uint32_t)cslot;
+out:
+	if (rc != REG_OK)
+		txn_rollback(reg);
+	return rc;
+}
+
+int registry_limit_get(struct registry *reg, const char *client_id, struct registry_limit *out)
+{
+	if (!registry_client_id_valid(client_id))
+		return REG_ERR_INVALID;
+	return limit_load(reg, client_id, out);
+}
+
+int registry_src_rate_set(struct registry *reg, const struct registry_src_rate *rate, uid_t uid,
+			  char *err, size_t errlen)
+{
+	char detail[96];
+	if (!rate)
+		return set_err(err, errlen, REG_ERR_INVALID, "rate missing");
+	if (rate->per_sec > RATE_PPS_MAX)
+		return set_err(err, errlen, REG_ERR_INVALID, "per_sec must be at most %llu",
+			       RATE_PPS_MAX);
+	if (rate->burst < 1 || rate->burst > RATE_BURST_MAX)
+		return set_err(err, errlen, REG_ERR_INVALID, "burst must be between 1 and %llu",
+			       RATE_BURST_MAX);
+	int rc = txn_begin(reg, err, errlen);
+	if (rc != REG_OK)
+		return rc;
+	static const char sql[] = "INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)";
+	rc = db_check(reg, db_exec(reg, sql, "ti", "src_rate.per_sec", (int64_t)rate->per_sec),
+		      SQLITE_DONE, err, errlen);
+	if (rc == REG_OK)
+		rc = db_check(reg, db_exec(reg, sql, "ti", "src_rate.burst", (int64_t)rate->burst),
+			      SQLITE_DONE, err, errlen);
+	if (rc != REG_OK)
+		goto out;
+	snprintf(detail, sizeof(detail), "per_sec %llu, burst %llu",
+		 (unsigned long long)rate->per_sec, (unsigned long long)rate->burst);
+	if ((rc = audit_add(reg, uid, "src-rate-set", "", "", detail, err, errlen)) == REG_OK)
+		rc = txn_commit(reg, err, errlen);
+out:
+	if (rc != REG_OK)
+		txn_rollback(reg);
+	return rc;
+}
+
+int registry_src_rate_get(struct registry *reg, struct registry_src_rate *out)
+{
+	int64_t per_sec = 0, burst = 0;
+	int a = db_int(reg, &per_sec, "SELECT value FROM settings WHERE key = 'src_rate.per_sec'", "");
+	int b = db_int(reg, &burst, "SELECT value FROM settings WHERE key = 'src_rate.burst'", "");
+	if ((a != SQLITE_ROW && a != SQLITE_DONE) || (b != SQLITE_ROW && b != SQLITE_DONE))
+		return REG_ERR_IO;
+	/* Both are written in one transaction: one without the other is not a setting. */
+	if (a != SQLITE_ROW || b != SQLITE_ROW || per_sec < 0 || burst < 1)
+		return REG_ERR_NOT_FOUND;
+	out->per_sec = (uint64_t)per_sec;
+	out->burst = (uint64_t)burst;
+	return REG_OK;
+}
+
 /* --- listings ------------------------------------------------------------------------- */
 
 static int cert_from_row(sqlite3_stmt *st, struct registry_cert *c)
@@ -918,6 +1103,11 @@ static int client_load(struct registry *reg, const char *client_id, struct regis
 	out->slot = (uint32_t)sqlite3_column_int64(st, 0);
 	out->created_at = sqlite3_column_int64(st, 1);
 	sqlite3_finalize(st);
+	st = NULL;
+	rc = limit_load(reg, client_id, &out->limit);
+	if (rc != REG_OK && rc != REG_ERR_NOT_FOUND)
+		goto out;
+	out->has_limit = rc == REG_OK;
 	/* rowid breaks ties between certificates bound within the same second. */
 	if (db_prepare(reg, &st,
 		       "SELECT " CERT_COLUMNS " FROM certificates WHERE client_id = ?"

@@ -15,7 +15,7 @@
 
 #include "cert.h"
 
-#define REGISTRY_SCHEMA_VERSION 1
+#define REGISTRY_SCHEMA_VERSION 2
 #define REGISTRY_CLIENT_ID_MAX 64 /* bytes, printable ASCII without space, '"' or '\' */
 #define REGISTRY_MAX_ACTIVE_CERTS 2 /* one, plus one during a rotation */
 #define REGISTRY_SLOT_MAX 65535 /* highest client slot: the BPF clients map has this + 1 entries */
@@ -49,10 +49,25 @@ struct registry_cert {
 	int64_t bound_at, revoked_at; /* unix seconds; revoked_at 0 when active */
 };
 
+/* A client's own XDP policing (psd2edgectl limit set); 0 means unlimited. bps counts bytes of
+ * whole frames per second; burst is in packets (>= 1); burst_bytes 0 means burst * 1514.
+ * Bounds: RATE_* in config.h. */
+struct registry_limit {
+	uint64_t pps, bps, burst, burst_bytes;
+};
+
+/* The per-source new-connection rate set at run time (psd2edgectl limit src). */
+struct registry_src_rate {
+	uint64_t per_sec; /* 0: off */
+	uint64_t burst;   /* >= 1 */
+};
+
 struct registry_client {
 	char client_id[REGISTRY_CLIENT_ID_MAX + 1];
 	uint32_t slot;
 	int64_t created_at;
+	bool has_limit; /* false: the configured default (bpf.client_rate) applies */
+	struct registry_limit limit;
 	unsigned n_certs; /* active and revoked ones, newest first */
 	struct registry_cert *certs;
 };
@@ -60,7 +75,8 @@ struct registry_client {
 struct registry_audit_entry {
 	int64_t id, ts;
 	uid_t uid;
-	char action[32]; /* bind, rotate, unbind, unbind-cert, revoke, deny-add, deny-del */
+	char action[32]; /* bind, rotate, unbind, unbind-cert, revoke, deny-add, deny-del,
+			  * limit-set, limit-del, src-rate-set */
 	char client_id[REGISTRY_CLIENT_ID_MAX + 1];
 	char thumb_hex[CERT_THUMB_HEX_LEN + 1]; /* "" when not about one certificate */
 	char detail[256];
@@ -84,8 +100,8 @@ int registry_lookup(struct registry *reg, const uint8_t thumb[CERT_THUMB_LEN],
  * slot. */
 int registry_bind(struct registry *reg, const char *client_id, const struct cert_info *ci,
 		  const char *pem, bool rotate, uid_t uid, uint32_t *slot, char *err, size_t errlen);
-/* Removes every active certificate and the client itself (it can be enrolled again); revoked
- * certificates stay revoked. */
+/* Removes every active certificate, the client's limit and the client itself (it can be
+ * enrolled again); revoked certificates stay revoked. */
 int registry_unbind_client(struct registry *reg, const char *client_id, uid_t uid, uint32_t *slot,
 			   char *err, size_t errlen);
 int registry_unbind_cert(struct registry *reg, const char *client_id,
@@ -94,6 +110,21 @@ int registry_unbind_cert(struct registry *reg, const char *client_id,
 /* Marks every active certificate of the client revoked (final). */
 int registry_revoke(struct registry *reg, const char *client_id, uid_t uid, uint32_t *slot,
 		    char *err, size_t errlen);
+
+/* Run-time rates. A limit belongs to an existing client (REG_ERR_NOT_FOUND otherwise) and
+ * replaces the one it had; values out of bounds are REG_ERR_INVALID. limit_del returns the
+ * client to the default (REG_ERR_NOT_FOUND when it has no limit of its own). *slot (when
+ * non-NULL) is the client's slot. */
+int registry_limit_set(struct registry *reg, const char *client_id, const struct registry_limit *lim,
+		       uid_t uid, uint32_t *slot, char *err, size_t errlen);
+int registry_limit_del(struct registry *reg, const char *client_id, uid_t uid, uint32_t *slot,
+		       char *err, size_t errlen);
+/* REG_OK and *out, REG_ERR_NOT_FOUND when the client has no limit of its own (or no client). */
+int registry_limit_get(struct registry *reg, const char *client_id, struct registry_limit *out);
+int registry_src_rate_set(struct registry *reg, const struct registry_src_rate *rate, uid_t uid,
+			  char *err, size_t errlen);
+/* REG_OK and *out, REG_ERR_NOT_FOUND when none was ever set (the configuration's applies). */
+int registry_src_rate_get(struct registry *reg, struct registry_src_rate *out);
 
 /* Listings (allocating; free with registry_client_free / free()). */
 int registry_get_client(struct registry *reg, const char *client_id, struct registry_client *out);

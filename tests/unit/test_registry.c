@@ -192,7 +192,7 @@ static void test_open_schema(void **state)
 		  "SELECT group_concat(name, ',') FROM (SELECT name FROM sqlite_master"
 		  " WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name)",
 		  s, sizeof(s));
-	assert_string_equal(s, "audit,certificates,clients,deny");
+	assert_string_equal(s, "audit,certificates,client_limits,clients,deny,settings");
 
 	/* Reopening an up-to-date database changes nothing. */
 	reg_reopen(f);
@@ -207,7 +207,8 @@ static void test_open_schema(void **state)
 	assert_int_equal(registry_open(f->path, &r, err, sizeof(err)), -1);
 	assert_null(r);
 	assert_non_null(strstr(err, "schema version 99"));
-	side_exec(f, "PRAGMA user_version = 1");
+	snprintf(s, sizeof(s), "PRAGMA user_version = %d", REGISTRY_SCHEMA_VERSION);
+	side_exec(f, s);
 	reg_open(f);
 
 	/* The directory cannot be created under a regular file. */
@@ -961,6 +962,250 @@ static void test_durability_kill9(void **state)
 	assert_string_equal(s, "1");
 }
 
+/* --- run-time rates --------------------------------------------------------------------------- */
+
+static void expect_limit(struct fx *f, const char *id, const struct registry_limit *want)
+{
+	struct registry_limit got;
+	struct registry_client cl;
+	assert_int_equal(registry_get_client(f->reg, id, &cl), REG_OK);
+	if (!want) {
+		assert_int_equal(registry_limit_get(f->reg, id, &got), REG_ERR_NOT_FOUND);
+		assert_false(cl.has_limit);
+		registry_client_free(&cl);
+		return;
+	}
+	assert_int_equal(registry_limit_get(f->reg, id, &got), REG_OK);
+	assert_memory_equal(&got, want, sizeof(got));
+	assert_true(cl.has_limit);
+	assert_memory_equal(&cl.limit, want, sizeof(cl.limit));
+	registry_client_free(&cl);
+}
+
+static void test_limits(void **state)
+{
+	struct fx *f = *state;
+	struct tcert c[2];
+	char err[256];
+	uint32_t slot = 99;
+	for (size_t i = 0; i < 2; i++)
+		cert_new(f, &c[i]);
+	expect(bind(f, "tpp0", &c[0], false, &slot, err), REG_OK, err, NULL);
+	expect(bind(f, "tpp1", &c[1], false, &slot, err), REG_OK, err, NULL);
+	assert_int_equal(slot, 1);
+	expect_limit(f, "tpp1", NULL);
+	size_t n_audit = audit_count(f);
+
+	/* Refusals change nothing and write no audit row. */
+	struct registry_limit lim = {.pps = 100, .bps = 1000000, .burst = 10, .burst_bytes = 0};
+	expect(registry_limit_set(f->reg, "nobody", &lim, UID, &slot, err, sizeof(err)),
+	       REG_ERR_NOT_FOUND, err, "no client nobody");
+	expect(registry_limit_set(f->reg, "bad id", &lim, UID, &slot, err, sizeof(err)),
+	       REG_ERR_INVALID, err, "client_id");
+	struct {
+		struct registry_limit l;
+		const char *msg;
+	} bad[] = {
+		{{.pps = 1000000001ULL, .burst = 1}, "pps must be at most 1000000000"},
+		{{.bps = 1000000000001ULL, .burst = 1}, "bps must be at most 1000000000000"},
+		{{.pps = 1, .burst = 0}, "burst must be between 1 and 1000000000"},
+		{{.burst = 1000000001ULL}, "burst must be between 1 and"},
+		{{.burst = 1, .burst_bytes = 1513}, "burst_bytes must be 0 (burst * 1514) or between"},
+		{{.burst = 1, .burst_bytes = 1000000000001ULL}, "burst_bytes must be 0"},
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		expect(registry_limit_set(f->reg, "tpp1", &bad[i].l, UID, &slot, err, sizeof(err)),
+		       REG_ERR_INVALID, err, bad[i].msg);
+	expect(registry_limit_del(f->reg, "tpp1", UID, &slot, err, sizeof(err)), REG_ERR_NOT_FOUND,
+	       err, "no limit");
+	expect(registry_limit_del(f->reg, "nobody", UID, &slot, err, sizeof(err)),
+	       REG_ERR_NOT_FOUND, err, "no client nobody");
+	assert_int_equal(audit_count(f), n_audit);
+	expect_limit(f, "tpp1", NULL);
+
+	/* Set, replace, survive a restart; only the one client is affected. */
+	slot = 99;
+	expect(registry_limit_set(f->reg, "tpp1", &lim, UID, &slot, err, sizeof(err)), REG_OK, err,
+	       NULL);
+	assert_int_equal(slot, 1);
+	expect_limit(f, "tpp1", &lim);
+	expect_limit(f, "tpp0", NULL);
+	struct registry_limit lim2 = {.pps = 0, .bps = 5000, .burst = 1, .burst_bytes = 1514};
+	expect(registry_limit_set(f->reg, "tpp1", &lim2, UID, NULL, err, sizeof(err)), REG_OK, err,
+	       NULL);
+	expect_limit(f, "tpp1", &lim2);
+	reg_reopen(f);
+	expect_limit(f, "tpp1", &lim2);
+
+	struct registry_client *list;
+	size_t n;
+	assert_int_equal(registry_list_clients(f->reg, &list, &n), REG_OK);
+	assert_int_equal(n, 2);
+	assert_false(list[0].has_limit);
+	assert_true(list[1].has_limit);
+	assert_memory_equal(&list[1].limit, &lim2, sizeof(lim2));
+	registry_clients_free(list, n);
+
+	struct registry_audit_entry *e;
+	assert_int_equal(registry_audit(f->reg, "tpp1", 1, &e, &n), REG_OK);
+	assert_int_equal(n, 1);
+	assert_string_equal(e[0].action, "limit-set");
+	assert_string_equal(e[0].detail, "pps 0, bps 5000, burst 1, burst_bytes 1514");
+	assert_int_equal(e[0].uid, UID);
+	free(e);
+
+	/* Revoking keeps the limit (the client stays); deleting returns to the default. */
+	assert_int_equal(registry_revoke(f->reg, "tpp1", UID, NULL, err, sizeof(err)), REG_OK);
+	expect_limit(f, "tpp1", &lim2);
+	slot = 99;
+	expect(registry_limit_del(f->reg, "tpp1", UID, &slot, err, sizeof(err)), REG_OK, err, NULL);
+	assert_int_equal(slot, 1);
+	expect_limit(f, "tpp1", NULL);
+	assert_int_equal(registry_audit(f->reg, "tpp1", 1, &e, &n), REG_OK);
+	assert_string_equal(e[0].action, "limit-del");
+	free(e);
+
+	/* Unbinding the client deletes its limit: enrolled again, it starts from the default. */
+	expect(registry_limit_set(f->reg, "tpp0", &lim, UID, NULL, err, sizeof(err)), REG_OK, err,
+	       NULL);
+	assert_int_equal(registry_unbind_client(f->reg, "tpp0", UID, NULL, err, sizeof(err)),
+			 REG_OK);
+	assert_int_equal(registry_limit_get(f->reg, "tpp0", &lim2), REG_ERR_NOT_FOUND);
+	char cnt[16];
+	side_text(f, "SELECT count(*) FROM client_limits WHERE client_id = 'tpp0'", cnt,
+		  sizeof(cnt));
+	assert_string_equal(cnt, "0");
+	expect(registry_unbind_cert(f->reg, "tpp1", c[1].ci.thumb, UID, NULL, err, sizeof(err)),
+	       REG_ERR_REVOKED, err, NULL);
+	struct tcert c2;
+	cert_new(f, &c2);
+	expect(bind(f, "tpp0", &c2, false, &slot, err), REG_OK, err, NULL);
+	expect_limit(f, "tpp0", NULL);
+	certs_free(&c2, 1);
+	certs_free(c, 2);
+}
+
+static void test_src_rate(void **state)
+{
+	struct fx *f = *state;
+	struct registry_src_rate r = {0}, want = {.per_sec = 20, .burst = 5};
+	char err[256];
+	assert_int_equal(registry_src_rate_get(f->reg, &r), REG_ERR_NOT_FOUND);
+	size_t n_audit = audit_count(f);
+	struct registry_src_rate bad[] = {{.per_sec = 1, .burst = 0},
+					  {.per_sec = 1000000001ULL, .burst = 1},
+					  {.per_sec = 1, .burst = 1000000001ULL}};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		expect(registry_src_rate_set(f->reg, &bad[i], UID, err, sizeof(err)),
+		       REG_ERR_INVALID, err, "must be");
+	assert_int_equal(audit_count(f), n_audit);
+	assert_int_equal(registry_src_rate_get(f->reg, &r), REG_ERR_NOT_FOUND);
+
+	expect(registry_src_rate_set(f->reg, &want, UID, err, sizeof(err)), REG_OK, err, NULL);
+	assert_int_equal(registry_src_rate_get(f->reg, &r), REG_OK);
+	assert_memory_equal(&r, &want, sizeof(r));
+	want = (struct registry_src_rate){.per_sec = 0, .burst = 1};
+	expect(registry_src_rate_set(f->reg, &want, UID, err, sizeof(err)), REG_OK, err, NULL);
+	reg_reopen(f);
+	assert_int_equal(registry_src_rate_get(f->reg, &r), REG_OK);
+	assert_memory_equal(&r, &want, sizeof(r));
+
+	struct registry_audit_entry *e;
+	size_t n;
+	assert_int_equal(registry_audit(f->reg, NULL, 1, &e, &n), REG_OK);
+	assert_string_equal(e[0].action, "src-rate-set");
+	assert_string_equal(e[0].client_id, "");
+	assert_string_equal(e[0].detail, "per_sec 0, burst 1");
+	free(e);
+}
+
+/* The schema as build 1 created it (never edit: it is what is on disk out there). */
+static const char schema_v1[] =
+	"CREATE TABLE clients ("
+	" client_id TEXT PRIMARY KEY NOT NULL,"
+	" slot INTEGER UNIQUE NOT NULL CHECK (slot >= 0),"
+	" created_at INTEGER NOT NULL);"
+	"CREATE TABLE certificates ("
+	" thumbprint TEXT PRIMARY KEY NOT NULL CHECK (length(thumbprint) = 64),"
+	" client_id TEXT NOT NULL, subject TEXT NOT NULL, issuer TEXT NOT NULL,"
+	" serial TEXT NOT NULL, not_before INTEGER NOT NULL, not_after INTEGER NOT NULL,"
+	" state TEXT NOT NULL CHECK (state IN ('active', 'revoked')), pem TEXT NOT NULL,"
+	" bound_at INTEGER NOT NULL, revoked_at INTEGER);"
+	"CREATE INDEX certificates_by_client ON certificates (client_id, state);"
+	"CREATE TABLE deny (cidr TEXT PRIMARY KEY NOT NULL, added_at INTEGER NOT NULL);"
+	"CREATE TABLE audit (id INTEGER PRIMARY KEY AUTOINCREMENT, ts INTEGER NOT NULL,"
+	" uid INTEGER NOT NULL, action TEXT NOT NULL, client_id TEXT NOT NULL DEFAULT '',"
+	" thumbprint TEXT NOT NULL DEFAULT '', detail TEXT NOT NULL DEFAULT '');"
+	"CREATE INDEX audit_by_client ON audit (client_id, id);"
+	"PRAGMA user_version = 1;";
+
+static void test_migrate_v1(void **state)
+{
+	struct fx *f = *state;
+	struct tcert c;
+	char sql[8192], hex[CERT_THUMB_HEX_LEN + 1], s[128], err[256];
+	uint32_t slot;
+
+	/* A version-1 database with one client, its certificate, a deny entry and audit rows. */
+	registry_close(f->reg);
+	f->reg = NULL;
+	assert_int_equal(unlink(f->path), 0);
+	cert_new(f, &c);
+	cert_thumb_to_hex(c.ci.thumb, hex);
+	side_exec(f, schema_v1);
+	snprintf(sql, sizeof(sql),
+		 "BEGIN;"
+		 "INSERT INTO clients VALUES ('old-tpp', 3, 1700000000);"
+		 "INSERT INTO certificates VALUES ('%s', 'old-tpp', 'CN=tpp', 'CN=ca', '01',"
+		 " %lld, %lld, 'active', '%s', 1700000000, NULL);"
+		 "INSERT INTO deny VALUES ('10.0.0.0/8', 1700000000);"
+		 "INSERT INTO audit (ts, uid, action, client_id) VALUES (1700000000, 0, 'bind',"
+		 " 'old-tpp');"
+		 "COMMIT;",
+		 hex, (long long)c.ci.not_before, (long long)c.ci.not_after, c.pem);
+	side_exec(f, sql);
+	side_text(f, "PRAGMA user_version", s, sizeof(s));
+	assert_string_equal(s, "1");
+
+	reg_open(f);
+	side_text(f, "PRAGMA user_version", s, sizeof(s));
+	assert_int_equal(atoi(s), 2);
+	side_text(f,
+		  "SELECT group_concat(name, ',') FROM (SELECT name FROM sqlite_master"
+		  " WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name)",
+		  s, sizeof(s));
+	assert_string_equal(s, "audit,certificates,client_limits,clients,deny,settings");
+
+	/* Everything kept: the binding (in the index too), the deny-list, the audit trail. */
+	expect_binding(f, &c, "old-tpp", 3, CERT_ACTIVE);
+	struct registry_client cl;
+	assert_int_equal(registry_get_client(f->reg, "old-tpp", &cl), REG_OK);
+	assert_int_equal(cl.slot, 3);
+	assert_int_equal(cl.created_at, 1700000000);
+	assert_int_equal(cl.n_certs, 1);
+	assert_false(cl.has_limit);
+	registry_client_free(&cl);
+	char **cidrs;
+	size_t n;
+	assert_int_equal(registry_deny_list(f->reg, &cidrs, &n), REG_OK);
+	assert_int_equal(n, 1);
+	assert_string_equal(cidrs[0], "10.0.0.0/8");
+	free(cidrs[0]);
+	free(cidrs);
+	assert_int_equal(audit_count(f), 1);
+
+	/* The new tables work, and the next open changes nothing. */
+	struct registry_limit lim = {.pps = 10, .burst = 2};
+	expect(registry_limit_set(f->reg, "old-tpp", &lim, UID, &slot, err, sizeof(err)), REG_OK,
+	       err, NULL);
+	assert_int_equal(slot, 3);
+	reg_reopen(f);
+	expect_limit(f, "old-tpp", &lim);
+	side_text(f, "PRAGMA user_version", s, sizeof(s));
+	assert_int_equal(atoi(s), 2);
+	certs_free(&c, 1);
+}
+
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
@@ -978,6 +1223,9 @@ int main(void)
 		T(test_audit),
 		cmocka_unit_test(test_cidr_canonical),
 		T(test_deny),
+		T(test_limits),
+		T(test_src_rate),
+		T(test_migrate_v1),
 		T(test_concurrent_lookups),
 		T(test_durability_kill9),
 	};
