@@ -57,7 +57,7 @@ typedef json_t *command_fn(struct request *rq);
 struct command {
 	const char *name;
 	command_fn *fn;
-	struct field_spec fields[4]; /* terminated by a NULL name */
+	struct field_spec fields[6]; /* terminated by a NULL name */
 };
 
 static void rq_fail(struct request *rq, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -179,25 +179,49 @@ static const char *client_state(const struct registry_client *c)
 	return any ? "revoked" : "empty";
 }
 
+/* A client's own limit, or null when the configured default applies. Every value is at most
+ * RATE_BPS_MAX, well inside json_int_t. */
+static json_t *limit_json(const struct registry_limit *l)
+{
+	if (!l)
+		return json_null();
+	return json_pack("{s:I, s:I, s:I, s:I}", "pps", (json_int_t)l->pps, "bps",
+			 (json_int_t)l->bps, "burst", (json_int_t)l->burst, "burst_bytes",
+			 (json_int_t)l->burst_bytes);
+}
+
+static json_t *src_rate_json(const struct registry_src_rate *r)
+{
+	if (!r)
+		return json_null();
+	return json_pack("{s:I, s:I}", "per_sec", (json_int_t)r->per_sec, "burst",
+			 (json_int_t)r->burst);
+}
+
 static json_t *registry_client_json(const struct registry_client *c)
 {
 	json_t *certs = json_array();
 	for (unsigned i = 0; certs && i < c->n_certs; i++)
 		json_array_append_new(certs, registry_cert_json(&c->certs[i]));
-	return json_pack("{s:s, s:I, s:s, s:o, s:o}", "client_id", c->client_id, "slot",
+	return json_pack("{s:s, s:I, s:s, s:o, s:o, s:o}", "client_id", c->client_id, "slot",
 			 (json_int_t)c->slot, "state", client_state(c), "created_at",
-			 json_time(c->created_at), "certs", certs);
+			 json_time(c->created_at), "limit", limit_json(c->has_limit ? &c->limit : NULL),
+			 "certs", certs);
+}
+
+static void emit_event(struct request *rq, const struct control_event *ev)
+{
+	struct control_hooks *h = &rq->ctx->hooks;
+	if (h->on_event)
+		h->on_event(h->arg, ev);
 }
 
 static void emit(struct request *rq, enum control_event_kind kind, const char *client_id,
 		 uint32_t slot, const uint8_t *thumb, const char *cidr)
 {
-	struct control_hooks *h = &rq->ctx->hooks;
-	if (!h->on_event)
-		return;
 	struct control_event ev = {
 		.kind = kind, .client_id = client_id, .slot = slot, .thumb = thumb, .cidr = cidr};
-	h->on_event(h->arg, &ev);
+	emit_event(rq, &ev);
 }
 
 static const char *str_field(struct request *rq, const char *name)
@@ -398,17 +422,22 @@ static json_t *cmd_revoke(struct request *rq)
 static json_t *cmd_list(struct request *rq)
 {
 	struct registry_client *list = NULL;
+	struct registry_src_rate src;
 	size_t n = 0;
 	int st = registry_list_clients(rq->ctx->reg, &list, &n);
-	if (st != REG_OK) {
-		rq_fail_reg(rq, st, NULL);
+	int sst = st == REG_OK ? registry_src_rate_get(rq->ctx->reg, &src) : REG_OK;
+	if (st != REG_OK || (sst != REG_OK && sst != REG_ERR_NOT_FOUND)) {
+		registry_clients_free(list, n);
+		rq_fail_reg(rq, st != REG_OK ? st : sst, NULL);
 		return NULL;
 	}
 	json_t *arr = json_array();
 	for (size_t i = 0; arr && i < n; i++)
 		json_array_append_new(arr, registry_client_json(&list[i]));
 	registry_clients_free(list, n);
-	return arr ? json_pack("{s:o}", "clients", arr) : NULL;
+	return arr ? json_pack("{s:o, s:o}", "clients", arr, "src_rate",
+			       src_rate_json(sst == REG_OK ? &src : NULL))
+		   : NULL;
 }
 
 static json_t *cmd_show(struct request *rq)
@@ -514,6 +543,77 @@ static json_t *cmd_deny_list(struct request *rq)
 	return arr ? json_pack("{s:o}", "cidrs", arr) : NULL;
 }
 
+/* An optional non-negative integer field (its type was checked); def when absent. */
+static int u64_field(struct request *rq, const char *name, uint64_t def, uint64_t *out)
+{
+	json_t *v = json_object_get(rq->obj, name);
+	*out = def;
+	if (!v)
+		return 0;
+	if (json_integer_value(v) < 0) {
+		rq_fail(rq, "field %s must not be negative", name);
+		return -1;
+	}
+	*out = (uint64_t)json_integer_value(v);
+	return 0;
+}
+
+static json_t *cmd_limit_set(struct request *rq)
+{
+	const char *id = client_id_field(rq);
+	struct registry_limit lim;
+	if (!id || u64_field(rq, "pps", 0, &lim.pps) < 0 || u64_field(rq, "bps", 0, &lim.bps) < 0 ||
+	    u64_field(rq, "burst", 1, &lim.burst) < 0 ||
+	    u64_field(rq, "burst_bytes", 0, &lim.burst_bytes) < 0)
+		return NULL;
+	char err[256] = "";
+	uint32_t slot = 0;
+	int st = registry_limit_set(rq->ctx->reg, id, &lim, rq->uid, &slot, err, sizeof(err));
+	if (st != REG_OK) {
+		rq_fail_reg(rq, st, err);
+		return NULL;
+	}
+	struct control_event ev = {
+		.kind = CONTROL_LIMIT_CHANGED, .client_id = id, .slot = slot, .limit = &lim};
+	emit_event(rq, &ev);
+	return json_pack("{s:s, s:I, s:o}", "client_id", id, "slot", (json_int_t)slot, "limit",
+			 limit_json(&lim));
+}
+
+static json_t *cmd_limit_del(struct request *rq)
+{
+	const char *id = client_id_field(rq);
+	if (!id)
+		return NULL;
+	char err[256] = "";
+	uint32_t slot = 0;
+	int st = registry_limit_del(rq->ctx->reg, id, rq->uid, &slot, err, sizeof(err));
+	if (st != REG_OK) {
+		rq_fail_reg(rq, st, err);
+		return NULL;
+	}
+	struct control_event ev = {.kind = CONTROL_LIMIT_CHANGED, .client_id = id, .slot = slot};
+	emit_event(rq, &ev);
+	return json_pack("{s:s, s:I, s:n}", "client_id", id, "slot", (json_int_t)slot, "limit");
+}
+
+static json_t *cmd_src_rate_set(struct request *rq)
+{
+	struct registry_src_rate r;
+	if (u64_field(rq, "per_sec", 0, &r.per_sec) < 0 || u64_field(rq, "burst", 1, &r.burst) < 0)
+		return NULL;
+	char err[256] = "";
+	int st = registry_src_rate_set(rq->ctx->reg, &r, rq->uid, err, sizeof(err));
+	if (st != REG_OK) {
+		rq_fail_reg(rq, st, err);
+		return NULL;
+	}
+	struct control_event ev = {
+		.kind = CONTROL_SRC_RATE_CHANGED, .src_per_sec = r.per_sec, .src_burst = r.burst};
+	emit_event(rq, &ev);
+	return json_pack("{s:o}", "src_rate", src_rate_json(&r));
+}
+
 static json_t *cmd_stats(struct request *rq)
 {
 	json_t *o = json_object();
@@ -564,6 +664,12 @@ static const struct command commands[] = {
 	{"deny-add", cmd_deny_add, {{"cidr", F_STRING, true}}},
 	{"deny-del", cmd_deny_del, {{"cidr", F_STRING, true}}},
 	{"deny-list", cmd_deny_list, {{0}}},
+	{"limit-set", cmd_limit_set,
+	 {{"client_id", F_STRING, true}, {"pps", F_INT, false}, {"bps", F_INT, false},
+	  {"burst", F_INT, false}, {"burst_bytes", F_INT, false}}},
+	{"limit-del", cmd_limit_del, {{"client_id", F_STRING, true}}},
+	{"src-rate-set", cmd_src_rate_set,
+	 {{"per_sec", F_INT, true}, {"burst", F_INT, true}}},
 	{"stats", cmd_stats, {{0}}},
 };
 

@@ -24,6 +24,8 @@ enum control_event_kind {
 	CONTROL_CLIENT_REVOKED,  /* every active certificate revoked: cut live connections */
 	CONTROL_DENY_ADDED,      /* cidr set */
 	CONTROL_DENY_REMOVED,    /* cidr set */
+	CONTROL_LIMIT_CHANGED,   /* client_id, slot; limit the new one, NULL: back to the default */
+	CONTROL_SRC_RATE_CHANGED, /* src_per_sec, src_burst */
 };
 
 struct control_event {
@@ -32,6 +34,8 @@ struct control_event {
 	uint32_t slot;
 	const uint8_t *thumb; /* CERT_THUMB_LEN bytes or NULL */
 	const char *cidr;
+	const struct registry_limit *limit; /* CONTROL_LIMIT_CHANGED; NULL: the default */
+	uint64_t src_per_sec, src_burst;    /* CONTROL_SRC_RATE_CHANGED */
 };
 
 struct control_hooks {

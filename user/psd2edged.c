@@ -72,6 +72,44 @@ static void daemon_on_control_event(void *arg, const struct control_event *ev)
 	case CONTROL_DENY_REMOVED:
 		dataplane_deny_del(d->dp, ev->cidr);
 		break;
+	case CONTROL_LIMIT_CHANGED:
+		if (ev->limit) {
+			struct dataplane_client_limit lim = {.pps = ev->limit->pps,
+							     .bps = ev->limit->bps,
+							     .burst = ev->limit->burst,
+							     .burst_bytes = ev->limit->burst_bytes};
+			dataplane_client_limit(d->dp, ev->slot, &lim);
+		} else {
+			dataplane_client_limit(d->dp, ev->slot, NULL);
+		}
+		break;
+	case CONTROL_SRC_RATE_CHANGED:
+		dataplane_set_src_rate(d->dp, ev->src_per_sec, ev->src_burst);
+		break;
+	}
+}
+
+/* The data plane's rates: bpf.src_rate and bpf.client_rate, with the source rate last set by
+ * `psd2edgectl limit src` (stored in the registry) winning over the configuration's. */
+static void daemon_dataplane_limits(struct daemon *d, struct dataplane_limits *lim)
+{
+	const struct config_rates *r = &d->cfg.bpf.rates;
+	struct registry_src_rate src;
+
+	dataplane_limits_default(lim);
+	lim->src_per_sec = r->src_per_sec;
+	lim->src_burst = r->src_burst;
+	lim->src_v4_prefix = r->src_v4_prefix;
+	lim->src_v6_prefix = r->src_v6_prefix;
+	lim->client = (struct dataplane_client_limit){.pps = r->client.pps,
+						      .bps = r->client.bps,
+						      .burst = r->client.burst,
+						      .burst_bytes = r->client.burst_bytes};
+	if (registry_src_rate_get(d->reg, &src) == REG_OK) {
+		log_info("bpf: source rate %llu/s burst %llu (set at run time, stored in the "
+			 "registry)", (unsigned long long)src.per_sec, (unsigned long long)src.burst);
+		lim->src_per_sec = src.per_sec;
+		lim->src_burst = src.burst;
 	}
 }
 
@@ -184,7 +222,9 @@ static int daemon_run(struct daemon *d)
 		log_error("registry: %s", err);
 		goto out;
 	}
-	if (dataplane_open(&d->cfg, &d->dp, err, sizeof(err)) < 0) {
+	struct dataplane_limits lim;
+	daemon_dataplane_limits(d, &lim);
+	if (dataplane_open_limits(&d->cfg, &lim, &d->dp, err, sizeof(err)) < 0) {
 		log_error("bpf: %s", err);
 		goto out;
 	}

@@ -113,6 +113,9 @@ struct rec_event {
 	bool has_thumb;
 	uint8_t thumb[CERT_THUMB_LEN];
 	char cidr[64];
+	bool has_limit;
+	struct registry_limit limit;
+	uint64_t src_per_sec, src_burst;
 };
 
 struct fixture {
@@ -139,6 +142,12 @@ static void on_event(void *arg, const struct control_event *ev)
 	}
 	if (ev->cidr)
 		snprintf(r->cidr, sizeof(r->cidr), "%s", ev->cidr);
+	if (ev->limit) {
+		r->has_limit = true;
+		r->limit = *ev->limit;
+	}
+	r->src_per_sec = ev->src_per_sec;
+	r->src_burst = ev->src_burst;
 }
 
 static void fill_stats(void *arg, json_t *obj)
@@ -568,6 +577,162 @@ static void test_deny_list(void **state)
 	json_decref(r);
 }
 
+static json_int_t jint(json_t *o, const char *key)
+{
+	json_t *v = json_object_get(o, key);
+	assert_true(json_is_integer(v));
+	return json_integer_value(v);
+}
+
+static void expect_limit_json(json_t *lim, json_int_t pps, json_int_t bps, json_int_t burst,
+			      json_int_t burst_bytes)
+{
+	assert_true(json_is_object(lim));
+	assert_int_equal(json_object_size(lim), 4);
+	assert_int_equal(jint(lim, "pps"), pps);
+	assert_int_equal(jint(lim, "bps"), bps);
+	assert_int_equal(jint(lim, "burst"), burst);
+	assert_int_equal(jint(lim, "burst_bytes"), burst_bytes);
+}
+
+static json_t *limit_set_req(const char *id, json_int_t pps, json_int_t bps, json_int_t burst,
+			     json_int_t burst_bytes)
+{
+	return json_pack("{s:s, s:s, s:I, s:I, s:I, s:I}", "cmd", "limit-set", "client_id", id,
+			 "pps", pps, "bps", bps, "burst", burst, "burst_bytes", burst_bytes);
+}
+
+static void test_limits(void **state)
+{
+	struct fixture *fx = *state;
+	bind_ok(fx, "tpp-a", GOOD1, -1);
+	bind_ok(fx, "tpp-b", GOOD2, -1);
+	uint32_t slot_b = fx->ev[1].slot;
+	fx->n_ev = 0;
+
+	/* Clients start with the default: limit null; no source rate stored. */
+	json_t *r = ok(fx, json_pack("{s:s}", "cmd", "list"));
+	assert_true(json_is_null(json_object_get(r, "src_rate")));
+	json_t *c = json_array_get(json_object_get(r, "clients"), 0);
+	assert_true(json_is_null(json_object_get(c, "limit")));
+	json_decref(r);
+
+	/* Refusals: nothing changes, nothing fires. */
+	refused(fx, limit_set_req("nobody", 10, 0, 1, 0), "no client nobody");
+	refused(fx, limit_set_req("bad id", 10, 0, 1, 0), "invalid client_id");
+	refused(fx, json_pack("{s:s, s:i}", "cmd", "limit-set", "pps", 10),
+		"missing field client_id");
+	refused(fx, limit_set_req("tpp-b", -1, 0, 1, 0), "field pps must not be negative");
+	refused(fx, limit_set_req("tpp-b", 1, -5, 1, 0), "field bps must not be negative");
+	refused(fx, limit_set_req("tpp-b", 1000000001LL, 0, 1, 0), "pps must be at most 1000000000");
+	refused(fx, limit_set_req("tpp-b", 10, 0, 0, 0), "burst must be between 1 and");
+	refused(fx, limit_set_req("tpp-b", 10, 100, 1, 1000), "burst_bytes must be 0");
+	refused(fx, json_pack("{s:s, s:s, s:s}", "cmd", "limit-set", "client_id", "tpp-b", "pps",
+			      "10"),
+		"field pps must be an integer");
+	refused(fx, json_pack("{s:s, s:s, s:f}", "cmd", "limit-set", "client_id", "tpp-b", "bps",
+			      1.5),
+		"field bps must be an integer");
+	refused(fx, json_pack("{s:s, s:s, s:i}", "cmd", "limit-set", "client_id", "tpp-b", "rate",
+			      10),
+		"unknown field 'rate'");
+	refused(fx, json_pack("{s:s, s:s}", "cmd", "limit-del", "client_id", "tpp-b"), "no limit");
+	refused(fx, json_pack("{s:s, s:s}", "cmd", "limit-del", "client_id", "nobody"),
+		"no client nobody");
+	refused(fx, json_pack("{s:s, s:i}", "cmd", "src-rate-set", "per_sec", 10),
+		"missing field burst");
+	refused(fx, json_pack("{s:s, s:i}", "cmd", "src-rate-set", "burst", 10),
+		"missing field per_sec");
+	refused(fx, json_pack("{s:s, s:i, s:i}", "cmd", "src-rate-set", "per_sec", 10, "burst", 0),
+		"burst must be between 1 and");
+	refused(fx, json_pack("{s:s, s:i, s:i}", "cmd", "src-rate-set", "per_sec", -10, "burst", 1),
+		"field per_sec must not be negative");
+	refused(fx, json_pack("{s:s, s:i, s:i, s:i}", "cmd", "src-rate-set", "per_sec", 10, "burst",
+			      1, "v4_prefix", 24),
+		"unknown field 'v4_prefix'");
+	assert_int_equal(fx->n_ev, 0);
+
+	/* Set: the answer, one event with the new limit, show and list report it. */
+	r = ok(fx, limit_set_req("tpp-b", 100, 1000000, 10, 0));
+	assert_string_equal(json_string_value(json_object_get(r, "client_id")), "tpp-b");
+	assert_int_equal(jint(r, "slot"), slot_b);
+	expect_limit_json(json_object_get(r, "limit"), 100, 1000000, 10, 0);
+	json_decref(r);
+	assert_int_equal(fx->n_ev, 1);
+	assert_event(fx, 0, CONTROL_LIMIT_CHANGED, "tpp-b", NULL);
+	assert_int_equal(fx->ev[0].slot, slot_b);
+	assert_true(fx->ev[0].has_limit);
+	assert_int_equal(fx->ev[0].limit.pps, 100);
+	assert_int_equal(fx->ev[0].limit.bps, 1000000);
+	assert_int_equal(fx->ev[0].limit.burst, 10);
+	assert_int_equal(fx->ev[0].limit.burst_bytes, 0);
+
+	r = ok(fx, json_pack("{s:s, s:s}", "cmd", "show", "client_id", "tpp-b"));
+	expect_limit_json(json_object_get(r, "limit"), 100, 1000000, 10, 0);
+	json_decref(r);
+	r = ok(fx, json_pack("{s:s}", "cmd", "list"));
+	json_t *clients = json_object_get(r, "clients");
+	assert_true(json_is_null(json_object_get(json_array_get(clients, 0), "limit")));
+	expect_limit_json(json_object_get(json_array_get(clients, 1), "limit"), 100, 1000000, 10, 0);
+	json_decref(r);
+
+	/* Omitted fields take their defaults: a limit-set replaces the whole limit. */
+	r = ok(fx, json_pack("{s:s, s:s, s:i}", "cmd", "limit-set", "client_id", "tpp-b", "pps", 7));
+	expect_limit_json(json_object_get(r, "limit"), 7, 0, 1, 0);
+	json_decref(r);
+	assert_int_equal(fx->n_ev, 2);
+	assert_int_equal(fx->ev[1].limit.pps, 7);
+	assert_int_equal(fx->ev[1].limit.burst, 1);
+
+	/* Delete: back to the default, the event carries no limit. */
+	r = ok(fx, json_pack("{s:s, s:s}", "cmd", "limit-del", "client_id", "tpp-b"));
+	assert_true(json_is_null(json_object_get(r, "limit")));
+	assert_int_equal(jint(r, "slot"), slot_b);
+	json_decref(r);
+	assert_int_equal(fx->n_ev, 3);
+	assert_event(fx, 2, CONTROL_LIMIT_CHANGED, "tpp-b", NULL);
+	assert_false(fx->ev[2].has_limit);
+	assert_int_equal(fx->ev[2].slot, slot_b);
+	r = ok(fx, json_pack("{s:s, s:s}", "cmd", "show", "client_id", "tpp-b"));
+	assert_true(json_is_null(json_object_get(r, "limit")));
+	json_decref(r);
+
+	/* Source rate. */
+	r = ok(fx, json_pack("{s:s, s:i, s:i}", "cmd", "src-rate-set", "per_sec", 20, "burst", 5));
+	json_t *src = json_object_get(r, "src_rate");
+	assert_int_equal(jint(src, "per_sec"), 20);
+	assert_int_equal(jint(src, "burst"), 5);
+	json_decref(r);
+	assert_int_equal(fx->n_ev, 4);
+	assert_int_equal(fx->ev[3].kind, CONTROL_SRC_RATE_CHANGED);
+	assert_int_equal(fx->ev[3].src_per_sec, 20);
+	assert_int_equal(fx->ev[3].src_burst, 5);
+	r = ok(fx, json_pack("{s:s}", "cmd", "list"));
+	src = json_object_get(r, "src_rate");
+	assert_int_equal(jint(src, "per_sec"), 20);
+	assert_int_equal(jint(src, "burst"), 5);
+	json_decref(r);
+
+	/* Audited. */
+	r = ok(fx, json_pack("{s:s, s:i}", "cmd", "audit", "limit", 4));
+	json_t *e = json_object_get(r, "entries");
+	assert_string_equal(json_string_value(json_object_get(json_array_get(e, 0), "action")),
+			    "src-rate-set");
+	assert_string_equal(json_string_value(json_object_get(json_array_get(e, 1), "action")),
+			    "limit-del");
+	assert_string_equal(json_string_value(json_object_get(json_array_get(e, 2), "action")),
+			    "limit-set");
+	json_decref(r);
+
+	/* Unbinding the client removes its limit: enrolled again, it has the default. */
+	json_decref(ok(fx, limit_set_req("tpp-a", 50, 0, 5, 0)));
+	json_decref(ok(fx, json_pack("{s:s, s:s}", "cmd", "unbind", "client_id", "tpp-a")));
+	bind_ok(fx, "tpp-a", GOOD3, -1);
+	r = ok(fx, json_pack("{s:s, s:s}", "cmd", "show", "client_id", "tpp-a"));
+	assert_true(json_is_null(json_object_get(r, "limit")));
+	json_decref(r);
+}
+
 static void test_no_hooks(void **state)
 {
 	struct fixture *fx = *state;
@@ -826,6 +991,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_bind_refusals, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_unbind_and_revoke, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_deny_list, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_limits, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_no_hooks, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_socket_server, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_socket_group_and_stale, fx_setup, fx_teardown),
