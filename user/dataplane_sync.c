@@ -11,6 +11,7 @@ int dataplane_sync_clients(struct dataplane *dp, struct registry *reg)
 {
 	struct registry_client *list = NULL;
 	struct dataplane_client *dc = NULL;
+	struct dataplane_client_limit *lims = NULL;
 	char **cidrs = NULL;
 	size_t n = 0, n_cidrs = 0;
 	int rc = -1;
@@ -26,7 +27,8 @@ int dataplane_sync_clients(struct dataplane *dp, struct registry *reg)
 		goto out;
 	}
 	dc = calloc(n ? n : 1, sizeof(*dc));
-	if (!dc)
+	lims = calloc(n ? n : 1, sizeof(*lims));
+	if (!dc || !lims)
 		goto out;
 	for (size_t i = 0; i < n; i++) {
 		const struct registry_client *c = &list[i];
@@ -43,10 +45,18 @@ int dataplane_sync_clients(struct dataplane *dp, struct registry *reg)
 		dc[i].client_id = c->client_id;
 		dc[i].thumb = active ? active->info.thumb : newest ? newest->info.thumb : NULL;
 		dc[i].revoked = !active && newest;
-		dc[i].limit = NULL; /* per-client limits: not in the registry yet */
+		lims[i] = (struct dataplane_client_limit){c->limit.pps, c->limit.bps, c->limit.burst,
+							  c->limit.burst_bytes};
+		dc[i].limit = c->has_limit ? &lims[i] : NULL;
 	}
 	rc = dataplane_sync(dp, dc, n, cidrs, n_cidrs);
+	/* dataplane_sync keeps a slot's limit when the client is unchanged; a client without one of
+	 * its own gets the default of this start's configuration (bpf.client_rate may have changed). */
+	for (size_t i = 0; i < n; i++)
+		if (!dc[i].limit && dataplane_client_limit(dp, dc[i].slot, NULL))
+			rc = -1;
 out:
+	free(lims);
 	free(dc);
 	for (size_t i = 0; i < n_cidrs; i++)
 		free(cidrs[i]);
