@@ -15,6 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "hex.h"
+
 struct cert_store {
 	X509_STORE *store;
 };
@@ -56,24 +58,13 @@ void cert_thumb_to_hex(const uint8_t thumb[CERT_THUMB_LEN], char out[CERT_THUMB_
 	out[CERT_THUMB_HEX_LEN] = '\0';
 }
 
-static int hex_value(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 int cert_thumb_from_hex(const char *hex, size_t len, uint8_t out[CERT_THUMB_LEN])
 {
 	uint8_t tmp[CERT_THUMB_LEN];
 	if (!hex || len != CERT_THUMB_HEX_LEN)
 		return -1;
 	for (size_t i = 0; i < CERT_THUMB_LEN; i++) {
-		int hi = hex_value(hex[2 * i]), lo = hex_value(hex[2 * i + 1]);
+		int hi = hex_digit_value(hex[2 * i]), lo = hex_digit_value(hex[2 * i + 1]);
 		if (hi < 0 || lo < 0)
 			return -1;
 		tmp[i] = (uint8_t)(hi << 4 | lo);

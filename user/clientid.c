@@ -4,6 +4,7 @@
  * is not a valid client_id) makes the whole claim invalid rather than letting another source
  * decide. */
 #include "clientid.h"
+#include "hex.h"
 
 #include <string.h>
 #include <strings.h>
@@ -22,17 +23,6 @@ bool clientid_valid(const char *s, size_t len)
 	return true;
 }
 
-static int hex_value(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* application/x-www-form-urlencoded decoding ('+' is a space) of s into out (cap bytes, no
  * terminator). Returns the length, -1 for a bad escape, -2 when it does not fit. */
 static long form_decode(const char *s, size_t len, char *out, size_t cap)
@@ -45,7 +35,7 @@ static long form_decode(const char *s, size_t len, char *out, size_t cap)
 		} else if (c == '%') {
 			if (len - i < 3)
 				return -1;
-			int hi = hex_value(s[i + 1]), lo = hex_value(s[i + 2]);
+			int hi = hex_digit_value(s[i + 1]), lo = hex_digit_value(s[i + 2]);
 			if (hi < 0 || lo < 0)
 				return -1;
 			c = (char)(hi << 4 | lo);
