@@ -9,14 +9,18 @@
 # client_id refused, an unbound certificate refused, and an untrusted certificate failing the
 # handshake. Everything is torn down at the end, also on failure or Ctrl-C.
 #
-# Environment: DEMO_BPF_MODE=off|generic|native (default off) attaches the XDP program to the
-# gateway's veth; PSD2E_KEEP=1 keeps the temporary directory (logs, config, PKI).
+# With XDP attached (the default) it also shows the kernel side: the client's slot in the
+# pinned BTF-typed map, a deny-listed source dropped before TCP, and a revoke flipping the
+# client's state in the map.
+#
+# Environment: DEMO_BPF_MODE=native|generic|off (default native) attaches the XDP program to
+# the gateway's veth; PSD2E_KEEP=1 keeps the temporary directory (logs, config, PKI).
 set -uo pipefail
 
 # shellcheck source=tests/integration/lib.sh
 . "$(dirname "$0")/../tests/integration/lib.sh"
 
-BPF_MODE=${DEMO_BPF_MODE:-off}
+BPF_MODE=${DEMO_BPF_MODE:-native}
 
 if [ -t 1 ]; then B=$'\e[1m' G=$'\e[32m' R=$'\e[31m' D=$'\e[2m' N=$'\e[0m'; else B='' G='' R='' D='' N=''; fi
 step() { printf '\n%s== %s%s\n' "$B" "$*" "$N"; }
@@ -44,11 +48,7 @@ upstream_start
 say "it answers every request with a JSON echo of what it received"
 
 step "psd2edged (bpf mode: $BPF_MODE)"
-# --- XDP -----------------------------------------------------------------------------------
-# With DEMO_BPF_MODE=native (or generic) the XDP program is attached to the gateway's veth
-# ($GW_IF) and its maps are pinned under $PIN_DIR. The steps that show XDP at work (deny-list
-# drop, revoked client's flows cut in the kernel, `bpftool map dump pinned $PIN_DIR/stats`)
-# go in demo_xdp below.
+# The XDP program goes on the gateway's veth ($GW_IF); its maps are pinned under $PIN_DIR.
 config_render "$DAEMON_CONFIG" "{\"bpf\": {\"mode\": \"$BPF_MODE\"}}"
 show_cmd "psd2edged --config $DAEMON_CONFIG   (in the gw namespace)"
 daemon_start
@@ -106,14 +106,53 @@ else
 	bad "expected a failed handshake, got HTTP $LAST_CODE"
 fi
 
+# xdp_counter NAME: one of the XDP per-reason packet counters, summed over CPUs
+xdp_counter() {
+	ctl stats --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["xdp"]["packets"][sys.argv[1]])' "$1"
+}
+
 demo_xdp() {
-	# Placeholder for the XDP part of the demo (issue: XDP data plane). Runs only when the
-	# daemon attached the program; show e.g.:
-	#   psd2edgectl deny add $TPP_IP/32 -> curl times out (dropped in XDP); deny del
-	#   bpftool map dump pinned $PIN_DIR/stats
-	step "XDP on $GW_IF ($BPF_MODE)"
-	show_cmd "bpftool map dump pinned $PIN_DIR/stats"
-	bpftool map dump pinned "$PIN_DIR/stats" 2>&1 | head -n 20 | sed 's/^/   /'
+	step "XDP on $GW_IF: the kernel's copy of the binding"
+	show_cmd "ip link show $GW_IF"
+	ns_exec "$GW_NS" ip link show "$GW_IF" | grep -o 'prog/xdp.*' | sed 's/^/   /'
+	show_cmd "bpftool map lookup pinned $PIN_DIR/clients key 0 0 0 0   (slot 0)"
+	bpftool map lookup pinned "$PIN_DIR/clients" key 0 0 0 0 2>&1 |
+		grep -E '"(client_id|state|pass_packets)"' | sed 's/^ */   /'
+
+	step "A deny-listed source is dropped in XDP, before TCP or TLS see it"
+	show_cmd "psd2edgectl deny add $TPP_IP/32"
+	ctl deny add "$TPP_IP/32" | sed 's/^/   /'
+	local before after
+	before=$(xdp_counter drop_deny)
+	gw_request tpp1 --max-time 2 "$GW_URL/accounts?client_id=tpp1"
+	after=$(xdp_counter drop_deny)
+	if [ "$LAST_CODE" = 000 ] && [ "$after" -gt "$before" ]; then
+		ok "no answer (curl exit $LAST_RC); xdp drop_deny went from $before to $after"
+	else
+		bad "expected drops in XDP, got HTTP $LAST_CODE, drop_deny $before -> $after"
+	fi
+	show_cmd "psd2edgectl deny del $TPP_IP/32"
+	ctl deny del "$TPP_IP/32" | sed 's/^/   /'
+	gw_request tpp1 "$GW_URL/accounts?client_id=tpp1"
+	if [ "$LAST_CODE" = 200 ]; then ok "HTTP 200 again"; else bad "expected 200, got $LAST_CODE"; fi
+
+	step "Revoking tpp1 flips its state in the kernel map at once"
+	show_cmd "psd2edgectl revoke tpp1"
+	ctl revoke tpp1 | sed 's/^/   /'
+	local state
+	state=$(bpftool map lookup pinned "$PIN_DIR/clients" key 0 0 0 0 2>/dev/null |
+		grep -o 'PSD2_CLIENT_[A-Z]*')
+	if [ "$state" = PSD2_CLIENT_REVOKED ]; then
+		ok "clients[0].state = $state: packets of tpp1's live flows are dropped in XDP"
+	else
+		bad "expected PSD2_CLIENT_REVOKED in the map, got '$state'"
+	fi
+	gw_request tpp1 "$GW_URL/accounts?client_id=tpp1"
+	if [ "$LAST_CODE" = 401 ]; then
+		ok "a new connection gets HTTP 401: $(cat "$LAST_BODY")"
+	else
+		bad "expected 401 after the revoke, got $LAST_CODE"
+	fi
 }
 if [ "$BPF_MODE" != off ]; then
 	demo_xdp
