@@ -36,6 +36,7 @@ struct args {
 	const char *cert;
 	const char *thumbprint;
 	const char *limit;
+	const char *pps, *bps, *burst, *burst_bytes, *per_sec; /* limit set / limit src */
 };
 
 enum opt_kind { OPT_FLAG, OPT_VALUE };
@@ -266,7 +267,91 @@ static int build_audit(const struct args *a, json_t *req)
 	return 0;
 }
 
+/* A decimal count from 0 to max into field of req; 0, or EXIT_USAGE after printing why. */
+static int put_count(json_t *req, const char *field, const char *opt, const char *text,
+		     unsigned long long max)
+{
+	char *end;
+	errno = 0;
+	unsigned long long v = strtoull(text, &end, 10);
+	if (!text[0] || text[0] == '-' || text[0] == '+' || errno || *end || v > max) {
+		fail_msg("--%s must be a non-negative integer", opt);
+		return EXIT_USAGE;
+	}
+	json_object_set_new(req, field, json_integer((json_int_t)v));
+	return 0;
+}
+
+/* The daemon checks the bounds; this one only keeps the number inside a JSON integer. */
+#define COUNT_MAX 1000000000000000ULL
+
+static int build_limit_set(const struct args *a, json_t *req)
+{
+	if ((a->pps && put_count(req, "pps", "pps", a->pps, COUNT_MAX)) ||
+	    (a->bps && put_count(req, "bps", "bps", a->bps, COUNT_MAX)) ||
+	    (a->burst && put_count(req, "burst", "burst", a->burst, COUNT_MAX)) ||
+	    (a->burst_bytes &&
+	     put_count(req, "burst_bytes", "burst-bytes", a->burst_bytes, COUNT_MAX)))
+		return EXIT_USAGE;
+	return 0;
+}
+
+static int build_limit_src(const struct args *a, json_t *req)
+{
+	if (!a->per_sec || !a->burst) {
+		fail_msg("limit src: --per-sec and --burst are both required");
+		return EXIT_USAGE;
+	}
+	if (put_count(req, "per_sec", "per-sec", a->per_sec, COUNT_MAX) ||
+	    put_count(req, "burst", "burst", a->burst, COUNT_MAX))
+		return EXIT_USAGE;
+	return 0;
+}
+
 /* --- result printers ------------------------------------------------------------------- */
+
+/* "pps 100, bps 0, burst 10, burst_bytes 0" for a limit object, "default" for null. */
+static char *limit_text(json_t *lim)
+{
+	if (!json_is_object(lim))
+		return clean("default");
+	char buf[160];
+	snprintf(buf, sizeof(buf),
+		 "pps %" JSON_INTEGER_FORMAT ", bps %" JSON_INTEGER_FORMAT
+		 ", burst %" JSON_INTEGER_FORMAT ", burst_bytes %" JSON_INTEGER_FORMAT,
+		 json_integer_value(json_object_get(lim, "pps")),
+		 json_integer_value(json_object_get(lim, "bps")),
+		 json_integer_value(json_object_get(lim, "burst")),
+		 json_integer_value(json_object_get(lim, "burst_bytes")));
+	return clean(buf);
+}
+
+static void print_limit_set(const struct args *a, json_t *r)
+{
+	(void)a;
+	char *id = jval(r, "client_id"), *l = limit_text(json_object_get(r, "limit"));
+	printf("limit of %s (slot %" JSON_INTEGER_FORMAT "): %s\n", id,
+	       json_integer_value(json_object_get(r, "slot")), l);
+	free(id), free(l);
+}
+
+static void print_limit_del(const struct args *a, json_t *r)
+{
+	(void)a;
+	char *id = jval(r, "client_id");
+	printf("removed the limit of %s: the configured default applies\n", id);
+	free(id);
+}
+
+static void print_limit_src(const struct args *a, json_t *r)
+{
+	(void)a;
+	json_t *src = json_object_get(r, "src_rate");
+	printf("new connections per source: %" JSON_INTEGER_FORMAT "/s, burst %" JSON_INTEGER_FORMAT
+	       "\n",
+	       json_integer_value(json_object_get(src, "per_sec")),
+	       json_integer_value(json_object_get(src, "burst")));
+}
 
 static void print_bind(const struct args *a, json_t *r)
 {
@@ -329,8 +414,9 @@ static json_t *main_cert(json_t *client, size_t *n_active)
 static void print_list(const struct args *a, json_t *r)
 {
 	(void)a;
-	static const char *const hdr[] = {"CLIENT_ID", "STATE", "CERTS", "THUMBPRINT", "NOT_AFTER"};
-	struct table t = {.ncols = 5};
+	static const char *const hdr[] = {"CLIENT_ID", "STATE",     "CERTS",
+					  "THUMBPRINT", "NOT_AFTER", "LIMIT"};
+	struct table t = {.ncols = 6};
 	table_header(&t, hdr);
 	size_t i;
 	json_t *c;
@@ -341,10 +427,17 @@ static void print_list(const struct args *a, json_t *r)
 		snprintf(num, sizeof(num), "%zu", n_active);
 		char *row[] = {jval(c, "client_id"), jval(c, "state"), clean(num),
 			       short_thumb(mc ? jstr(mc, "thumbprint") : "-"),
-			       mc ? jval(mc, "not_after") : clean("-")};
+			       mc ? jval(mc, "not_after") : clean("-"),
+			       limit_text(json_object_get(c, "limit"))};
 		table_row(&t, row);
 	}
 	table_print(&t);
+	json_t *src = json_object_get(r, "src_rate");
+	if (json_is_object(src))
+		printf("\nnew connections per source (set at run time): %" JSON_INTEGER_FORMAT
+		       "/s, burst %" JSON_INTEGER_FORMAT "\n",
+		       json_integer_value(json_object_get(src, "per_sec")),
+		       json_integer_value(json_object_get(src, "burst")));
 }
 
 static void print_show(const struct args *a, json_t *r)
@@ -356,6 +449,8 @@ static void print_show(const struct args *a, json_t *r)
 		char *row[] = {clean(keys[i]), jval(r, keys[i])};
 		table_row(&kv, row);
 	}
+	char *lrow[] = {clean("limit"), limit_text(json_object_get(r, "limit"))};
+	table_row(&kv, lrow);
 	table_print(&kv);
 	json_t *certs = json_object_get(r, "certs"), *c;
 	if (!json_array_size(certs)) {
@@ -485,6 +580,18 @@ static const struct opt audit_opts[] = {
 	VALUE("limit", limit, "N", "at most N entries, newest first (default 50)"),
 	{0},
 };
+static const struct opt limit_set_opts[] = {
+	VALUE("pps", pps, "N", "packets per second (0: unlimited, the default)"),
+	VALUE("bps", bps, "N", "bytes per second of whole frames (0: unlimited, the default)"),
+	VALUE("burst", burst, "N", "packets back to back (default 1)"),
+	VALUE("burst-bytes", burst_bytes, "N", "bytes back to back (default 0: burst x 1514)"),
+	{0},
+};
+static const struct opt limit_src_opts[] = {
+	VALUE("per-sec", per_sec, "N", "new connections per source and second (0: off)"),
+	VALUE("burst", burst, "N", "new connections a source may open back to back (>= 1)"),
+	{0},
+};
 static const struct opt no_opts[] = {{0}};
 
 static const struct subcmd subcmds[] = {
@@ -510,6 +617,15 @@ static const struct subcmd subcmds[] = {
 	 no_opts, NULL, print_deny_del},
 	{"deny list", "deny-list", "", "print the deny-list, one CIDR a line", 0, 0, {NULL},
 	 no_opts, NULL, print_deny_list},
+	{"limit set", "limit-set", "CLIENT_ID [--pps N] [--bps N] [--burst N] [--burst-bytes N]",
+	 "police a client's packets in XDP (replaces its limit; omitted values take the defaults)",
+	 1, 1, {"client_id"}, limit_set_opts, build_limit_set, print_limit_set},
+	{"limit del", "limit-del", "CLIENT_ID",
+	 "remove a client's own limit: the configured default (bpf.client_rate) applies", 1, 1,
+	 {"client_id"}, no_opts, NULL, print_limit_del},
+	{"limit src", "src-rate-set", "--per-sec N --burst N",
+	 "per-source rate of new connections, enforced in XDP (kept across restarts)", 0, 0,
+	 {NULL}, limit_src_opts, build_limit_src, print_limit_src},
 	{"stats", "stats", "", "daemon counters and registry figures", 0, 0, {NULL}, no_opts,
 	 NULL, print_stats},
 };
@@ -716,6 +832,8 @@ int main(int argc, char **argv)
 	if (!cmd) {
 		if (strcmp(argv[i], "deny") == 0)
 			fail_msg("deny needs add CIDR, del CIDR or list");
+		else if (strcmp(argv[i], "limit") == 0)
+			fail_msg("limit needs set CLIENT_ID, del CLIENT_ID or src");
 		else
 			fail_msg("unknown command '%s' (try --help)", argv[i]);
 		return EXIT_USAGE;
