@@ -208,6 +208,7 @@ struct peer {
 	int lfd;        /* server: accept here */
 	uint64_t bytes; /* to write, then to read back (order set by `server`) */
 	bool key_update;
+	bool renegotiate; /* TLS 1.2: ask for a renegotiation after one record */
 	/* results */
 	bool handshake_ok, write_ok, read_ok, got_close_notify;
 	uint64_t read_bytes;
@@ -256,6 +257,11 @@ static void *peer_main(void *arg)
 	if (!p->handshake_ok) {
 		snprintf(p->err, sizeof(p->err), "handshake: %s",
 			 ERR_reason_error_string(ERR_get_error()));
+		goto out;
+	}
+	if (p->renegotiate) {
+		p->write_ok = SSL_write(ssl, "before", 6) == 6 && SSL_renegotiate(ssl) == 1;
+		(void)SSL_do_handshake(ssl); /* sends the ClientHello; the answer is a refusal */
 		goto out;
 	}
 	if (p->key_update) {
@@ -436,6 +442,46 @@ out:
 	close(lfd);
 }
 
+/* --- test 2b (TLS 1.2): renegotiation is refused on a kTLS connection -------------------- */
+static void test_renegotiation(const struct suite *su)
+{
+	uint16_t port;
+	int lfd = listener(&port), fd = -1;
+	struct peer cl = {.su = su, .port = port, .renegotiate = true};
+	struct ktls_state st;
+	struct ktls_counters c0, c1;
+	pthread_t th;
+	SSL_CTX *ctx = ctx_new(su, true, true);
+	ktls_counters_read(&c0);
+	pthread_create(&th, NULL, peer_main, &cl);
+	SSL *ssl = ktls_accept(ctx, lfd, &fd, &st);
+	if (!check(ssl && st.rx, "%s: renegotiation test connection has kTLS RX", su->name)) {
+		pthread_join(th, NULL);
+		goto out;
+	}
+	char buf[256];
+	int rt;
+	ssize_t n = ktls_recv(fd, buf, sizeof(buf), &rt);
+	check(n == 6 && memcmp(buf, "before", 6) == 0, "%s: data before renegotiation read",
+	      su->name);
+	n = ktls_recv(fd, buf, sizeof(buf), &rt);
+	int e = errno;
+	check(n == -1 && e == EPROTO && rt == 22,
+	      "%s: ClientHello on kTLS -> renegotiation refused, EPROTO (n=%zd errno=%s)",
+	      su->name, n, strerror(e));
+	ktls_counters_read(&c1);
+	check(c1.renegotiations_refused == c0.renegotiations_refused + 1,
+	      "%s: renegotiations_refused counted", su->name);
+	ktls_send_close_notify(fd);
+	pthread_join(th, NULL);
+	ktls_release(&st);
+	SSL_free(ssl);
+	close(fd);
+out:
+	SSL_CTX_free(ctx);
+	close(lfd);
+}
+
 /* --- test 3: a proxy splicing between two kTLS sockets ---------------------------------- */
 static bool splice_body(int in, int out, uint64_t len, const char *what, int *controls)
 {
@@ -606,6 +652,8 @@ int main(int argc, char **argv)
 		test_basic(&suites[i]);
 		if (suites[i].version == TLS1_3_VERSION)
 			test_key_update(&suites[i]);
+		else if (i == 0)
+			test_renegotiation(&suites[i]);
 	}
 	test_proxy(&suites[0], proxy_bytes); /* TLS 1.2 AES-128-GCM */
 	test_proxy(&suites[2], proxy_bytes); /* TLS 1.3 AES-128-GCM */
