@@ -14,6 +14,9 @@ busybox=${VMTEST_BUSYBOX:-/bin/busybox}
 # Load order matters: insmod does not resolve dependencies.
 modules=(netfs fscache 9pnet virtio_ring virtio virtio_pci_legacy_dev
 	virtio_pci_modern_dev virtio_pci virtio_mmio 9pnet_virtio 9p overlay)
+# Loaded when the CPU allows (insmod failures ignored): the AES-GCM drivers that udev's
+# coldplug would load, so kTLS uses generic-gcm-aesni as on a real host, not aes-generic.
+optional=(cryptd crypto_simd aesni-intel ghash-clmulni-intel)
 
 die() { echo "vmtest: mkinitramfs: $*" >&2; exit 1; }
 
@@ -29,14 +32,19 @@ for m in "${modules[@]}"; do
 	p=$(grep -E "(^|/)${m}\.ko(\.[a-z]+)?:" "$moddir/modules.dep" | head -n1 | cut -d: -f1 || true)
 	[ -n "$p" ] && modpaths+=("$p")
 done
-for p in "${modpaths[@]}"; do
+optpaths=()
+for m in "${optional[@]}"; do
+	p=$(grep -E "(^|/)${m}\.ko:" "$moddir/modules.dep" | head -n1 | cut -d: -f1 || true)
+	[ -n "$p" ] && optpaths+=("$p")
+done
+for p in "${modpaths[@]}" "${optpaths[@]}"; do
 	case $p in *.ko) ;; *) die "compressed module $p not supported (busybox insmod)";; esac
 done
 
 key=$( {
-	echo "kver=$kver modules=${modpaths[*]}"
+	echo "kver=$kver modules=${modpaths[*]} optional=${optpaths[*]}"
 	sha256sum "$here/init" "$here/modprobe" "$0" "$busybox"
-	for p in "${modpaths[@]}"; do stat -c '%n %s %Y' "$moddir/$p"; done
+	for p in "${modpaths[@]}" "${optpaths[@]}"; do stat -c '%n %s %Y' "$moddir/$p"; done
 } | sha256sum | cut -d' ' -f1)
 
 if [ -f "$out" ] && [ -f "$out.inputs" ] && [ "$(cat "$out.inputs")" = "$key" ]; then
@@ -55,11 +63,13 @@ cp "$here/init" "$stage/init"
 cp "$here/modprobe" "$stage/sbin/modprobe"
 chmod 0755 "$stage/init" "$stage/sbin/modprobe"
 : > "$stage/etc/vmtest-modules"
-for p in "${modpaths[@]}"; do
+: > "$stage/etc/vmtest-modules-optional"
+for p in "${modpaths[@]}" "${optpaths[@]}"; do
 	mkdir -p "$stage/lib/modules/$kver/$(dirname "$p")"
 	cp "$moddir/$p" "$stage/lib/modules/$kver/$p"
-	echo "$p" >> "$stage/etc/vmtest-modules"
 done
+printf '%s\n' "${modpaths[@]}" > "$stage/etc/vmtest-modules"
+[ ${#optpaths[@]} -eq 0 ] || printf '%s\n' "${optpaths[@]}" > "$stage/etc/vmtest-modules-optional"
 
 if command -v cpio >/dev/null; then
 	cpio_cmd=(cpio --quiet -o -H newc)
@@ -70,4 +80,4 @@ tmp=$(mktemp "$out.XXXXXX")
 (cd "$stage" && find . -print | LC_ALL=C sort | "${cpio_cmd[@]}") | gzip -1 > "$tmp"
 mv -f "$tmp" "$out"
 echo "$key" > "$out.inputs.tmp.$$" && mv -f "$out.inputs.tmp.$$" "$out.inputs"
-echo "vmtest: built $out ($(du -k "$out" | cut -f1) KiB, ${#modpaths[@]} modules)" >&2
+echo "vmtest: built $out ($(du -k "$out" | cut -f1) KiB, ${#modpaths[@]}+${#optpaths[@]} modules)" >&2

@@ -129,12 +129,23 @@ else
 	mode=qemu
 	initrd=$vmdir/initramfs-$kver.cpio.gz
 	"$here/mkinitramfs.sh" "$kver" "$initrd" || fail "cannot build the initramfs"
+	# Boot the uncompressed kernel through its PVH entry when we can: no firmware boot
+	# loader and no xz decompression under emulation (VMTEST_PVH=0 to boot vmlinuz).
+	boot_image=$kernel
+	if [ "${VMTEST_PVH:-1}" = 1 ]; then
+		vmlinux=$vmdir/vmlinux-$kver
+		if [ ! -s "$vmlinux" ] || [ "$vmlinux" -ot "$kernel" ]; then
+			"$here/extract-vmlinux.py" "$kernel" "$vmlinux" ||
+				info "cannot extract vmlinux from $kernel; booting it compressed"
+		fi
+		[ -s "$vmlinux" ] && boot_image=$vmlinux
+	fi
 	serial=(-serial "file:$out/console.log")
 	[ "$console" = 1 ] && serial=(-serial stdio)
 	qemu-system-x86_64 -name vmtest -accel "${VMTEST_ACCEL:-tcg}" -cpu max \
 		-smp "$cpus" -m "$mem" -nodefaults -no-user-config -display none -vga none \
 		-no-reboot "${serial[@]}" \
-		-kernel "$kernel" -initrd "$initrd" \
+		-kernel "$boot_image" -initrd "$initrd" \
 		-append "console=ttyS0 quiet loglevel=4 panic=-1 oops=panic mitigations=off random.trust_cpu=on tsc=reliable no_timer_check 8250.nr_uarts=1 ${VMTEST_APPEND:-}" \
 		-virtfs local,path=/,mount_tag=root,security_model=none,readonly=on,multidevs=remap \
 		-virtfs "local,path=$out,mount_tag=out,security_model=none,multidevs=remap" \
