@@ -614,6 +614,19 @@ static json_t *cmd_src_rate_set(struct request *rq)
 	return json_pack("{s:o}", "src_rate", src_rate_json(&r));
 }
 
+static json_t *cmd_src_rate_del(struct request *rq)
+{
+	char err[256] = "";
+	int st = registry_src_rate_del(rq->ctx->reg, rq->uid, err, sizeof(err));
+	if (st != REG_OK) {
+		rq_fail_reg(rq, st, err);
+		return NULL;
+	}
+	struct control_event ev = {.kind = CONTROL_SRC_RATE_CHANGED, .src_default = true};
+	emit_event(rq, &ev);
+	return json_pack("{s:n}", "src_rate");
+}
+
 static json_t *cmd_stats(struct request *rq)
 {
 	json_t *o = json_object();
@@ -670,6 +683,7 @@ static const struct command commands[] = {
 	{"limit-del", cmd_limit_del, {{"client_id", F_STRING, true}}},
 	{"src-rate-set", cmd_src_rate_set,
 	 {{"per_sec", F_INT, true}, {"burst", F_INT, true}}},
+	{"src-rate-del", cmd_src_rate_del, {{0}}},
 	{"stats", cmd_stats, {{0}}},
 };
 

@@ -25,7 +25,7 @@ enum control_event_kind {
 	CONTROL_DENY_ADDED,      /* cidr set */
 	CONTROL_DENY_REMOVED,    /* cidr set */
 	CONTROL_LIMIT_CHANGED,   /* client_id, slot; limit the new one, NULL: back to the default */
-	CONTROL_SRC_RATE_CHANGED, /* src_per_sec, src_burst */
+	CONTROL_SRC_RATE_CHANGED, /* src_per_sec, src_burst; or src_default: the configuration's */
 };
 
 struct control_event {
@@ -36,6 +36,7 @@ struct control_event {
 	const char *cidr;
 	const struct registry_limit *limit; /* CONTROL_LIMIT_CHANGED; NULL: the default */
 	uint64_t src_per_sec, src_burst;    /* CONTROL_SRC_RATE_CHANGED */
+	bool src_default;                   /* CONTROL_SRC_RATE_CHANGED: back to bpf.src_rate */
 };
 
 struct control_hooks {

@@ -37,6 +37,7 @@ struct args {
 	const char *thumbprint;
 	const char *limit;
 	const char *pps, *bps, *burst, *burst_bytes, *per_sec; /* limit set / limit src */
+	bool src_default;
 };
 
 enum opt_kind { OPT_FLAG, OPT_VALUE };
@@ -298,8 +299,16 @@ static int build_limit_set(const struct args *a, json_t *req)
 
 static int build_limit_src(const struct args *a, json_t *req)
 {
+	if (a->src_default) {
+		if (a->per_sec || a->burst) {
+			fail_msg("limit src: --default takes neither --per-sec nor --burst");
+			return EXIT_USAGE;
+		}
+		json_object_set_new(req, "cmd", json_string("src-rate-del"));
+		return 0;
+	}
 	if (!a->per_sec || !a->burst) {
-		fail_msg("limit src: --per-sec and --burst are both required");
+		fail_msg("limit src: --per-sec and --burst are both required (or --default)");
 		return EXIT_USAGE;
 	}
 	if (put_count(req, "per_sec", "per-sec", a->per_sec, COUNT_MAX) ||
@@ -347,6 +356,10 @@ static void print_limit_src(const struct args *a, json_t *r)
 {
 	(void)a;
 	json_t *src = json_object_get(r, "src_rate");
+	if (!json_is_object(src)) {
+		printf("new connections per source: as configured (bpf.src_rate)\n");
+		return;
+	}
 	printf("new connections per source: %" JSON_INTEGER_FORMAT "/s, burst %" JSON_INTEGER_FORMAT
 	       "\n",
 	       json_integer_value(json_object_get(src, "per_sec")),
@@ -590,6 +603,7 @@ static const struct opt limit_set_opts[] = {
 static const struct opt limit_src_opts[] = {
 	VALUE("per-sec", per_sec, "N", "new connections per source and second (0: off)"),
 	VALUE("burst", burst, "N", "new connections a source may open back to back (>= 1)"),
+	FLAG("default", src_default, "forget the run-time rate: bpf.src_rate applies again"),
 	{0},
 };
 static const struct opt no_opts[] = {{0}};
@@ -623,7 +637,7 @@ static const struct subcmd subcmds[] = {
 	{"limit del", "limit-del", "CLIENT_ID",
 	 "remove a client's own limit: the configured default (bpf.client_rate) applies", 1, 1,
 	 {"client_id"}, no_opts, NULL, print_limit_del},
-	{"limit src", "src-rate-set", "--per-sec N --burst N",
+	{"limit src", "src-rate-set", "--per-sec N --burst N | --default",
 	 "per-source rate of new connections, enforced in XDP (kept across restarts)", 0, 0,
 	 {NULL}, limit_src_opts, build_limit_src, print_limit_src},
 	{"stats", "stats", "", "daemon counters and registry figures", 0, 0, {NULL}, no_opts,

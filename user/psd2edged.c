@@ -84,7 +84,11 @@ static void daemon_on_control_event(void *arg, const struct control_event *ev)
 		}
 		break;
 	case CONTROL_SRC_RATE_CHANGED:
-		dataplane_set_src_rate(d->dp, ev->src_per_sec, ev->src_burst);
+		if (ev->src_default)
+			dataplane_set_src_rate(d->dp, d->cfg.bpf.rates.src_per_sec,
+					       d->cfg.bpf.rates.src_burst);
+		else
+			dataplane_set_src_rate(d->dp, ev->src_per_sec, ev->src_burst);
 		break;
 	}
 }
@@ -105,11 +109,14 @@ static void daemon_dataplane_limits(struct daemon *d, struct dataplane_limits *l
 						      .bps = r->client.bps,
 						      .burst = r->client.burst,
 						      .burst_bytes = r->client.burst_bytes};
-	if (registry_src_rate_get(d->reg, &src) == REG_OK) {
+	int rc = registry_src_rate_get(d->reg, &src);
+	if (rc == REG_OK) {
 		log_info("bpf: source rate %llu/s burst %llu (set at run time, stored in the "
 			 "registry)", (unsigned long long)src.per_sec, (unsigned long long)src.burst);
 		lim->src_per_sec = src.per_sec;
 		lim->src_burst = src.burst;
+	} else if (rc != REG_ERR_NOT_FOUND) {
+		log_warn("bpf: cannot read the stored source rate: using bpf.src_rate");
 	}
 }
 

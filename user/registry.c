@@ -1049,6 +1049,34 @@ out:
 	return rc;
 }
 
+int registry_src_rate_del(struct registry *reg, uid_t uid, char *err, size_t errlen)
+{
+	struct registry_src_rate old;
+	int rc = txn_begin(reg, err, errlen);
+	if (rc != REG_OK)
+		return rc;
+	rc = registry_src_rate_get(reg, &old);
+	if (rc == REG_ERR_NOT_FOUND)
+		rc = set_err(err, errlen, REG_ERR_NOT_FOUND,
+			     "no source rate was set at run time: the configuration's applies");
+	else if (rc != REG_OK)
+		rc = db_err(reg, err, errlen);
+	if (rc == REG_OK)
+		rc = db_check(reg,
+			      db_exec(reg,
+				      "DELETE FROM settings"
+				      " WHERE key IN ('src_rate.per_sec', 'src_rate.burst')",
+				      ""),
+			      SQLITE_DONE, err, errlen);
+	if (rc == REG_OK &&
+	    (rc = audit_add(reg, uid, "src-rate-del", "", "", "back to the configuration", err,
+			    errlen)) == REG_OK)
+		rc = txn_commit(reg, err, errlen);
+	if (rc != REG_OK)
+		txn_rollback(reg);
+	return rc;
+}
+
 int registry_src_rate_get(struct registry *reg, struct registry_src_rate *out)
 {
 	int64_t per_sec = 0, burst = 0;

@@ -76,7 +76,7 @@ struct registry_audit_entry {
 	int64_t id, ts;
 	uid_t uid;
 	char action[32]; /* bind, rotate, unbind, unbind-cert, revoke, deny-add, deny-del,
-			  * limit-set, limit-del, src-rate-set */
+			  * limit-set, limit-del, src-rate-set, src-rate-del */
 	char client_id[REGISTRY_CLIENT_ID_MAX + 1];
 	char thumb_hex[CERT_THUMB_HEX_LEN + 1]; /* "" when not about one certificate */
 	char detail[256];
@@ -123,7 +123,10 @@ int registry_limit_del(struct registry *reg, const char *client_id, uid_t uid, u
 int registry_limit_get(struct registry *reg, const char *client_id, struct registry_limit *out);
 int registry_src_rate_set(struct registry *reg, const struct registry_src_rate *rate, uid_t uid,
 			  char *err, size_t errlen);
-/* REG_OK and *out, REG_ERR_NOT_FOUND when none was ever set (the configuration's applies). */
+/* Forgets the run-time source rate, so that the configuration's applies again
+ * (REG_ERR_NOT_FOUND when none is stored). */
+int registry_src_rate_del(struct registry *reg, uid_t uid, char *err, size_t errlen);
+/* REG_OK and *out, REG_ERR_NOT_FOUND when none is stored (the configuration's applies). */
 int registry_src_rate_get(struct registry *reg, struct registry_src_rate *out);
 
 /* Listings (allocating; free with registry_client_free / free()). */

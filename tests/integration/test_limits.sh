@@ -4,8 +4,8 @@
 # `show` reports it; it is in the registry, so after a restart of the daemon the map still holds
 # it; `limit del` returns the entry to the configured default (bpf.client_rate); a tight pps
 # limit makes a bulk download's ACKs exceed the rate, so xdp.packets.drop_policed rises; and
-# `limit src` (the per-source SYN rate) is stored and survives a restart. Refusals (unknown
-# client, out of range) exit 1 and leave the map alone.
+# `limit src` (the per-source SYN rate) is stored and survives a restart until
+# `limit src --default`. Refusals (unknown client, out of range) exit 1 and leave the map alone.
 # shellcheck source=tests/integration/lib.sh
 . "$(dirname "$0")/lib.sh"
 
@@ -124,9 +124,18 @@ before=$(xdp_stat drop_policed)
 CURL_MAX_TIME=20 assert_status 200 "the bulk download completes without the tight limit" \
 	tpp1 "$GW_URL/big?bytes=5000000&client_id=tpp1"
 
+# --- limit src --default: the configuration's source rate again -------------------------------------
+ctl_capture limit src --default
+assert_eq 0 "$CTL_RC" "limit src --default (stderr: $CTL_ERR)"
+ctl list --json >"$TEST_DIR/list.json"
+assert_eq null "$(python3 -c 'import json,sys; print(json.dumps(json.load(open(sys.argv[1]))["src_rate"]))' "$TEST_DIR/list.json")" \
+	"list --json: src_rate null after --default"
+ctl_capture limit src --default
+assert_eq 1 "$CTL_RC" "a second limit src --default is refused"
+
 # --- the audit trail ---------------------------------------------------------------------------------
 audit=$(ctl audit --limit 20)
-for a in limit-set limit-del src-rate-set; do
+for a in limit-set limit-del src-rate-set src-rate-del; do
 	assert_contains "$audit" "$a" "audit records $a"
 done
 

@@ -116,6 +116,7 @@ struct rec_event {
 	bool has_limit;
 	struct registry_limit limit;
 	uint64_t src_per_sec, src_burst;
+	bool src_default;
 };
 
 struct fixture {
@@ -148,6 +149,7 @@ static void on_event(void *arg, const struct control_event *ev)
 	}
 	r->src_per_sec = ev->src_per_sec;
 	r->src_burst = ev->src_burst;
+	r->src_default = ev->src_default;
 }
 
 static void fill_stats(void *arg, json_t *obj)
@@ -707,21 +709,34 @@ static void test_limits(void **state)
 	assert_int_equal(fx->ev[3].kind, CONTROL_SRC_RATE_CHANGED);
 	assert_int_equal(fx->ev[3].src_per_sec, 20);
 	assert_int_equal(fx->ev[3].src_burst, 5);
+	assert_false(fx->ev[3].src_default);
 	r = ok(fx, json_pack("{s:s}", "cmd", "list"));
 	src = json_object_get(r, "src_rate");
 	assert_int_equal(jint(src, "per_sec"), 20);
 	assert_int_equal(jint(src, "burst"), 5);
 	json_decref(r);
 
+	/* Forget it: back to the configuration's. */
+	r = ok(fx, json_pack("{s:s}", "cmd", "src-rate-del"));
+	assert_true(json_is_null(json_object_get(r, "src_rate")));
+	json_decref(r);
+	assert_int_equal(fx->n_ev, 5);
+	assert_int_equal(fx->ev[4].kind, CONTROL_SRC_RATE_CHANGED);
+	assert_true(fx->ev[4].src_default);
+	refused(fx, json_pack("{s:s}", "cmd", "src-rate-del"), "no source rate");
+	refused(fx, json_pack("{s:s, s:i}", "cmd", "src-rate-del", "burst", 1),
+		"unknown field 'burst'");
+	r = ok(fx, json_pack("{s:s}", "cmd", "list"));
+	assert_true(json_is_null(json_object_get(r, "src_rate")));
+	json_decref(r);
+
 	/* Audited. */
 	r = ok(fx, json_pack("{s:s, s:i}", "cmd", "audit", "limit", 4));
 	json_t *e = json_object_get(r, "entries");
-	assert_string_equal(json_string_value(json_object_get(json_array_get(e, 0), "action")),
-			    "src-rate-set");
-	assert_string_equal(json_string_value(json_object_get(json_array_get(e, 1), "action")),
-			    "limit-del");
-	assert_string_equal(json_string_value(json_object_get(json_array_get(e, 2), "action")),
-			    "limit-set");
+	const char *want[] = {"src-rate-del", "src-rate-set", "limit-del", "limit-set"};
+	for (size_t i = 0; i < 4; i++)
+		assert_string_equal(
+			json_string_value(json_object_get(json_array_get(e, i), "action")), want[i]);
 	json_decref(r);
 
 	/* Unbinding the client removes its limit: enrolled again, it has the default. */

@@ -1117,6 +1117,19 @@ static void test_src_rate(void **state)
 	assert_string_equal(e[0].client_id, "");
 	assert_string_equal(e[0].detail, "per_sec 0, burst 1");
 	free(e);
+
+	/* Forgotten: the configuration's applies again. */
+	expect(registry_src_rate_del(f->reg, UID, err, sizeof(err)), REG_OK, err, NULL);
+	assert_int_equal(registry_src_rate_get(f->reg, &r), REG_ERR_NOT_FOUND);
+	n_audit = audit_count(f);
+	expect(registry_src_rate_del(f->reg, UID, err, sizeof(err)), REG_ERR_NOT_FOUND, err,
+	       "no source rate");
+	assert_int_equal(audit_count(f), n_audit);
+	reg_reopen(f);
+	assert_int_equal(registry_src_rate_get(f->reg, &r), REG_ERR_NOT_FOUND);
+	assert_int_equal(registry_audit(f->reg, NULL, 1, &e, &n), REG_OK);
+	assert_string_equal(e[0].action, "src-rate-del");
+	free(e);
 }
 
 /* The schema as build 1 created it (never edit: it is what is on disk out there). */
