@@ -2,6 +2,8 @@
  * socket whose record layer the kernel runs. See ktls.h for the contract. */
 #include "ktls.h"
 
+#include "hex.h"
+
 #include <linux/tls.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -118,17 +120,6 @@ int ktls_ctx_setup(SSL_CTX *ctx)
 	return 1;
 }
 
-static int hexval(int c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* Parses "LABEL <client_random> <secret>" secret hex into out; returns its length or 0. */
 static size_t parse_secret(const char *line, unsigned char *out, size_t outlen)
 {
@@ -138,7 +129,7 @@ static size_t parse_secret(const char *line, unsigned char *out, size_t outlen)
 	p++;
 	size_t n = 0;
 	while (p[0] && p[1] && n < outlen) {
-		int hi = hexval(p[0]), lo = hexval(p[1]);
+		int hi = hex_digit_value(p[0]), lo = hex_digit_value(p[1]);
 		if (hi < 0 || lo < 0)
 			break;
 		out[n++] = (unsigned char)(hi << 4 | lo);
