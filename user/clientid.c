@@ -11,18 +11,6 @@
 
 #define FORM_MEDIA_TYPE "application/x-www-form-urlencoded"
 
-bool clientid_valid(const char *s, size_t len)
-{
-	if (len == 0 || len > REGISTRY_CLIENT_ID_MAX)
-		return false;
-	for (size_t i = 0; i < len; i++) {
-		unsigned char c = (unsigned char)s[i];
-		if (c < 0x21 || c > 0x7e || c == '"' || c == '\\')
-			return false;
-	}
-	return true;
-}
-
 /* application/x-www-form-urlencoded decoding ('+' is a space) of s into out (cap bytes, no
  * terminator). Returns the length, -1 for a bad escape, -2 when it does not fit. */
 static long form_decode(const char *s, size_t len, char *out, size_t cap)
@@ -61,7 +49,7 @@ static void found_add(struct found *f, const char *v, size_t len)
 {
 	if (f->res == CLIENTID_INVALID)
 		return;
-	if (!clientid_valid(v, len)) {
+	if (!registry_client_id_valid_n(v, len)) {
 		f->res = CLIENTID_INVALID;
 		f->why = "client_id has invalid characters or length";
 		return;

@@ -16,10 +16,6 @@ enum clientid_result {
 	CLIENTID_INVALID,   /* bad percent-encoding, too long, or forbidden characters */
 };
 
-/* The syntax of a client_id: 1..REGISTRY_CLIENT_ID_MAX bytes of 0x21..0x7e except '"' and a
- * backslash. The single definition of the rule (registry_client_id_valid() should use it). */
-bool clientid_valid(const char *s, size_t len);
-
 /* True when a form source is configured and the request is application/x-www-form-urlencoded,
  * i.e. the body must be buffered before the identity can be decided. */
 bool clientid_needs_body(const struct client_id_source *src, unsigned n, const struct http_msg *req);

@@ -515,21 +515,6 @@ void registry_close(struct registry *reg)
 	free(reg);
 }
 
-bool registry_client_id_valid(const char *client_id)
-{
-	if (!client_id)
-		return false;
-	size_t n = strnlen(client_id, REGISTRY_CLIENT_ID_MAX + 1);
-	if (n == 0 || n > REGISTRY_CLIENT_ID_MAX)
-		return false;
-	for (size_t i = 0; i < n; i++) {
-		unsigned char c = (unsigned char)client_id[i];
-		if (c < 0x21 || c > 0x7e || c == '"' || c == '\\')
-			return false;
-	}
-	return true;
-}
-
 static int check_client_id(const char *client_id, char *err, size_t errlen)
 {
 	if (registry_client_id_valid(client_id))

@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/types.h>
 
 #include "cert.h"
@@ -89,7 +90,26 @@ struct registry;
 int registry_open(const char *path, struct registry **out, char *err, size_t errlen);
 void registry_close(struct registry *reg);
 
-bool registry_client_id_valid(const char *client_id);
+/* The syntax of a client_id, the one definition of the rule: 1..REGISTRY_CLIENT_ID_MAX bytes
+ * of 0x21..0x7e except '"' and a backslash (so it is safe in JSON, headers and logs as is).
+ * Inline so that request parsing can check a claimed id without linking the registry. */
+static inline bool registry_client_id_valid_n(const char *s, size_t len)
+{
+	if (!s || len == 0 || len > REGISTRY_CLIENT_ID_MAX)
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)s[i];
+		if (c < 0x21 || c > 0x7e || c == '"' || c == '\\')
+			return false;
+	}
+	return true;
+}
+
+static inline bool registry_client_id_valid(const char *client_id)
+{
+	return client_id &&
+	       registry_client_id_valid_n(client_id, strnlen(client_id, REGISTRY_CLIENT_ID_MAX + 1));
+}
 
 /* Index lookup by thumbprint: REG_OK and *out filled, or REG_ERR_NOT_FOUND. */
 int registry_lookup(struct registry *reg, const uint8_t thumb[CERT_THUMB_LEN],

@@ -148,7 +148,7 @@ static void run(const uint8_t *data, size_t len, size_t split, uint8_t flags, st
 				const char *why;
 				o->msg[o->n].cid = clientid_extract(sources, 3, &m, id, &why);
 				if (o->msg[o->n].cid == CLIENTID_OK &&
-				    !clientid_valid(id, strlen(id)))
+				    !registry_client_id_valid_n(id, strlen(id)))
 					abort();
 			}
 			o->n++;

@@ -203,18 +203,18 @@ static void test_needs_body(void **state)
 static void test_valid(void **state)
 {
 	(void)state;
-	assert_true(clientid_valid("a", 1));
-	assert_true(clientid_valid("!~#$%&'()*+,-./:;<=>?@[]^_`{|}", 30));
-	assert_false(clientid_valid("", 0));
-	assert_false(clientid_valid("a b", 3));
-	assert_false(clientid_valid("a\"b", 3));
-	assert_false(clientid_valid("a\\b", 3));
-	assert_false(clientid_valid("a\x7f", 2));
-	assert_false(clientid_valid("a\0b", 3));
+	assert_true(registry_client_id_valid_n("a", 1));
+	assert_true(registry_client_id_valid_n("!~#$%&'()*+,-./:;<=>?@[]^_`{|}", 30));
+	assert_false(registry_client_id_valid_n("", 0));
+	assert_false(registry_client_id_valid_n("a b", 3));
+	assert_false(registry_client_id_valid_n("a\"b", 3));
+	assert_false(registry_client_id_valid_n("a\\b", 3));
+	assert_false(registry_client_id_valid_n("a\x7f", 2));
+	assert_false(registry_client_id_valid_n("a\0b", 3));
 	char id[66];
 	memset(id, 'x', sizeof(id));
-	assert_true(clientid_valid(id, 64));
-	assert_false(clientid_valid(id, 65));
+	assert_true(registry_client_id_valid_n(id, 64));
+	assert_false(registry_client_id_valid_n(id, 65));
 }
 
 int main(void)
