@@ -40,7 +40,7 @@ FUZZERS     := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(wildcard tests/fuzz/f
 # Objects built for a test link are kept: several people build in one tree at once.
 .SECONDARY:
 .SECONDEXPANSION:
-.PHONY: all check check-run deps unit fuzz fuzz-smoke integration vmtest bench demo install clean
+.PHONY: all check check-run deps unit fuzz integration vmtest bench demo install clean
 
 all: $(BUILD)/psd2edged $(BUILD)/psd2edgectl $(BPF_OBJS)
 
@@ -98,7 +98,7 @@ check:
 	scripts/install-deps.sh
 	$(MAKE) check-run
 
-check-run: all unit $(FUZZERS)
+check-run: all unit $(FUZZERS) $(VM_PROGS)
 	tests/run-all.sh
 
 integration: all
