@@ -14,12 +14,14 @@
 
 struct worker;
 struct dataplane;
+struct tls_fastpath;
 
 struct daemon {
 	struct config cfg;
 	struct registry *reg;
 	struct cert_store *trust;
 	SSL_CTX *server_ctx;
+	struct tls_fastpath *fastpath; /* bound certificates accepted by thumbprint */
 	SSL_CTX *upstream_ctx; /* NULL for an http upstream */
 	struct dataplane *dp;
 	char upstream_host_header[300]; /* Host sent upstream: host[:port] */

@@ -229,6 +229,10 @@ static int daemon_run(struct daemon *d)
 		log_error("registry: %s", err);
 		goto out;
 	}
+	if (tls_fastpath_enable(d->server_ctx, d->reg, d->trust, &d->fastpath, err, sizeof(err)) < 0) {
+		log_error("tls: %s", err);
+		goto out;
+	}
 	struct dataplane_limits lim;
 	daemon_dataplane_limits(d, &lim);
 	if (dataplane_open_limits(&d->cfg, &lim, &d->dp, err, sizeof(err)) < 0) {
@@ -317,6 +321,7 @@ out:
 	dataplane_close(d->dp, false);
 	registry_close(d->reg);
 	SSL_CTX_free(d->server_ctx);
+	tls_fastpath_free(d->fastpath);
 	SSL_CTX_free(d->upstream_ctx);
 	cert_store_free(d->trust);
 	return rc;

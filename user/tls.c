@@ -5,7 +5,12 @@
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
+
+#include "log.h"
+#include "stats.h"
 
 void tls_error_string(char *err, size_t errlen, const char *what)
 {
@@ -112,4 +117,97 @@ SSL_CTX *tls_upstream_ctx_new(const struct config *cfg, char *err, size_t errlen
 fail:
 	SSL_CTX_free(ctx);
 	return NULL;
+}
+
+struct tls_fastpath {
+	struct registry *reg;
+	uint8_t (*excluded)[CERT_THUMB_LEN]; /* bound certificates that failed re-verification */
+	size_t n_excluded, cap_excluded;
+	struct cert_store *trust;
+	int failures;
+};
+
+static bool fastpath_excluded(const struct tls_fastpath *fp, const uint8_t *thumb)
+{
+	for (size_t i = 0; i < fp->n_excluded; i++)
+		if (memcmp(fp->excluded[i], thumb, CERT_THUMB_LEN) == 0)
+			return true;
+	return false;
+}
+
+static int fastpath_verify(X509_STORE_CTX *xctx, void *arg)
+{
+	const struct tls_fastpath *fp = arg;
+	X509 *leaf = X509_STORE_CTX_get0_cert(xctx);
+	uint8_t thumb[CERT_THUMB_LEN];
+	struct registry_binding b;
+	if (leaf && cert_thumbprint(leaf, thumb) == 0 &&
+	    registry_lookup(fp->reg, thumb, &b) == REG_OK && b.state == CERT_ACTIVE) {
+		int64_t now = time(NULL);
+		if (now >= b.not_before && now <= b.not_after && !fastpath_excluded(fp, thumb)) {
+			STATS_INC(verify_fast_path);
+			X509_STORE_CTX_set_error(xctx, X509_V_OK);
+			return 1;
+		}
+	}
+	STATS_INC(verify_full_path);
+	return X509_verify_cert(xctx);
+}
+
+static void fastpath_recheck(void *arg, const struct registry_cert *c, const char *pem)
+{
+	struct tls_fastpath *fp = arg;
+	char why[256];
+	X509 *x = NULL;
+	if (cert_from_pem(pem, strlen(pem), &x, why, sizeof(why)) == 0 &&
+	    cert_store_verify(fp->trust, x, time(NULL), why, sizeof(why)) == 0) {
+		X509_free(x);
+		return;
+	}
+	X509_free(x);
+	char hex[CERT_THUMB_HEX_LEN + 1];
+	cert_thumb_to_hex(c->info.thumb, hex);
+	log_warn("certificate %s of client %s no longer verifies against tls.client_ca/tls.crl "
+		 "(%s): its handshakes take the full path",
+		 hex, c->client_id, why);
+	if (fp->n_excluded == fp->cap_excluded) {
+		size_t cap = fp->cap_excluded ? fp->cap_excluded * 2 : 8;
+		void *p = realloc(fp->excluded, cap * sizeof(*fp->excluded));
+		if (!p) {
+			fp->failures++;
+			return;
+		}
+		fp->excluded = p;
+		fp->cap_excluded = cap;
+	}
+	memcpy(fp->excluded[fp->n_excluded++], c->info.thumb, CERT_THUMB_LEN);
+}
+
+int tls_fastpath_enable(SSL_CTX *ctx, struct registry *reg, struct cert_store *trust,
+			struct tls_fastpath **out, char *err, size_t errlen)
+{
+	struct tls_fastpath *fp = calloc(1, sizeof(*fp));
+	if (!fp) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	fp->reg = reg;
+	fp->trust = trust;
+	if (registry_foreach_active_cert(reg, fastpath_recheck, fp) < 0 || fp->failures) {
+		snprintf(err, errlen, "cannot re-verify the bound certificates");
+		tls_fastpath_free(fp);
+		return -1;
+	}
+	fp->trust = NULL; /* only needed for the re-verification */
+	SSL_CTX_set_cert_verify_callback(ctx, fastpath_verify, fp);
+	*out = fp;
+	return 0;
+}
+
+void tls_fastpath_free(struct tls_fastpath *fp)
+{
+	if (!fp)
+		return;
+	free(fp->excluded);
+	free(fp);
 }

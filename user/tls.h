@@ -9,6 +9,7 @@
 
 #include "cert.h"
 #include "config.h"
+#include "registry.h"
 
 /* TLS 1.2 suites: FAPI 1.0 Advanced's list for RSA keys plus the ECDHE-ECDSA AES-GCM suites
  * that BCP 195 recommends for ECDSA keys. TLS 1.3: AES-GCM only, so kTLS can take every
@@ -22,6 +23,17 @@
 /* Server context requiring a client certificate that chains to trust (CA bundle + CRL). */
 SSL_CTX *tls_server_ctx_new(const struct config *cfg, struct cert_store *trust, char *err,
 			    size_t errlen);
+/* Handshake fast path: a certificate bound in the registry, active and within its validity is
+ * accepted by exact thumbprint without building its chain again. Its chain was verified against
+ * the same trust store when it was bound; certificates bound earlier are verified once more
+ * here, and those that no longer pass (new CRL, changed CA bundle) always take the full path.
+ * CertificateVerify still proves possession of the key. Unknown certificates take the full
+ * path and then get the HTTP-level 401. */
+struct tls_fastpath;
+int tls_fastpath_enable(SSL_CTX *ctx, struct registry *reg, struct cert_store *trust,
+			struct tls_fastpath **out, char *err, size_t errlen);
+void tls_fastpath_free(struct tls_fastpath *fp);
+
 /* Client context for an https upstream; NULL with err on failure. */
 SSL_CTX *tls_upstream_ctx_new(const struct config *cfg, char *err, size_t errlen);
 /* Appends the first queued OpenSSL error (or "unknown error") to err and clears the queue. */
