@@ -354,27 +354,49 @@ static int parse_listen(struct loader *l, const char *path, const char *s, struc
 	return 0;
 }
 
+/* A required, non-empty array of at most max elements (each checked by the caller, in order,
+ * so that the first wrong key still wins). NULL after fail(). */
+static json_t *load_array(struct loader *l, json_t *root, const char *key, size_t max,
+			  const char *noun)
+{
+	json_t *arr = json_object_get(root, key);
+	if (!arr)
+		fail(l, key, "missing");
+	else if (!json_is_array(arr))
+		fail(l, key, "must be an array");
+	else if (json_array_size(arr) == 0)
+		fail(l, key, "must not be empty");
+	else if (json_array_size(arr) > max)
+		fail(l, key, "at most %zu %s", max, noun);
+	else
+		return arr;
+	return NULL;
+}
+
+/* Element i of array key as a string, its key path ("key[i]") in path. NULL after fail(). */
+static const char *array_string(struct loader *l, const char *key, json_t *v, size_t i,
+				char path[KEYPATH_MAX])
+{
+	snprintf(path, KEYPATH_MAX, "%s[%zu]", key, i);
+	if (json_is_string(v))
+		return json_string_value(v);
+	fail(l, path, "must be a string");
+	return NULL;
+}
+
 static int load_listen(struct loader *l, json_t *root)
 {
 	struct config *cfg = l->cfg;
-	json_t *arr = json_object_get(root, "listen");
+	json_t *arr = load_array(l, root, "listen", CONFIG_MAX_LISTEN, "addresses");
 	if (!arr)
-		return fail(l, "listen", "missing");
-	if (!json_is_array(arr))
-		return fail(l, "listen", "must be an array");
-	if (json_array_size(arr) == 0)
-		return fail(l, "listen", "must not be empty");
-	if (json_array_size(arr) > CONFIG_MAX_LISTEN)
-		return fail(l, "listen", "at most %d addresses", CONFIG_MAX_LISTEN);
+		return -1;
 	size_t i;
 	json_t *v;
 	json_array_foreach(arr, i, v) {
 		char p[KEYPATH_MAX];
-		snprintf(p, sizeof(p), "listen[%zu]", i);
-		if (!json_is_string(v))
-			return fail(l, p, "must be a string");
+		const char *text = array_string(l, "listen", v, i, p);
 		struct config_addr *a = &cfg->listen[i];
-		if (parse_listen(l, p, json_string_value(v), a) < 0)
+		if (!text || parse_listen(l, p, text, a) < 0)
 			return -1;
 		for (size_t j = 0; j < i; j++)
 			if (cfg->listen[j].addrlen == a->addrlen &&
@@ -610,24 +632,16 @@ static int parse_source(struct loader *l, const char *path, const char *s,
 static int load_client_id(struct loader *l, json_t *root)
 {
 	struct config *cfg = l->cfg;
-	json_t *arr = json_object_get(root, "client_id");
+	json_t *arr = load_array(l, root, "client_id", CONFIG_MAX_CLIENT_ID_SOURCES, "sources");
 	if (!arr)
-		return fail(l, "client_id", "missing");
-	if (!json_is_array(arr))
-		return fail(l, "client_id", "must be an array");
-	if (json_array_size(arr) == 0)
-		return fail(l, "client_id", "must not be empty");
-	if (json_array_size(arr) > CONFIG_MAX_CLIENT_ID_SOURCES)
-		return fail(l, "client_id", "at most %d sources", CONFIG_MAX_CLIENT_ID_SOURCES);
+		return -1;
 	size_t i;
 	json_t *v;
 	json_array_foreach(arr, i, v) {
 		char p[KEYPATH_MAX];
-		snprintf(p, sizeof(p), "client_id[%zu]", i);
-		if (!json_is_string(v))
-			return fail(l, p, "must be a string");
+		const char *text = array_string(l, "client_id", v, i, p);
 		struct client_id_source *src = &cfg->client_id[i];
-		if (parse_source(l, p, json_string_value(v), src) < 0)
+		if (!text || parse_source(l, p, text, src) < 0)
 			return -1;
 		for (size_t j = 0; j < i; j++)
 			if (cfg->client_id[j].kind == src->kind &&
