@@ -35,7 +35,7 @@ volatile struct psd2_src_cfg src_cfg;
 
 static __always_inline int port_is_listener(__be16 port_be)
 {
-	__u16 port = bpf_ntohs(port_be);
+	__u64 port = load_be16(&port_be);
 
 	return listen_ports[port >> 3] & (1 << (port & 7));
 }

@@ -17,6 +17,18 @@
 #include "psd2edge_consts.h"
 #include "psd2edge_structs.h"
 
+/* A big-endian 16-bit field in host order, with bounds the verifier can see: kernels before
+ * 6.x (Debian's 6.1) do not track the range through a byte swap, so a swapped length added to a
+ * packet pointer is refused there ("math between pkt pointer and register with unbounded min
+ * value"). The mask is written in asm so that clang cannot drop it as redundant. */
+static __always_inline __u64 load_be16(const __be16 *field)
+{
+	__u64 v = bpf_ntohs(*field);
+
+	asm volatile("%0 &= 0xffff" : "+r"(v));
+	return v;
+}
+
 static __always_inline int proto_is_vlan(__u16 proto)
 {
 	return proto == ETH_P_8021Q || proto == ETH_P_8021AD;
@@ -65,6 +77,7 @@ static __always_inline int parse_ipv4(struct cursor *c, struct pkt *p)
 {
 	struct iphdr *ip = c->pos;
 	__u32 hlen;
+	__u64 tot_len;
 	__u16 frag;
 
 	if ((void *)(ip + 1) > c->end)
@@ -74,9 +87,10 @@ static __always_inline int parse_ipv4(struct cursor *c, struct pkt *p)
 	hlen = ip->ihl * 4;
 	if (c->pos + hlen > c->end)
 		return PARSE_TRUNCATED;
-	if (bpf_ntohs(ip->tot_len) < hlen)
+	tot_len = load_be16(&ip->tot_len);
+	if (tot_len < hlen)
 		return PARSE_MALFORMED;
-	if (c->pos + bpf_ntohs(ip->tot_len) > c->end)
+	if (c->pos + tot_len > c->end)
 		return PARSE_TRUNCATED;
 
 	frag = bpf_ntohs(ip->frag_off);
@@ -102,7 +116,7 @@ static __always_inline int parse_ipv6(struct cursor *c, struct pkt *p)
 		return PARSE_TRUNCATED;
 	if (ip6->version != 6)
 		return PARSE_MALFORMED;
-	if ((void *)(ip6 + 1) + bpf_ntohs(ip6->payload_len) > c->end)
+	if ((void *)(ip6 + 1) + load_be16(&ip6->payload_len) > c->end)
 		return PARSE_TRUNCATED;
 
 	__builtin_memcpy(p->key.saddr, &ip6->saddr, 16);
