@@ -56,7 +56,7 @@ stage=$(mktemp -d "$(dirname "$out")/stage.XXXXXX")
 trap 'rm -rf "$stage"' EXIT
 mkdir -p "$stage"/{bin,sbin,etc,proc,sys,dev,tmp,lower,rw,newroot,out}
 cp "$busybox" "$stage/bin/busybox"
-for a in sh mount umount insmod mkdir cat cut grep sync poweroff sleep ip hostname chroot mv echo uname rm ls dmesg; do
+for a in sh mount umount insmod mkdir cat cut grep sync poweroff sleep ip hostname chroot mv echo uname rm ls dmesg ln; do
 	ln -s busybox "$stage/bin/$a"
 done
 cp "$here/init" "$stage/init"
