@@ -67,12 +67,19 @@ static void mapped(const char *text, uint8_t out[16])
 
 static void put_flow(struct psd2edge_bpf *s, const char *src, const char *dst, uint32_t slot)
 {
-	struct psd2_flow_key k = { .proto = IPPROTO_TCP, .sport = htons(40000), .dport = htons(PORT) };
+	struct psd2_flow6_key k = { .sport = htons(40000), .dport = htons(PORT) };
+	struct psd2_flow_key k4 = { .sport = k.sport, .dport = k.dport };
 	struct psd2_flow v = { .slot = slot };
 
 	mapped(src, k.saddr);
 	mapped(dst, k.daddr);
-	bpf_map__update_elem(s->maps.flows, &k, sizeof(k), &v, sizeof(v), 0);
+	if (strchr(src, ':')) {
+		bpf_map__update_elem(s->maps.flows_v6, &k, sizeof(k), &v, sizeof(v), 0);
+		return;
+	}
+	memcpy(k4.saddr, k.saddr + 12, 4);
+	memcpy(k4.daddr, k.daddr + 12, 4);
+	bpf_map__update_elem(s->maps.flows, &k4, sizeof(k4), &v, sizeof(v), 0);
 }
 
 static void put_client(struct psd2edge_bpf *s, uint32_t slot, enum psd2_client_state st,
@@ -88,10 +95,46 @@ static void put_client(struct psd2edge_bpf *s, uint32_t slot, enum psd2_client_s
 	bpf_map__update_elem(s->maps.clients, &slot, sizeof(slot), &c, sizeof(c), 0);
 }
 
+/* deny_index bits of a prefix, as user/dataplane.c writes them (include/psd2edge_abi.h). */
+static void index_bit(struct psd2edge_bpf *s, uint32_t base, uint32_t bit)
+{
+	uint32_t word = base + (bit >> 6);
+	uint64_t v = 0;
+
+	bpf_map__lookup_elem(s->maps.deny_index, &word, 4, &v, 8, 0);
+	v |= 1ULL << (bit & 63);
+	bpf_map__update_elem(s->maps.deny_index, &word, 4, &v, 8, 0);
+}
+
+static void put_deny4(struct psd2edge_bpf *s, const struct psd2_deny_v4_key *k)
+{
+	struct psd2_deny v = { 0 };
+	uint32_t first = (uint32_t)k->addr[0] << 8 | k->addr[1];
+	uint32_t n = k->prefixlen >= 16 ? 1 : 1u << (16 - k->prefixlen);
+
+	bpf_map__update_elem(s->maps.deny_v4, k, sizeof(*k), &v, sizeof(v), 0);
+	for (uint32_t i = first; i < first + n; i++)
+		index_bit(s, PSD2_DENY_INDEX_V4, htons((uint16_t)i));
+}
+
+static void put_deny6(struct psd2edge_bpf *s, const struct psd2_deny_v6_key *k)
+{
+	struct psd2_deny v = { 0 };
+	uint32_t w0;
+	uint16_t h2;
+
+	bpf_map__update_elem(s->maps.deny_v6, k, sizeof(*k), &v, sizeof(v), 0);
+	memcpy(&w0, k->addr, 4);
+	memcpy(&h2, k->addr + 4, 2);
+	if (k->prefixlen >= 48)
+		index_bit(s, PSD2_DENY_INDEX_V6_48, PSD2_DENY_H48(w0, h2));
+	else
+		index_bit(s, PSD2_DENY_INDEX_V6_32, PSD2_DENY_H32(w0)); /* /32../47 here */
+}
+
 static struct psd2edge_bpf *load_psd2edge(void)
 {
 	struct psd2edge_bpf *s = psd2edge_bpf__open();
-	struct psd2_deny v = { 0 };
 	struct psd2_deny_v4_key k4 = { .prefixlen = 24, .addr = { 198, 51, 100, 0 } };
 	struct psd2_deny_v6_key k6 = { .prefixlen = 48 };
 
@@ -106,11 +149,11 @@ static struct psd2edge_bpf *load_psd2edge(void)
 	for (int i = 0; i < (getenv("NDENY") ? atoi(getenv("NDENY")) : 256); i++) {
 		struct psd2_deny_v4_key k = { .prefixlen = 24, .addr = { 100, 64, (uint8_t)i, 0 } };
 
-		bpf_map__update_elem(s->maps.deny_v4, &k, sizeof(k), &v, sizeof(v), 0);
+		put_deny4(s, &k);
 	}
-	bpf_map__update_elem(s->maps.deny_v4, &k4, sizeof(k4), &v, sizeof(v), 0);
+	put_deny4(s, &k4);
 	inet_pton(AF_INET6, "2001:db8:dead::", k6.addr);
-	bpf_map__update_elem(s->maps.deny_v6, &k6, sizeof(k6), &v, sizeof(v), 0);
+	put_deny6(s, &k6);
 	/* SYN bucket: effectively no refill, burst 1, so a repeated SYN is over the rate */
 	s->bss->src_cfg.interval_ns = 1000000000ULL * 3600;
 	s->bss->src_cfg.burst_ns = s->bss->src_cfg.interval_ns;

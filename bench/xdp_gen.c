@@ -127,6 +127,16 @@ static int cmd_xdp(const char *ns, const char *ifname)
 	if (psd2edge_bpf__load(s))
 		return 1;
 	bpf_map__update_elem(s->maps.deny_v4, &k, sizeof(k), &v, sizeof(v), 0);
+	{ /* its deny_index bit (the /16 198.51, as user/dataplane.c writes it) */
+		uint16_t hi;
+		__u32 word;
+		__u64 bits = 0;
+
+		memcpy(&hi, k.addr, 2);
+		word = PSD2_DENY_INDEX_V4 + (hi >> 6);
+		bits = 1ULL << (hi & 63);
+		bpf_map__update_elem(s->maps.deny_index, &word, 4, &bits, 8, 0);
+	}
 	if (bpf_xdp_attach(ifindex, bpf_program__fd(s->progs.psd2edge_xdp), XDP_FLAGS_DRV_MODE,
 			   NULL))
 		return fprintf(stderr, "xdp: attach: %s\n", strerror(errno)), 1;

@@ -18,8 +18,17 @@ struct {
 	__uint(max_entries, PSD2_MAX_CLIENTS);
 } clients SEC(".maps");
 
-/* Authenticated connections -> client slot. Written by the workers after the binding check,
- * deleted on close; never evicted (a lost flow would escape a revoke). */
+/* Per-CPU packet counters of each client slot, written by XDP without atomics; summed over
+ * CPUs by readers, zeroed by the daemon when a slot gets a new client. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct psd2_client_stats);
+	__uint(max_entries, PSD2_MAX_CLIENTS);
+} client_stats SEC(".maps");
+
+/* Authenticated IPv4 connections -> client slot. Written by the workers after the binding
+ * check, deleted on close; never evicted (a lost flow would escape a revoke). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__type(key, struct psd2_flow_key);
@@ -27,6 +36,15 @@ struct {
 	__uint(max_entries, PSD2_MAX_FLOWS);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 } flows SEC(".maps");
+
+/* Authenticated IPv6 connections, as flows. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct psd2_flow6_key);
+	__type(value, struct psd2_flow);
+	__uint(max_entries, PSD2_MAX_FLOWS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} flows_v6 SEC(".maps");
 
 /* Denied IPv4 source prefixes. Written by the daemon (deny add/del, restored from the
  * registry at start); XDP counts hits in the value. */
@@ -46,6 +64,15 @@ struct {
 	__uint(max_entries, PSD2_MAX_DENY);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 } deny_v6 SEC(".maps");
+
+/* Prefilter of the deny tries (layout in psd2edge_abi.h), written by the daemon; XDP walks a
+ * trie only when the source's bit is set. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, PSD2_DENY_INDEX_WORDS);
+} deny_index SEC(".maps");
 
 /* Per-source SYN buckets, created and updated by XDP only; the LRU evicts the coldest. */
 struct {

@@ -32,7 +32,7 @@ enum frag_kind { FRAG_NONE = 0, FRAG_FIRST, FRAG_LATER };
 /* What the parsers learned about one packet. The flow key doubles as the source/destination
  * store for both families, so the flow lookup needs no copy. */
 struct pkt {
-	struct psd2_flow_key key; /* saddr/daddr IPv4-mapped for IPv4, ports, proto */
+	struct psd2_flow6_key key; /* saddr/daddr IPv4-mapped for IPv4, ports */
 	__u64 len;                /* whole frame, for byte counters and policing */
 	enum frag_kind frag;
 	__u8 tcp_flags;           /* byte 13 of the TCP header, 0 for UDP */

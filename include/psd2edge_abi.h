@@ -37,10 +37,13 @@
 /* Pinned file names under the pin directory (DESIGN "Contract"). */
 #define PSD2_PIN_CLIENTS "clients"
 #define PSD2_PIN_FLOWS "flows"
+#define PSD2_PIN_FLOWS_V6 "flows_v6"
 #define PSD2_PIN_DENY_V4 "deny_v4"
 #define PSD2_PIN_DENY_V6 "deny_v6"
 #define PSD2_PIN_SRC_RATE "src_rate"
 #define PSD2_PIN_STATS "stats"
+#define PSD2_PIN_CLIENT_STATS "client_stats"
+#define PSD2_PIN_DENY_INDEX "deny_index"
 
 /* --- clients: ARRAY indexed by registry slot ------------------------------------------------ */
 
@@ -53,9 +56,9 @@ enum psd2_client_state {
 };
 
 /* One client (value of `clients`). The identity and limits are written by the daemon with a
- * read-modify-write of the whole value; the GCRA times and counters are updated by XDP with
- * atomic instructions. A daemon write can lose the few counter increments made during that
- * write (control operations are rare); the state it writes is never lost. */
+ * read-modify-write of the whole value; the GCRA times are updated by XDP with compare-and-swap
+ * (a daemon write can undo the few charges made during that write; control operations are
+ * rare). The client's packet counters are per CPU, in `client_stats`. */
 struct psd2_client {
 	char client_id[PSD2_CLIENT_ID_LEN];   /* NUL-terminated */
 	__u8 thumb[PSD2_THUMB_LEN];           /* newest active certificate */
@@ -73,27 +76,42 @@ struct psd2_client {
 	/* GCRA theoretical arrival times (bpf_ktime_get_coarse_ns), written by XDP. */
 	__u64 pkt_tat_ns;
 	__u64 byte_tat_ns;
-	/* Counters, written by XDP. */
+};
+
+/* --- client_stats: PERCPU_ARRAY indexed by registry slot ------------------------------------ */
+
+/* A client's packet counters, one copy per CPU (plain increments, no atomics on the hot path);
+ * written by XDP, summed over CPUs by the reader, zeroed by the daemon when a slot gets a new
+ * client. */
+struct psd2_client_stats {
 	__u64 pass_packets;
 	__u64 pass_bytes;
 	__u64 drop_revoked;
 	__u64 drop_policed;
 };
 
-/* --- flows: HASH of authenticated TCP connections ------------------------------------------ */
+/* --- flows / flows_v6: HASHes of authenticated TCP connections ---------------------------- */
 
-/* A connection as seen on ingress: the peer (TPP) is the source, the gateway the destination. */
+/* An IPv4 TCP connection as seen on ingress (key of `flows`): the peer (TPP) is the source, the
+ * gateway the destination. 12 bytes, no padding: the hash covers nothing but the 4-tuple
+ * (a third of the IPv6 key's hashing). A dual-stack listener's IPv4-mapped peers are IPv4. */
 struct psd2_flow_key {
-	__u8 saddr[16]; /* peer address (IPv4-mapped for IPv4) */
+	__u8 saddr[4]; /* peer address */
+	__u8 daddr[4]; /* local address */
+	__be16 sport;  /* peer port */
+	__be16 dport;  /* local (listener) port */
+};
+
+/* An IPv6 TCP connection (key of `flows_v6`), 36 bytes, no padding. */
+struct psd2_flow6_key {
+	__u8 saddr[16]; /* peer address */
 	__u8 daddr[16]; /* local address */
 	__be16 sport;   /* peer port */
 	__be16 dport;   /* local (listener) port */
-	__u8 proto;     /* IPPROTO_TCP */
-	__u8 pad[3];    /* 0 */
 };
 
-/* Written by a worker after the handshake and binding check, deleted when the connection
- * closes; all of them are purged when the daemon starts. */
+/* Value of both flow maps. Written by a worker after the handshake and binding check, deleted
+ * when the connection closes; all of them are purged when the daemon starts. */
 struct psd2_flow {
 	__u32 slot;       /* client slot in `clients` */
 	__u32 pad;        /* 0 */
@@ -112,11 +130,38 @@ struct psd2_deny_v6_key {
 	__u8 addr[16];
 };
 
-/* Value of both tries: written as zeros by the daemon, incremented by XDP on each drop. */
+/* Value of both tries: written as zeros by the daemon, incremented by XDP on each drop (plain
+ * increments: approximate when several CPUs drop for one prefix at once; stats.drop_deny is
+ * exact). */
 struct psd2_deny {
 	__u64 packets;
 	__u64 bytes;
 };
+
+/* --- deny_index: ARRAY of 64-bit words, a prefilter in front of the tries ------------------ *
+ * A set bit says "a deny prefix may cover this source"; only then does XDP walk the LPM trie,
+ * so sources far from every denied prefix pay one or two array loads instead of a trie walk.
+ * Maintained by the daemon: a bit is set right after its trie entry is added, and the whole
+ * index is rebuilt from the tries at start and after every deny del.
+ *
+ *   words [V4, V4 + 1024): bit i = an IPv4 prefix overlaps the /16 whose first two address
+ *       bytes, read as a __u16 in memory order, are i (prefixes shorter than
+ *       /16 set every /16 they cover);
+ *   words [V6_32, +1024): bit PSD2_DENY_H32(w0): an IPv6 prefix of length 32..47 whose first 32
+ *       bits (w0: the first four address bytes read as a __u32 in memory order) hash there;
+ *   words [V6_48, +1024): bit PSD2_DENY_H48(w0, h2): a prefix of length >= 48 (h2: address
+ *       bytes 4-5 read as a __u16 in memory order);
+ *   word FLAGS: PSD2_DENY_F_V6_SHORT when an IPv6 prefix shorter than /32 exists (then every
+ *       IPv6 source walks the trie). */
+#define PSD2_DENY_INDEX_V4 0
+#define PSD2_DENY_INDEX_V6_32 1024
+#define PSD2_DENY_INDEX_V6_48 2048
+#define PSD2_DENY_INDEX_FLAGS 3072
+#define PSD2_DENY_INDEX_WORDS 3073
+#define PSD2_DENY_F_V6_SHORT 1ULL
+#define PSD2_DENY_H32(w0) ((__u32)((__u32)(w0) * 0x9E3779B1u) >> 16)
+#define PSD2_DENY_H48(w0, h2) \
+	((__u32)(((__u32)(w0) ^ ((__u32)(h2) * 0x85EBCA6Bu)) * 0x9E3779B1u) >> 16)
 
 /* --- src_rate: LRU hash of per-source SYN buckets ------------------------------------------- */
 

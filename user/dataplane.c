@@ -34,12 +34,15 @@
 
 /* The layouts both sides rely on (see include/psd2edge_abi.h). */
 _Static_assert(sizeof(enum psd2_client_state) == 4, "enum psd2_client_state is 4 bytes");
-_Static_assert(sizeof(struct psd2_client) == 216, "struct psd2_client layout");
+_Static_assert(sizeof(struct psd2_client) == 184, "struct psd2_client layout");
 _Static_assert(offsetof(struct psd2_client, state) == 104, "psd2_client.state offset");
 _Static_assert(offsetof(struct psd2_client, pps) == 112, "psd2_client.pps offset");
-_Static_assert(offsetof(struct psd2_client, pass_packets) == 184, "psd2_client counters offset");
-_Static_assert(sizeof(struct psd2_flow_key) == 40, "struct psd2_flow_key layout");
-_Static_assert(offsetof(struct psd2_flow_key, sport) == 32, "psd2_flow_key.sport offset");
+_Static_assert(offsetof(struct psd2_client, pkt_tat_ns) == 168, "psd2_client GCRA offset");
+_Static_assert(sizeof(struct psd2_client_stats) == 32, "struct psd2_client_stats layout");
+_Static_assert(sizeof(struct psd2_flow_key) == 12, "struct psd2_flow_key layout");
+_Static_assert(sizeof(struct psd2_flow6_key) == 36, "struct psd2_flow6_key layout");
+_Static_assert(offsetof(struct psd2_flow_key, sport) == 8, "psd2_flow_key.sport offset");
+_Static_assert(offsetof(struct psd2_flow6_key, sport) == 32, "psd2_flow6_key.sport offset");
 _Static_assert(sizeof(struct psd2_flow) == 16, "struct psd2_flow layout");
 _Static_assert(sizeof(struct psd2_deny_v4_key) == 8, "struct psd2_deny_v4_key layout");
 _Static_assert(sizeof(struct psd2_deny_v6_key) == 20, "struct psd2_deny_v6_key layout");
@@ -80,7 +83,7 @@ struct dataplane {
 	int ifindex;        /* where the program is attached, 0 when it is not */
 	__u32 attach_flags; /* XDP_FLAGS_DRV_MODE or XDP_FLAGS_SKB_MODE when attached */
 	__u32 prog_id;
-	int fd_clients, fd_flows, fd_deny4, fd_deny6, fd_stats;
+	int fd_clients, fd_client_stats, fd_flows, fd_flows6, fd_deny4, fd_deny6, fd_deny_index, fd_stats;
 	struct dataplane_limits lim;
 	pthread_mutex_t clients_lock; /* read-modify-write of clients values */
 	struct nl_sock *nl;
@@ -102,6 +105,8 @@ static bool warn_allowed(struct dataplane *dp)
 		return false;
 	return atomic_compare_exchange_strong(&dp->last_warn_s, &last, (int64_t)ts.tv_sec);
 }
+
+static int deny_index_rebuild(struct dataplane *dp);
 
 #define COUNT_ERROR(dp, name) atomic_fetch_add_explicit(&(dp)->errors.name, 1, memory_order_relaxed)
 
@@ -194,15 +199,20 @@ struct pinned_map {
 
 static struct bpf_map *get_clients(struct psd2edge_bpf *s) { return s->maps.clients; }
 static struct bpf_map *get_flows(struct psd2edge_bpf *s) { return s->maps.flows; }
+static struct bpf_map *get_flows6(struct psd2edge_bpf *s) { return s->maps.flows_v6; }
 static struct bpf_map *get_deny4(struct psd2edge_bpf *s) { return s->maps.deny_v4; }
 static struct bpf_map *get_deny6(struct psd2edge_bpf *s) { return s->maps.deny_v6; }
 static struct bpf_map *get_src(struct psd2edge_bpf *s) { return s->maps.src_rate; }
 static struct bpf_map *get_stats(struct psd2edge_bpf *s) { return s->maps.stats; }
+static struct bpf_map *get_cstats(struct psd2edge_bpf *s) { return s->maps.client_stats; }
+static struct bpf_map *get_dindex(struct psd2edge_bpf *s) { return s->maps.deny_index; }
 
 static const struct pinned_map pinned_maps[] = {
 	{ PSD2_PIN_CLIENTS, get_clients }, { PSD2_PIN_FLOWS, get_flows },
 	{ PSD2_PIN_DENY_V4, get_deny4 },   { PSD2_PIN_DENY_V6, get_deny6 },
 	{ PSD2_PIN_SRC_RATE, get_src },    { PSD2_PIN_STATS, get_stats },
+	{ PSD2_PIN_CLIENT_STATS, get_cstats }, { PSD2_PIN_DENY_INDEX, get_dindex },
+	{ PSD2_PIN_FLOWS_V6, get_flows6 },
 };
 #define N_PINNED (sizeof(pinned_maps) / sizeof(pinned_maps[0]))
 
@@ -416,30 +426,38 @@ static uint16_t sockaddr_port(const struct sockaddr_storage *ss)
 	return 0;
 }
 
-/* Deletes every flow: collect the keys, then delete them (deleting while iterating a hash
- * restarts the walk). */
-static void purge_flows(struct dataplane *dp)
+/* Deletes every entry of one flow map: collect the keys, then delete them (deleting while
+ * iterating a hash restarts the walk). Returns how many were deleted. */
+static size_t purge_map(int fd, size_t klen)
 {
-	struct psd2_flow_key *keys = NULL, k;
+	uint8_t *keys = NULL, k[sizeof(struct psd2_flow6_key)];
 	size_t n = 0, cap = 0, deleted = 0;
 	void *prev = NULL;
 
-	while (bpf_map_get_next_key(dp->fd_flows, prev, &k) == 0) {
+	while (bpf_map_get_next_key(fd, prev, k) == 0) {
 		if (n == cap) {
 			size_t ncap = cap ? cap * 2 : 256;
-			struct psd2_flow_key *nk = realloc(keys, ncap * sizeof(*keys));
+			uint8_t *nk = realloc(keys, ncap * klen);
 
 			if (!nk)
 				break;
 			keys = nk;
 			cap = ncap;
 		}
-		keys[n++] = k;
-		prev = &keys[n - 1];
+		memcpy(keys + n * klen, k, klen);
+		prev = keys + n++ * klen;
 	}
 	for (size_t i = 0; i < n; i++)
-		deleted += bpf_map_delete_elem(dp->fd_flows, &keys[i]) == 0;
+		deleted += bpf_map_delete_elem(fd, keys + i * klen) == 0;
 	free(keys);
+	return deleted;
+}
+
+static void purge_flows(struct dataplane *dp)
+{
+	size_t deleted = purge_map(dp->fd_flows, sizeof(struct psd2_flow_key)) +
+			 purge_map(dp->fd_flows6, sizeof(struct psd2_flow6_key));
+
 	if (deleted)
 		log_info("xdp: purged %zu flows of the previous process", deleted);
 }
@@ -529,11 +547,15 @@ int dataplane_open_limits(const struct config *cfg, const struct dataplane_limit
 	dp->prog_id = info.id;
 	dp->fd_clients = bpf_map__fd(dp->skel->maps.clients);
 	dp->fd_flows = bpf_map__fd(dp->skel->maps.flows);
+	dp->fd_flows6 = bpf_map__fd(dp->skel->maps.flows_v6);
 	dp->fd_deny4 = bpf_map__fd(dp->skel->maps.deny_v4);
 	dp->fd_deny6 = bpf_map__fd(dp->skel->maps.deny_v6);
 	dp->fd_stats = bpf_map__fd(dp->skel->maps.stats);
+	dp->fd_client_stats = bpf_map__fd(dp->skel->maps.client_stats);
+	dp->fd_deny_index = bpf_map__fd(dp->skel->maps.deny_index);
 	apply_src_rate(dp);
 	purge_flows(dp);
+	deny_index_rebuild(dp); /* before attach: the new program must see every deny entry */
 	if (attach(dp, err, errlen))
 		goto fail;
 	*out = dp;
@@ -620,6 +642,19 @@ static bool slot_ok(struct dataplane *dp, uint32_t slot)
 	return false;
 }
 
+/* A slot that gets a new client starts its per-CPU counters from zero. */
+static void client_stats_zero(struct dataplane *dp, uint32_t slot)
+{
+	int ncpu = libbpf_num_possible_cpus();
+	struct psd2_client_stats *z;
+
+	if (ncpu <= 0 || !(z = calloc((size_t)ncpu, sizeof(*z))))
+		return;
+	if (bpf_map_update_elem(dp->fd_client_stats, &slot, z, BPF_ANY))
+		COUNT_ERROR(dp, client_write_failed);
+	free(z);
+}
+
 static int client_set_locked(struct dataplane *dp, uint32_t slot, const char *client_id,
 			     const uint8_t thumb[32], bool revoked,
 			     const struct dataplane_client_limit *lim)
@@ -631,6 +666,7 @@ static int client_set_locked(struct dataplane *dp, uint32_t slot, const char *cl
 	if (c.state == PSD2_CLIENT_FREE || strncmp(c.client_id, client_id, sizeof(c.client_id))) {
 		memset(&c, 0, sizeof(c));
 		limit_apply(&c, lim ? lim : &dp->lim.client);
+		client_stats_zero(dp, slot);
 	} else if (lim) {
 		limit_apply(&c, lim);
 	}
@@ -714,32 +750,61 @@ static int addr_to_key(const struct sockaddr *sa, __u8 addr[16], __be16 *port)
 	return -1;
 }
 
-static int flow_key(const struct sockaddr *peer, const struct sockaddr *local,
-		    struct psd2_flow_key *k)
+/* A connection's key and map: IPv4 (also IPv4-mapped IPv6, as XDP sees those packets) in
+ * flows, IPv6 in flows_v6. */
+struct flow_ref {
+	int fd;
+	union {
+		struct psd2_flow_key k4;
+		struct psd2_flow6_key k6;
+	};
+};
+
+static bool addr_is_mapped(const __u8 a[16])
 {
-	memset(k, 0, sizeof(*k));
-	k->proto = IPPROTO_TCP;
-	if (addr_to_key(peer, k->saddr, &k->sport) || addr_to_key(local, k->daddr, &k->dport))
+	static const __u8 prefix[12] = { [10] = 0xff, [11] = 0xff };
+
+	return memcmp(a, prefix, sizeof(prefix)) == 0;
+}
+
+static int flow_key(struct dataplane *dp, const struct sockaddr *peer,
+		    const struct sockaddr *local, struct flow_ref *f)
+{
+	struct psd2_flow6_key k;
+
+	memset(f, 0, sizeof(*f));
+	memset(&k, 0, sizeof(k));
+	if (addr_to_key(peer, k.saddr, &k.sport) || addr_to_key(local, k.daddr, &k.dport))
 		return -1;
+	if (addr_is_mapped(k.saddr) && addr_is_mapped(k.daddr)) {
+		memcpy(f->k4.saddr, k.saddr + 12, 4);
+		memcpy(f->k4.daddr, k.daddr + 12, 4);
+		f->k4.sport = k.sport;
+		f->k4.dport = k.dport;
+		f->fd = dp->fd_flows;
+	} else {
+		f->k6 = k;
+		f->fd = dp->fd_flows6;
+	}
 	return 0;
 }
 
 int dataplane_flow_add(struct dataplane *dp, const struct sockaddr *peer,
 		       const struct sockaddr *local, uint32_t slot)
 {
-	struct psd2_flow_key k;
+	struct flow_ref k;
 	struct psd2_flow v = { .slot = slot };
 	struct timespec ts;
 
 	if (!dataplane_active(dp))
 		return 0;
-	if (flow_key(peer, local, &k)) {
+	if (flow_key(dp, peer, local, &k)) {
 		COUNT_ERROR(dp, flow_bad_address);
 		return -1;
 	}
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	v.created_ns = (uint64_t)ts.tv_sec * NSEC_PER_SEC + (uint64_t)ts.tv_nsec;
-	if (bpf_map_update_elem(dp->fd_flows, &k, &v, BPF_ANY)) {
+	if (bpf_map_update_elem(k.fd, &k.k4, &v, BPF_ANY)) {
 		int e = errno;
 
 		if (e == E2BIG || e == ENOMEM)
@@ -759,15 +824,15 @@ int dataplane_flow_add(struct dataplane *dp, const struct sockaddr *peer,
 int dataplane_flow_del(struct dataplane *dp, const struct sockaddr *peer,
 		       const struct sockaddr *local)
 {
-	struct psd2_flow_key k;
+	struct flow_ref k;
 
 	if (!dataplane_active(dp))
 		return 0;
-	if (flow_key(peer, local, &k)) {
+	if (flow_key(dp, peer, local, &k)) {
 		COUNT_ERROR(dp, flow_bad_address);
 		return -1;
 	}
-	if (bpf_map_delete_elem(dp->fd_flows, &k)) {
+	if (bpf_map_delete_elem(k.fd, &k.k4)) {
 		if (errno != ENOENT) {
 			COUNT_ERROR(dp, flow_del_failed);
 			if (warn_allowed(dp))
@@ -821,6 +886,110 @@ static int cidr_parse(const char *text, struct cidr *c)
 	return 0;
 }
 
+/* --- deny_index: the prefilter in front of the tries (layout: psd2edge_abi.h) --------------- */
+
+static void index_bit(uint64_t *w, uint32_t base, uint32_t bit)
+{
+	w[base + (bit >> 6)] |= 1ULL << (bit & 63);
+}
+
+/* Sets, in the word array w, every bit that the prefix c needs. */
+static void deny_index_mark(uint64_t *w, int family, uint32_t plen, const uint8_t *addr)
+{
+	if (family == AF_INET) {
+		uint32_t first = (uint32_t)addr[0] << 8 | addr[1];
+		uint32_t n = plen >= 16 ? 1 : 1u << (16 - plen);
+
+		for (uint32_t v = first; v < first + n && v <= 0xffff; v++)
+			index_bit(w, PSD2_DENY_INDEX_V4, htons((uint16_t)v)); /* memory order */
+		return;
+	}
+	if (plen < 32) {
+		w[PSD2_DENY_INDEX_FLAGS] |= PSD2_DENY_F_V6_SHORT;
+	} else {
+		uint32_t w0;
+		uint16_t h2;
+
+		memcpy(&w0, addr, 4);
+		memcpy(&h2, addr + 4, 2);
+		if (plen < 48)
+			index_bit(w, PSD2_DENY_INDEX_V6_32, PSD2_DENY_H32(w0));
+		else
+			index_bit(w, PSD2_DENY_INDEX_V6_48, PSD2_DENY_H48(w0, h2));
+	}
+}
+
+/* Writes the words of `want` that differ from the map. */
+static int deny_index_store(struct dataplane *dp, const uint64_t *want)
+{
+	int rc = 0;
+
+	for (uint32_t i = 0; i < PSD2_DENY_INDEX_WORDS; i++) {
+		uint64_t have;
+
+		if (bpf_map_lookup_elem(dp->fd_deny_index, &i, &have) == 0 && have == want[i])
+			continue;
+		if (bpf_map_update_elem(dp->fd_deny_index, &i, &want[i], BPF_ANY))
+			rc = -1;
+	}
+	if (rc) {
+		COUNT_ERROR(dp, deny_write_failed);
+		log_error("xdp: cannot write the deny index: %s", strerror(errno));
+	}
+	return rc;
+}
+
+/* Recomputes the whole index from both tries (start, deny del, sync). */
+static int deny_index_rebuild(struct dataplane *dp)
+{
+	uint64_t *w = calloc(PSD2_DENY_INDEX_WORDS, sizeof(*w));
+	struct psd2_deny_v6_key k6, *p6 = NULL;
+	struct psd2_deny_v4_key k4, *p4 = NULL;
+	int rc;
+
+	if (!w)
+		return -1;
+	while (bpf_map_get_next_key(dp->fd_deny4, p4, &k4) == 0) {
+		deny_index_mark(w, AF_INET, k4.prefixlen, k4.addr);
+		p4 = &k4;
+	}
+	while (bpf_map_get_next_key(dp->fd_deny6, p6, &k6) == 0) {
+		deny_index_mark(w, AF_INET6, k6.prefixlen, k6.addr);
+		p6 = &k6;
+	}
+	rc = deny_index_store(dp, w);
+	free(w);
+	return rc;
+}
+
+/* Adds one prefix's bits to the index (after its trie entry exists): read-modify-write of the
+ * words it touches only (one for most prefixes). */
+static int deny_index_add(struct dataplane *dp, const struct cidr *c)
+{
+	uint64_t *w = calloc(PSD2_DENY_INDEX_WORDS, sizeof(*w));
+	int rc = 0;
+
+	if (!w)
+		return -1;
+	deny_index_mark(w, c->family, c->plen, c->addr);
+	for (uint32_t i = 0; i < PSD2_DENY_INDEX_WORDS; i++) {
+		uint64_t have = 0, want;
+
+		if (!w[i])
+			continue;
+		bpf_map_lookup_elem(dp->fd_deny_index, &i, &have);
+		want = have | w[i];
+		if (want != have && bpf_map_update_elem(dp->fd_deny_index, &i, &want, BPF_ANY))
+			rc = -1;
+	}
+	if (rc) {
+		COUNT_ERROR(dp, deny_write_failed);
+		log_error("xdp: cannot write the deny index: %s", strerror(errno));
+	}
+	free(w);
+	return rc;
+}
+
 static int deny_write(struct dataplane *dp, const char *text, bool add)
 {
 	struct psd2_deny_v4_key k4;
@@ -861,8 +1030,11 @@ static int deny_write(struct dataplane *dp, const char *text, bool add)
 		COUNT_ERROR(dp, deny_write_failed);
 		log_error("xdp: cannot %s deny entry %s: %s", add ? "add" : "remove", text,
 			  strerror(errno));
+		return rc;
 	}
-	return rc;
+	/* The index may only over-approximate the tries: bits are set after an add, cleared by
+	 * a rebuild after a delete. */
+	return add ? deny_index_add(dp, &c) : deny_index_rebuild(dp);
 }
 
 int dataplane_deny_add(struct dataplane *dp, const char *cidr)
@@ -964,6 +1136,8 @@ int dataplane_sync(struct dataplane *dp, const struct dataplane_client *clients,
 	}
 	deny_prune(dp, dp->fd_deny4, AF_INET, want, n_want);
 	deny_prune(dp, dp->fd_deny6, AF_INET6, want, n_want);
+	if (deny_index_rebuild(dp))
+		rc = -1;
 	log_info("xdp: synchronised %zu clients and %zu deny entries", n_clients, n_cidrs);
 out:
 	free(seen);

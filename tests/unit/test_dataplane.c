@@ -193,7 +193,8 @@ static void test_open_pin_reuse_purge_detach(void **state)
 	assert_int_equal(dataplane_open(&e->cfg, &dp, err, sizeof(err)), 0);
 	assert_string_equal(dataplane_mode(dp), "native");
 	for (const char *const *n = (const char *const[]){ PSD2_PIN_CLIENTS, PSD2_PIN_FLOWS,
-			PSD2_PIN_DENY_V4, PSD2_PIN_DENY_V6, PSD2_PIN_SRC_RATE, PSD2_PIN_STATS, NULL };
+			PSD2_PIN_DENY_V4, PSD2_PIN_DENY_V6, PSD2_PIN_SRC_RATE, PSD2_PIN_STATS,
+			PSD2_PIN_FLOWS_V6, PSD2_PIN_CLIENT_STATS, PSD2_PIN_DENY_INDEX, NULL };
 	     *n; n++)
 		assert_true(pinned(e, *n));
 	id1 = attached_id("dpa", &mode);
@@ -213,20 +214,48 @@ static void test_open_pin_reuse_purge_detach(void **state)
 	sa6(&local6, "2001:db8::1", 8443);
 	assert_int_equal(dataplane_flow_add(dp, (struct sockaddr *)&peer6,
 					    (struct sockaddr *)&local6, slot), 0);
-	/* a dual-stack listener sees IPv4 peers as ::ffff:a.b.c.d: the same key as AF_INET */
+	/* a dual-stack listener sees IPv4 peers as ::ffff:a.b.c.d: the same key as AF_INET, in
+	 * the IPv4 map */
 	sa6(&mapped_peer, "::ffff:203.0.113.9", 40001);
 	sa6(&mapped_local, "::ffff:192.0.2.1", 8443);
 	fd = pinned_fd(e, PSD2_PIN_FLOWS);
-	assert_int_equal(map_count(fd, sizeof(struct psd2_flow_key)), 2);
+	assert_int_equal(map_count(fd, sizeof(struct psd2_flow_key)), 1);
 	assert_int_equal(dataplane_flow_add(dp, (struct sockaddr *)&mapped_peer,
 					    (struct sockaddr *)&mapped_local, slot), 0);
-	assert_int_equal(map_count(fd, sizeof(struct psd2_flow_key)), 2);
+	assert_int_equal(map_count(fd, sizeof(struct psd2_flow_key)), 1);
+	close(fd);
+	fd = pinned_fd(e, PSD2_PIN_FLOWS_V6);
+	assert_int_equal(map_count(fd, sizeof(struct psd2_flow6_key)), 1);
 	close(fd);
 
 	/* the program sees what the daemon wrote (listener port from cfg->listen) */
 	assert_int_equal(run_attached(id1, "203.0.113.9", 40001, 8443), XDP_PASS);
 	assert_int_equal(run_attached(id1, "198.51.100.1", 40001, 8443), XDP_DROP);
 	assert_int_equal(run_attached(id1, "198.51.100.1", 40001, 22), XDP_PASS);
+	/* deny_index: a prefix shorter than /16 marks every /16 it covers; a delete rebuilds
+	 * the index, so the word of a removed prefix goes back to zero */
+	assert_int_equal(run_attached(id1, "10.200.1.1", 40001, 8443), XDP_PASS);
+	assert_int_equal(dataplane_deny_add(dp, "10.0.0.0/8"), 0);
+	assert_int_equal(run_attached(id1, "10.200.1.1", 40001, 8443), XDP_DROP);
+	assert_int_equal(run_attached(id1, "10.0.0.9", 40001, 8443), XDP_DROP);
+	assert_int_equal(run_attached(id1, "11.0.0.9", 40001, 8443), XDP_PASS);
+	{
+		uint8_t a[2] = { 10, 200 };
+		uint16_t hi;
+		uint32_t word;
+		uint64_t bits;
+
+		memcpy(&hi, a, 2);
+		word = PSD2_DENY_INDEX_V4 + (hi >> 6);
+		fd = pinned_fd(e, PSD2_PIN_DENY_INDEX);
+		assert_int_equal(bpf_map_lookup_elem(fd, &word, &bits), 0);
+		assert_true(bits & (1ULL << (hi & 63)));
+		assert_int_equal(dataplane_deny_del(dp, "10.0.0.0/8"), 0);
+		assert_int_equal(bpf_map_lookup_elem(fd, &word, &bits), 0);
+		assert_false(bits & (1ULL << (hi & 63)));
+		close(fd);
+	}
+	assert_int_equal(run_attached(id1, "10.200.1.1", 40001, 8443), XDP_PASS);
 	assert_int_equal(dataplane_client_set(dp, slot, "tpp-one", thumb, true), 0);
 	assert_int_equal(run_attached(id1, "203.0.113.9", 40001, 8443), XDP_DROP);
 
@@ -249,6 +278,9 @@ static void test_open_pin_reuse_purge_detach(void **state)
 	close(fd);
 	fd = pinned_fd(e, PSD2_PIN_FLOWS);
 	assert_int_equal(map_count(fd, sizeof(struct psd2_flow_key)), 0);
+	close(fd);
+	fd = pinned_fd(e, PSD2_PIN_FLOWS_V6);
+	assert_int_equal(map_count(fd, sizeof(struct psd2_flow6_key)), 0);
 	close(fd);
 	assert_int_equal(run_attached(id2, "198.51.100.1", 40001, 8443), XDP_DROP);
 
