@@ -9,27 +9,40 @@
 # A test printing TAP ("ok N - ...", "not ok N - ...") counts one per line; a test without
 # TAP counts one by its exit status; a non-zero exit without a "not ok" line adds a failure.
 #   vmtest/run-tests.sh [--timeout SEC] [TEST...]   (TEST: paths, to run only those)
+# Limits: the whole VM run VMTEST_TIMEOUT (default 600 s; an idle host needs ~3 min), each
+# test inside it VMTEST_TEST_TIMEOUT (default 300 s). A guest that stops (no heartbeat for
+# VMTEST_HANG_TIMEOUT s, default 90) or does not boot is killed and booted once more
+# (vmtest/run.sh --retry 1); a second failure counts as one failed test. Worst case about
+# 2 x VMTEST_TIMEOUT.
 set -uo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
 cd "$repo" || exit 1
-per_test=${VMTEST_TEST_TIMEOUT:-900}
+per_test=${VMTEST_TEST_TIMEOUT:-300}
 
 if [ "${VMTEST:-0}" != 1 ]; then
-	timeout=${VMTEST_TIMEOUT:-2400}
+	timeout=${VMTEST_TIMEOUT:-600}
 	if [ "${1:-}" = --timeout ]; then timeout=$2; shift 2; fi
-	for prog in build/vm/ktls_selftest; do
+	for prog in build/vm/ktls_selftest build/psd2edged build/psd2edgectl; do
 		[ -x "$prog" ] || { echo "vmtest: $prog is not built (run: make vmtest)" >&2
 			echo "0 passed, 1 failed"; exit 1; }
 	done
-	"$here/run.sh" --timeout "$timeout" -- vmtest/run-tests.sh "$@"
+	# The test PKI is made here: in the VM it would land in the throwaway overlay, every run.
+	scripts/gen-pki.sh "${PSD2E_PKI:-build/test-pki}" >/dev/null ||
+		{ echo "vmtest: scripts/gen-pki.sh failed" >&2; echo "0 passed, 1 failed"; exit 1; }
+	t0=$(date +%s)
+	"$here/run.sh" --timeout "$timeout" --retry 1 -- vmtest/run-tests.sh "$@"
 	rc=$?
-	if [ "$rc" = 124 ] || [ "$rc" = 125 ]; then
-		echo "vmtest: the VM did not complete the tests (status $rc)" >&2
+	case $rc in
+	123|124|125)
+		why=([123]="the guest hung (no heartbeat)" [124]="time limit of ${timeout}s reached"
+			[125]="the VM did not boot or could not run the tests")
+		echo "vmtest: ERROR: the VM did not complete the tests: ${why[$rc]} (status $rc, $(( $(date +%s) - t0 ))s)" >&2
 		echo "0 passed, 1 failed"
 		exit 1
-	fi
+		;;
+	esac
 	exit "$rc"
 fi
 
@@ -60,7 +73,9 @@ for t in "${tests[@]}"; do
 	elif [ "$rc" != 0 ] && [ "$nok" = 0 ]; then
 		nok=1
 	fi
-	[ "$rc" = 124 ] && echo "=== $t: timed out after ${per_test}s"
+	if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
+		echo "=== $t: TIMED OUT after ${per_test}s (VMTEST_TEST_TIMEOUT), counted as failed"
+	fi
 	echo "=== $t: $ok passed, $nok failed, exit $rc, $(( $(date +%s) - start ))s"
 	passed=$((passed + ok))
 	failed=$((failed + nok))
