@@ -11,7 +11,7 @@ cc -std=gnu11 -Wall -Wextra -Werror -O2 -g -D_GNU_SOURCE -Iinclude -Ibuild -Iben
 	bench/xdp_cost.c -o build/bench/xdp_cost -lbpf -lelf -lz
 build/bench/xdp_cost "$REPEAT" "$ROUNDS" > build/bench/xdp_cost.json
 bench/xdp_droprate.sh "$PACKETS" > build/bench/xdp_droprate.json
-python3 - <<'PY'
+REPEAT=$REPEAT ROUNDS=$ROUNDS PACKETS=$PACKETS python3 - <<'PY'
 import json, os, platform, subprocess, time
 path = "bench/results.json"
 res = json.load(open(path)) if os.path.exists(path) else {}
@@ -19,8 +19,9 @@ res["xdp"] = {
     "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     "kernel": platform.release(),
     "cpus": os.cpu_count(),
-    "commands": ["bench/xdp_bench.sh", "build/bench/xdp_cost REPEAT ROUNDS",
-                 "bench/xdp_droprate.sh PACKETS"],
+    "commands": ["bench/xdp_bench.sh",
+                 "build/bench/xdp_cost %s %s" % (os.environ["REPEAT"], os.environ["ROUNDS"]),
+                 "bench/xdp_droprate.sh %s" % os.environ["PACKETS"]],
     "program_cost": json.load(open("build/bench/xdp_cost.json")),
     "veth_drop": json.load(open("build/bench/xdp_droprate.json")),
 }
