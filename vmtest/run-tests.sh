@@ -9,8 +9,9 @@
 # A test printing TAP ("ok N - ...", "not ok N - ...") counts one per line; a test without
 # TAP counts one by its exit status; a non-zero exit without a "not ok" line adds a failure.
 #   vmtest/run-tests.sh [--timeout SEC] [TEST...]   (TEST: paths, to run only those)
-# Limits: the whole VM run VMTEST_TIMEOUT (default 600 s; an idle host needs ~3 min), each
-# test inside it VMTEST_TEST_TIMEOUT (default 300 s). A guest that stops (no heartbeat for
+# Limits: the whole VM run VMTEST_TIMEOUT (default 600 s; an idle host needs ~2 min, a loaded one ~7), each
+# test inside it VMTEST_TEST_TIMEOUT (default 480 s: two VMs and a compile on 2 cores took
+# test_ktls_daemon.sh to ~330 s). A guest that stops (no heartbeat for
 # VMTEST_HANG_TIMEOUT s, default 90) or does not boot is killed and booted once more
 # (vmtest/run.sh --retry 1); a second failure counts as one failed test. Worst case about
 # 2 x VMTEST_TIMEOUT.
@@ -19,7 +20,7 @@ set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
 cd "$repo" || exit 1
-per_test=${VMTEST_TEST_TIMEOUT:-300}
+per_test=${VMTEST_TEST_TIMEOUT:-480}
 
 if [ "${VMTEST:-0}" != 1 ]; then
 	timeout=${VMTEST_TIMEOUT:-600}
