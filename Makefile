@@ -104,7 +104,7 @@ check-run: all unit $(FUZZERS) $(VM_PROGS)
 integration: all
 	tests/integration/run.sh
 
-vmtest: all $(VM_PROGS)
+vmtest: all $(VM_PROGS) $(BUILD)/asan/test_xdp $(BUILD)/asan/test_dataplane
 	vmtest/run-tests.sh
 
 bench: all

@@ -58,7 +58,9 @@ enum psd2_client_state {
 /* One client (value of `clients`). The identity and limits are written by the daemon with a
  * read-modify-write of the whole value; the GCRA times are updated by XDP with compare-and-swap
  * (a daemon write can undo the few charges made during that write; control operations are
- * rare). The client's packet counters are per CPU, in `client_stats`. */
+ * rare). XDP counts the client's packets per CPU, in `client_stats`; the daemon copies their
+ * sums into the counters here every second, so that `bpftool map dump` of `clients` shows them
+ * next to the identity without XDP sharing a cache line between CPUs on every packet. */
 struct psd2_client {
 	char client_id[PSD2_CLIENT_ID_LEN];   /* NUL-terminated */
 	__u8 thumb[PSD2_THUMB_LEN];           /* newest active certificate */
@@ -76,6 +78,11 @@ struct psd2_client {
 	/* GCRA theoretical arrival times (bpf_ktime_get_coarse_ns), written by XDP. */
 	__u64 pkt_tat_ns;
 	__u64 byte_tat_ns;
+	/* Sums over CPUs of client_stats, at most a second old; written by the daemon only. */
+	__u64 pass_packets;
+	__u64 pass_bytes;
+	__u64 drop_revoked;
+	__u64 drop_policed;
 };
 
 /* --- client_stats: PERCPU_ARRAY indexed by registry slot ------------------------------------ */

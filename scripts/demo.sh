@@ -115,6 +115,7 @@ demo_xdp() {
 	step "XDP on $GW_IF: the kernel's copy of the binding"
 	show_cmd "ip link show $GW_IF"
 	ns_exec "$GW_NS" ip link show "$GW_IF" | grep -o 'prog/xdp.*' | sed 's/^/   /'
+	sleep 1.1 # the daemon copies the per-CPU packet counters into the clients entry every second
 	show_cmd "bpftool map lookup pinned $PIN_DIR/clients key 0 0 0 0   (slot 0)"
 	bpftool map lookup pinned "$PIN_DIR/clients" key 0 0 0 0 2>&1 |
 		grep -E '"(client_id|state|pass_packets)"' | sed 's/^ */   /'

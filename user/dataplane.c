@@ -34,7 +34,7 @@
 
 /* The layouts both sides rely on (see include/psd2edge_abi.h). */
 _Static_assert(sizeof(enum psd2_client_state) == 4, "enum psd2_client_state is 4 bytes");
-_Static_assert(sizeof(struct psd2_client) == 184, "struct psd2_client layout");
+_Static_assert(sizeof(struct psd2_client) == 216, "struct psd2_client layout");
 _Static_assert(offsetof(struct psd2_client, state) == 104, "psd2_client.state offset");
 _Static_assert(offsetof(struct psd2_client, pps) == 112, "psd2_client.pps offset");
 _Static_assert(offsetof(struct psd2_client, pkt_tat_ns) == 168, "psd2_client GCRA offset");
@@ -85,7 +85,8 @@ struct dataplane {
 	__u32 prog_id;
 	int fd_clients, fd_client_stats, fd_flows, fd_flows6, fd_deny4, fd_deny6, fd_deny_index, fd_stats;
 	struct dataplane_limits lim;
-	pthread_mutex_t clients_lock; /* read-modify-write of clients values */
+	pthread_mutex_t clients_lock; /* read-modify-write of clients values, slot_used */
+	uint8_t slot_used[PSD2_MAX_CLIENTS / 8]; /* slots holding a client, for the counter copy */
 	struct nl_sock *nl;
 	bool link_event;
 	struct dp_errors errors;
@@ -674,6 +675,7 @@ static int client_set_locked(struct dataplane *dp, uint32_t slot, const char *cl
 	if (thumb)
 		memcpy(c.thumb, thumb, sizeof(c.thumb));
 	c.state = revoked ? PSD2_CLIENT_REVOKED : PSD2_CLIENT_ACTIVE;
+	dp->slot_used[slot / 8] |= (uint8_t)(1u << (slot % 8));
 	return client_write(dp, slot, &c);
 }
 
@@ -721,8 +723,68 @@ int dataplane_client_del(struct dataplane *dp, uint32_t slot)
 	if (!slot_ok(dp, slot))
 		return -1;
 	pthread_mutex_lock(&dp->clients_lock);
+	dp->slot_used[slot / 8] &= (uint8_t)~(1u << (slot % 8));
 	rc = client_write(dp, slot, &c);
 	pthread_mutex_unlock(&dp->clients_lock);
+	return rc;
+}
+
+/* Sums the slot's per-CPU counters into *sum. 0, or -1. */
+static int client_stats_sum(struct dataplane *dp, uint32_t slot, struct psd2_client_stats *sum)
+{
+	int ncpu = libbpf_num_possible_cpus();
+	struct psd2_client_stats *per_cpu;
+
+	memset(sum, 0, sizeof(*sum));
+	if (ncpu <= 0 || !(per_cpu = calloc((size_t)ncpu, sizeof(*per_cpu))))
+		return -1;
+	if (bpf_map_lookup_elem(dp->fd_client_stats, &slot, per_cpu)) {
+		free(per_cpu);
+		return -1;
+	}
+	for (int i = 0; i < ncpu; i++) {
+		sum->pass_packets += per_cpu[i].pass_packets;
+		sum->pass_bytes += per_cpu[i].pass_bytes;
+		sum->drop_revoked += per_cpu[i].drop_revoked;
+		sum->drop_policed += per_cpu[i].drop_policed;
+	}
+	free(per_cpu);
+	return 0;
+}
+
+/* Only clients whose counters moved are rewritten: an idle registry costs one lookup per
+ * client per call. The write can undo a GCRA charge XDP makes during it (see the ABI header),
+ * which forgives a packet or two at most, only for clients that are sending. */
+int dataplane_client_counters_refresh(struct dataplane *dp)
+{
+	int rc = 0;
+
+	if (!dataplane_active(dp))
+		return 0;
+	for (uint32_t slot = 0; slot < PSD2_MAX_CLIENTS; slot++) {
+		struct psd2_client_stats sum;
+		struct psd2_client c;
+
+		if (!(dp->slot_used[slot / 8] & (1u << (slot % 8))))
+			continue;
+		if (client_stats_sum(dp, slot, &sum)) {
+			rc = -1;
+			continue;
+		}
+		pthread_mutex_lock(&dp->clients_lock);
+		if ((dp->slot_used[slot / 8] & (1u << (slot % 8))) &&
+		    bpf_map_lookup_elem(dp->fd_clients, &slot, &c) == 0 &&
+		    (c.pass_packets != sum.pass_packets || c.pass_bytes != sum.pass_bytes ||
+		     c.drop_revoked != sum.drop_revoked || c.drop_policed != sum.drop_policed)) {
+			c.pass_packets = sum.pass_packets;
+			c.pass_bytes = sum.pass_bytes;
+			c.drop_revoked = sum.drop_revoked;
+			c.drop_policed = sum.drop_policed;
+			if (client_write(dp, slot, &c))
+				rc = -1;
+		}
+		pthread_mutex_unlock(&dp->clients_lock);
+	}
 	return rc;
 }
 
@@ -1119,6 +1181,7 @@ int dataplane_sync(struct dataplane *dp, const struct dataplane_client *clients,
 
 		if (seen[slot / 8] & (1u << (slot % 8)))
 			continue;
+		dp->slot_used[slot / 8] &= (uint8_t)~(1u << (slot % 8));
 		if (bpf_map_lookup_elem(dp->fd_clients, &slot, &c) == 0 &&
 		    (c.state != PSD2_CLIENT_FREE || c.client_id[0])) {
 			memset(&c, 0, sizeof(c));

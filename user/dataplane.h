@@ -86,6 +86,9 @@ int dataplane_client_set(struct dataplane *dp, uint32_t slot, const char *client
 int dataplane_client_limit(struct dataplane *dp, uint32_t slot,
 			   const struct dataplane_client_limit *lim); /* NULL: the default */
 int dataplane_client_del(struct dataplane *dp, uint32_t slot);
+/* Copies the sums of each client's per-CPU counters (client_stats) into its clients entry, for
+ * whoever reads the pinned map; the daemon calls it every second. 0, or -1 if a slot failed. */
+int dataplane_client_counters_refresh(struct dataplane *dp);
 
 /* Authenticated connections (IPv4, IPv6, IPv4-mapped IPv6). peer is the TPP's address
  * (getpeername), local the gateway's (getsockname). */

@@ -582,8 +582,10 @@ static bool session_splice(struct session *s)
 		s->req_body_bytes += moved;
 	else
 		s->resp_bytes += moved;
-	if (moved)
+	if (moved) {
 		s->last_activity_ms = ev_now_ms();
+		STATS_ADD(splice_bytes, moved);
+	}
 	switch (s->splice_last) {
 	case SPLICE_FWD_DONE:
 		s->splicing = SPLICE_NONE;

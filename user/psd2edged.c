@@ -169,6 +169,16 @@ static void daemon_on_link_event(struct ev_loop *loop, int fd, int mask, void *a
 	dataplane_link_ready(arg);
 }
 
+#define CLIENT_COUNTERS_PERIOD_MS 1000
+
+static int64_t daemon_on_counters_timer(struct ev_loop *loop, struct ev_timer *t, void *arg)
+{
+	(void)loop;
+	(void)t;
+	dataplane_client_counters_refresh(arg);
+	return CLIENT_COUNTERS_PERIOD_MS;
+}
+
 static enum log_level parse_log_level(const char *s)
 {
 	if (!s || strcmp(s, "info") == 0)
@@ -271,6 +281,9 @@ static int daemon_run(struct daemon *d)
 	int link_fd = dataplane_link_fd(d->dp);
 	if (link_fd >= 0 && ev_set(loop, link_fd, EV_READ, daemon_on_link_event, d->dp) < 0)
 		log_warn("bpf: interface notifications unavailable: %s", strerror(errno));
+	if (dataplane_active(d->dp) &&
+	    !ev_timer_add(loop, CLIENT_COUNTERS_PERIOD_MS, daemon_on_counters_timer, d->dp))
+		log_warn("bpf: no timer for the clients map's counters: %s", strerror(errno));
 	for (; started < d->n_workers; started++) {
 		if (worker_start(&d->workers[started]) < 0) {
 			log_error("cannot start worker %u", started);

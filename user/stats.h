@@ -14,7 +14,7 @@
 	X(denied_invalid_client_id) X(denied_unbound_cert) X(denied_client_mismatch)    \
 	X(denied_revoked_cert) X(denied_expired_cert) X(bad_requests)                   \
 	X(header_timeouts) X(upstream_connect_errors) X(upstream_errors)                \
-	X(upstream_timeouts) X(connections_cut_by_control)
+	X(upstream_timeouts) X(connections_cut_by_control) X(splice_bytes)
 
 struct stats {
 #define STATS_FIELD(name) _Atomic uint64_t name;
@@ -26,6 +26,7 @@ extern struct stats g_stats;
 
 #define STATS_INC(name) atomic_fetch_add_explicit(&g_stats.name, 1, memory_order_relaxed)
 #define STATS_DEC(name) atomic_fetch_sub_explicit(&g_stats.name, 1, memory_order_relaxed)
+#define STATS_ADD(name, n) atomic_fetch_add_explicit(&g_stats.name, (n), memory_order_relaxed)
 
 void stats_fill(json_t *obj);
 

@@ -27,7 +27,8 @@ xdp_stat() {
 	json_get "$TEST_DIR/stats.json" "xdp.packets.$1" || echo 0
 }
 
-# client_entry CLIENT_ID [SLOT]: "pps bytes_per_sec burst_pkts burst_bytes state drop_policed" of
+# client_entry CLIENT_ID [SLOT]: "pps bytes_per_sec burst_pkts burst_bytes state drop_policed
+# pass_packets" of
 # the client's entry in the pinned clients map, as bpftool prints it from the map's BTF. The
 # entry is looked up by the client's slot (from `show --json` unless given): a full
 # `bpftool map dump` of the 65536-entry array takes half a minute. burst_bytes is 0 in the map
@@ -47,7 +48,7 @@ e = json.load(sys.stdin)
 v = e.get("formatted", e)["value"]
 assert v["client_id"] == sys.argv[1], v["client_id"]
 print(v["pps"], v["bytes_per_sec"], v["burst_pkts"], v["burst_bytes"], v["state"],
-      v["drop_policed"])' "$1"
+      v["drop_policed"], v["pass_packets"])' "$1"
 }
 
 ctl bind tpp1 "$PKI/tpp1.pem" >/dev/null || die "bind tpp1"
@@ -57,6 +58,12 @@ ctl show tpp1 --json >"$TEST_DIR/show.json"
 slot1=$(json_get "$TEST_DIR/show.json" slot)
 entry=$(client_entry tpp1)
 assert_contains "$entry" "50000 0 64 0 " "a client without a limit has bpf.client_rate in the map ($entry)"
+for _ in 1 2 3 4 5 6; do
+	passed=$(client_entry tpp1 | cut -d' ' -f7)
+	[ "${passed:-0}" -gt 0 ] && break
+	sleep 0.5
+done
+assert_true "the request's packets are counted in tpp1's clients entry ($passed)" test "${passed:-0}" -gt 0
 
 # --- limit set: registry, show, map ---------------------------------------------------------
 ctl_capture limit set tpp1 --pps 1000 --bps 5000000 --burst 20
@@ -110,7 +117,12 @@ CURL_MAX_TIME=6 gw_request tpp1 "$GW_URL/big?bytes=50000000&client_id=tpp1"
 after=$(xdp_stat drop_policed)
 note "bulk download under 20 pps: HTTP $LAST_CODE, curl exit $LAST_RC, drop_policed $before -> $after"
 assert_true "xdp.packets.drop_policed rose under the tight limit ($before -> $after)" test "$after" -gt "$before"
-policed=$(client_entry tpp1 | cut -d' ' -f6)
+# The daemon copies the per-CPU client_stats into the clients entry every second.
+for _ in 1 2 3 4 5 6; do
+	policed=$(client_entry tpp1 | cut -d' ' -f6)
+	[ "${policed:-0}" -gt 0 ] && break
+	sleep 0.5
+done
 assert_true "tpp1's own drop_policed counter in the clients map rose ($policed)" test "${policed:-0}" -gt 0
 
 # --- limit del: back to the configured default -----------------------------------------------------

@@ -442,6 +442,39 @@ static void test_sync_limits_stats(void **state)
 	assert_int_equal(dataplane_deny_del(dp, "203.0.113.0/24"), 0);
 	assert_int_equal(run_attached(id, "203.0.113.1", 1, 8443), XDP_PASS);
 
+	/* A bound flow's packets are counted per CPU, and their sums copied into the entry */
+	struct sockaddr_in peer = { .sin_family = AF_INET, .sin_port = htons(40000) };
+	struct sockaddr_in local = { .sin_family = AF_INET, .sin_port = htons(8443) };
+	struct dataplane_client_limit unlimited = { 0 };
+
+	inet_pton(AF_INET, "198.51.100.9", &peer.sin_addr);
+	inet_pton(AF_INET, "192.0.2.1", &local.sin_addr);
+	assert_int_equal(dataplane_client_set(dp, 3, "tpp-c", t1, false), 0);
+	assert_int_equal(dataplane_client_limit(dp, 3, &unlimited), 0);
+	assert_int_equal(dataplane_flow_add(dp, (struct sockaddr *)&peer, (struct sockaddr *)&local,
+					    3), 0);
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(run_attached(id, "198.51.100.9", 40000, 8443), XDP_PASS);
+	assert_int_equal(dataplane_client_set(dp, 3, "tpp-c", t1, true), 0);
+	assert_int_equal(run_attached(id, "198.51.100.9", 40000, 8443), XDP_DROP);
+	assert_int_equal(dataplane_client_counters_refresh(dp), 0);
+	fd = pinned_fd(e, PSD2_PIN_CLIENTS);
+	slot = 3;
+	assert_int_equal(bpf_map_lookup_elem(fd, &slot, &c), 0);
+	assert_int_equal(c.pass_packets, 3);
+	assert_int_equal(c.pass_bytes, 3 * 54);
+	assert_int_equal(c.drop_revoked, 1);
+	assert_int_equal(c.drop_policed, 0);
+	assert_int_equal(c.state, PSD2_CLIENT_REVOKED);
+	/* a new client in the slot starts from zero */
+	assert_int_equal(dataplane_client_del(dp, 3), 0);
+	assert_int_equal(dataplane_client_set(dp, 3, "tpp-d", t2, false), 0);
+	assert_int_equal(dataplane_client_counters_refresh(dp), 0);
+	assert_int_equal(bpf_map_lookup_elem(fd, &slot, &c), 0);
+	assert_int_equal(c.pass_packets, 0);
+	assert_int_equal(c.drop_revoked, 0);
+	close(fd);
+
 	obj = json_object();
 	dataplane_fill_stats(dp, obj);
 	json_t *xdp = json_object_get(obj, "xdp");
