@@ -51,6 +51,18 @@ print(v["pps"], v["bytes_per_sec"], v["burst_pkts"], v["burst_bytes"], v["state"
       v["drop_policed"], v["pass_packets"])' "$1"
 }
 
+# client_counter CLIENT_ID FIELD: field FIELD of client_entry once it is above 0, or what it is
+# after 3 s (the daemon copies the per-CPU client_stats into the clients entry every second).
+client_counter() {
+	local v
+	for _ in 1 2 3 4 5 6; do
+		v=$(client_entry "$1" | cut -d' ' -f"$2")
+		[ "${v:-0}" -gt 0 ] && break
+		sleep 0.5
+	done
+	echo "$v"
+}
+
 ctl bind tpp1 "$PKI/tpp1.pem" >/dev/null || die "bind tpp1"
 ctl bind tpp2 "$PKI/tpp2.pem" >/dev/null || die "bind tpp2"
 assert_status 200 "tpp1 served before any limit" tpp1 "$GW_URL/x?client_id=tpp1"
@@ -58,11 +70,7 @@ ctl show tpp1 --json >"$TEST_DIR/show.json"
 slot1=$(json_get "$TEST_DIR/show.json" slot)
 entry=$(client_entry tpp1)
 assert_contains "$entry" "50000 0 64 0 " "a client without a limit has bpf.client_rate in the map ($entry)"
-for _ in 1 2 3 4 5 6; do
-	passed=$(client_entry tpp1 | cut -d' ' -f7)
-	[ "${passed:-0}" -gt 0 ] && break
-	sleep 0.5
-done
+passed=$(client_counter tpp1 7)
 assert_true "the request's packets are counted in tpp1's clients entry ($passed)" test "${passed:-0}" -gt 0
 
 # --- limit set: registry, show, map ---------------------------------------------------------
@@ -117,12 +125,7 @@ CURL_MAX_TIME=6 gw_request tpp1 "$GW_URL/big?bytes=50000000&client_id=tpp1"
 after=$(xdp_stat drop_policed)
 note "bulk download under 20 pps: HTTP $LAST_CODE, curl exit $LAST_RC, drop_policed $before -> $after"
 assert_true "xdp.packets.drop_policed rose under the tight limit ($before -> $after)" test "$after" -gt "$before"
-# The daemon copies the per-CPU client_stats into the clients entry every second.
-for _ in 1 2 3 4 5 6; do
-	policed=$(client_entry tpp1 | cut -d' ' -f6)
-	[ "${policed:-0}" -gt 0 ] && break
-	sleep 0.5
-done
+policed=$(client_counter tpp1 6)
 assert_true "tpp1's own drop_policed counter in the clients map rose ($policed)" test "${policed:-0}" -gt 0
 
 # --- limit del: back to the configured default -----------------------------------------------------
