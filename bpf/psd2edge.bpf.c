@@ -141,33 +141,38 @@ static __always_inline int check_deny(struct pkt *p, const bool v6)
 static __always_inline int check_syn_rate(struct pkt *p, const bool v6)
 {
 	__u64 interval = src_cfg.interval_ns, burst = src_cfg.burst_ns;
-	struct psd2_src_key k;
+	const __u32 *a = (const __u32 *)p->key.saddr;
+	struct psd2_src_v6_key k6;
+	struct psd2_src_v4_key k4;
 	struct psd2_src_bucket *b;
-	__u32 *a = (__u32 *)p->key.saddr, *m = (__u32 *)k.addr;
+	void *map, *key;
 	__u64 now;
 
 	if (!interval)
 		return PSD2_CONTINUE;
 
 	if (v6) {
+		__u32 *m = (__u32 *)k6.addr;
+
 		m[0] = a[0] & src_mask_v6[0];
 		m[1] = a[1] & src_mask_v6[1];
 		m[2] = a[2] & src_mask_v6[2];
 		m[3] = a[3] & src_mask_v6[3];
+		map = &src_rate_v6;
+		key = &k6;
 	} else {
-		m[0] = a[0];
-		m[1] = a[1];
-		m[2] = a[2];
-		m[3] = a[3] & src_mask_v4;
+		*(__u32 *)k4.addr = a[3] & src_mask_v4;
+		map = &src_rate;
+		key = &k4;
 	}
 
 	now = bpf_ktime_get_coarse_ns();
-	b = bpf_map_lookup_elem(&src_rate, &k);
+	b = bpf_map_lookup_elem(map, key);
 	if (!b) {
 		struct psd2_src_bucket nb = { .tat_ns = now + interval, .syn_packets = 1 };
 
 		/* A race with another CPU creating the same bucket loses one charge: fine. */
-		if (bpf_map_update_elem(&src_rate, &k, &nb, BPF_NOEXIST) == 0)
+		if (bpf_map_update_elem(map, key, &nb, BPF_NOEXIST) == 0)
 			stat_count(PSD2_STAT_EVENT_SRC_NEW, 0);
 		else
 			stat_count(PSD2_STAT_EVENT_SRC_FAIL, 0);

@@ -77,10 +77,17 @@ struct {
 /* Per-source SYN buckets, created and updated by XDP only; the LRU evicts the coldest. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__type(key, struct psd2_src_key);
+	__type(key, struct psd2_src_v4_key);
 	__type(value, struct psd2_src_bucket);
 	__uint(max_entries, PSD2_MAX_SRC_BUCKETS);
 } src_rate SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct psd2_src_v6_key);
+	__type(value, struct psd2_src_bucket);
+	__uint(max_entries, PSD2_MAX_SRC_BUCKETS);
+} src_rate_v6 SEC(".maps");
 
 /* Per-CPU packet and byte counters by enum psd2_stat_reason, written by XDP; the daemon sums
  * them over CPUs for `psd2edgectl stats`. */

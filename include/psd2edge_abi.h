@@ -41,6 +41,7 @@
 #define PSD2_PIN_DENY_V4 "deny_v4"
 #define PSD2_PIN_DENY_V6 "deny_v6"
 #define PSD2_PIN_SRC_RATE "src_rate"
+#define PSD2_PIN_SRC_RATE_V6 "src_rate_v6"
 #define PSD2_PIN_STATS "stats"
 #define PSD2_PIN_CLIENT_STATS "client_stats"
 #define PSD2_PIN_DENY_INDEX "deny_index"
@@ -170,11 +171,17 @@ struct psd2_deny {
 #define PSD2_DENY_H48(w0, h2) \
 	((__u32)(((__u32)(w0) ^ ((__u32)(h2) * 0x85EBCA6Bu)) * 0x9E3779B1u) >> 16)
 
-/* --- src_rate: LRU hash of per-source SYN buckets ------------------------------------------- */
+/* --- src_rate / src_rate_v6: LRU hashes of per-source SYN buckets --------------------------- */
 
-/* The source, masked to the configured prefix (IPv4 /32 and IPv6 /64 by default). */
-struct psd2_src_key {
-	__u8 addr[16]; /* IPv4-mapped for IPv4 */
+/* The source, masked to the configured prefix (IPv4 /32 and IPv6 /64 by default). IPv4 sources
+ * have their own map with a 4-byte key: hashing a quarter of the bytes makes the SYN path about
+ * 2 ns cheaper (bench/xdp_cost.c). A dual-stack listener's IPv4-mapped peers are IPv4. */
+struct psd2_src_v4_key {
+	__u8 addr[4];
+};
+
+struct psd2_src_v6_key {
+	__u8 addr[16];
 };
 
 /* Created by XDP at the first SYN of a source; the LRU evicts the coldest when full. */

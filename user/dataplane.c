@@ -47,7 +47,8 @@ _Static_assert(sizeof(struct psd2_flow) == 16, "struct psd2_flow layout");
 _Static_assert(sizeof(struct psd2_deny_v4_key) == 8, "struct psd2_deny_v4_key layout");
 _Static_assert(sizeof(struct psd2_deny_v6_key) == 20, "struct psd2_deny_v6_key layout");
 _Static_assert(sizeof(struct psd2_deny) == 16, "struct psd2_deny layout");
-_Static_assert(sizeof(struct psd2_src_key) == 16, "struct psd2_src_key layout");
+_Static_assert(sizeof(struct psd2_src_v4_key) == 4, "struct psd2_src_v4_key layout");
+_Static_assert(sizeof(struct psd2_src_v6_key) == 16, "struct psd2_src_v6_key layout");
 _Static_assert(sizeof(struct psd2_src_bucket) == 24, "struct psd2_src_bucket layout");
 _Static_assert(sizeof(struct psd2_src_cfg) == 16, "struct psd2_src_cfg layout");
 _Static_assert(sizeof(struct psd2_stat) == 16, "struct psd2_stat layout");
@@ -204,6 +205,7 @@ static struct bpf_map *get_flows6(struct psd2edge_bpf *s) { return s->maps.flows
 static struct bpf_map *get_deny4(struct psd2edge_bpf *s) { return s->maps.deny_v4; }
 static struct bpf_map *get_deny6(struct psd2edge_bpf *s) { return s->maps.deny_v6; }
 static struct bpf_map *get_src(struct psd2edge_bpf *s) { return s->maps.src_rate; }
+static struct bpf_map *get_src6(struct psd2edge_bpf *s) { return s->maps.src_rate_v6; }
 static struct bpf_map *get_stats(struct psd2edge_bpf *s) { return s->maps.stats; }
 static struct bpf_map *get_cstats(struct psd2edge_bpf *s) { return s->maps.client_stats; }
 static struct bpf_map *get_dindex(struct psd2edge_bpf *s) { return s->maps.deny_index; }
@@ -213,7 +215,7 @@ static const struct pinned_map pinned_maps[] = {
 	{ PSD2_PIN_DENY_V4, get_deny4 },   { PSD2_PIN_DENY_V6, get_deny6 },
 	{ PSD2_PIN_SRC_RATE, get_src },    { PSD2_PIN_STATS, get_stats },
 	{ PSD2_PIN_CLIENT_STATS, get_cstats }, { PSD2_PIN_DENY_INDEX, get_dindex },
-	{ PSD2_PIN_FLOWS_V6, get_flows6 },
+	{ PSD2_PIN_FLOWS_V6, get_flows6 }, { PSD2_PIN_SRC_RATE_V6, get_src6 },
 };
 #define N_PINNED (sizeof(pinned_maps) / sizeof(pinned_maps[0]))
 

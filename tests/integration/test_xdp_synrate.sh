@@ -68,11 +68,11 @@ print(ok, failed)
 EOF
 }
 
-# bucket SRC FIELD: FIELD of SRC's bucket in the pinned src_rate map (IPv4-mapped key), or 0
+# bucket SRC FIELD: FIELD of SRC's bucket in the pinned src_rate map (IPv4 sources), or 0
 bucket() {
 	bpftool -j map dump pinned "$PIN_DIR/src_rate" 2>/dev/null | python3 -c '
 import json, sys
-want = [0] * 10 + [255, 255] + [int(x) for x in sys.argv[1].split(".")]
+want = [int(x) for x in sys.argv[1].split(".")]
 for e in json.load(sys.stdin):
     f = e.get("formatted", e)
     if [int(x) for x in f["key"]["addr"]] == want:

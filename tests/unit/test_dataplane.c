@@ -194,7 +194,8 @@ static void test_open_pin_reuse_purge_detach(void **state)
 	assert_string_equal(dataplane_mode(dp), "native");
 	for (const char *const *n = (const char *const[]){ PSD2_PIN_CLIENTS, PSD2_PIN_FLOWS,
 			PSD2_PIN_DENY_V4, PSD2_PIN_DENY_V6, PSD2_PIN_SRC_RATE, PSD2_PIN_STATS,
-			PSD2_PIN_FLOWS_V6, PSD2_PIN_CLIENT_STATS, PSD2_PIN_DENY_INDEX, NULL };
+			PSD2_PIN_FLOWS_V6, PSD2_PIN_CLIENT_STATS, PSD2_PIN_DENY_INDEX,
+			PSD2_PIN_SRC_RATE_V6, NULL };
 	     *n; n++)
 		assert_true(pinned(e, *n));
 	id1 = attached_id("dpa", &mode);
