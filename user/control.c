@@ -456,6 +456,8 @@ static json_t *cmd_show(struct request *rq)
 		return NULL;
 	}
 	json_t *o = registry_client_json(&c);
+	if (o && rq->ctx->hooks.fill_client)
+		rq->ctx->hooks.fill_client(rq->ctx->hooks.arg, c.slot, o);
 	registry_client_free(&c);
 	return o;
 }

@@ -44,6 +44,9 @@ struct control_hooks {
 	void (*on_event)(void *arg, const struct control_event *ev);
 	/* Adds daemon-wide figures ("connections", "requests", BPF counters...) to obj. */
 	void (*fill_stats)(void *arg, json_t *obj);
+	/* Adds what the daemon knows of the client in `slot` beyond the registry (its XDP
+	 * counters) to obj, the reply of `show`. May be NULL. */
+	void (*fill_client)(void *arg, uint32_t slot, json_t *obj);
 };
 
 struct control_ctx {

@@ -754,6 +754,20 @@ static int client_stats_sum(struct dataplane *dp, uint32_t slot, struct psd2_cli
 	return 0;
 }
 
+void dataplane_fill_client(struct dataplane *dp, uint32_t slot, json_t *obj)
+{
+	struct psd2_client_stats sum;
+
+	if (!dataplane_active(dp) || slot >= PSD2_MAX_CLIENTS || client_stats_sum(dp, slot, &sum))
+		return;
+	json_object_set_new(obj, "xdp",
+			    json_pack("{s:I, s:I, s:I, s:I}", "pass_packets",
+				      (json_int_t)sum.pass_packets, "pass_bytes",
+				      (json_int_t)sum.pass_bytes, "drop_revoked",
+				      (json_int_t)sum.drop_revoked, "drop_policed",
+				      (json_int_t)sum.drop_policed));
+}
+
 /* Only clients whose counters moved are rewritten: an idle registry costs one lookup per
  * client per call. The write can undo a GCRA charge XDP makes during it (see the ABI header),
  * which forgives a packet or two at most, only for clients that are sending. */

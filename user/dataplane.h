@@ -89,6 +89,9 @@ int dataplane_client_del(struct dataplane *dp, uint32_t slot);
 /* Copies the sums of each client's per-CPU counters (client_stats) into its clients entry, for
  * whoever reads the pinned map; the daemon calls it every second. 0, or -1 if a slot failed. */
 int dataplane_client_counters_refresh(struct dataplane *dp);
+/* Sets obj's "xdp" to the slot's counters summed over CPUs ({"pass_packets", "pass_bytes",
+ * "drop_revoked", "drop_policed"}); nothing when the data plane is off or the read fails. */
+void dataplane_fill_client(struct dataplane *dp, uint32_t slot, json_t *obj);
 
 /* Authenticated connections (IPv4, IPv6, IPv4-mapped IPv6). peer is the TPP's address
  * (getpeername), local the gateway's (getsockname). */

@@ -464,6 +464,17 @@ static void print_show(const struct args *a, json_t *r)
 	}
 	char *lrow[] = {clean("limit"), limit_text(json_object_get(r, "limit"))};
 	table_row(&kv, lrow);
+	json_t *xdp = json_object_get(r, "xdp");
+	if (xdp) {
+		static const char *const counters[] = {"pass_packets", "pass_bytes", "drop_revoked",
+						       "drop_policed"};
+		for (size_t i = 0; i < sizeof(counters) / sizeof(counters[0]); i++) {
+			char name[32];
+			snprintf(name, sizeof(name), "xdp.%s", counters[i]);
+			char *row[] = {clean(name), jval(xdp, counters[i])};
+			table_row(&kv, row);
+		}
+	}
 	table_print(&kv);
 	json_t *certs = json_object_get(r, "certs"), *c;
 	if (!json_array_size(certs)) {

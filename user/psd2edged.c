@@ -120,6 +120,12 @@ static void daemon_dataplane_limits(struct daemon *d, struct dataplane_limits *l
 	}
 }
 
+static void daemon_fill_client(void *arg, uint32_t slot, json_t *obj)
+{
+	struct daemon *d = arg;
+	dataplane_fill_client(d->dp, slot, obj);
+}
+
 static void daemon_fill_stats(void *arg, json_t *obj)
 {
 	struct daemon *d = arg;
@@ -294,7 +300,8 @@ static int daemon_run(struct daemon *d)
 	struct control_ctx cctx = {
 		.reg = d->reg,
 		.trust = d->trust,
-		.hooks = {.arg = d, .on_event = daemon_on_control_event, .fill_stats = daemon_fill_stats},
+		.hooks = {.arg = d, .on_event = daemon_on_control_event, .fill_stats = daemon_fill_stats,
+			  .fill_client = daemon_fill_client},
 	};
 	if (control_server_start(loop, d->cfg.control_socket, d->cfg.control_group != NULL,
 				 d->cfg.control_gid, &cctx, &ctl, err, sizeof(err)) < 0) {

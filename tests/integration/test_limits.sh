@@ -72,6 +72,10 @@ entry=$(client_entry tpp1)
 assert_contains "$entry" "50000 0 64 0 " "a client without a limit has bpf.client_rate in the map ($entry)"
 passed=$(client_counter tpp1 7)
 assert_true "the request's packets are counted in tpp1's clients entry ($passed)" test "${passed:-0}" -gt 0
+ctl show tpp1 --json >"$TEST_DIR/show.json"
+n=$(json_get "$TEST_DIR/show.json" xdp.pass_packets)
+assert_true "show --json reports tpp1's XDP packets ($n)" test "${n:-0}" -ge "$passed"
+assert_contains "$(ctl show tpp1)" "xdp.pass_packets" "show prints the XDP counters"
 
 # --- limit set: registry, show, map ---------------------------------------------------------
 ctl_capture limit set tpp1 --pps 1000 --bps 5000000 --burst 20

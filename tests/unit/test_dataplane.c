@@ -467,6 +467,13 @@ static void test_sync_limits_stats(void **state)
 	assert_int_equal(c.drop_revoked, 1);
 	assert_int_equal(c.drop_policed, 0);
 	assert_int_equal(c.state, PSD2_CLIENT_REVOKED);
+	json_t *shown = json_object();
+	dataplane_fill_client(dp, 3, shown);
+	assert_int_equal(json_integer_value(json_object_get(json_object_get(shown, "xdp"),
+							     "pass_packets")), 3);
+	assert_int_equal(json_integer_value(json_object_get(json_object_get(shown, "xdp"),
+							     "drop_revoked")), 1);
+	json_decref(shown);
 	/* a new client in the slot starts from zero */
 	assert_int_equal(dataplane_client_del(dp, 3), 0);
 	assert_int_equal(dataplane_client_set(dp, 3, "tpp-d", t2, false), 0);
