@@ -132,6 +132,8 @@ chmod 0755 "$out"
 } > "$out/cmd.sh"
 {
 	echo "VMTEST_OUTDIR=$(printf '%q' "$out")"
+	echo "VMTEST_REPO=$(printf '%q' "$repo")"
+	echo "VMTEST_CWD=$(printf '%q' "$cwd")"
 	echo "VMTEST_TMPFS_SIZE=${VMTEST_TMPFS_SIZE:-60%}"
 } > "$out/vmtest.env"
 : > "$out/stdout"
