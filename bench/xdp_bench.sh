@@ -8,7 +8,7 @@ REPEAT=${XDP_BENCH_REPEAT:-2000000} ROUNDS=${XDP_BENCH_ROUNDS:-7} PACKETS=${XDP_
 mkdir -p build/bench
 make -s build/psd2edge.skel.h >/dev/null
 cc -std=gnu11 -Wall -Wextra -Werror -O2 -g -D_GNU_SOURCE -Iinclude -Ibuild -Ibench \
-	bench/xdp_cost.c -o build/bench/xdp_cost -lbpf -lelf -lz
+	-Iuser bench/xdp_cost.c user/flow_index.c -o build/bench/xdp_cost -lbpf -lelf -lz -lpthread
 build/bench/xdp_cost "$REPEAT" "$ROUNDS" > build/bench/xdp_cost.json
 bench/xdp_droprate.sh "$PACKETS" > build/bench/xdp_droprate.json
 REPEAT=$REPEAT ROUNDS=$ROUNDS PACKETS=$PACKETS python3 - <<'PY'

@@ -18,6 +18,7 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 
+#include "flow_index.h"
 #include "psd2edge_abi.h"
 #include "psd2edge.skel.h"
 #include "xdp_pkt.h"
@@ -65,6 +66,8 @@ static void mapped(const char *text, uint8_t out[16])
 	}
 }
 
+static struct flow_index *flow_index; /* psd2edge's, written as the daemon does */
+
 static void put_flow(struct psd2edge_bpf *s, const char *src, const char *dst, uint32_t slot)
 {
 	struct psd2_flow6_key k = { .sport = htons(40000), .dport = htons(PORT) };
@@ -74,12 +77,14 @@ static void put_flow(struct psd2edge_bpf *s, const char *src, const char *dst, u
 	mapped(src, k.saddr);
 	mapped(dst, k.daddr);
 	if (strchr(src, ':')) {
-		bpf_map__update_elem(s->maps.flows_v6, &k, sizeof(k), &v, sizeof(v), 0);
+		if (bpf_map__update_elem(s->maps.flows_v6, &k, sizeof(k), &v, sizeof(v), BPF_NOEXIST) == 0)
+			flow_index_add_v6(flow_index, &k, slot);
 		return;
 	}
 	memcpy(k4.saddr, k.saddr + 12, 4);
 	memcpy(k4.daddr, k.daddr + 12, 4);
-	bpf_map__update_elem(s->maps.flows, &k4, sizeof(k4), &v, sizeof(v), 0);
+	if (bpf_map__update_elem(s->maps.flows, &k4, sizeof(k4), &v, sizeof(v), BPF_NOEXIST) == 0)
+		flow_index_add_v4(flow_index, &k4, slot);
 }
 
 static void put_client(struct psd2edge_bpf *s, uint32_t slot, enum psd2_client_state st,
@@ -142,6 +147,13 @@ static struct psd2edge_bpf *load_psd2edge(void)
 		return NULL;
 	s->rodata->listen_ports[PORT >> 3] |= 1 << (PORT & 7);
 	if (psd2edge_bpf__load(s)) {
+		psd2edge_bpf__destroy(s);
+		return NULL;
+	}
+	flow_index = flow_index_open(bpf_map__fd(s->maps.flow_index),
+				     bpf_map__fd(s->maps.flow_index_v6));
+	if (!flow_index) {
+		perror("xdp_cost: flow index");
 		psd2edge_bpf__destroy(s);
 		return NULL;
 	}
@@ -315,6 +327,7 @@ int main(int argc, char **argv)
 	}
 	printf("], \"min_speedup_vs_alw_all\": %.2f, \"min_speedup_vs_dny_all\": %.2f}\n", worst_a,
 	       worst_d);
+	flow_index_close(flow_index);
 	psd2edge_bpf__destroy(s);
 	bpf_object__close(alw);
 	bpf_object__close(dny);

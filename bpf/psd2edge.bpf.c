@@ -187,17 +187,70 @@ static __always_inline int check_syn_rate(struct pkt *p, const bool v6)
 	return PSD2_STAT_DROP_SYN_RATE;
 }
 
+#define NO_SLOT 0xffffffffu
+
+/* What both flow_index entry types start with; the key follows at offset 12. */
+struct flow_index_head {
+	__u32 seq;
+	__u32 overflow;
+	__u32 slot;
+};
+
+/* Keys are 12 (IPv4) or 36 bytes (IPv6), compared a word at a time. */
+static __always_inline bool key_eq(const void *entry_key, const void *key, const int len)
+{
+	const volatile __u32 *a = entry_key;
+	const __u32 *b = key;
+	__u32 diff = 0;
+
+#pragma unroll
+	for (int i = 0; i < len / 4; i++)
+		diff |= a[i] ^ b[i];
+	return diff == 0;
+}
+
+/* The slot of the flow with this key, or NO_SLOT: from its flow_index entry when the entry
+ * holds it and was not being rewritten while read, else from the hash when the entry says the
+ * flow may be there (psd2edge_abi.h). The key, slot and overflow are read between two reads of
+ * the sequence count, through volatile so the compiler keeps them there. */
+static __always_inline __u32 flow_slot(const void *key, const bool v6)
+{
+	const int len = v6 ? sizeof(struct psd2_flow6_key) : sizeof(struct psd2_flow_key);
+	__u32 i = v6 ? psd2_flow_hash_v6(key) : psd2_flow_hash_v4(key);
+	struct flow_index_head *e = v6 ? bpf_map_lookup_elem(&flow_index_v6, &i)
+				       : bpf_map_lookup_elem(&flow_index, &i);
+	struct psd2_flow *f;
+
+	if (e) {
+		__u32 seq = *(volatile __u32 *)&e->seq;
+
+		if (!(seq & 1)) {
+			bool same = key_eq(e + 1, key, len);
+			__u32 slot = *(volatile __u32 *)&e->slot;
+			__u32 overflow = *(volatile __u32 *)&e->overflow;
+
+			if (*(volatile __u32 *)&e->seq == seq) {
+				if (same)
+					return slot;
+				if (!overflow)
+					return NO_SLOT;
+			}
+		}
+	}
+	f = v6 ? bpf_map_lookup_elem(&flows_v6, key) : bpf_map_lookup_elem(&flows, key);
+	return f ? f->slot : NO_SLOT;
+}
+
 /* A bound flow: its client's state, then its client's rates. */
 static __always_inline int check_flow(struct pkt *p, const bool v6)
 {
 	struct psd2_client_stats *cs;
 	struct psd2_client *cl;
-	struct psd2_flow *f;
 	__u32 slot;
 	__u64 now;
 
 	if (v6) {
-		f = bpf_map_lookup_elem(&flows_v6, &p->key);
+		slot = flow_slot(&p->key, true);
 	} else {
 		struct psd2_flow_key k;
 
@@ -205,11 +258,10 @@ static __always_inline int check_flow(struct pkt *p, const bool v6)
 		__builtin_memcpy(k.daddr, &p->key.daddr[12], 4);
 		k.sport = p->key.sport;
 		k.dport = p->key.dport;
-		f = bpf_map_lookup_elem(&flows, &k);
+		slot = flow_slot(&k, false);
 	}
-	if (!f)
+	if (slot == NO_SLOT)
 		return PSD2_STAT_PASS;
-	slot = f->slot;
 	cl = bpf_map_lookup_elem(&clients, &slot);
 	cs = bpf_map_lookup_elem(&client_stats, &slot);
 	if (!cl || !cs)

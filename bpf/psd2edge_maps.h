@@ -46,6 +46,23 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 } flows_v6 SEC(".maps");
 
+/* Direct-mapped fronts of flows and flows_v6 (psd2edge_abi.h), written by the daemon only. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct psd2_flow_index_v4);
+	__uint(max_entries, PSD2_FLOW_INDEX_V4_SIZE);
+	__uint(map_flags, BPF_F_MMAPABLE);
+} flow_index SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct psd2_flow_index_v6);
+	__uint(max_entries, PSD2_FLOW_INDEX_V6_SIZE);
+	__uint(map_flags, BPF_F_MMAPABLE);
+} flow_index_v6 SEC(".maps");
+
 /* Denied IPv4 source prefixes. Written by the daemon (deny add/del, restored from the
  * registry at start); XDP counts hits in the value. */
 struct {

@@ -42,6 +42,8 @@
 #define PSD2_PIN_DENY_V6 "deny_v6"
 #define PSD2_PIN_SRC_RATE "src_rate"
 #define PSD2_PIN_SRC_RATE_V6 "src_rate_v6"
+#define PSD2_PIN_FLOW_INDEX "flow_index"
+#define PSD2_PIN_FLOW_INDEX_V6 "flow_index_v6"
 #define PSD2_PIN_STATS "stats"
 #define PSD2_PIN_CLIENT_STATS "client_stats"
 #define PSD2_PIN_DENY_INDEX "deny_index"
@@ -125,6 +127,63 @@ struct psd2_flow {
 	__u32 pad;        /* 0 */
 	__u64 created_ns; /* CLOCK_MONOTONIC (same clock as bpf_ktime_get_ns) */
 };
+
+/* --- flow_index / flow_index_v6: direct-mapped ARRAYs in front of the flow hashes ---------- *
+ * A hash map lookup (jhash, bucket walk, key compare in a helper) costs XDP more than the rest
+ * of a bound flow's checks together; these arrays answer it with one inlined load. Entry
+ * psd2_flow_hash_v4(key) % SIZE holds at most one flow (the first to land there) with its slot;
+ * the flows that collide with it are only in the hash, and `overflow` counts them, so XDP
+ * searches the hash only when an entry says a flow may be there. The flow hashes stay the
+ * record (`bpftool map dump pinned .../flows`); the daemon alone writes both, under a
+ * sequence count: odd while it rewrites an entry, so XDP never trusts a half-written one
+ * (it falls back to the hash then). Written through mmap (BPF_F_MMAPABLE), field by field.
+ * An empty entry has an all-zero key, which no packet to a listener port can have. The reader
+ * relies on loads not being reordered with loads (x86); see user/flow_index.c. */
+#define PSD2_FLOW_INDEX_V4_SIZE (1u << 18)
+#define PSD2_FLOW_INDEX_V6_SIZE (1u << 17)
+
+struct psd2_flow_index_v4 {
+	__u32 seq;      /* even: stable; odd: being rewritten */
+	__u32 overflow; /* flows with this index that are only in `flows` */
+	__u32 slot;
+	struct psd2_flow_key key;
+};
+
+struct psd2_flow_index_v6 {
+	__u32 seq;
+	__u32 overflow;
+	__u32 slot;
+	struct psd2_flow6_key key;
+};
+
+/* Multiplicative mixing of the key's words: cheap in XDP, and spread enough for real peers.
+ * Only the daemon places flows, so a peer cannot choose what collides: crafted packets can
+ * make XDP search the hash at worst, as it did for every packet before the index. */
+static inline __u32 psd2_word(const __u8 *p)
+{
+	__u32 w;
+
+	__builtin_memcpy(&w, p, 4);
+	return w;
+}
+
+static inline __u32 psd2_flow_hash_v4(const struct psd2_flow_key *k)
+{
+	__u32 h = psd2_word(k->saddr) * 0x9E3779B1u ^ psd2_word(k->daddr) * 0x85EBCA6Bu ^
+		  psd2_word((const __u8 *)&k->sport) * 0xC2B2AE35u;
+
+	return (h ^ (h >> 15)) & (PSD2_FLOW_INDEX_V4_SIZE - 1);
+}
+
+static inline __u32 psd2_flow_hash_v6(const struct psd2_flow6_key *k)
+{
+	__u32 h = (psd2_word(k->saddr + 12) ^ psd2_word(k->saddr + 8)) * 0x9E3779B1u ^
+		  (psd2_word(k->saddr + 4) ^ psd2_word(k->saddr)) * 0x27D4EB2Fu ^
+		  (psd2_word(k->daddr + 12) ^ psd2_word(k->daddr + 8)) * 0x85EBCA6Bu ^
+		  psd2_word((const __u8 *)&k->sport) * 0xC2B2AE35u;
+
+	return (h ^ (h >> 15)) & (PSD2_FLOW_INDEX_V6_SIZE - 1);
+}
 
 /* --- deny_v4 / deny_v6: LPM tries of source prefixes ---------------------------------------- */
 

@@ -28,6 +28,7 @@
 #include <netlink/netlink.h>
 #include <netlink/socket.h>
 
+#include "flow_index.h"
 #include "log.h"
 #include "psd2edge_abi.h"
 #include "psd2edge.skel.h"
@@ -85,6 +86,7 @@ struct dataplane {
 	__u32 attach_flags; /* XDP_FLAGS_DRV_MODE or XDP_FLAGS_SKB_MODE when attached */
 	__u32 prog_id;
 	int fd_clients, fd_client_stats, fd_flows, fd_flows6, fd_deny4, fd_deny6, fd_deny_index, fd_stats;
+	struct flow_index *flow_index;
 	struct dataplane_limits lim;
 	pthread_mutex_t clients_lock; /* read-modify-write of clients values, slot_used */
 	uint8_t slot_used[PSD2_MAX_CLIENTS / 8]; /* slots holding a client, for the counter copy */
@@ -206,6 +208,8 @@ static struct bpf_map *get_deny4(struct psd2edge_bpf *s) { return s->maps.deny_v
 static struct bpf_map *get_deny6(struct psd2edge_bpf *s) { return s->maps.deny_v6; }
 static struct bpf_map *get_src(struct psd2edge_bpf *s) { return s->maps.src_rate; }
 static struct bpf_map *get_src6(struct psd2edge_bpf *s) { return s->maps.src_rate_v6; }
+static struct bpf_map *get_findex(struct psd2edge_bpf *s) { return s->maps.flow_index; }
+static struct bpf_map *get_findex6(struct psd2edge_bpf *s) { return s->maps.flow_index_v6; }
 static struct bpf_map *get_stats(struct psd2edge_bpf *s) { return s->maps.stats; }
 static struct bpf_map *get_cstats(struct psd2edge_bpf *s) { return s->maps.client_stats; }
 static struct bpf_map *get_dindex(struct psd2edge_bpf *s) { return s->maps.deny_index; }
@@ -216,6 +220,7 @@ static const struct pinned_map pinned_maps[] = {
 	{ PSD2_PIN_SRC_RATE, get_src },    { PSD2_PIN_STATS, get_stats },
 	{ PSD2_PIN_CLIENT_STATS, get_cstats }, { PSD2_PIN_DENY_INDEX, get_dindex },
 	{ PSD2_PIN_FLOWS_V6, get_flows6 }, { PSD2_PIN_SRC_RATE_V6, get_src6 },
+	{ PSD2_PIN_FLOW_INDEX, get_findex }, { PSD2_PIN_FLOW_INDEX_V6, get_findex6 },
 };
 #define N_PINNED (sizeof(pinned_maps) / sizeof(pinned_maps[0]))
 
@@ -456,8 +461,10 @@ static size_t purge_map(int fd, size_t klen)
 	return deleted;
 }
 
+/* The index first: XDP then finds no flow in it, and none in the hashes once purged. */
 static void purge_flows(struct dataplane *dp)
 {
+	flow_index_clear(dp->flow_index);
 	size_t deleted = purge_map(dp->fd_flows, sizeof(struct psd2_flow_key)) +
 			 purge_map(dp->fd_flows6, sizeof(struct psd2_flow6_key));
 
@@ -556,6 +563,12 @@ int dataplane_open_limits(const struct config *cfg, const struct dataplane_limit
 	dp->fd_stats = bpf_map__fd(dp->skel->maps.stats);
 	dp->fd_client_stats = bpf_map__fd(dp->skel->maps.client_stats);
 	dp->fd_deny_index = bpf_map__fd(dp->skel->maps.deny_index);
+	dp->flow_index = flow_index_open(bpf_map__fd(dp->skel->maps.flow_index),
+					 bpf_map__fd(dp->skel->maps.flow_index_v6));
+	if (!dp->flow_index) {
+		snprintf(err, errlen, "bpf: cannot map the flow index: %s", strerror(errno));
+		goto fail;
+	}
 	apply_src_rate(dp);
 	purge_flows(dp);
 	deny_index_rebuild(dp); /* before attach: the new program must see every deny entry */
@@ -564,6 +577,7 @@ int dataplane_open_limits(const struct config *cfg, const struct dataplane_limit
 	*out = dp;
 	return 0;
 fail:
+	flow_index_close(dp->flow_index);
 	psd2edge_bpf__destroy(dp->skel);
 	pthread_mutex_destroy(&dp->clients_lock);
 	free(dp);
@@ -581,6 +595,7 @@ void dataplane_close(struct dataplane *dp, bool detach)
 	}
 	if (dp->nl)
 		nl_socket_free(dp->nl);
+	flow_index_close(dp->flow_index);
 	psd2edge_bpf__destroy(dp->skel);
 	pthread_mutex_destroy(&dp->clients_lock);
 	free(dp);
@@ -882,7 +897,9 @@ int dataplane_flow_add(struct dataplane *dp, const struct sockaddr *peer,
 	}
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	v.created_ns = (uint64_t)ts.tv_sec * NSEC_PER_SEC + (uint64_t)ts.tv_nsec;
-	if (bpf_map_update_elem(k.fd, &k.k4, &v, BPF_ANY)) {
+	/* NOEXIST first: the index counts each flow once (flow_index.h). */
+	bool is_new = bpf_map_update_elem(k.fd, &k.k4, &v, BPF_NOEXIST) == 0;
+	if (!is_new && (errno != EEXIST || bpf_map_update_elem(k.fd, &k.k4, &v, BPF_EXIST))) {
 		int e = errno;
 
 		if (e == E2BIG || e == ENOMEM)
@@ -895,6 +912,10 @@ int dataplane_flow_add(struct dataplane *dp, const struct sockaddr *peer,
 					      "in XDP)" : "");
 		return -1;
 	}
+	if (k.fd == dp->fd_flows)
+		(is_new ? flow_index_add_v4 : flow_index_set_v4)(dp->flow_index, &k.k4, slot);
+	else
+		(is_new ? flow_index_add_v6 : flow_index_set_v6)(dp->flow_index, &k.k6, slot);
 	atomic_fetch_add_explicit(&dp->flows_added, 1, memory_order_relaxed);
 	return 0;
 }
@@ -918,6 +939,10 @@ int dataplane_flow_del(struct dataplane *dp, const struct sockaddr *peer,
 		}
 		return -1;
 	}
+	if (k.fd == dp->fd_flows)
+		flow_index_del_v4(dp->flow_index, &k.k4);
+	else
+		flow_index_del_v6(dp->flow_index, &k.k6);
 	atomic_fetch_add_explicit(&dp->flows_deleted, 1, memory_order_relaxed);
 	return 0;
 }

@@ -18,7 +18,7 @@ config_render "$DAEMON_CONFIG" \
 daemon_start
 ns_exec "$GW_NS" ip link show dev "$GW_IF" | grep -q 'prog/xdp' ||
 	skip "no XDP program on $GW_IF (native XDP on veth unavailable?)"
-MAPS="clients client_stats flows flows_v6 deny_v4 deny_v6 deny_index src_rate src_rate_v6 stats"
+MAPS="clients client_stats flows flows_v6 deny_v4 deny_v6 deny_index src_rate src_rate_v6 flow_index flow_index_v6 stats"
 TPP_IP2=10.77.0.3
 ip -n "$(ns_name "$TPP_NS")" addr add "$TPP_IP2/24" dev "$TPP_IF" || die "cannot add $TPP_IP2"
 

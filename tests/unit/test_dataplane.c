@@ -195,7 +195,7 @@ static void test_open_pin_reuse_purge_detach(void **state)
 	for (const char *const *n = (const char *const[]){ PSD2_PIN_CLIENTS, PSD2_PIN_FLOWS,
 			PSD2_PIN_DENY_V4, PSD2_PIN_DENY_V6, PSD2_PIN_SRC_RATE, PSD2_PIN_STATS,
 			PSD2_PIN_FLOWS_V6, PSD2_PIN_CLIENT_STATS, PSD2_PIN_DENY_INDEX,
-			PSD2_PIN_SRC_RATE_V6, NULL };
+			PSD2_PIN_SRC_RATE_V6, PSD2_PIN_FLOW_INDEX, PSD2_PIN_FLOW_INDEX_V6, NULL };
 	     *n; n++)
 		assert_true(pinned(e, *n));
 	id1 = attached_id("dpa", &mode);
@@ -454,6 +454,20 @@ static void test_sync_limits_stats(void **state)
 	assert_int_equal(dataplane_client_limit(dp, 3, &unlimited), 0);
 	assert_int_equal(dataplane_flow_add(dp, (struct sockaddr *)&peer, (struct sockaddr *)&local,
 					    3), 0);
+	/* the flow is in the hash and in its flow_index entry */
+	struct psd2_flow_key fk = { .sport = htons(40000), .dport = htons(8443) };
+	struct psd2_flow_index_v4 fe;
+	uint32_t fi;
+
+	memcpy(fk.saddr, &peer.sin_addr, 4);
+	memcpy(fk.daddr, &local.sin_addr, 4);
+	fi = psd2_flow_hash_v4(&fk);
+	fd = pinned_fd(e, PSD2_PIN_FLOW_INDEX);
+	assert_int_equal(bpf_map_lookup_elem(fd, &fi, &fe), 0);
+	assert_memory_equal(&fe.key, &fk, sizeof(fk));
+	assert_int_equal(fe.slot, 3);
+	assert_int_equal(fe.seq % 2, 0);
+	close(fd);
 	for (int i = 0; i < 3; i++)
 		assert_int_equal(run_attached(id, "198.51.100.9", 40000, 8443), XDP_PASS);
 	assert_int_equal(dataplane_client_set(dp, 3, "tpp-c", t1, true), 0);
@@ -474,6 +488,15 @@ static void test_sync_limits_stats(void **state)
 	assert_int_equal(json_integer_value(json_object_get(json_object_get(shown, "xdp"),
 							     "drop_revoked")), 1);
 	json_decref(shown);
+	/* closing the connection empties the entry */
+	assert_int_equal(dataplane_flow_del(dp, (struct sockaddr *)&peer, (struct sockaddr *)&local),
+			 0);
+	int fd_index = pinned_fd(e, PSD2_PIN_FLOW_INDEX);
+	assert_int_equal(bpf_map_lookup_elem(fd_index, &fi, &fe), 0);
+	close(fd_index);
+	assert_int_equal(fe.key.dport, 0);
+	assert_int_equal(fe.overflow, 0);
+	assert_int_equal(run_attached(id, "198.51.100.9", 40000, 8443), XDP_PASS); /* no flow */
 	/* a new client in the slot starts from zero */
 	assert_int_equal(dataplane_client_del(dp, 3), 0);
 	assert_int_equal(dataplane_client_set(dp, 3, "tpp-d", t2, false), 0);

@@ -21,6 +21,7 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 
+#include "flow_index.h"
 #include "psd2edge_abi.h"
 #include "psd2edge.skel.h"
 
@@ -337,6 +338,7 @@ static const struct fixture fixtures[] = {
 
 struct env {
 	struct psd2edge_bpf *skel;
+	struct flow_index *flow_index;
 	int prog_fd;
 	int ncpu;
 };
@@ -352,27 +354,40 @@ static void addr_mapped(const char *text, uint8_t out[16])
 	}
 }
 
-static void put_flow(struct env *e, const char *src, uint32_t slot)
+/* The IPv4 flow key of src:sport -> LOCAL_V4:LISTEN_PORT. */
+static struct psd2_flow_key key_v4(const char *src, uint16_t sport)
 {
-	struct psd2_flow6_key k = { 0 };
-	struct psd2_flow_key k4 = { 0 };
+	struct psd2_flow_key k = { .sport = htons(sport), .dport = htons(LISTEN_PORT) };
+
+	assert_int_equal(inet_pton(AF_INET, src, k.saddr), 1);
+	assert_int_equal(inet_pton(AF_INET, LOCAL_V4, k.daddr), 1);
+	return k;
+}
+
+/* As the daemon does: into the hash, then into the index. */
+static void put_flow_port(struct env *e, const char *src, uint16_t sport, uint32_t slot)
+{
+	struct psd2_flow6_key k = { .sport = htons(sport), .dport = htons(LISTEN_PORT) };
 	struct psd2_flow v = { .slot = slot };
 
-	addr_mapped(src, k.saddr);
-	addr_mapped(strchr(src, ':') ? LOCAL_V6 : LOCAL_V4, k.daddr);
-	k.sport = htons(40000);
-	k.dport = htons(LISTEN_PORT);
 	if (strchr(src, ':')) {
+		addr_mapped(src, k.saddr);
+		addr_mapped(LOCAL_V6, k.daddr);
 		assert_int_equal(bpf_map__update_elem(e->skel->maps.flows_v6, &k, sizeof(k), &v,
-						      sizeof(v), 0), 0);
+						      sizeof(v), BPF_NOEXIST), 0);
+		flow_index_add_v6(e->flow_index, &k, slot);
 		return;
 	}
-	memcpy(k4.saddr, k.saddr + 12, 4);
-	memcpy(k4.daddr, k.daddr + 12, 4);
-	k4.sport = k.sport;
-	k4.dport = k.dport;
+	struct psd2_flow_key k4 = key_v4(src, sport);
+
 	assert_int_equal(bpf_map__update_elem(e->skel->maps.flows, &k4, sizeof(k4), &v, sizeof(v),
-					      0), 0);
+					      BPF_NOEXIST), 0);
+	flow_index_add_v4(e->flow_index, &k4, slot);
+}
+
+static void put_flow(struct env *e, const char *src, uint32_t slot)
+{
+	put_flow_port(e, src, 40000, slot);
 }
 
 static void put_client(struct env *e, uint32_t slot, const char *id, enum psd2_client_state st,
@@ -472,6 +487,9 @@ static int setup(void **state)
 		return -1;
 	}
 	e->prog_fd = bpf_program__fd(e->skel->progs.psd2edge_xdp);
+	e->flow_index = flow_index_open(bpf_map__fd(e->skel->maps.flow_index),
+					bpf_map__fd(e->skel->maps.flow_index_v6));
+	assert_non_null(e->flow_index);
 	e->ncpu = libbpf_num_possible_cpus();
 	e->skel->bss->src_cfg.interval_ns = 1000000000ULL;
 	e->skel->bss->src_cfg.burst_ns = 2000000000ULL;
@@ -500,6 +518,7 @@ static int teardown(void **state)
 	struct env *e = *state;
 
 	if (e) {
+		flow_index_close(e->flow_index);
 		psd2edge_bpf__destroy(e->skel);
 		free(e);
 	}
@@ -714,6 +733,70 @@ static void test_deny_index(void **state)
 	}
 }
 
+/* The flow index in front of the flow hash: a flow that collides with an indexed one is found
+ * in the hash (overflow), and an entry being rewritten (odd sequence count) is not trusted. */
+static void test_flow_index(void **state)
+{
+	struct env *e = *state;
+	struct psd2_flow_key active = key_v4(FLOW_ACTIVE4, 40000), other;
+	struct spec active_pkt = { TCP4(FLOW_ACTIVE4) }, other_pkt = { TCP4(NULL) };
+	struct psd2_flow_index_v4 entry, saved;
+	uint32_t want = psd2_flow_hash_v4(&active), i = want;
+	char src[32] = "";
+	uint8_t frame[2048];
+	size_t len;
+
+	if (!e)
+		skip();
+	/* another peer whose key lands on the active flow's entry */
+	for (int host = 21; host < 255 && !other_pkt.src; host++) {
+		snprintf(src, sizeof(src), "203.0.113.%d", host);
+		for (uint32_t port = 1024; port < 65536 && !other_pkt.src; port++) {
+			other = key_v4(src, (uint16_t)port);
+			if (psd2_flow_hash_v4(&other) == want) {
+				other_pkt.src = src;
+				other_pkt.sport = (uint16_t)port;
+			}
+		}
+	}
+	assert_non_null(other_pkt.src);
+	len = build(&other_pkt, 0, frame);
+	assert_int_equal(run_frame(e, frame, len), XDP_PASS); /* no flow yet */
+	put_flow_port(e, src, other_pkt.sport, 2);            /* revoked client, hash only */
+	assert_int_equal(bpf_map__lookup_elem(e->skel->maps.flow_index, &i, 4, &entry,
+					      sizeof(entry), 0), 0);
+	assert_int_equal(entry.overflow, 1);
+	assert_int_equal(entry.slot, 1);
+	assert_int_equal(run_frame(e, frame, len), XDP_DROP); /* found in the hash */
+	len = build(&active_pkt, 0, frame);
+	assert_int_equal(run_frame(e, frame, len), XDP_PASS); /* the indexed flow is unchanged */
+
+	/* an entry caught mid-rewrite: XDP asks the hash (slot 1, active) */
+	saved = entry;
+	entry.seq |= 1;
+	entry.slot = 2;
+	assert_int_equal(bpf_map__update_elem(e->skel->maps.flow_index, &i, 4, &entry,
+					      sizeof(entry), 0), 0);
+	assert_int_equal(run_frame(e, frame, len), XDP_PASS);
+	entry.seq++; /* the same entry, complete: trusted */
+	assert_int_equal(bpf_map__update_elem(e->skel->maps.flow_index, &i, 4, &entry,
+					      sizeof(entry), 0), 0);
+	assert_int_equal(run_frame(e, frame, len), XDP_DROP);
+	assert_int_equal(bpf_map__update_elem(e->skel->maps.flow_index, &i, 4, &saved,
+					      sizeof(saved), 0), 0);
+
+	/* the overflowed flow closes: the entry stops sending XDP to the hash */
+	assert_int_equal(bpf_map__delete_elem(e->skel->maps.flows, &other, sizeof(other), 0), 0);
+	flow_index_del_v4(e->flow_index, &other);
+	assert_int_equal(bpf_map__lookup_elem(e->skel->maps.flow_index, &i, 4, &entry,
+					      sizeof(entry), 0), 0);
+	assert_int_equal(entry.overflow, 0);
+	len = build(&other_pkt, 0, frame);
+	assert_int_equal(run_frame(e, frame, len), XDP_PASS);
+	len = build(&active_pkt, 0, frame);
+	assert_int_equal(run_frame(e, frame, len), XDP_PASS);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -722,6 +805,7 @@ int main(void)
 		cmocka_unit_test(test_revoke_flips_live_flow),
 		cmocka_unit_test(test_src_rate_off),
 		cmocka_unit_test(test_deny_index),
+		cmocka_unit_test(test_flow_index),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
