@@ -78,13 +78,13 @@ static void put_flow(struct psd2edge_bpf *s, const char *src, const char *dst, u
 	mapped(dst, k.daddr);
 	if (strchr(src, ':')) {
 		if (bpf_map__update_elem(s->maps.flows_v6, &k, sizeof(k), &v, sizeof(v), BPF_NOEXIST) == 0)
-			flow_index_add_v6(flow_index, &k, slot);
+			flow_index_update_v6(flow_index, &k, slot, FLOW_INDEX_ADD);
 		return;
 	}
 	memcpy(k4.saddr, k.saddr + 12, 4);
 	memcpy(k4.daddr, k.daddr + 12, 4);
 	if (bpf_map__update_elem(s->maps.flows, &k4, sizeof(k4), &v, sizeof(v), BPF_NOEXIST) == 0)
-		flow_index_add_v4(flow_index, &k4, slot);
+		flow_index_update_v4(flow_index, &k4, slot, FLOW_INDEX_ADD);
 }
 
 static void put_client(struct psd2edge_bpf *s, uint32_t slot, enum psd2_client_state st,

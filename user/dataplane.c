@@ -912,10 +912,11 @@ int dataplane_flow_add(struct dataplane *dp, const struct sockaddr *peer,
 					      "in XDP)" : "");
 		return -1;
 	}
+	enum flow_index_op op = is_new ? FLOW_INDEX_ADD : FLOW_INDEX_SET;
 	if (k.fd == dp->fd_flows)
-		(is_new ? flow_index_add_v4 : flow_index_set_v4)(dp->flow_index, &k.k4, slot);
+		flow_index_update_v4(dp->flow_index, &k.k4, slot, op);
 	else
-		(is_new ? flow_index_add_v6 : flow_index_set_v6)(dp->flow_index, &k.k6, slot);
+		flow_index_update_v6(dp->flow_index, &k.k6, slot, op);
 	atomic_fetch_add_explicit(&dp->flows_added, 1, memory_order_relaxed);
 	return 0;
 }
@@ -940,9 +941,9 @@ int dataplane_flow_del(struct dataplane *dp, const struct sockaddr *peer,
 		return -1;
 	}
 	if (k.fd == dp->fd_flows)
-		flow_index_del_v4(dp->flow_index, &k.k4);
+		flow_index_update_v4(dp->flow_index, &k.k4, 0, FLOW_INDEX_DEL);
 	else
-		flow_index_del_v6(dp->flow_index, &k.k6);
+		flow_index_update_v6(dp->flow_index, &k.k6, 0, FLOW_INDEX_DEL);
 	atomic_fetch_add_explicit(&dp->flows_deleted, 1, memory_order_relaxed);
 	return 0;
 }

@@ -126,10 +126,8 @@ static void set_overflow(struct entry_head *h, uint32_t v)
 	__atomic_store_n(&h->overflow, v, __ATOMIC_RELAXED);
 }
 
-enum change { ADD, SET, DEL };
-
 static void change(struct flow_index *fi, struct table *t, uint32_t i, const void *key,
-		   uint32_t slot, enum change c)
+		   uint32_t slot, enum flow_index_op op)
 {
 	struct entry_head *h;
 	bool holds;
@@ -137,18 +135,18 @@ static void change(struct flow_index *fi, struct table *t, uint32_t i, const voi
 	pthread_mutex_lock(&fi->lock);
 	h = entry_at(t, i);
 	holds = memcmp(entry_key(h), key, t->key_len) == 0;
-	switch (c) {
-	case ADD:
+	switch (op) {
+	case FLOW_INDEX_ADD:
 		if (holds || key_is_empty(entry_key(h), t->key_len))
 			entry_write(t, h, key, slot);
 		else
 			set_overflow(h, h->overflow + 1); /* only in the hash */
 		break;
-	case SET:
+	case FLOW_INDEX_SET:
 		if (holds)
 			entry_write(t, h, key, slot);
 		break;
-	case DEL:
+	case FLOW_INDEX_DEL:
 		if (holds)
 			entry_write(t, h, NULL, 0);
 		else if (h->overflow)
@@ -158,34 +156,16 @@ static void change(struct flow_index *fi, struct table *t, uint32_t i, const voi
 	pthread_mutex_unlock(&fi->lock);
 }
 
-void flow_index_add_v4(struct flow_index *fi, const struct psd2_flow_key *k, uint32_t slot)
+void flow_index_update_v4(struct flow_index *fi, const struct psd2_flow_key *k, uint32_t slot,
+			  enum flow_index_op op)
 {
-	change(fi, &fi->v4, psd2_flow_hash_v4(k), k, slot, ADD);
+	change(fi, &fi->v4, psd2_flow_hash_v4(k), k, slot, op);
 }
 
-void flow_index_set_v4(struct flow_index *fi, const struct psd2_flow_key *k, uint32_t slot)
+void flow_index_update_v6(struct flow_index *fi, const struct psd2_flow6_key *k, uint32_t slot,
+			  enum flow_index_op op)
 {
-	change(fi, &fi->v4, psd2_flow_hash_v4(k), k, slot, SET);
-}
-
-void flow_index_del_v4(struct flow_index *fi, const struct psd2_flow_key *k)
-{
-	change(fi, &fi->v4, psd2_flow_hash_v4(k), k, 0, DEL);
-}
-
-void flow_index_add_v6(struct flow_index *fi, const struct psd2_flow6_key *k, uint32_t slot)
-{
-	change(fi, &fi->v6, psd2_flow_hash_v6(k), k, slot, ADD);
-}
-
-void flow_index_set_v6(struct flow_index *fi, const struct psd2_flow6_key *k, uint32_t slot)
-{
-	change(fi, &fi->v6, psd2_flow_hash_v6(k), k, slot, SET);
-}
-
-void flow_index_del_v6(struct flow_index *fi, const struct psd2_flow6_key *k)
-{
-	change(fi, &fi->v6, psd2_flow_hash_v6(k), k, 0, DEL);
+	change(fi, &fi->v6, psd2_flow_hash_v6(k), k, slot, op);
 }
 
 static void table_clear(struct table *t)

@@ -15,13 +15,17 @@ struct flow_index;
 struct flow_index *flow_index_open(int fd_v4, int fd_v6);
 void flow_index_close(struct flow_index *fi);
 
-/* Thread-safe. add: a flow new to the hash. set: a flow already in the hash gets a new slot. */
-void flow_index_add_v4(struct flow_index *fi, const struct psd2_flow_key *k, uint32_t slot);
-void flow_index_set_v4(struct flow_index *fi, const struct psd2_flow_key *k, uint32_t slot);
-void flow_index_del_v4(struct flow_index *fi, const struct psd2_flow_key *k);
-void flow_index_add_v6(struct flow_index *fi, const struct psd2_flow6_key *k, uint32_t slot);
-void flow_index_set_v6(struct flow_index *fi, const struct psd2_flow6_key *k, uint32_t slot);
-void flow_index_del_v6(struct flow_index *fi, const struct psd2_flow6_key *k);
+enum flow_index_op {
+	FLOW_INDEX_ADD, /* the flow is new to the hash */
+	FLOW_INDEX_SET, /* the flow was in the hash already and has a new slot */
+	FLOW_INDEX_DEL, /* the flow was deleted from the hash (slot ignored) */
+};
+
+/* Thread-safe. */
+void flow_index_update_v4(struct flow_index *fi, const struct psd2_flow_key *k, uint32_t slot,
+			  enum flow_index_op op);
+void flow_index_update_v6(struct flow_index *fi, const struct psd2_flow6_key *k, uint32_t slot,
+			  enum flow_index_op op);
 
 /* Empties both arrays (before the hashes are purged). */
 void flow_index_clear(struct flow_index *fi);

@@ -375,14 +375,14 @@ static void put_flow_port(struct env *e, const char *src, uint16_t sport, uint32
 		addr_mapped(LOCAL_V6, k.daddr);
 		assert_int_equal(bpf_map__update_elem(e->skel->maps.flows_v6, &k, sizeof(k), &v,
 						      sizeof(v), BPF_NOEXIST), 0);
-		flow_index_add_v6(e->flow_index, &k, slot);
+		flow_index_update_v6(e->flow_index, &k, slot, FLOW_INDEX_ADD);
 		return;
 	}
 	struct psd2_flow_key k4 = key_v4(src, sport);
 
 	assert_int_equal(bpf_map__update_elem(e->skel->maps.flows, &k4, sizeof(k4), &v, sizeof(v),
 					      BPF_NOEXIST), 0);
-	flow_index_add_v4(e->flow_index, &k4, slot);
+	flow_index_update_v4(e->flow_index, &k4, slot, FLOW_INDEX_ADD);
 }
 
 static void put_flow(struct env *e, const char *src, uint32_t slot)
@@ -787,7 +787,7 @@ static void test_flow_index(void **state)
 
 	/* the overflowed flow closes: the entry stops sending XDP to the hash */
 	assert_int_equal(bpf_map__delete_elem(e->skel->maps.flows, &other, sizeof(other), 0), 0);
-	flow_index_del_v4(e->flow_index, &other);
+	flow_index_update_v4(e->flow_index, &other, 0, FLOW_INDEX_DEL);
 	assert_int_equal(bpf_map__lookup_elem(e->skel->maps.flow_index, &i, 4, &entry,
 					      sizeof(entry), 0), 0);
 	assert_int_equal(entry.overflow, 0);
