@@ -96,6 +96,8 @@ static void put_client(struct psd2edge_bpf *s, uint32_t slot, enum psd2_client_s
 	if (pps) {
 		c.pkt_interval_ns = 1000000000ULL / pps;
 		c.pkt_burst_ns = pps == 1 ? c.pkt_interval_ns : 1000000000ULL;
+		/* what user/dataplane.c derives: a quarter of the burst in packets, at most 16 */
+		c.pkt_batch = pps == 1 ? 1 : 16;
 	}
 	bpf_map__update_elem(s->maps.clients, &slot, sizeof(slot), &c, sizeof(c), 0);
 }

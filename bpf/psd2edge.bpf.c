@@ -241,13 +241,36 @@ static __always_inline __u32 flow_slot(const void *key, const bool v6)
 	return f ? f->slot : NO_SLOT;
 }
 
+/* Charges one packet to the client: from the packets this CPU prepaid, else by charging a batch
+ * (or, when the batch does not fit in the burst, one packet) to the shared GCRA. */
+static __always_inline bool take_packet(struct psd2_client *cl, struct psd2_client_stats *cs)
+{
+	__u32 batch = cl->pkt_batch;
+	__u64 now;
+
+	if (cs->limit_gen != cl->limit_gen) {
+		cs->limit_gen = cl->limit_gen;
+		cs->pkt_prepaid = 0;
+	}
+	if (cs->pkt_prepaid) {
+		cs->pkt_prepaid--;
+		return true;
+	}
+	now = bpf_ktime_get_coarse_ns();
+	if (batch > 1 && gcra_take(&cl->pkt_tat_ns, now, cl->pkt_interval_ns * batch,
+				   cl->pkt_burst_ns)) {
+		cs->pkt_prepaid = batch - 1;
+		return true;
+	}
+	return gcra_take(&cl->pkt_tat_ns, now, cl->pkt_interval_ns, cl->pkt_burst_ns);
+}
+
 /* A bound flow: its client's state, then its client's rates. */
 static __always_inline int check_flow(struct pkt *p, const bool v6)
 {
 	struct psd2_client_stats *cs;
 	struct psd2_client *cl;
 	__u32 slot;
-	__u64 now;
 
 	if (v6) {
 		slot = flow_slot(&p->key, true);
@@ -277,17 +300,12 @@ static __always_inline int check_flow(struct pkt *p, const bool v6)
 		return PSD2_STAT_DROP_UNBOUND;
 	}
 
-	if (cl->pkt_interval_ns | cl->bytes_per_sec) {
-		__u64 bps = cl->bytes_per_sec;
-
-		now = bpf_ktime_get_coarse_ns();
-		if ((cl->pkt_interval_ns &&
-		     !gcra_take(&cl->pkt_tat_ns, now, cl->pkt_interval_ns, cl->pkt_burst_ns)) ||
-		    (bps && !gcra_take(&cl->byte_tat_ns, now, p->len * NSEC_PER_SEC / bps,
-				       cl->byte_burst_ns))) {
-			cs->drop_policed++;
-			return PSD2_STAT_DROP_POLICED;
-		}
+	if ((cl->pkt_interval_ns && !take_packet(cl, cs)) ||
+	    (cl->bytes_per_sec &&
+	     !gcra_take(&cl->byte_tat_ns, bpf_ktime_get_coarse_ns(),
+			p->len * NSEC_PER_SEC / cl->bytes_per_sec, cl->byte_burst_ns))) {
+		cs->drop_policed++;
+		return PSD2_STAT_DROP_POLICED;
 	}
 	cs->pass_packets++;
 	cs->pass_bytes += p->len;

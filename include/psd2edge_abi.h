@@ -86,6 +86,11 @@ struct psd2_client {
 	__u64 pass_bytes;
 	__u64 drop_revoked;
 	__u64 drop_policed;
+	/* Packets a CPU charges to pkt_tat_ns at once and then spends from client_stats without
+	 * touching this shared entry (0 or 1: every packet is charged). At most a quarter of the
+	 * burst, so batching never turns a conforming client away. */
+	__u32 pkt_batch;
+	__u32 limit_gen; /* changed with every limit: prepaid packets of an older one are void */
 };
 
 /* --- client_stats: PERCPU_ARRAY indexed by registry slot ------------------------------------ */
@@ -98,6 +103,8 @@ struct psd2_client_stats {
 	__u64 pass_bytes;
 	__u64 drop_revoked;
 	__u64 drop_policed;
+	__u32 pkt_prepaid; /* packets charged to the client's GCRA and not sent yet, on this CPU */
+	__u32 limit_gen;   /* the client's limit_gen when they were charged */
 };
 
 /* --- flows / flows_v6: HASHes of authenticated TCP connections ---------------------------- */

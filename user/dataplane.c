@@ -35,11 +35,11 @@
 
 /* The layouts both sides rely on (see include/psd2edge_abi.h). */
 _Static_assert(sizeof(enum psd2_client_state) == 4, "enum psd2_client_state is 4 bytes");
-_Static_assert(sizeof(struct psd2_client) == 216, "struct psd2_client layout");
+_Static_assert(sizeof(struct psd2_client) == 224, "struct psd2_client layout");
 _Static_assert(offsetof(struct psd2_client, state) == 104, "psd2_client.state offset");
 _Static_assert(offsetof(struct psd2_client, pps) == 112, "psd2_client.pps offset");
 _Static_assert(offsetof(struct psd2_client, pkt_tat_ns) == 168, "psd2_client GCRA offset");
-_Static_assert(sizeof(struct psd2_client_stats) == 32, "struct psd2_client_stats layout");
+_Static_assert(sizeof(struct psd2_client_stats) == 40, "struct psd2_client_stats layout");
 _Static_assert(sizeof(struct psd2_flow_key) == 12, "struct psd2_flow_key layout");
 _Static_assert(sizeof(struct psd2_flow6_key) == 36, "struct psd2_flow6_key layout");
 _Static_assert(offsetof(struct psd2_flow_key, sport) == 8, "psd2_flow_key.sport offset");
@@ -616,6 +616,10 @@ int dataplane_detach(const struct config *cfg, char *err, size_t errlen)
 
 /* --- clients ------------------------------------------------------------------------------ */
 
+/* Packets XDP charges at once (see pkt_batch in the ABI header): a compare-and-swap on the shared
+ * entry per 16 packets instead of per packet. */
+#define PKT_BATCH_MAX 16
+
 static void limit_apply(struct psd2_client *c, const struct dataplane_client_limit *l)
 {
 	uint64_t burst = l->burst ? l->burst : 1;
@@ -639,6 +643,9 @@ static void limit_apply(struct psd2_client *c, const struct dataplane_client_lim
 		c->byte_burst_ns = PSD2_MIN_BURST_NS;
 	c->pkt_tat_ns = 0;
 	c->byte_tat_ns = 0;
+	c->pkt_batch = (uint32_t)(c->burst_pkts / 4 < 1 ? 1 : c->burst_pkts / 4 > PKT_BATCH_MAX
+							      ? PKT_BATCH_MAX : c->burst_pkts / 4);
+	c->limit_gen++;
 }
 
 static int client_write(struct dataplane *dp, uint32_t slot, const struct psd2_client *c)

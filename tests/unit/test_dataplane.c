@@ -402,12 +402,14 @@ static void test_sync_limits_stats(void **state)
 	assert_int_equal(c.state, PSD2_CLIENT_ACTIVE);
 	assert_int_equal(c.pps, 500); /* the default limit */
 	assert_int_equal(c.pkt_interval_ns, 2000000);
+	assert_int_equal(c.pkt_batch, 1);
 	slot = 2;
 	assert_int_equal(bpf_map_lookup_elem(fd, &slot, &c), 0);
 	assert_int_equal(c.state, PSD2_CLIENT_REVOKED);
 	assert_int_equal(c.pps, 1000);
 	assert_int_equal(c.bytes_per_sec, 125000);
 	assert_int_equal(c.burst_pkts, 10);
+	assert_int_equal(c.pkt_batch, 2); /* a quarter of the burst */
 	assert_int_equal(c.burst_bytes, 15140);
 	assert_int_equal(c.byte_burst_ns, 15140ULL * 1000000000ULL / 125000);
 	slot = 7;

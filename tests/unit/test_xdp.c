@@ -797,6 +797,47 @@ static void test_flow_index(void **state)
 	assert_int_equal(run_frame(e, frame, len), XDP_PASS);
 }
 
+/* Sets a client's packet burst, batch and limit generation, as a limit change does. */
+static void set_batch(struct env *e, uint32_t slot, uint64_t burst, uint32_t batch, uint32_t gen)
+{
+	struct psd2_client c;
+
+	assert_int_equal(bpf_map__lookup_elem(e->skel->maps.clients, &slot, 4, &c, sizeof(c), 0), 0);
+	c.burst_pkts = burst;
+	c.pkt_burst_ns = burst * c.pkt_interval_ns;
+	c.pkt_batch = batch;
+	c.limit_gen = gen;
+	c.pkt_tat_ns = 0;
+	assert_int_equal(bpf_map__update_elem(e->skel->maps.clients, &slot, 4, &c, sizeof(c), 0), 0);
+}
+
+/* Packets charged in batches per CPU: a client gets exactly its burst, as without batches, and
+ * packets prepaid under an older limit are void once the limit changes. */
+static void test_packet_batch(void **state)
+{
+	struct env *e = *state;
+	struct spec pkt = { TCP4("203.0.113.30") };
+	uint8_t frame[2048];
+	size_t len;
+	int passed = 0;
+
+	if (!e)
+		skip();
+	put_client(e, 10, "tpp-batch", PSD2_CLIENT_ACTIVE, 1, 0, 8, 0);
+	set_batch(e, 10, 8, 2, 1);
+	put_flow(e, "203.0.113.30", 10);
+	len = build(&pkt, 0, frame);
+	for (int i = 0; i < 10; i++)
+		passed += run_frame(e, frame, len) == XDP_PASS;
+	assert_int_equal(passed, 8); /* 1 pps, burst 8: 8 pass in batches of 2, then drops */
+
+	set_batch(e, 10, 8, 2, 2);
+	assert_int_equal(run_frame(e, frame, len), XDP_PASS); /* charges 2, one prepaid */
+	set_batch(e, 10, 1, 1, 3);                             /* burst 1 now */
+	assert_int_equal(run_frame(e, frame, len), XDP_PASS);  /* the new burst, not the prepaid */
+	assert_int_equal(run_frame(e, frame, len), XDP_DROP);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -806,6 +847,7 @@ int main(void)
 		cmocka_unit_test(test_src_rate_off),
 		cmocka_unit_test(test_deny_index),
 		cmocka_unit_test(test_flow_index),
+		cmocka_unit_test(test_packet_batch),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
