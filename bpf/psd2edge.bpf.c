@@ -275,7 +275,7 @@ static __always_inline int check_flow(struct pkt *p, const bool v6)
 	if (v6) {
 		slot = flow_slot(&p->key, true);
 	} else {
-		struct psd2_flow_key k;
+		struct psd2_flow_key k __attribute__((aligned(4))); /* read as words by key_eq */
 
 		__builtin_memcpy(k.saddr, &p->key.saddr[12], 4);
 		__builtin_memcpy(k.daddr, &p->key.daddr[12], 4);
