@@ -10,12 +10,14 @@
 #include "psd2edge_abi.h"
 
 /* Client identity, state, limits and counters by registry slot. Written by the daemon on
- * bind/revoke/unbind/limit; XDP updates the GCRA times and counters. */
+ * bind/revoke/unbind/limit, and its counters field by field through mmap; XDP updates the GCRA
+ * times. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__type(key, __u32);
 	__type(value, struct psd2_client);
 	__uint(max_entries, PSD2_MAX_CLIENTS);
+	__uint(map_flags, BPF_F_MMAPABLE);
 } clients SEC(".maps");
 
 /* Per-CPU packet counters of each client slot, written by XDP without atomics; summed over

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
@@ -87,6 +88,8 @@ struct dataplane {
 	__u32 prog_id;
 	int fd_clients, fd_client_stats, fd_flows, fd_flows6, fd_deny4, fd_deny6, fd_deny_index, fd_stats;
 	struct flow_index *flow_index;
+	struct psd2_client *clients_mem; /* the clients array, mmap-ed */
+	size_t clients_mem_len;
 	struct dataplane_limits lim;
 	pthread_mutex_t clients_lock; /* read-modify-write of clients values, slot_used */
 	uint8_t slot_used[PSD2_MAX_CLIENTS / 8]; /* slots holding a client, for the counter copy */
@@ -565,8 +568,13 @@ int dataplane_open_limits(const struct config *cfg, const struct dataplane_limit
 	dp->fd_deny_index = bpf_map__fd(dp->skel->maps.deny_index);
 	dp->flow_index = flow_index_open(bpf_map__fd(dp->skel->maps.flow_index),
 					 bpf_map__fd(dp->skel->maps.flow_index_v6));
-	if (!dp->flow_index) {
-		snprintf(err, errlen, "bpf: cannot map the flow index: %s", strerror(errno));
+	dp->clients_mem_len = sizeof(struct psd2_client) * PSD2_MAX_CLIENTS;
+	dp->clients_mem = mmap(NULL, dp->clients_mem_len, PROT_READ | PROT_WRITE, MAP_SHARED,
+			       dp->fd_clients, 0);
+	if (!dp->flow_index || dp->clients_mem == MAP_FAILED) {
+		dp->clients_mem = NULL;
+		snprintf(err, errlen, "bpf: cannot map the flow index or the clients array: %s",
+			 strerror(errno));
 		goto fail;
 	}
 	apply_src_rate(dp);
@@ -577,6 +585,8 @@ int dataplane_open_limits(const struct config *cfg, const struct dataplane_limit
 	*out = dp;
 	return 0;
 fail:
+	if (dp->clients_mem)
+		munmap(dp->clients_mem, dp->clients_mem_len);
 	flow_index_close(dp->flow_index);
 	psd2edge_bpf__destroy(dp->skel);
 	pthread_mutex_destroy(&dp->clients_lock);
@@ -595,6 +605,8 @@ void dataplane_close(struct dataplane *dp, bool detach)
 	}
 	if (dp->nl)
 		nl_socket_free(dp->nl);
+	if (dp->clients_mem)
+		munmap(dp->clients_mem, dp->clients_mem_len);
 	flow_index_close(dp->flow_index);
 	psd2edge_bpf__destroy(dp->skel);
 	pthread_mutex_destroy(&dp->clients_lock);
@@ -790,9 +802,8 @@ void dataplane_fill_client(struct dataplane *dp, uint32_t slot, json_t *obj)
 				      (json_int_t)sum.drop_policed));
 }
 
-/* Only clients whose counters moved are rewritten: an idle registry costs one lookup per
- * client per call. The write can undo a GCRA charge XDP makes during it (see the ABI header),
- * which forgives a packet or two at most, only for clients that are sending. */
+/* The counters are stored into the mmap-ed entry one field at a time: a whole-value write would
+ * also put back GCRA times XDP advanced in the meantime. */
 int dataplane_client_counters_refresh(struct dataplane *dp)
 {
 	int rc = 0;
@@ -801,7 +812,7 @@ int dataplane_client_counters_refresh(struct dataplane *dp)
 		return 0;
 	for (uint32_t slot = 0; slot < PSD2_MAX_CLIENTS; slot++) {
 		struct psd2_client_stats sum;
-		struct psd2_client c;
+		struct psd2_client *c = &dp->clients_mem[slot];
 
 		if (!(dp->slot_used[slot / 8] & (1u << (slot % 8))))
 			continue;
@@ -810,16 +821,11 @@ int dataplane_client_counters_refresh(struct dataplane *dp)
 			continue;
 		}
 		pthread_mutex_lock(&dp->clients_lock);
-		if ((dp->slot_used[slot / 8] & (1u << (slot % 8))) &&
-		    bpf_map_lookup_elem(dp->fd_clients, &slot, &c) == 0 &&
-		    (c.pass_packets != sum.pass_packets || c.pass_bytes != sum.pass_bytes ||
-		     c.drop_revoked != sum.drop_revoked || c.drop_policed != sum.drop_policed)) {
-			c.pass_packets = sum.pass_packets;
-			c.pass_bytes = sum.pass_bytes;
-			c.drop_revoked = sum.drop_revoked;
-			c.drop_policed = sum.drop_policed;
-			if (client_write(dp, slot, &c))
-				rc = -1;
+		if (dp->slot_used[slot / 8] & (1u << (slot % 8))) {
+			__atomic_store_n(&c->pass_packets, sum.pass_packets, __ATOMIC_RELAXED);
+			__atomic_store_n(&c->pass_bytes, sum.pass_bytes, __ATOMIC_RELAXED);
+			__atomic_store_n(&c->drop_revoked, sum.drop_revoked, __ATOMIC_RELAXED);
+			__atomic_store_n(&c->drop_policed, sum.drop_policed, __ATOMIC_RELAXED);
 		}
 		pthread_mutex_unlock(&dp->clients_lock);
 	}
