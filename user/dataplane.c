@@ -655,8 +655,8 @@ static void limit_apply(struct psd2_client *c, const struct dataplane_client_lim
 		c->byte_burst_ns = PSD2_MIN_BURST_NS;
 	c->pkt_tat_ns = 0;
 	c->byte_tat_ns = 0;
-	c->pkt_batch = (uint32_t)(c->burst_pkts / 4 < 1 ? 1 : c->burst_pkts / 4 > PKT_BATCH_MAX
-							      ? PKT_BATCH_MAX : c->burst_pkts / 4);
+	uint64_t batch = c->burst_pkts / 4;
+	c->pkt_batch = (uint32_t)(batch < 1 ? 1 : batch > PKT_BATCH_MAX ? PKT_BATCH_MAX : batch);
 	c->limit_gen++;
 }
 
