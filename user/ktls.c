@@ -296,23 +296,21 @@ int ktls_crypto_info(SSL *ssl, bool tx, uint64_t seq, void *buf, size_t buflen,
 	}
 
 	memset(buf, 0, size);
-	if (type == TLS_CIPHER_AES_GCM_128) {
-		struct tls12_crypto_info_aes_gcm_128 *ci = buf;
-		ci->info.version = version == TLS1_3_VERSION ? TLS_1_3_VERSION : TLS_1_2_VERSION;
-		ci->info.cipher_type = type;
-		memcpy(ci->key, key, keylen);
-		memcpy(ci->salt, iv, 4);
-		memcpy(ci->iv, iv + 4, 8);
-		put_be64(ci->rec_seq, seq);
-	} else {
-		struct tls12_crypto_info_aes_gcm_256 *ci = buf;
-		ci->info.version = version == TLS1_3_VERSION ? TLS_1_3_VERSION : TLS_1_2_VERSION;
-		ci->info.cipher_type = type;
-		memcpy(ci->key, key, keylen);
-		memcpy(ci->salt, iv, 4);
-		memcpy(ci->iv, iv + 4, 8);
-		put_be64(ci->rec_seq, seq);
-	}
+	/* The two kernel structs differ only in the size of their key. */
+#define FILL_GCM_INFO(ci)                                                                       \
+	do {                                                                                    \
+		(ci)->info.version = version == TLS1_3_VERSION ? TLS_1_3_VERSION : TLS_1_2_VERSION; \
+		(ci)->info.cipher_type = type;                                                  \
+		memcpy((ci)->key, key, keylen);                                                 \
+		memcpy((ci)->salt, iv, 4);                                                      \
+		memcpy((ci)->iv, iv + 4, 8);                                                    \
+		put_be64((ci)->rec_seq, seq);                                                   \
+	} while (0)
+	if (type == TLS_CIPHER_AES_GCM_128)
+		FILL_GCM_INFO((struct tls12_crypto_info_aes_gcm_128 *)buf);
+	else
+		FILL_GCM_INFO((struct tls12_crypto_info_aes_gcm_256 *)buf);
+#undef FILL_GCM_INFO
 	OPENSSL_cleanse(key, sizeof(key));
 	OPENSSL_cleanse(iv, sizeof(iv));
 	*reason = KTLS_OK;
