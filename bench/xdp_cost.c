@@ -303,6 +303,9 @@ int main(int argc, char **argv)
 
 		s->bss->src_cfg.interval_ns = paths[i].syn_open ? 1 : 1000000000ULL * 3600;
 		s->bss->src_cfg.burst_ns = paths[i].syn_open ? 1ULL << 62 : s->bss->src_cfg.interval_ns;
+		/* what user/dataplane.c derives: a quarter of the burst, at most 16; a new gen */
+		s->bss->src_cfg.batch = paths[i].syn_open ? 16 : 1;
+		s->bss->src_cfg.gen = (uint32_t)i + 1;
 		/* warm up (creates the SYN bucket, spends the policed client's burst) */
 		cost_ns(fd_p, frame, len, 1000, 1, &rp);
 		p = cost_ns(fd_p, frame, len, repeat, rounds, &rp);

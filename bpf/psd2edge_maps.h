@@ -48,6 +48,14 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 } flows_v6 SEC(".maps");
 
+/* Per-CPU prepaid SYNs of IPv4 sources, in front of src_rate (psd2edge_abi.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct psd2_src_prepaid);
+	__uint(max_entries, 1 << PSD2_SRC_PREPAID_BITS);
+} src_prepaid SEC(".maps");
+
 /* Direct-mapped fronts of flows and flows_v6 (psd2edge_abi.h), written by the daemon only. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);

@@ -253,8 +253,24 @@ struct psd2_src_v6_key {
 /* Created by XDP at the first SYN of a source; the LRU evicts the coldest when full. */
 struct psd2_src_bucket {
 	__u64 tat_ns;      /* GCRA theoretical arrival time */
-	__u64 syn_packets; /* SYNs seen */
-	__u64 syn_dropped; /* SYNs over the rate */
+	__u64 syn_packets; /* SYNs charged here (a batch of prepaid SYNs counts once) */
+	__u64 syn_dropped; /* SYNs refused here (not those a CPU refuses from src_prepaid) */
+};
+
+/* --- src_prepaid: PERCPU_ARRAY in front of src_rate, for IPv4 sources (not pinned) ------- *
+ * A CPU charges an IPv4 source's bucket for src_cfg.batch SYNs at once and lets the next ones
+ * through from here without the LRU lookup, clock and compare-and-swap; after a refusal it
+ * remembers until when the bucket refuses. The bucket stays the only place a SYN is paid for:
+ * nothing passes that it did not admit, and what a CPU prepaid and did not use (another source
+ * took the entry, the rate changed) is lost. Direct-mapped by a hash of the source. */
+#define PSD2_SRC_PREPAID_BITS 10
+
+struct psd2_src_prepaid {
+	__u8 addr[4];   /* the (masked) source */
+	__u32 tokens;   /* SYNs charged to its bucket and not seen yet on this CPU */
+	__u64 until_ns; /* its bucket refuses SYNs until then (0: not known) */
+	__u32 cfg_gen;  /* src_cfg.gen when written; entries of another one are ignored */
+	__u32 pad;
 };
 
 /* Runtime-tunable per-source new-connection rate (a .data global of the program, written by
@@ -262,6 +278,8 @@ struct psd2_src_bucket {
 struct psd2_src_cfg {
 	__u64 interval_ns; /* 1e9 / per_sec */
 	__u64 burst_ns;    /* max(burst * interval_ns, PSD2_MIN_BURST_NS) */
+	__u32 batch;       /* SYNs a CPU charges at once (src_prepaid): a quarter of burst, <= 16 */
+	__u32 gen;         /* changed with every rate, from 1: voids what src_prepaid holds */
 };
 
 /* --- stats: PERCPU_ARRAY indexed by reason --------------------------------------------------- */

@@ -52,7 +52,7 @@ _Static_assert(sizeof(struct psd2_deny) == 16, "struct psd2_deny layout");
 _Static_assert(sizeof(struct psd2_src_v4_key) == 4, "struct psd2_src_v4_key layout");
 _Static_assert(sizeof(struct psd2_src_v6_key) == 16, "struct psd2_src_v6_key layout");
 _Static_assert(sizeof(struct psd2_src_bucket) == 24, "struct psd2_src_bucket layout");
-_Static_assert(sizeof(struct psd2_src_cfg) == 16, "struct psd2_src_cfg layout");
+_Static_assert(sizeof(struct psd2_src_cfg) == 24, "struct psd2_src_cfg layout");
 _Static_assert(sizeof(struct psd2_stat) == 16, "struct psd2_stat layout");
 _Static_assert(PSD2_CLIENT_ID_LEN > 64, "client_id fits REGISTRY_CLIENT_ID_MAX + NUL");
 
@@ -91,6 +91,7 @@ struct dataplane {
 	struct psd2_client *clients_mem; /* the clients array, mmap-ed */
 	size_t clients_mem_len;
 	struct dataplane_limits lim;
+	uint32_t src_cfg_gen;
 	pthread_mutex_t clients_lock; /* read-modify-write of clients values, slot_used */
 	uint8_t slot_used[PSD2_MAX_CLIENTS / 8]; /* slots holding a client, for the counter copy */
 	struct nl_sock *nl;
@@ -475,6 +476,16 @@ static void purge_flows(struct dataplane *dp)
 		log_info("xdp: purged %zu flows of the previous process", deleted);
 }
 
+/* How many packets (or SYNs) XDP charges to a shared bucket at once (pkt_batch and
+ * src_cfg.batch in the ABI header): a quarter of the burst, so batches never turn a conforming
+ * sender away, and at most 16, a compare-and-swap per 16 packets instead of per packet. */
+static uint32_t charge_batch(uint64_t burst)
+{
+	uint64_t batch = burst / 4;
+
+	return (uint32_t)(batch < 1 ? 1 : batch > 16 ? 16 : batch);
+}
+
 static void apply_src_rate(struct dataplane *dp)
 {
 	uint64_t per_sec = dp->lim.src_per_sec, burst = dp->lim.src_burst ? dp->lim.src_burst : 1;
@@ -484,6 +495,8 @@ static void apply_src_rate(struct dataplane *dp)
 		interval = 1;
 	dp->skel->bss->src_cfg.burst_ns = burst * interval < PSD2_MIN_BURST_NS ? PSD2_MIN_BURST_NS :
 					  burst * interval;
+	dp->skel->bss->src_cfg.batch = charge_batch(burst);
+	dp->skel->bss->src_cfg.gen = ++dp->src_cfg_gen;
 	dp->skel->bss->src_cfg.interval_ns = interval; /* 0 turns the bucket off */
 }
 
@@ -628,10 +641,6 @@ int dataplane_detach(const struct config *cfg, char *err, size_t errlen)
 
 /* --- clients ------------------------------------------------------------------------------ */
 
-/* Packets XDP charges at once (see pkt_batch in the ABI header): a compare-and-swap on the shared
- * entry per 16 packets instead of per packet. */
-#define PKT_BATCH_MAX 16
-
 static void limit_apply(struct psd2_client *c, const struct dataplane_client_limit *l)
 {
 	uint64_t burst = l->burst ? l->burst : 1;
@@ -655,8 +664,7 @@ static void limit_apply(struct psd2_client *c, const struct dataplane_client_lim
 		c->byte_burst_ns = PSD2_MIN_BURST_NS;
 	c->pkt_tat_ns = 0;
 	c->byte_tat_ns = 0;
-	uint64_t batch = c->burst_pkts / 4;
-	c->pkt_batch = (uint32_t)(batch < 1 ? 1 : batch > PKT_BATCH_MAX ? PKT_BATCH_MAX : batch);
+	c->pkt_batch = charge_batch(c->burst_pkts);
 	c->limit_gen++;
 }
 

@@ -493,6 +493,7 @@ static int setup(void **state)
 	e->ncpu = libbpf_num_possible_cpus();
 	e->skel->bss->src_cfg.interval_ns = 1000000000ULL;
 	e->skel->bss->src_cfg.burst_ns = 2000000000ULL;
+	e->skel->bss->src_cfg.gen = 1;
 
 	put_deny(e, "198.51.100.0", 24);
 	put_deny(e, "2001:db8:dead::", 48);
@@ -696,6 +697,47 @@ static void test_src_rate_off(void **state)
 	assert_int_equal(run_frame(e, frame, len), XDP_DROP);
 }
 
+/* An IPv4 source's bucket in src_rate (0 fields when there is none). */
+static struct psd2_src_bucket src_bucket(struct env *e, const char *src)
+{
+	struct psd2_src_v4_key k;
+	struct psd2_src_bucket b = { 0 };
+
+	assert_int_equal(inet_pton(AF_INET, src, k.addr), 1);
+	bpf_map__lookup_elem(e->skel->maps.src_rate, &k, sizeof(k), &b, sizeof(b), 0);
+	return b;
+}
+
+/* SYNs charged in batches per CPU (src_prepaid): a source gets exactly its burst, refusals are
+ * repeated from the CPU's entry without the bucket, and a new rate voids both. */
+static void test_syn_batch(void **state)
+{
+	struct env *e = *state;
+	struct spec syn = { TCP4("203.0.113.150"), .tcp_flags = SYN };
+	struct psd2_src_cfg saved;
+	uint8_t frame[2048];
+	size_t len;
+	int passed = 0;
+
+	if (!e)
+		skip();
+	saved = e->skel->bss->src_cfg;
+	e->skel->bss->src_cfg.burst_ns = 8000000000ULL; /* 1/s, burst 8 */
+	e->skel->bss->src_cfg.batch = 2;
+	e->skel->bss->src_cfg.gen = 2;
+	len = build(&syn, 0, frame);
+	for (int i = 0; i < 11; i++)
+		passed += run_frame(e, frame, len) == XDP_PASS;
+	/* the first SYN creates the bucket (charged 1), then batches of 2: 8 pass, 3 dropped */
+	assert_int_equal(passed, 8);
+	assert_int_equal(src_bucket(e, "203.0.113.150").syn_dropped, 1); /* the rest: cached */
+
+	e->skel->bss->src_cfg.gen = 3; /* a new rate: the bucket decides again */
+	assert_int_equal(run_frame(e, frame, len), XDP_DROP);
+	assert_int_equal(src_bucket(e, "203.0.113.150").syn_dropped, 2);
+	e->skel->bss->src_cfg = saved;
+}
+
 /* deny_index is a prefilter: the trie is walked only when the source's bit is set. Each
  * IPv6 class (>= /48, /32../47, shorter than /32) and a short IPv4 prefix marking a range. */
 static void test_deny_index(void **state)
@@ -848,6 +890,7 @@ int main(void)
 		cmocka_unit_test(test_deny_index),
 		cmocka_unit_test(test_flow_index),
 		cmocka_unit_test(test_packet_batch),
+		cmocka_unit_test(test_syn_batch),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
