@@ -260,9 +260,11 @@ struct psd2_src_bucket {
 /* --- src_prepaid: PERCPU_ARRAY in front of src_rate, for IPv4 sources (not pinned) ------- *
  * A CPU charges an IPv4 source's bucket for src_cfg.batch SYNs at once and lets the next ones
  * through from here without the LRU lookup, clock and compare-and-swap; after a refusal it
- * remembers until when the bucket refuses. The bucket stays the only place a SYN is paid for:
- * nothing passes that it did not admit, and what a CPU prepaid and did not use (another source
- * took the entry, the rate changed) is lost. Direct-mapped by a hash of the source. */
+ * remembers until when the bucket refuses (should the LRU evict the bucket meanwhile, the source
+ * stays refused on that CPU until then, one burst's time at most). The bucket stays the only
+ * place a SYN is paid for: nothing passes that it did not admit, and what a CPU prepaid and did
+ * not use (another source took the entry, the rate changed) is lost. Direct-mapped by a hash of
+ * the source. */
 #define PSD2_SRC_PREPAID_BITS 10
 
 struct psd2_src_prepaid {
