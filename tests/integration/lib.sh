@@ -372,8 +372,8 @@ upstream_start() {
 		>>"$TEST_DIR/upstream.out" 2>&1 &
 	UPSTREAM_PID=$!
 	LIB_PIDS+=("$UPSTREAM_PID")
-	wait_until 10 test -s "$TEST_DIR/upstream.ready" ||
-		die "upstream did not start: $(tail -n 5 "$TEST_DIR/upstream.out")"
+	wait_until "${UPSTREAM_READY_TIMEOUT:-10}" test -s "$TEST_DIR/upstream.ready" ||
+		die "upstream did not start in ${UPSTREAM_READY_TIMEOUT:-10} s: $(tail -n 5 "$TEST_DIR/upstream.out")"
 }
 
 upstream_stop() {

@@ -57,34 +57,9 @@ trap tap_cleanup EXIT
 
 # ---- slower starts under TCG on a busy host ----------------------------------------------------
 # lib.sh waits 10 s for upstream.py and 15 s for psd2edged; with another VM and a compile on
-# the same 2 cores, python alone took longer than 10 s to start. Same as lib.sh's, with 90 s.
+# the same 2 cores, python alone took longer than 10 s to start.
 DAEMON_READY_TIMEOUT=${DAEMON_READY_TIMEOUT:-90}
-upstream_start() {
-	local ns=$GW_NS tls=0 host=127.0.0.1 port='' args=()
-	while [ $# -gt 0 ]; do
-		case $1 in
-		--ns) ns=$2; shift ;;
-		--tls) tls=1 ;;
-		--host) host=$2; shift ;;
-		*) die "upstream_start: unknown option $1" ;;
-		esac
-		shift
-	done
-	if [ "$tls" = 1 ]; then
-		port=$UPSTREAM_TLS_PORT
-		args=(--tls --cert "$PKI/upstream.pem" --key "$PKI/upstream.key" --client-ca "$PKI/bank-ca.pem")
-	else
-		port=$UPSTREAM_PORT
-	fi
-	rm -f "$TEST_DIR/upstream.ready"
-	nsenter --net="/run/netns/$(ns_name "$ns")" -- python3 "$LIB_DIR/upstream.py" --host "$host" \
-		--port "$port" --log "$UPSTREAM_LOG" --ready-file "$TEST_DIR/upstream.ready" "${args[@]}" \
-		>>"$TEST_DIR/upstream.out" 2>&1 &
-	UPSTREAM_PID=$!
-	LIB_PIDS+=("$UPSTREAM_PID")
-	wait_until 90 test -s "$TEST_DIR/upstream.ready" ||
-		die "upstream did not start in 90 s: $(tail -n 5 "$TEST_DIR/upstream.out")"
-}
+UPSTREAM_READY_TIMEOUT=${UPSTREAM_READY_TIMEOUT:-90}
 
 # ---- probes ------------------------------------------------------------------------------------
 # Python starts slowly under TCG: one call per snapshot, not one per counter.
