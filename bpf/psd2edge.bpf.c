@@ -106,6 +106,16 @@ static __always_inline int gcra_take(__u64 *tat_p, __u64 now, __u64 cost, __u64 
 	return 0; /* contended beyond reason: fail closed */
 }
 
+/* Charges `batch` events at once when they fit in the burst, else one: returns how many were
+ * charged (batch, 1 or 0). The caller spends the extra ones without touching *tat_p. */
+static __always_inline __u32 gcra_take_batch(__u64 *tat_p, __u64 now, __u64 interval,
+					     __u64 burst, __u32 batch)
+{
+	if (batch > 1 && gcra_take(tat_p, now, interval * batch, burst))
+		return batch;
+	return gcra_take(tat_p, now, interval, burst);
+}
+
 static __always_inline __u64 deny_word(__u32 i)
 {
 	__u64 *w = bpf_map_lookup_elem(&deny_index, &i);
@@ -173,7 +183,7 @@ static __always_inline void prepaid_set(struct psd2_src_prepaid *pp, __u32 src, 
 static __always_inline int check_syn_rate(struct pkt *p, const bool v6)
 {
 	__u64 interval = src_cfg.interval_ns, burst = src_cfg.burst_ns;
-	__u32 batch = src_cfg.batch, gen = src_cfg.gen, src = 0;
+	__u32 batch = src_cfg.batch, gen = src_cfg.gen, src = 0, taken;
 	const __u32 *a = (const __u32 *)p->key.saddr;
 	struct psd2_src_prepaid *pp = NULL;
 	struct psd2_src_v6_key k6;
@@ -228,12 +238,12 @@ static __always_inline int check_syn_rate(struct pkt *p, const bool v6)
 	/* Plain increments: a SYN counted twice or not at all when two CPUs race on one source
 	 * is fine for these two informative counters; the charge itself is a compare-and-swap. */
 	b->syn_packets++;
-	if (pp && batch > 1 && gcra_take(&b->tat_ns, now, interval * batch, burst)) {
-		prepaid_set(pp, src, batch - 1, 0, gen);
+	taken = gcra_take_batch(&b->tat_ns, now, interval, burst, pp ? batch : 1);
+	if (taken) {
+		if (taken > 1)
+			prepaid_set(pp, src, taken - 1, 0, gen);
 		return PSD2_CONTINUE;
 	}
-	if (gcra_take(&b->tat_ns, now, interval, burst))
-		return PSD2_CONTINUE;
 	b->syn_dropped++;
 	/* Refused until the theoretical arrival time is within the burst of the clock again. */
 	if (pp)
@@ -299,8 +309,7 @@ static __always_inline __u32 flow_slot(const void *key, const bool v6)
  * (or, when the batch does not fit in the burst, one packet) to the shared GCRA. */
 static __always_inline bool take_packet(struct psd2_client *cl, struct psd2_client_stats *cs)
 {
-	__u32 batch = cl->pkt_batch;
-	__u64 now;
+	__u32 taken;
 
 	if (cs->limit_gen != cl->limit_gen) {
 		cs->limit_gen = cl->limit_gen;
@@ -310,13 +319,11 @@ static __always_inline bool take_packet(struct psd2_client *cl, struct psd2_clie
 		cs->pkt_prepaid--;
 		return true;
 	}
-	now = coarse_now();
-	if (batch > 1 && gcra_take(&cl->pkt_tat_ns, now, cl->pkt_interval_ns * batch,
-				   cl->pkt_burst_ns)) {
-		cs->pkt_prepaid = batch - 1;
-		return true;
-	}
-	return gcra_take(&cl->pkt_tat_ns, now, cl->pkt_interval_ns, cl->pkt_burst_ns);
+	taken = gcra_take_batch(&cl->pkt_tat_ns, coarse_now(), cl->pkt_interval_ns,
+				cl->pkt_burst_ns, cl->pkt_batch);
+	if (taken > 1)
+		cs->pkt_prepaid = taken - 1;
+	return taken;
 }
 
 /* A bound flow: its client's state, then its client's rates. */
