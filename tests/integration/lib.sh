@@ -14,7 +14,8 @@
 #   assert_status 200 "bound TPP passes" tpp1 "$GW_URL/x?client_id=tpp1"
 #   finish
 #
-# Exit status of a test: 0 passed, 77 skipped (a feature is missing), anything else failed.
+# Exit status of a test: 0 passed, 77 a precondition is missing (run.sh counts it as failed
+# unless PSD2E_ALLOW_SKIP=1), anything else failed.
 # Assertions record a failure and go on; `die` stops the test at once. Whatever happens, the
 # EXIT trap kills every process the test started, deletes its namespaces, its BPF pin
 # directory and (unless PSD2E_KEEP=1) its temporary directory. On failure it prints the tail of

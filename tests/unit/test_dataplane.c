@@ -8,6 +8,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "precondition.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -188,7 +190,7 @@ static void test_open_pin_reuse_purge_detach(void **state)
 	int fd;
 
 	if (!e)
-		skip();
+		precondition_missing("root and a kernel that loads the XDP program (set-up failed)");
 	memset(thumb, 0xaa, sizeof(thumb));
 	assert_int_equal(dataplane_open(&e->cfg, &dp, err, sizeof(err)), 0);
 	assert_string_equal(dataplane_mode(dp), "native");
@@ -302,7 +304,7 @@ static void test_generic_fallback_and_close_detach(void **state)
 	__u32 mode;
 
 	if (!e)
-		skip();
+		precondition_missing("root and a kernel that loads the XDP program (set-up failed)");
 	cfg = e->cfg;
 	cfg.bpf.interface = "lo"; /* no native XDP on loopback */
 	assert_int_equal(dataplane_open(&cfg, &dp, err, sizeof(err)), 0);
@@ -322,10 +324,10 @@ static void test_refuses_foreign_program(void **state)
 	__u32 mode;
 
 	if (!e)
-		skip();
+		precondition_missing("root and a kernel that loads the XDP program (set-up failed)");
 	if (sh("ip link set dev dpb xdpgeneric obj /usr/lib/x86_64-linux-gnu/bpf/xdpfilt_alw_all.o "
 	       "sec xdp 2>/dev/null"))
-		skip();
+		precondition_missing("xdp-tools' xdpfilt_alw_all.o attached in generic mode");
 	struct config cfg = e->cfg;
 	cfg.bpf.interface = "dpb";
 	assert_int_equal(dataplane_open(&cfg, &dp, err, sizeof(err)), -1);
@@ -379,7 +381,7 @@ static void test_sync_limits_stats(void **state)
 	__u32 id, mode;
 
 	if (!e)
-		skip();
+		precondition_missing("root and a kernel that loads the XDP program (set-up failed)");
 	dataplane_limits_default(&lim);
 	lim.client.pps = 500;
 	assert_int_equal(dataplane_open_limits(&e->cfg, &lim, &dp, err, sizeof(err)), 0);
@@ -529,7 +531,7 @@ static void test_incompatible_pin_replaced(void **state)
 	int fd;
 
 	if (!e)
-		skip();
+		precondition_missing("root and a kernel that loads the XDP program (set-up failed)");
 	/* an old layout of "stats" (another value size) left by a previous version */
 	mkdir(e->bpffs, 0700);
 	if (mount("bpf", e->bpffs, "bpf", 0, "mode=0700") && errno != EBUSY)
@@ -561,7 +563,7 @@ static void test_reattach_when_interface_returns(void **state)
 	int fd;
 
 	if (!e)
-		skip();
+		precondition_missing("root and a kernel that loads the XDP program (set-up failed)");
 	cfg = e->cfg;
 	cfg.bpf.interface = "dpc";
 	/* the interface does not exist yet: not an error */

@@ -9,6 +9,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "precondition.h"
+
 #include <arpa/inet.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -94,12 +96,14 @@ static void check(int fd, const struct model_flow *f)
 static void test_model(void **state)
 {
 	(void)state;
-	struct model_flow *f = calloc(N_FLOWS, sizeof(*f));
+	struct model_flow *f;
 	struct flow_index *fi;
 	int fd4, fd6;
 
 	if (geteuid() != 0)
-		skip();
+		precondition_missing("root");
+	f = calloc(N_FLOWS, sizeof(*f));
+	assert_non_null(f);
 	fd4 = map_create(sizeof(struct psd2_flow_index_v4), PSD2_FLOW_INDEX_V4_SIZE);
 	fd6 = map_create(sizeof(struct psd2_flow_index_v6), PSD2_FLOW_INDEX_V6_SIZE);
 	assert_true(fd4 >= 0 && fd6 >= 0);

@@ -1,12 +1,14 @@
 /* The XDP program under BPF_PROG_TEST_RUN: a fixture table of crafted frames (IPv4, IPv6, VLAN,
  * QinQ, options, extension headers, fragments, truncated and malformed headers, non-listener
  * ports, each verdict), each with the expected XDP action and per-reason counter deltas.
- * Needs root (loads the program); skips otherwise. */
+ * Needs root (loads the program): fails without it (skips under `make test-fast`). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+
+#include "precondition.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -563,7 +565,7 @@ static void test_fixtures(void **state)
 	int failures = 0;
 
 	if (!e)
-		skip();
+		precondition_missing("root and a kernel that loads the XDP program (set-up failed)");
 	for (size_t i = 0; i < sizeof(fixtures) / sizeof(fixtures[0]); i++) {
 		const struct fixture *f = &fixtures[i];
 		uint64_t before[PSD2_STAT_MAX], after[PSD2_STAT_MAX];
@@ -632,7 +634,7 @@ static void test_entry_counters(void **state)
 	size_t len;
 
 	if (!e)
-		skip();
+		precondition_missing("root and a kernel that loads the XDP program (set-up failed)");
 	assert_int_equal(bpf_map__lookup_elem(e->skel->maps.deny_v4, &dk, sizeof(dk), &d0,
 					      sizeof(d0), 0), 0);
 	len = build(&deny, 0, frame);
@@ -666,7 +668,7 @@ static void test_revoke_flips_live_flow(void **state)
 	size_t len;
 
 	if (!e)
-		skip();
+		precondition_missing("root and a kernel that loads the XDP program (set-up failed)");
 	put_client(e, 9, "tpp-live", PSD2_CLIENT_ACTIVE, 0, 0, 0, 0);
 	put_flow(e, "203.0.113.50", 9);
 	len = build(&pkt, 0, frame);
@@ -686,7 +688,7 @@ static void test_src_rate_off(void **state)
 	size_t len;
 
 	if (!e)
-		skip();
+		precondition_missing("root and a kernel that loads the XDP program (set-up failed)");
 	e->skel->bss->src_cfg.interval_ns = 0;
 	len = build(&syn, 0, frame);
 	for (int i = 0; i < 10; i++)
@@ -720,7 +722,7 @@ static void test_syn_batch(void **state)
 	int passed = 0;
 
 	if (!e)
-		skip();
+		precondition_missing("root and a kernel that loads the XDP program (set-up failed)");
 	saved = e->skel->bss->src_cfg;
 	e->skel->bss->src_cfg.burst_ns = 8000000000ULL; /* 1/s, burst 8 */
 	e->skel->bss->src_cfg.batch = 2;
@@ -757,7 +759,7 @@ static void test_deny_index(void **state)
 	size_t len;
 
 	if (!e)
-		skip();
+		precondition_missing("root and a kernel that loads the XDP program (set-up failed)");
 	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
 		struct spec in = { TCP4(rows[i].inside) }, out = { TCP4(rows[i].outside) };
 
@@ -789,7 +791,7 @@ static void test_flow_index(void **state)
 	size_t len;
 
 	if (!e)
-		skip();
+		precondition_missing("root and a kernel that loads the XDP program (set-up failed)");
 	/* another peer whose key lands on the active flow's entry */
 	for (int host = 21; host < 255 && !other_pkt.src; host++) {
 		snprintf(src, sizeof(src), "203.0.113.%d", host);
@@ -864,7 +866,7 @@ static void test_packet_batch(void **state)
 	int passed = 0;
 
 	if (!e)
-		skip();
+		precondition_missing("root and a kernel that loads the XDP program (set-up failed)");
 	put_client(e, 10, "tpp-batch", PSD2_CLIENT_ACTIVE, 1, 0, 8, 0);
 	set_batch(e, 10, 8, 2, 1);
 	put_flow(e, "203.0.113.30", 10);
