@@ -93,6 +93,10 @@ $(BUILD)/vm/%: $$(wildcard tests/vm/$$*.c bench/$$*.c) $(BUILD)/obj/ktls.o \
 		$(BUILD)/obj/splice_fwd.o | $(BUILD)/vm
 	$(CC) $(ALL_CFLAGS) -o $@ $(filter %.c %.o,$^) $(LIBS)
 
+# --- benchmark tools (bench/): the mTLS load generator ------------------------------------
+$(BUILD)/bench/loadgen: bench/loadgen.c | $(BUILD)/bench
+	$(CC) $(ALL_CFLAGS) -o $@ $< -lssl -lcrypto -lpthread
+
 # --- test entry points -----------------------------------------------------------------
 check:
 	scripts/install-deps.sh
@@ -112,8 +116,8 @@ integration: all
 vmtest: all $(VM_PROGS) $(BUILD)/asan/test_xdp $(BUILD)/asan/test_dataplane
 	vmtest/run-tests.sh
 
-bench: all
-	bench/run.sh
+bench: all $(BUILD)/bench/loadgen
+	BUILD=$(BUILD) bench/run.sh
 
 demo:
 	scripts/install-deps.sh
@@ -130,5 +134,5 @@ install: all
 clean:
 	rm -rf $(BUILD)
 
-$(BUILD) $(BUILD)/vm $(BUILD)/obj $(BUILD)/bpf $(BUILD)/asan $(BUILD)/asan/obj $(BUILD)/fuzz $(BUILD)/fuzz/obj:
+$(BUILD) $(BUILD)/vm $(BUILD)/bench $(BUILD)/obj $(BUILD)/bpf $(BUILD)/asan $(BUILD)/asan/obj $(BUILD)/fuzz $(BUILD)/fuzz/obj:
 	mkdir -p $@
