@@ -108,6 +108,45 @@ static void session_close_upstream(struct session *s)
 	buf_reset(&s->u_out);
 }
 
+/* Bytes after a complete response were asked for by nobody: read as the next response, they
+ * would hand a later request another request's answer. Their connection is never reused. */
+static void session_drop_upstream_leftovers(struct session *s)
+{
+	STATS_INC(upstream_leftovers);
+	log_warn("upstream sent %zu bytes beyond a complete response%s%s; connection dropped",
+		 s->u_in.len, s->request_id[0] ? " to request " : "", s->request_id);
+	session_close_upstream(s);
+}
+
+/* Nothing is expected from an upstream between exchanges: bytes or EOF end its connection. */
+static void session_check_idle_upstream(struct session *s)
+{
+	if (s->u_in.len)
+		session_drop_upstream_leftovers(s);
+	else if (s->up_eof)
+		session_close_upstream(s);
+}
+
+/* Reads what the upstream sent into u_in, until it would block, its EOF or the high-water mark. */
+static bool session_read_upstream(struct session *s)
+{
+	bool progress = false;
+	char tmp[SESSION_READ_CHUNK];
+	while (!s->up_eof && s->splicing != SPLICE_RESPONSE_BODY && s->u_in.len < SESSION_HIGH_WATER) {
+		ssize_t n = conn_read(&s->up, tmp, sizeof(tmp));
+		if (n > 0) {
+			buf_append(&s->u_in, tmp, (size_t)n);
+			progress = true;
+			continue;
+		}
+		if (n < 0 && errno == EAGAIN)
+			break;
+		s->up_eof = true;
+		progress = true;
+	}
+	return progress;
+}
+
 void session_close(struct session *s)
 {
 	if (s->dead)
@@ -213,6 +252,12 @@ static int session_on_response_body(void *arg, const char *data, size_t len)
 static void session_start_forward(struct session *s, bool form_buffered)
 {
 	const struct config *cfg = session_cfg(s);
+	if (s->up_open) {
+		/* What the upstream sent while idle is unread when it woke us together with this
+		 * request: look before reusing the connection. */
+		session_read_upstream(s);
+		session_check_idle_upstream(s);
+	}
 	if (!s->up_open && session_upstream_connect(s) < 0) {
 		STATS_INC(upstream_connect_errors);
 		char why[160];
@@ -390,7 +435,13 @@ static void session_on_response_done(struct session *s)
 	if (s->resp_chunked)
 		http_write_chunk(&s->c_out, NULL, 0);
 	session_log_request(s);
-	if (!s->resp.keep_alive)
+	/* A response framed without a body (to HEAD, 204, 304) that announces one may still be
+	 * followed by it: such a connection is not trusted with the next request either. */
+	bool body_may_follow = s->resp.skip_body && (s->resp.chunked || (s->resp.has_content_length &&
+								     s->resp.content_length > 0));
+	if (s->u_in.len)
+		session_drop_upstream_leftovers(s);
+	else if (!s->resp.keep_alive || body_may_follow)
 		session_close_upstream(s);
 	if (!s->client_keep_alive || !s->req_done || s->w->draining) {
 		/* A request still streaming in cannot be left behind on a live connection. */
@@ -499,23 +550,9 @@ static bool session_upstream_io(struct session *s)
 		session_upstream_fail(s, 502, "upstream closed the connection while sending");
 		return true;
 	}
-	char tmp[SESSION_READ_CHUNK];
-	while (!s->up_eof && s->splicing != SPLICE_RESPONSE_BODY && s->u_in.len < SESSION_HIGH_WATER) {
-		ssize_t n = conn_read(&s->up, tmp, sizeof(tmp));
-		if (n > 0) {
-			buf_append(&s->u_in, tmp, (size_t)n);
-			progress = true;
-			continue;
-		}
-		if (n < 0 && errno == EAGAIN)
-			break;
-		s->up_eof = true;
-		progress = true;
-	}
+	progress |= session_read_upstream(s);
 	if (s->state != SESSION_FORWARD) {
-		/* Nothing is expected while idle: bytes or EOF end this upstream connection. */
-		if (s->up_eof || s->u_in.len)
-			session_close_upstream(s);
+		session_check_idle_upstream(s);
 		return progress;
 	}
 	progress |= session_feed_response(s);

@@ -14,7 +14,8 @@
 	X(denied_invalid_client_id) X(denied_unbound_cert) X(denied_client_mismatch)    \
 	X(denied_revoked_cert) X(denied_expired_cert) X(bad_requests)                   \
 	X(header_timeouts) X(upstream_connect_errors) X(upstream_errors)                \
-	X(upstream_timeouts) X(connections_cut_by_control) X(splice_bytes)
+	X(upstream_timeouts) X(upstream_leftovers) X(connections_cut_by_control)        \
+	X(splice_bytes)
 
 struct stats {
 #define STATS_FIELD(name) _Atomic uint64_t name;
