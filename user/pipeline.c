@@ -34,6 +34,15 @@ static enum stage_result stage_identity(struct request_ctx *rc)
 	case CLIENTID_INVALID:
 		STATS_INC(denied_invalid_client_id);
 		return reject_identity(rc, "client_id malformed", "client_id_invalid");
+	case CLIENTID_AMBIGUOUS:
+		/* The application behind the gateway could read another client_id than the one
+		 * checked: a malformed request, not an identity failure. */
+		STATS_INC(bad_requests);
+		rc->status = 400;
+		rc->error = "invalid_request";
+		rc->description = why;
+		rc->reason = "client_id_ambiguous";
+		return STAGE_REJECT;
 	}
 	if (!rc->thumb || registry_lookup(rc->reg, rc->thumb, &rc->binding) != REG_OK) {
 		STATS_INC(denied_unbound_cert);

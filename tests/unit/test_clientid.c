@@ -1,5 +1,7 @@
 /* client_id extraction: each source, percent-decoding, conflicts within and across sources,
- * missing and invalid values, and form Content-Type detection. */
+ * missing and invalid values, form Content-Type detection, and the requests an application
+ * could read another client_id from (look-alike names, ';', '#', cookies, unread bodies,
+ * client_ids where the configuration does not look). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -21,6 +23,15 @@ static const struct client_id_source all_sources[] = {
 	{CID_SOURCE_QUERY, "client_id"},
 	{CID_SOURCE_HEADER, "x-client-id"},
 };
+static const struct client_id_source form_header[] = {
+	{CID_SOURCE_FORM, "client_id"},
+	{CID_SOURCE_HEADER, "x-client-id"},
+};
+static const struct client_id_source query_header[] = {
+	{CID_SOURCE_QUERY, "client_id"},
+	{CID_SOURCE_HEADER, "x-client-id"},
+};
+static const struct client_id_source header_only[] = {{CID_SOURCE_HEADER, "x-client-id"}};
 
 /* Parses raw as a request, buffering the body when the sources need it (as the proxy does). */
 static void parse(struct http_msg *m, const char *raw, const struct client_id_source *src,
@@ -52,14 +63,40 @@ static const struct case_ cases[] = {
 	{"nothing", REQ("GET /a", "", ""), CLIENTID_MISSING, NULL},
 	{"query", REQ("GET /a?client_id=tpp1", "", ""), CLIENTID_OK, "tpp1"},
 	{"query among others", REQ("GET /a?x=1&client_id=tpp1&y=2", "", ""), CLIENTID_OK, "tpp1"},
-	{"query before a fragment", REQ("GET /a?client_id=tpp1#client_id=other", "", ""), CLIENTID_OK,
-	 "tpp1"},
-	{"query in the fragment only", REQ("GET /a#?client_id=x", "", ""), CLIENTID_MISSING, NULL},
 	{"query percent-decoded", REQ("GET /a?client_id=tpp%2D1%7e", "", ""), CLIENTID_OK, "tpp-1~"},
 	{"query encoded name", REQ("GET /a?client%5Fid=tpp1", "", ""), CLIENTID_OK, "tpp1"},
 	{"query name prefix is not a match", REQ("GET /a?client_idx=tpp1&xclient_id=b", "", ""),
 	 CLIENTID_MISSING, NULL},
-	{"query name case matters", REQ("GET /a?Client_Id=tpp1", "", ""), CLIENTID_MISSING, NULL},
+	{"query name in another case", REQ("GET /a?Client_Id=tpp1", "", ""), CLIENTID_AMBIGUOUS, NULL},
+	{"query name in capitals beside the exact one", REQ("GET /a?client_id=t&CLIENT_ID=v", "", ""),
+	 CLIENTID_AMBIGUOUS, NULL},
+	{"query name in capitals, same value", REQ("GET /a?client_id=t&CLIENT_ID=t", "", ""),
+	 CLIENTID_AMBIGUOUS, NULL},
+	{"query name with []", REQ("GET /a?client_id=t&client_id[]=v", "", ""), CLIENTID_AMBIGUOUS,
+	 NULL},
+	{"query name with [key]", REQ("GET /a?client_id%5Bx%5D=v", "", ""), CLIENTID_AMBIGUOUS, NULL},
+	{"query name in brackets", REQ("GET /a?[client_id]=v", "", ""), CLIENTID_AMBIGUOUS, NULL},
+	{"query name with encoded NUL", REQ("GET /a?client_id%00=v", "", ""), CLIENTID_AMBIGUOUS, NULL},
+	{"query name with NUL and more", REQ("GET /a?client_id%00junk=v", "", ""), CLIENTID_AMBIGUOUS,
+	 NULL},
+	{"query name with a dot", REQ("GET /a?client.id=v", "", ""), CLIENTID_AMBIGUOUS, NULL},
+	{"query name with a trailing dot", REQ("GET /a?client_id.=v", "", ""), CLIENTID_AMBIGUOUS, NULL},
+	{"query name with a leading plus", REQ("GET /a?+client_id=v", "", ""), CLIENTID_AMBIGUOUS, NULL},
+	{"query name with a trailing space", REQ("GET /a?client_id%20=v", "", ""), CLIENTID_AMBIGUOUS,
+	 NULL},
+	{"query name with %u escape", REQ("GET /a?client%u005Fid=v", "", ""), CLIENTID_AMBIGUOUS, NULL},
+	{"query name with a bad escape", REQ("GET /a?client_id%=v", "", ""), CLIENTID_AMBIGUOUS, NULL},
+	{"query name with dotless i", REQ("GET /a?cl%C4%B1ent_id=v", "", ""), CLIENTID_AMBIGUOUS, NULL},
+	{"query name with dotted capital I", REQ("GET /a?cl%C4%B0ent_id=v", "", ""), CLIENTID_AMBIGUOUS,
+	 NULL},
+	{"query name padded past 64 bytes",
+	 REQ("GET /a?++++++++++++++++++++++++++++++++++++++++++++++++++++++++++++++++++++client_id=v", "",
+	     ""),
+	 CLIENTID_AMBIGUOUS, NULL},
+	{"query name with a letter more", REQ("GET /a?client_ids=v&client_id2=w", "", ""),
+	 CLIENTID_MISSING, NULL},
+	{"query name with [ after a letter more", REQ("GET /a?client_idx[]=v", "", ""), CLIENTID_MISSING,
+	 NULL},
 	{"query plus is a space", REQ("GET /a?client_id=tpp+1", "", ""), CLIENTID_INVALID, NULL},
 	{"query encoded plus", REQ("GET /a?client_id=tpp%2B1", "", ""), CLIENTID_OK, "tpp+1"},
 	{"query bad escape", REQ("GET /a?client_id=tpp%2", "", ""), CLIENTID_INVALID, NULL},
@@ -82,6 +119,20 @@ static const struct case_ cases[] = {
 	{"query twice, different", REQ("GET /a?client_id=t1&client_id=t2", "", ""), CLIENTID_CONFLICT,
 	 NULL},
 	{"query empty pairs", REQ("GET /a?&&client_id=t1&", "", ""), CLIENTID_OK, "t1"},
+	{"query ';' before the name", REQ("GET /a?a=1;client_id=v", "", ""), CLIENTID_AMBIGUOUS, NULL},
+	{"query ';' in the value", REQ("GET /a?client_id=t1;x=1", "", ""), CLIENTID_AMBIGUOUS, NULL},
+	{"query ';' before a look-alike", REQ("GET /a?a=1;Client_Id=v", "", ""), CLIENTID_AMBIGUOUS,
+	 NULL},
+	{"query ';' elsewhere", REQ("GET /a?a=1;b=2&client_id=t1", "", ""), CLIENTID_OK, "t1"},
+	{"query ';' before an encoded name", REQ("GET /a?a;client%5Fid=v&client_id=t1", "", ""),
+	 CLIENTID_AMBIGUOUS, NULL},
+
+	{"cookie named client_id", REQ("GET /a?client_id=t1", "Cookie: client_id=v\r\n", ""),
+	 CLIENTID_AMBIGUOUS, NULL},
+	{"cookie named like client_id", REQ("GET /a?client_id=t1", "Cookie: a=1; Client.Id=v\r\n", ""),
+	 CLIENTID_AMBIGUOUS, NULL},
+	{"other cookies", REQ("GET /a?client_id=t1", "Cookie: session=client_id\r\n", ""), CLIENTID_OK,
+	 "t1"},
 
 	{"header", REQ("GET /a", "X-Client-Id: tpp1\r\n", ""), CLIENTID_OK, "tpp1"},
 	{"header name case-insensitive", REQ("GET /a", "x-CLIENT-id:   tpp1  \r\n", ""), CLIENTID_OK,
@@ -112,9 +163,60 @@ static const struct case_ cases[] = {
 	 CLIENTID_MISSING, NULL},
 	{"no Content-Type", REQ("POST /t", CL(14), "client_id=tpp1"), CLIENTID_MISSING, NULL},
 	{"two Content-Types", REQ("POST /t", FORM "Content-Type: text/plain\r\n" CL(14), "client_id=tpp1"),
-	 CLIENTID_INVALID, NULL},
+	 CLIENTID_AMBIGUOUS, NULL},
 	{"form twice, different", REQ("POST /t", FORM CL(23), "client_id=a&client_id=b"),
 	 CLIENTID_CONFLICT, NULL},
+	{"form name in another case", REQ("POST /t", FORM CL(23), "client_id=t&Client_Id=v"),
+	 CLIENTID_AMBIGUOUS, NULL},
+	{"form name with a leading space", REQ("POST /t", FORM CL(12), " client_id=v"),
+	 CLIENTID_AMBIGUOUS, NULL},
+	{"form ';' before the name", REQ("POST /t", FORM CL(27), "a=1;client_id=v&client_id=t"),
+	 CLIENTID_AMBIGUOUS, NULL},
+	{"form with charset in quotes", REQ("POST /t", "Content-Type: application/x-www-form-urlencoded; charset=\"UTF-8\"\r\n" CL(11),
+					    "client_id=t"),
+	 CLIENTID_OK, "t"},
+	{"form in US-ASCII", REQ("POST /t", "Content-Type: application/x-www-form-urlencoded;charset=us-ascii;x=y\r\n" CL(11),
+				 "client_id=t"),
+	 CLIENTID_OK, "t"},
+	{"form with a trailing ';'", REQ("POST /t", "Content-Type: application/x-www-form-urlencoded;\r\n" CL(11),
+					 "client_id=t"),
+	 CLIENTID_OK, "t"},
+	{"form in UTF-16", REQ("POST /t", "Content-Type: application/x-www-form-urlencoded; charset=utf-16\r\n" CL(11),
+			       "client_id=t"),
+	 CLIENTID_AMBIGUOUS, NULL},
+	{"form in UTF-7", REQ("POST /t", "Content-Type: application/x-www-form-urlencoded; charset=utf-7\r\n" CL(11),
+			      "client_id=t"),
+	 CLIENTID_AMBIGUOUS, NULL},
+	{"form in EBCDIC", REQ("POST /t", "Content-Type: application/x-www-form-urlencoded; charset=ibm037\r\n" CL(11),
+			       "client_id=t"),
+	 CLIENTID_AMBIGUOUS, NULL},
+	{"form with two charsets", REQ("POST /t", "Content-Type: application/x-www-form-urlencoded; charset=utf-8; charset=utf-16\r\n" CL(11),
+				       "client_id=t"),
+	 CLIENTID_AMBIGUOUS, NULL},
+	{"form with a comma after the type", REQ("POST /t", "Content-Type: application/x-www-form-urlencoded, text/plain\r\n" CL(11),
+						 "client_id=t"),
+	 CLIENTID_AMBIGUOUS, NULL},
+	{"form with a word after the type", REQ("POST /t", "Content-Type: application/x-www-form-urlencoded x\r\n" CL(11),
+						"client_id=t"),
+	 CLIENTID_AMBIGUOUS, NULL},
+	{"form gzip-encoded", REQ("POST /t", FORM "Content-Encoding: gzip\r\n" CL(11), "client_id=t"),
+	 CLIENTID_AMBIGUOUS, NULL},
+	{"json with a Content-Encoding", REQ("POST /t?client_id=t", "Content-Type: application/json\r\nContent-Encoding: gzip\r\n" CL(2), "{}"),
+	 CLIENTID_OK, "t"},
+	{"multipart", REQ("POST /t?client_id=t", "Content-Type: multipart/form-data; boundary=x\r\n" CL(3), "a=b"),
+	 CLIENTID_AMBIGUOUS, NULL},
+	{"multipart without a body", REQ("POST /t?client_id=t", "Content-Type: multipart/form-data; boundary=x\r\n", ""),
+	 CLIENTID_OK, "t"},
+	{"POST without Content-Type, agreeing", REQ("POST /t?client_id=t", CL(11), "client_id=t"),
+	 CLIENTID_OK, "t"},
+	{"POST without Content-Type, disagreeing", REQ("POST /t?client_id=t", CL(11), "client_id=v"),
+	 CLIENTID_CONFLICT, NULL},
+	{"POST with an empty Content-Type", REQ("POST /t?client_id=t", "Content-Type:\r\n" CL(11), "client_id=v"),
+	 CLIENTID_CONFLICT, NULL},
+	{"POST without Content-Type, look-alike", REQ("POST /t?client_id=t", CL(11), "Client_Id=v"),
+	 CLIENTID_AMBIGUOUS, NULL},
+	{"PUT without Content-Type is not a form", REQ("PUT /t?client_id=t", CL(11), "client_id=v"),
+	 CLIENTID_OK, "t"},
 
 	{"form and query agree", REQ("POST /t?client_id=tpp1", FORM CL(14), "client_id=tpp1"),
 	 CLIENTID_OK, "tpp1"},
@@ -131,21 +233,60 @@ static const struct case_ cases[] = {
 	 NULL},
 	{"one valid, another invalid", REQ("GET /a?client_id=tpp1", "X-Client-Id: bad id\r\n", ""),
 	 CLIENTID_INVALID, NULL},
+
 };
 
-static void test_cases(void **state)
+/* With only form and header sources: a query client_id must agree, and cannot claim alone. */
+static const struct case_ form_header_cases[] = {
+	{"query where only form and header are read, agreeing",
+	 REQ("GET /a?client_id=t", "X-Client-Id: t\r\n", ""), CLIENTID_OK, "t"},
+	{"query where only form and header are read, disagreeing",
+	 REQ("GET /a?client_id=v", "X-Client-Id: t\r\n", ""), CLIENTID_CONFLICT, NULL},
+	{"query where only form and header are read, alone", REQ("GET /a?client_id=t", "", ""),
+	 CLIENTID_MISSING, NULL},
+	{"query where only form and header are read, invalid",
+	 REQ("GET /a?client_id=a%22b", "X-Client-Id: t\r\n", ""), CLIENTID_INVALID, NULL},
+	{"query look-alike where only form and header are read",
+	 REQ("GET /a?CLIENT_ID=v", "X-Client-Id: t\r\n", ""), CLIENTID_AMBIGUOUS, NULL},
+};
+
+/* With only query and header sources: the same for a form body. */
+static const struct case_ query_header_cases[] = {
+	{"multipart, no form source", REQ("POST /t?client_id=t", "Content-Type: Multipart/Mixed; boundary=x\r\n" CL(3), "a=b"),
+	 CLIENTID_AMBIGUOUS, NULL},
+	{"form where only query and header are read, agreeing",
+	 REQ("POST /t?client_id=t", FORM CL(11), "client_id=t"), CLIENTID_OK, "t"},
+	{"form where only query and header are read, disagreeing",
+	 REQ("POST /t?client_id=t", FORM CL(11), "client_id=v"), CLIENTID_CONFLICT, NULL},
+	{"form in UTF-16 where only query and header are read",
+	 REQ("POST /t?client_id=t", "Content-Type: application/x-www-form-urlencoded;charset=utf-16\r\n" CL(2), "{}"),
+	 CLIENTID_AMBIGUOUS, NULL},
+};
+
+/* With header sources only there is no parameter name to protect. */
+static const struct case_ header_only_cases[] = {
+	{"cookie, header sources only", REQ("GET /a", "Cookie: client_id=v\r\nX-Client-Id: t\r\n", ""),
+	 CLIENTID_OK, "t"},
+	{"multipart, header sources only", REQ("POST /t", "Content-Type: multipart/form-data; boundary=x\r\nX-Client-Id: t\r\n" CL(3), "a=b"),
+	 CLIENTID_OK, "t"},
+	{"parameters are not looked at with header sources only",
+	 REQ("POST /t?client_id=v&Client_Id=w", FORM "X-Client-Id: t\r\n" CL(11), "client_id=u"),
+	 CLIENTID_OK, "t"},
+};
+
+static void run_cases(const struct case_ *cases, size_t n_cases,
+		      const struct client_id_source *src, unsigned n)
 {
-	(void)state;
-	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+	for (size_t i = 0; i < n_cases; i++) {
 		const struct case_ *c = &cases[i];
 		struct http_msg m;
-		parse(&m, c->raw, all_sources, 3);
+		parse(&m, c->raw, src, n);
 		if (m.state != HTTP_MSG_DONE)
 			fail_msg("%s: request state %d (%s)", c->desc, m.state,
 				 m.error_reason ? m.error_reason : "");
 		char out[REGISTRY_CLIENT_ID_MAX + 1];
 		const char *why = NULL;
-		enum clientid_result r = clientid_extract(all_sources, 3, &m, out, &why);
+		enum clientid_result r = clientid_extract(src, n, &m, out, &why);
 		if (r != c->want)
 			fail_msg("%s: got %d (%s), want %d", c->desc, r, why ? why : "", c->want);
 		if (r == CLIENTID_OK) {
@@ -160,20 +301,35 @@ static void test_cases(void **state)
 	}
 }
 
+#define RUN_CASES(cases, src) \
+	run_cases(cases, sizeof(cases) / sizeof(cases[0]), src, sizeof(src) / sizeof(src[0]))
+
+static void test_cases(void **state)
+{
+	(void)state;
+	RUN_CASES(cases, all_sources);
+	RUN_CASES(form_header_cases, form_header);
+	RUN_CASES(query_header_cases, query_header);
+	RUN_CASES(header_only_cases, header_only);
+}
+
 static void test_only_configured_sources(void **state)
 {
 	(void)state;
-	static const struct client_id_source header_only[] = {{CID_SOURCE_HEADER, "x-client-id"}};
 	static const struct client_id_source query_other[] = {{CID_SOURCE_QUERY, "cid"}};
 	struct http_msg m;
 	char out[REGISTRY_CLIENT_ID_MAX + 1];
-	parse(&m, REQ("POST /t?client_id=q", FORM "X-Client-Id: h\r\n" CL(11), "client_id=f"),
-	      header_only, 1);
+	const char *raw = REQ("POST /t?client_id=q", FORM "X-Client-Id: h\r\n" CL(11), "client_id=f");
+	parse(&m, raw, header_only, 1);
 	assert_false(clientid_needs_body(header_only, 1, &m));
 	assert_int_equal(clientid_extract(header_only, 1, &m, out, NULL), CLIENTID_OK);
 	assert_string_equal(out, "h");
-	assert_int_equal(clientid_extract(query_other, 1, &m, out, NULL), CLIENTID_MISSING);
 	assert_int_equal(clientid_extract(NULL, 0, &m, out, NULL), CLIENTID_MISSING);
+	http_msg_free(&m);
+	/* another parameter name: client_id is just a parameter */
+	parse(&m, raw, query_other, 1);
+	assert_true(clientid_needs_body(query_other, 1, &m));
+	assert_int_equal(clientid_extract(query_other, 1, &m, out, NULL), CLIENTID_MISSING);
 	http_msg_free(&m);
 }
 
@@ -183,20 +339,35 @@ static void test_needs_body(void **state)
 	struct http_msg m;
 	parse(&m, REQ("POST /t", FORM CL(3), "a=b"), all_sources, 3);
 	assert_true(clientid_needs_body(all_sources, 3, &m));
-	assert_false(clientid_needs_body(all_sources + 1, 2, &m));
+	assert_true(clientid_needs_body(query_header, 2, &m)); /* an application may read it */
+	assert_false(clientid_needs_body(header_only, 1, &m));
 	http_msg_free(&m);
+	parse(&m, REQ("POST /t", CL(3), "a=b"), all_sources, 3);
+	assert_true(clientid_needs_body(all_sources, 3, &m)); /* Rack reads it as a form */
+	http_msg_free(&m);
+	parse(&m, REQ("PUT /t", CL(3), "a=b"), all_sources, 3);
+	assert_false(clientid_needs_body(all_sources, 3, &m));
+	http_msg_free(&m);
+	parse(&m, REQ("POST /t", FORM CL(0), ""), all_sources, 3);
+	assert_false(clientid_needs_body(all_sources, 3, &m));
+	http_msg_free(&m);
+	/* refused from the head alone: nothing to buffer */
 	parse(&m, REQ("POST /t", "Content-Type: multipart/form-data; boundary=x\r\n" CL(3), "a=b"),
 	      all_sources, 3);
 	assert_false(clientid_needs_body(all_sources, 3, &m));
 	http_msg_free(&m);
+	parse(&m, REQ("POST /t", FORM "Content-Encoding: gzip\r\n" CL(3), "a=b"), all_sources, 3);
+	assert_false(clientid_needs_body(all_sources, 3, &m));
+	http_msg_free(&m);
 
-	/* a form source with an unbuffered body decides nothing: invalid, not missing */
+	/* a form with an unbuffered body decides nothing: invalid, not missing */
 	const char *raw = REQ("POST /t", FORM CL(11), "client_id=t");
 	http_msg_init(&m, HTTP_REQUEST, &limits);
 	size_t off = http_msg_feed(&m, raw, strlen(raw), NULL, NULL);
 	http_msg_feed(&m, raw + off, strlen(raw) - off, NULL, NULL);
 	char out[REGISTRY_CLIENT_ID_MAX + 1];
 	assert_int_equal(clientid_extract(all_sources, 3, &m, out, NULL), CLIENTID_INVALID);
+	assert_int_equal(clientid_extract(query_header, 2, &m, out, NULL), CLIENTID_INVALID);
 	http_msg_free(&m);
 }
 
