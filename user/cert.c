@@ -315,22 +315,39 @@ void cert_store_free(struct cert_store *s)
 
 X509_STORE *cert_store_x509(struct cert_store *s) { return s->store; }
 
-int cert_store_verify(struct cert_store *s, X509 *x, time_t now, char *err, size_t errlen)
+static enum cert_verdict verdict_of(int x509_err)
+{
+	switch (x509_err) {
+	case X509_V_ERR_CERT_REVOKED: return CERT_VERIFY_REVOKED;
+	case X509_V_ERR_EE_KEY_TOO_SMALL:
+	case X509_V_ERR_CA_KEY_TOO_SMALL:
+	case X509_V_ERR_CA_MD_TOO_WEAK: return CERT_VERIFY_WEAK;
+	default: return CERT_VERIFY_UNTRUSTED;
+	}
+}
+
+enum cert_verdict cert_store_verify(struct cert_store *s, X509 *x, time_t now, char *err,
+				    size_t errlen)
 {
 	X509_STORE_CTX *ctx = X509_STORE_CTX_new();
-	int ret = -1;
+	enum cert_verdict ret = CERT_VERIFY_UNTRUSTED;
 
 	if (!ctx || X509_STORE_CTX_init(ctx, s->store, x, NULL) != 1 ||
 	    X509_STORE_CTX_set_purpose(ctx, X509_PURPOSE_SSL_CLIENT) != 1) {
 		fail(err, errlen, "cannot set up certificate verification");
 		goto out;
 	}
-	X509_VERIFY_PARAM_set_time(X509_STORE_CTX_get0_param(ctx), now);
+	X509_VERIFY_PARAM *param = X509_STORE_CTX_get0_param(ctx);
+	X509_VERIFY_PARAM_set_time(param, now);
+	/* What the handshake's own chain check enforces (OpenSSL sets the SSL's level there). */
+	X509_VERIFY_PARAM_set_auth_level(param, CERT_SECURITY_LEVEL);
 	if (X509_verify_cert(ctx) != 1) {
-		fail(err, errlen, X509_verify_cert_error_string(X509_STORE_CTX_get_error(ctx)));
+		int e = X509_STORE_CTX_get_error(ctx);
+		fail(err, errlen, X509_verify_cert_error_string(e));
+		ret = verdict_of(e);
 		goto out;
 	}
-	ret = 0;
+	ret = CERT_VERIFY_OK;
 out:
 	X509_STORE_CTX_free(ctx);
 	ERR_clear_error();

@@ -39,8 +39,22 @@ int cert_store_load(const char *ca_path, const char *crl_path, struct cert_store
 void cert_store_free(struct cert_store *s);
 /* The underlying store (for SSL_CTX_set1_verify_cert_store); owned by s. */
 X509_STORE *cert_store_x509(struct cert_store *s);
-/* Full chain verification of x at time now (purpose: TLS client). 0 or -1 with the OpenSSL
- * reason in err ("certificate has expired", "unable to get local issuer certificate", ...). */
-int cert_store_verify(struct cert_store *s, X509 *x, time_t now, char *err, size_t errlen);
+/* The OpenSSL security level of every TLS context and of cert_store_verify: level 2 refuses
+ * keys of less than 112 bits of security (RSA and DH below 2048 bits, EC below 224) and SHA-1
+ * signatures, in the handshake and in certificate chains. Always set explicitly, so that the
+ * host's openssl.cnf (CipherString = ...@SECLEVEL=N) cannot lower it. */
+#define CERT_SECURITY_LEVEL 2
+
+enum cert_verdict {
+	CERT_VERIFY_OK = 0,
+	CERT_VERIFY_UNTRUSTED = -1, /* no chain to the store, expired, wrong purpose... */
+	CERT_VERIFY_REVOKED = -2,   /* listed in the store's CRL */
+	CERT_VERIFY_WEAK = -3,      /* a key or signature in the chain is below CERT_SECURITY_LEVEL */
+};
+/* Full chain verification of x at time now (purpose: TLS client) with the checks the handshake
+ * makes at CERT_SECURITY_LEVEL. On failure the OpenSSL reason is in err ("certificate has
+ * expired", "unable to get local issuer certificate", "EE certificate key too weak", ...). */
+enum cert_verdict cert_store_verify(struct cert_store *s, X509 *x, time_t now, char *err,
+				    size_t errlen);
 
 #endif

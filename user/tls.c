@@ -29,6 +29,9 @@ static SSL_CTX *ctx_new_common(const SSL_METHOD *method, char *err, size_t errle
 		tls_error_string(err, errlen, "SSL_CTX_new");
 		return NULL;
 	}
+	/* Everything the policy depends on is set here, over whatever the host's openssl.cnf
+	 * applied in SSL_CTX_new(). */
+	SSL_CTX_set_security_level(ctx, CERT_SECURITY_LEVEL);
 	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
 	SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION);
 	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION |
@@ -37,8 +40,10 @@ static SSL_CTX *ctx_new_common(const SSL_METHOD *method, char *err, size_t errle
 	/* Output buffers grow with realloc, so a retried SSL_write may see a moved pointer. */
 	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
 	if (SSL_CTX_set_cipher_list(ctx, TLS_CIPHERS_12) != 1 ||
-	    SSL_CTX_set_ciphersuites(ctx, TLS_CIPHERS_13) != 1) {
-		tls_error_string(err, errlen, "cipher configuration");
+	    SSL_CTX_set_ciphersuites(ctx, TLS_CIPHERS_13) != 1 ||
+	    SSL_CTX_set1_sigalgs_list(ctx, TLS_SIGALGS) != 1 ||
+	    SSL_CTX_set1_client_sigalgs_list(ctx, TLS_SIGALGS) != 1) {
+		tls_error_string(err, errlen, "cipher and signature algorithm configuration");
 		SSL_CTX_free(ctx);
 		return NULL;
 	}
@@ -160,7 +165,7 @@ static void fastpath_recheck(void *arg, const struct registry_cert *c, const cha
 	char why[256];
 	X509 *x = NULL;
 	if (cert_from_pem(pem, strlen(pem), &x, why, sizeof(why)) == 0 &&
-	    cert_store_verify(fp->trust, x, time(NULL), why, sizeof(why)) == 0) {
+	    cert_store_verify(fp->trust, x, time(NULL), why, sizeof(why)) == CERT_VERIFY_OK) {
 		X509_free(x);
 		return;
 	}

@@ -19,6 +19,14 @@
 	"ECDHE-RSA-AES128-GCM-SHA256:ECDHE-RSA-AES256-GCM-SHA384:" \
 	"DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384"
 #define TLS_CIPHERS_13 "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384"
+/* Signature algorithms, for the handshake and for client certificates, in both contexts (FAPI,
+ * BCP 195): ECDSA, RSA-PSS and RSA PKCS#1 v1.5 with SHA-2 only. OpenSSL never uses PKCS#1 v1.5
+ * for a TLS 1.3 CertificateVerify; it stays for TLS 1.2 and for certificate signatures. */
+#define TLS_SIGALGS \
+	"ECDSA+SHA256:ECDSA+SHA384:ECDSA+SHA512:" \
+	"rsa_pss_rsae_sha256:rsa_pss_rsae_sha384:rsa_pss_rsae_sha512:" \
+	"rsa_pss_pss_sha256:rsa_pss_pss_sha384:rsa_pss_pss_sha512:" \
+	"RSA+SHA256:RSA+SHA384:RSA+SHA512"
 
 /* Server context requiring a client certificate that chains to trust (CA bundle + CRL). */
 SSL_CTX *tls_server_ctx_new(const struct config *cfg, struct cert_store *trust, char *err,

@@ -5,6 +5,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 #include <openssl/err.h>
+#include <openssl/rsa.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -175,6 +177,11 @@ static void test_pem_rules(void **state)
 
 struct store_fixture {
 	struct testpki pki;
+	EVP_PKEY *rsa2048, *rsa1024, *weak_ca_key;
+	X509 *weak_ca;
+	/* Leaves of the trusted CA: RSA keys of both sizes, one signed with SHA-1; and an EC leaf
+	 * of weak_ca, a trusted CA with an RSA-1024 key. */
+	X509 *leaf_rsa2048, *leaf_rsa1024, *leaf_sha1, *leaf_of_weak_ca;
 	char dir[64];
 	char ca_path[96], crl_path[96];
 };
@@ -201,7 +208,22 @@ static int store_setup(void **state)
 	X509_free(extra);
 	EVP_PKEY_free(k);
 	*state = f;
-	return rc;
+
+	struct testpki *p = &f->pki;
+	f->rsa2048 = EVP_RSA_gen(2048);
+	f->rsa1024 = EVP_RSA_gen(1024);
+	f->weak_ca_key = EVP_RSA_gen(1024);
+	f->weak_ca = f->weak_ca_key ? testpki_ca("Weak CA", f->weak_ca_key) : NULL;
+	f->leaf_rsa2048 = testpki_leaf("tpp-rsa2048", f->rsa2048, p->ca, p->ca_key, 110);
+	f->leaf_rsa1024 = testpki_leaf("tpp-rsa1024", f->rsa1024, p->ca, p->ca_key, 111);
+	f->leaf_sha1 = testpki_leaf("tpp-sha1", p->leaf_key, p->ca, p->ca_key, 112);
+	f->leaf_of_weak_ca = f->weak_ca ? testpki_leaf("tpp-weak-ca", p->leaf_key, f->weak_ca,
+						       f->weak_ca_key, 113)
+					: NULL;
+	if (!f->leaf_rsa2048 || !f->leaf_rsa1024 || !f->leaf_sha1 || !f->leaf_of_weak_ca ||
+	    X509_sign(f->leaf_sha1, p->ca_key, EVP_sha1()) <= 0)
+		return -1;
+	return rc | testpki_append(f->ca_path, f->weak_ca, NULL);
 }
 
 static int store_teardown(void **state)
@@ -211,49 +233,72 @@ static int store_teardown(void **state)
 	unlink(f->crl_path);
 	rmdir(f->dir);
 	testpki_free(&f->pki);
+	X509_free(f->leaf_rsa2048);
+	X509_free(f->leaf_rsa1024);
+	X509_free(f->leaf_sha1);
+	X509_free(f->leaf_of_weak_ca);
+	X509_free(f->weak_ca);
+	EVP_PKEY_free(f->rsa2048);
+	EVP_PKEY_free(f->rsa1024);
+	EVP_PKEY_free(f->weak_ca_key);
 	free(f);
 	return 0;
-}
-
-static void expect_verify(struct cert_store *s, X509 *x, time_t now, const char *want)
-{
-	char err[128] = "";
-	int rc = cert_store_verify(s, x, now, err, sizeof(err));
-	assert_int_equal(ERR_peek_error(), 0);
-	if (!want) {
-		if (rc != 0)
-			fail_msg("verify failed: %s", err);
-		return;
-	}
-	assert_int_equal(rc, -1);
-	if (strcmp(err, want) != 0)
-		fail_msg("got '%s', want '%s'", err, want);
 }
 
 static void test_store_verify(void **state)
 {
 	struct store_fixture *f = *state;
-	struct cert_store *s = NULL;
+	struct testpki *p = &f->pki;
+	struct cert_store *plain = NULL, *with_crl = NULL;
 	char err[256] = "";
 	time_t now = time(NULL);
+	assert_int_equal(cert_store_load(f->ca_path, NULL, &plain, err, sizeof(err)), 0);
+	assert_int_equal(cert_store_load(f->ca_path, f->crl_path, &with_crl, err, sizeof(err)), 0);
+	assert_non_null(cert_store_x509(plain));
 
-	assert_int_equal(cert_store_load(f->ca_path, NULL, &s, err, sizeof(err)), 0);
-	assert_non_null(cert_store_x509(s));
-	expect_verify(s, f->pki.good, now, NULL);
-	/* Without a CRL the revoked leaf still chains. */
-	expect_verify(s, f->pki.revoked, now, NULL);
-	expect_verify(s, f->pki.expired, now, "certificate has expired");
-	expect_verify(s, f->pki.foreign, now, "unable to get local issuer certificate");
-	/* The verification time is the caller's, not the clock. */
-	expect_verify(s, f->pki.expired, now - 10L * TESTPKI_DAY, NULL);
-	expect_verify(s, f->pki.good, now + 400L * TESTPKI_DAY, "certificate has expired");
-	expect_verify(s, f->pki.good, now - 2L * TESTPKI_DAY, "certificate is not yet valid");
-	cert_store_free(s);
-
-	assert_int_equal(cert_store_load(f->ca_path, f->crl_path, &s, err, sizeof(err)), 0);
-	expect_verify(s, f->pki.good, now, NULL);
-	expect_verify(s, f->pki.revoked, now, "certificate revoked");
-	cert_store_free(s);
+	static const long day = TESTPKI_DAY;
+	const struct {
+		const char *what;
+		X509 *x;
+		bool crl;
+		long at; /* verification time, seconds from now: the caller's, not the clock */
+		enum cert_verdict verdict;
+		const char *err;
+	} rows[] = {
+		{"good", p->good, false, 0, CERT_VERIFY_OK, NULL},
+		{"revoked, no CRL loaded", p->revoked, false, 0, CERT_VERIFY_OK, NULL},
+		{"expired", p->expired, false, 0, CERT_VERIFY_UNTRUSTED, "certificate has expired"},
+		{"other CA", p->foreign, false, 0, CERT_VERIFY_UNTRUSTED,
+		 "unable to get local issuer certificate"},
+		{"expired, at a time it was valid", p->expired, false, -10 * day, CERT_VERIFY_OK, NULL},
+		{"good, after its notAfter", p->good, false, 400 * day, CERT_VERIFY_UNTRUSTED,
+		 "certificate has expired"},
+		{"good, before its notBefore", p->good, false, -2 * day, CERT_VERIFY_UNTRUSTED,
+		 "certificate is not yet valid"},
+		{"good, with the CRL", p->good, true, 0, CERT_VERIFY_OK, NULL},
+		{"revoked, with the CRL", p->revoked, true, 0, CERT_VERIFY_REVOKED, "certificate revoked"},
+		/* CERT_SECURITY_LEVEL, as in the handshake */
+		{"RSA-2048 key", f->leaf_rsa2048, false, 0, CERT_VERIFY_OK, NULL},
+		{"RSA-1024 key", f->leaf_rsa1024, false, 0, CERT_VERIFY_WEAK,
+		 "EE certificate key too weak"},
+		{"signed with SHA-1", f->leaf_sha1, false, 0, CERT_VERIFY_WEAK,
+		 "CA signature digest algorithm too weak"},
+		{"issued by an RSA-1024 CA", f->leaf_of_weak_ca, false, 0, CERT_VERIFY_WEAK,
+		 "CA certificate key too weak"},
+		{"RSA-1024 key, with the CRL", f->leaf_rsa1024, true, 0, CERT_VERIFY_WEAK,
+		 "EE certificate key too weak"},
+	};
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+		err[0] = '\0';
+		enum cert_verdict v = cert_store_verify(rows[i].crl ? with_crl : plain, rows[i].x,
+							now + rows[i].at, err, sizeof(err));
+		assert_int_equal(ERR_peek_error(), 0);
+		if (v != rows[i].verdict || (rows[i].err && strcmp(err, rows[i].err) != 0))
+			fail_msg("%s: got verdict %d '%s', want %d '%s'", rows[i].what, v, err,
+				 rows[i].verdict, rows[i].err ? rows[i].err : "");
+	}
+	cert_store_free(plain);
+	cert_store_free(with_crl);
 }
 
 static void test_store_load_errors(void **state)
