@@ -8,9 +8,15 @@
  * end, invalid chunk sizes, a missing (HTTP/1.1) or repeated Host, versions other than 1.0 and
  * 1.1, and request targets not in origin-form. CONNECT and any request carrying Upgrade get 501
  * (the gateway only proxies plain request/response exchanges). 431 for a head over
- * max_header_bytes or more than HTTP_MAX_HEADERS fields, 413 for a body over max_body_bytes
- * (Content-Length is checked when the head completes; chunked bodies as they arrive).
- * Responses from the upstream get the same checks, any failure is 502.
+ * max_header_bytes or more than HTTP_MAX_HEADERS fields, 414 for a request target over
+ * max_uri_bytes (or a request line that alone fills the head), 413 for a body over
+ * max_body_bytes (Content-Length is checked when the head completes; chunked bodies as they
+ * arrive). Responses from the upstream get the same checks, any failure is 502.
+ *
+ * Policy (what the gateway checks must be what the bank's application reads): a request
+ * header name with '_' is refused (400; CGI-style stacks read X_Client_Id as X-Client-Id, and
+ * NGINX refuses them by default too), so is a fragment in the target; a method outside
+ * limits->methods gets 405; the path is normalised (path.h) and what it refuses gets 400.
  *
  * http_parser quirks handled here:
  * - Pausing in on_headers_complete leaves the final LF of the head unconsumed (the parser
@@ -25,9 +31,16 @@
  *   against max_header_bytes and dropped. */
 #include "http.h"
 
+#include <ctype.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
+
+#include "hex.h"
+#include "path.h"
+
+#define HTTP_METHOD_COUNT_ONE(num, name, string) +1
+_Static_assert(0 HTTP_METHOD_MAP(HTTP_METHOD_COUNT_ONE) <= 64, "a method set is a uint64_t");
 
 enum { HS_NONE, HS_URL, HS_STATUS, HS_FIELD, HS_VALUE };
 
@@ -74,6 +87,15 @@ static int set_error(struct http_msg *m, int status, const char *reason)
 		m->error_reason = reason;
 	}
 	return -1;
+}
+
+/* The head outgrew bound: when the request line alone is that long it is the target that is
+ * (the parser refuses long methods and versions) and the answer is 414, else 431. */
+static int set_head_too_large(struct http_msg *m, size_t bound)
+{
+	if (m->type == HTTP_REQUEST && (!m->scan_seen_line || m->line0_len >= bound))
+		return set_error(m, 414, "request target too long");
+	return set_error(m, 431, "request header fields too large");
 }
 
 /* Calls fn for each comma-separated, OWS-trimmed, non-empty element of every header named
@@ -141,6 +163,8 @@ static int on_url(http_parser *p, const char *at, size_t len)
 		m->hdr_state = HS_URL;
 	}
 	m->url_len += (uint32_t)len;
+	if (m->limits->max_uri_bytes && m->url_len > m->limits->max_uri_bytes)
+		return set_error(m, 414, "request target too long");
 	return head_append(m, at, len);
 }
 
@@ -183,6 +207,8 @@ static int on_header_field(http_parser *p, const char *at, size_t len)
 			return set_error(m, 400, "invalid character in header name");
 	if (m->state != HTTP_MSG_HEAD)
 		return on_trailer(m, len);
+	if (m->type == HTTP_REQUEST && memchr(at, '_', len))
+		return set_error(m, 400, "header name with underscore");
 	if (m->hdr_state != HS_FIELD) {
 		if (m->n_hdr >= HTTP_MAX_HEADERS)
 			return set_error(m, 431, "too many header fields");
@@ -276,14 +302,37 @@ static bool conn_close(const struct http_msg *m)
 	return header_list_any(m, "connection", token_equals, "close");
 }
 
+/* Rewrites the target's path in place (never longer) as path_normalize makes it; the query
+ * follows unchanged. */
+static int normalize_target(struct http_msg *m)
+{
+	char *url = buf_head(&m->head) + m->url_off;
+	const char *q = memchr(url, '?', m->url_len);
+	size_t path_len = q ? (size_t)(q - url) : m->url_len;
+	const char *why;
+	ssize_t n = path_normalize(url, path_len, url, &why);
+	if (n < 0)
+		return set_error(m, 400, why);
+	memmove(url + n, url + path_len, m->url_len - path_len);
+	m->url_len -= (uint32_t)(path_len - (size_t)n);
+	return 0;
+}
+
 static int check_request(struct http_msg *m, http_parser *p)
 {
 	if (m->method == HTTP_CONNECT)
 		return set_error(m, 501, "CONNECT not supported");
+	uint64_t methods = m->limits->methods ? m->limits->methods : HTTP_DEFAULT_METHODS;
+	if (!(methods & ~HTTP_METHODS_NEVER & HTTP_METHOD_BIT(m->method)))
+		return set_error(m, 405, "method not allowed");
 	if (header_count(m, "upgrade"))
 		return set_error(m, 501, "protocol upgrade not supported");
 	if (m->url_len == 0 || buf_head(&m->head)[m->url_off] != '/')
 		return set_error(m, 400, "request target not in origin-form");
+	if (memchr(http_msg_url(m), '#', m->url_len))
+		return set_error(m, 400, "fragment in request target");
+	if (normalize_target(m) < 0)
+		return -1;
 	unsigned hosts = header_count(m, "host");
 	if (hosts > 1)
 		return set_error(m, 400, "repeated Host");
@@ -423,9 +472,8 @@ static void parser_error(struct http_msg *m, enum http_errno e)
 	int status = 400;
 	switch (e) {
 	case HPE_HEADER_OVERFLOW:
-		status = 431;
-		why = "request header fields too large";
-		break;
+		set_head_too_large(m, HTTP_MAX_HEADER_SIZE);
+		return;
 	case HPE_INVALID_CONTENT_LENGTH:
 		why = m->state == HTTP_MSG_BODY ? "invalid chunk size" : "invalid Content-Length";
 		break;
@@ -531,7 +579,7 @@ static size_t feed_head(struct http_msg *m, const char *data, size_t len)
 {
 	size_t max = header_limit(m);
 	if (m->head_bytes >= max) {
-		set_error(m, 431, "request header fields too large");
+		set_head_too_large(m, max);
 		return 0;
 	}
 	size_t n = len < max - m->head_bytes ? len : max - m->head_bytes, end;
@@ -576,7 +624,7 @@ static size_t feed_head(struct http_msg *m, const char *data, size_t len)
 		return got;
 	}
 	if (m->head_bytes >= max)
-		set_error(m, 431, "request header fields too large");
+		set_head_too_large(m, max);
 	return got;
 }
 
@@ -584,14 +632,6 @@ enum {
 	CS_SIZE_START, CS_SIZE, CS_EXT, CS_SIZE_LF, CS_DATA, CS_DATA_CR, CS_DATA_LF,
 	CS_TRAILER_START, CS_TRAILER, CS_TRAILER_LF, CS_END_LF, CS_END,
 };
-
-static int hex_digit(unsigned char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	c |= 0x20;
-	return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-}
 
 /* The packaged http_parser is built without HTTP_PARSER_STRICT: it takes any byte for the CR
  * and LF around chunk data and chunk sizes. This checks the chunked framing strictly:
@@ -605,13 +645,13 @@ static const char *scan_chunked(struct http_msg *m, const char *data, size_t len
 		int h;
 		switch (m->chunk_state) {
 		case CS_SIZE_START:
-			if ((h = hex_digit(c)) < 0)
+			if ((h = hex_digit_value(c)) < 0)
 				return "invalid chunk size";
 			m->chunk_left = (uint64_t)h;
 			m->chunk_state = CS_SIZE;
 			break;
 		case CS_SIZE:
-			if ((h = hex_digit(c)) >= 0) {
+			if ((h = hex_digit_value(c)) >= 0) {
 				if (m->chunk_left > (UINT64_MAX >> 4))
 					return "invalid chunk size";
 				m->chunk_left = m->chunk_left << 4 | (uint64_t)h;
@@ -815,10 +855,23 @@ static const char *const hop_by_hop[] = {
 	"te", "trailer", "transfer-encoding", "upgrade",
 };
 
+/* A header name as CGI-style stacks read it: case and '_' against '-' do not matter. */
+static bool name_is_folded(const char *name, size_t len, const char *lit)
+{
+	if (strlen(lit) != len)
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		int a = tolower((unsigned char)name[i]), b = tolower((unsigned char)lit[i]);
+		if ((a == '_' ? '-' : a) != (b == '_' ? '-' : b))
+			return false;
+	}
+	return true;
+}
+
 static bool in_list(const char *name, size_t len, const char *const *list, size_t n)
 {
 	for (size_t i = 0; i < n; i++)
-		if (name_is(name, len, list[i]))
+		if (name_is_folded(name, len, list[i]))
 			return true;
 	return false;
 }
@@ -852,13 +905,16 @@ static bool safe_value(const char *s)
 	return true;
 }
 
+/* End-to-end headers except those in drop and more_drop. */
 static int write_headers(const struct http_msg *m, struct buf *out, const char *const *drop,
-			 size_t n_drop)
+			 size_t n_drop, const char *const *more_drop, size_t n_more_drop)
 {
 	for (unsigned i = 0; i < m->n_hdr; i++) {
 		const struct http_header *h = &m->hdr[i];
 		const char *name = hdr_name(m, h);
-		if (in_list(name, h->name_len, drop, n_drop) || is_hop_by_hop(m, name, h->name_len))
+		if (in_list(name, h->name_len, drop, n_drop) ||
+		    in_list(name, h->name_len, more_drop, n_more_drop) ||
+		    is_hop_by_hop(m, name, h->name_len))
 			continue;
 		if (buf_append(out, name, h->name_len) < 0 || buf_append(out, ": ", 2) < 0 ||
 		    buf_append(out, hdr_value(m, h), h->value_len) < 0 ||
@@ -899,7 +955,8 @@ int http_write_request_head(const struct http_msg *req, const struct http_forwar
 	if (buf_printf(out, "%s %.*s%.*s HTTP/1.1\r\nHost: %s\r\n",
 		       http_method_str((enum http_method)req->method), (int)base_len, base,
 		       (int)req->url_len, http_msg_url(req), fwd->host) < 0 ||
-	    write_headers(req, out, request_drop, sizeof(request_drop) / sizeof(request_drop[0])) < 0 ||
+	    write_headers(req, out, request_drop, sizeof(request_drop) / sizeof(request_drop[0]),
+			  fwd->drop_headers, fwd->n_drop_headers) < 0 ||
 	    write_field(out, "X-Client-Id", fwd->client_id) < 0 ||
 	    write_field(out, "X-Client-Cert-Sha256", fwd->cert_sha256_hex) < 0 ||
 	    write_field(out, "X-Forwarded-For", fwd->forwarded_for) < 0 ||
@@ -936,7 +993,8 @@ int http_write_response_head(const struct http_msg *resp, bool keep_alive, const
 		reason_len = (int)strlen(reason);
 	}
 	if (buf_printf(out, "HTTP/1.1 %u %.*s\r\n", code, reason_len, reason) < 0 ||
-	    write_headers(resp, out, response_drop, sizeof(response_drop) / sizeof(response_drop[0])) < 0)
+	    write_headers(resp, out, response_drop, sizeof(response_drop) / sizeof(response_drop[0]),
+			  NULL, 0) < 0)
 		goto fail;
 	if (request_id && *request_id && write_field(out, "X-Request-Id", request_id) < 0)
 		goto fail;
@@ -1000,8 +1058,10 @@ static int json_string(struct buf *out, const char *s)
 	return buf_append(out, "\"", 1);
 }
 
-int http_write_error(struct buf *out, int status, const char *error, const char *description,
-		     unsigned retry_after, bool keep_alive, const char *request_id)
+/* http_write_error with an optional Allow header (allow_methods 0: none). */
+static int write_error(struct buf *out, int status, const char *error, const char *description,
+		       unsigned retry_after, uint64_t allow_methods, bool keep_alive,
+		       const char *request_id)
 {
 	struct buf body = {0};
 	size_t start = out->len;
@@ -1017,6 +1077,18 @@ int http_write_error(struct buf *out, int status, const char *error, const char 
 		goto out;
 	if (retry_after && buf_printf(out, "Retry-After: %u\r\n", retry_after) < 0)
 		goto out;
+	if (allow_methods) {
+		const char *sep = "Allow: ";
+		for (unsigned m = 0; m < 64; m++) {
+			if (!(allow_methods & HTTP_METHOD_BIT(m)))
+				continue;
+			if (buf_printf(out, "%s%s", sep, http_method_str((enum http_method)m)) < 0)
+				goto out;
+			sep = ", ";
+		}
+		if (buf_append(out, "\r\n", 2) < 0)
+			goto out;
+	}
 	if (request_id && *request_id && safe_value(request_id) &&
 	    buf_printf(out, "X-Request-Id: %s\r\n", request_id) < 0)
 		goto out;
@@ -1030,6 +1102,19 @@ out:
 		out->len = start;
 	buf_free(&body);
 	return rc;
+}
+
+int http_write_error(struct buf *out, int status, const char *error, const char *description,
+		     unsigned retry_after, bool keep_alive, const char *request_id)
+{
+	return write_error(out, status, error, description, retry_after, 0, keep_alive, request_id);
+}
+
+int http_write_method_not_allowed(struct buf *out, uint64_t methods, const char *request_id)
+{
+	methods = (methods ? methods : HTTP_DEFAULT_METHODS) & ~HTTP_METHODS_NEVER;
+	return write_error(out, 405, "invalid_request", "method not allowed", 0, methods, false,
+			   request_id);
 }
 
 const char *http_status_text(int status)

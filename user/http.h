@@ -22,10 +22,22 @@ enum http_msg_state {
 	HTTP_MSG_ERROR, /* see error_status / error_reason */
 };
 
+/* HTTP_METHOD_BIT(HTTP_GET) | ...: a set of methods (enum http_method stays below 64). */
+#define HTTP_METHOD_BIT(m) (UINT64_C(1) << (m))
+#define HTTP_DEFAULT_METHODS                                                                       \
+	(HTTP_METHOD_BIT(HTTP_GET) | HTTP_METHOD_BIT(HTTP_HEAD) | HTTP_METHOD_BIT(HTTP_POST) |        \
+	 HTTP_METHOD_BIT(HTTP_PUT) | HTTP_METHOD_BIT(HTTP_PATCH) | HTTP_METHOD_BIT(HTTP_DELETE) |     \
+	 HTTP_METHOD_BIT(HTTP_OPTIONS))
+/* Never forwarded whatever the configuration says: TRACE reflects the request, credentials
+ * included, back to whoever can read the response (405); CONNECT opens a tunnel (501). */
+#define HTTP_METHODS_NEVER (HTTP_METHOD_BIT(HTTP_TRACE) | HTTP_METHOD_BIT(HTTP_CONNECT))
+
 struct http_limits {
 	size_t max_header_bytes; /* start line + headers; beyond: 431 */
+	size_t max_uri_bytes;    /* request target; beyond: 414 (0: only max_header_bytes) */
 	uint64_t max_body_bytes; /* beyond: 413 */
 	size_t max_buffered_body; /* when buffer_body is set; beyond: 413 */
+	uint64_t methods; /* requests: the methods let through, others 405; 0: HTTP_DEFAULT_METHODS */
 };
 
 /* Called with each piece of the (de-chunked) body, in order. Return 0, or -1 to abort. */
@@ -41,7 +53,7 @@ struct http_msg {
 	enum http_parser_type type; /* HTTP_REQUEST or HTTP_RESPONSE */
 	const struct http_limits *limits;
 	enum http_msg_state state;
-	int error_status;         /* 400, 413, 431 (requests); 502 (responses) */
+	int error_status;         /* 400, 405, 413, 414, 431, 501 (requests); 502 (responses) */
 	const char *error_reason; /* static text for the log / error_description */
 
 	/* Head, valid from HTTP_MSG_BODY on. Header names keep their case in head. */
@@ -101,7 +113,8 @@ void http_msg_feed_eof(struct http_msg *m, http_body_fn *on_body, void *arg);
  * non-NULL) receives how many headers have that name. */
 const char *http_msg_header(const struct http_msg *m, const char *name, size_t *len,
 			    unsigned *count);
-/* The request target, url_len bytes (not NUL-terminated); "" before any was read. */
+/* The request target, url_len bytes (not NUL-terminated); "" before any was read. From
+ * HTTP_MSG_BODY on, its path is normalised (path.h); the query is as received. */
 static inline const char *http_msg_url(const struct http_msg *m)
 {
 	return m->head.data ? buf_head(&m->head) + m->url_off : "";
@@ -121,12 +134,16 @@ struct http_forward {
 	const char *request_id;
 	const char *host;          /* upstream Host header value */
 	const char *base_path;     /* upstream URL path prefix, "" for none */
+	const char *const *drop_headers; /* more client headers never forwarded (http.drop_headers) */
+	size_t n_drop_headers;
 };
 
-/* Writes the request head for the upstream: start line (base_path + url), end-to-end headers
- * (hop-by-hop ones, Expect, and client copies of X-Client-Id, X-Client-Cert-Sha256,
- * X-Forwarded-For and X-Request-Id are dropped), the gateway's own headers, and framing:
- * Content-Length as received, or Transfer-Encoding: chunked when the request was chunked. */
+/* Writes the request head for the upstream: start line (base_path + url), end-to-end headers,
+ * the gateway's own headers, and framing: Content-Length as received, or Transfer-Encoding:
+ * chunked when the request was chunked. Dropped: hop-by-hop headers, Expect, the client's
+ * copies of X-Client-Id, X-Client-Cert-Sha256, X-Forwarded-For, Forwarded and X-Request-Id,
+ * and drop_headers; names compare with case and '_' against '-' ignored, as CGI-style stacks
+ * (Rack, gunicorn, PHP) read X_Client_Id as X-Client-Id. */
 int http_write_request_head(const struct http_msg *req, const struct http_forward *fwd,
 			    struct buf *out);
 /* Writes the response head for the client: status line, end-to-end headers, framing
@@ -140,6 +157,9 @@ int http_write_chunk(struct buf *out, const char *data, size_t len);
  * retry_after 0 omits Retry-After. */
 int http_write_error(struct buf *out, int status, const char *error, const char *description,
 		     unsigned retry_after, bool keep_alive, const char *request_id);
+/* 405 for a method outside methods (a set of HTTP_METHOD_BIT), with the JSON body and an
+ * Allow header listing them; the connection is to close. */
+int http_write_method_not_allowed(struct buf *out, uint64_t methods, const char *request_id);
 const char *http_status_text(int status);
 
 #endif

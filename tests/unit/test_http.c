@@ -200,6 +200,30 @@ static const struct req_case req_cases[] = {
 	 .status = 400},
 	{"chunk size empty", "POST /" H11 "Transfer-Encoding: chunked\r\n\r\n\r\n", 0, .status = 400},
 
+	/* hostile input: what the gateway checks must be what the bank's application reads */
+	{"underscore in a header name", "GET /" H11 "X_Client_Id: victim\r\n\r\n", 0, .status = 400},
+	{"underscore, other case", "GET /" H11 "x_CLIENT-id: victim\r\n\r\n", 0, .status = 400},
+	{"underscore in an unrelated name", "GET /" H11 "Accept_Language: en\r\n\r\n", 0, .status = 400},
+	{"underscore in the first field", "GET / HTTP/1.1\r\nX_Real_IP: 1.2.3.4\r\nHost: a\r\n\r\n", 0,
+	 .status = 400},
+	{"fragment in the target", "GET /accounts#x" H11 "\r\n", 0, .status = 400},
+	{"fragment after the query", "GET /a?client_id=x#y" H11 "\r\n", 0, .status = 400},
+	{"empty fragment", "GET /#" H11 "\r\n", 0, .status = 400},
+	{"TRACE", "TRACE /" H11 "\r\n", 0, .status = 405},
+	{"PROPFIND, outside the default methods", "PROPFIND /" H11 "\r\n", 0, .status = 405},
+	{"dot-dot above the root", "GET /../etc/passwd" H11 "\r\n", 0, .status = 400},
+	{"encoded dot-dot", "GET /%2e%2E/admin" H11 "\r\n", 0, .status = 400},
+	{"mixed dot-dot after a segment", "GET /a/../.%2e/admin" H11 "\r\n", 0, .status = 400},
+	{"encoded slash", "GET /a%2f..%2fadmin" H11 "\r\n", 0, .status = 400},
+	{"encoded backslash", "GET /a%5C..%5Cadmin" H11 "\r\n", 0, .status = 400},
+	{"backslash", "GET /a\\..\\admin" H11 "\r\n", 0, .status = 400},
+	{"encoded NUL", "GET /a%00.json" H11 "\r\n", 0, .status = 400},
+	{"path parameter climbing", "GET /a/..;/admin" H11 "\r\n", 0, .status = 400},
+	{"double-encoded dot-dot", "GET /%252e%252e/admin" H11 "\r\n", 0, .status = 400},
+	{"dot segments within the root", "GET /a/./b/../c?x=/../y" H11 "\r\n", 0, 0, "", false, true,
+	 false, -1},
+	{"OPTIONS, in the default methods", "OPTIONS /a" H11 "\r\n", 0, 0, "", false, true, false, -1},
+
 	/* limits */
 	{"Content-Length over the body limit", "POST /" H11 "Content-Length: 65\r\n\r\n", 0, .status = 413},
 	{"chunk over the body limit", "POST /" H11 "Transfer-Encoding: chunked\r\n\r\n41\r\n", 0, .status = 413},
@@ -370,6 +394,111 @@ static void test_header_limits(void **state)
 	assert_int_equal(r.state, HTTP_MSG_DONE);
 	assert_int_equal(m.n_hdr, HTTP_MAX_HEADERS);
 	http_msg_free(&m);
+}
+
+/* One huge request line gets 414 before the head's 431; many small fields get 431. */
+struct size_case {
+	const char *desc;
+	size_t max_header_bytes, max_uri_bytes;
+	size_t target_len; /* "/" then 'a's */
+	unsigned fields;   /* "A: b" fields after Host */
+	int status;        /* 0: done */
+};
+
+static const struct size_case size_cases[] = {
+	{"target at max_uri_bytes", 1024, 256, 256, 0, 0},
+	{"target one over max_uri_bytes", 1024, 256, 257, 0, 414},
+	{"target beyond the whole head", 1024, 256, 4000, 0, 414},
+	{"target filling the head, max_uri_bytes unset", 1024, 0, 4000, 0, 414},
+	{"target filling the head, max_uri_bytes = max_header_bytes", 1024, 1024, 4000, 0, 414},
+	{"long target within the limits, fields over the head", 1024, 1024, 600, 100, 431},
+	{"HTTP_MAX_HEADERS fields with Host", 65536, 8192, 1, HTTP_MAX_HEADERS - 1, 0},
+	{"one field more than HTTP_MAX_HEADERS", 65536, 8192, 1, HTTP_MAX_HEADERS, 431},
+	{"200 small fields", 65536, 8192, 1, 200, 431},
+	{"200 small fields over a small head", 1024, 256, 1, 200, 431},
+};
+
+static void test_head_sizes(void **state)
+{
+	(void)state;
+	for (size_t i = 0; i < sizeof(size_cases) / sizeof(size_cases[0]); i++) {
+		const struct size_case *c = &size_cases[i];
+		struct buf raw = {0};
+		assert_int_equal(buf_append_str(&raw, "GET /"), 0);
+		for (size_t k = 1; k < c->target_len; k++)
+			assert_int_equal(buf_append(&raw, "a", 1), 0);
+		assert_int_equal(buf_append_str(&raw, H11), 0);
+		for (unsigned k = 0; k < c->fields; k++)
+			assert_int_equal(buf_append_str(&raw, "A: b\r\n"), 0);
+		assert_int_equal(buf_append_str(&raw, "\r\n"), 0);
+		const struct http_limits lim = {
+			.max_header_bytes = c->max_header_bytes,
+			.max_uri_bytes = c->max_uri_bytes,
+			.max_body_bytes = 64,
+		};
+		for (size_t step = 0; step < 8; step += 7) {
+			struct http_msg m;
+			struct run r;
+			http_msg_init(&m, HTTP_REQUEST, &lim);
+			run_msg(&m, buf_head(&raw), raw.len, step, false, &r);
+			if (c->status ? r.state != HTTP_MSG_ERROR || r.status != c->status
+				      : r.state != HTTP_MSG_DONE)
+				fail_msg("%s (step %zu): state %d status %d (%s), want %d", c->desc, step,
+					 r.state, r.status, r.reason ? r.reason : "", c->status);
+			http_msg_free(&m);
+		}
+		buf_free(&raw);
+	}
+}
+
+/* Methods: limits->methods (0: the default set) and never TRACE or CONNECT. */
+struct method_case {
+	const char *line;
+	uint64_t methods;
+	int status; /* 0: done */
+};
+
+#define BIT HTTP_METHOD_BIT
+
+static const struct method_case method_cases[] = {
+	{"GET /", 0, 0},
+	{"HEAD /", 0, 0},
+	{"POST /", 0, 0},
+	{"PUT /", 0, 0},
+	{"PATCH /", 0, 0},
+	{"DELETE /", 0, 0},
+	{"OPTIONS /", 0, 0},
+	{"TRACE /", 0, 405},
+	{"PROPFIND /", 0, 405},
+	{"MKCOL /", 0, 405},
+	{"PURGE /", 0, 405},
+	{"GET /", BIT(HTTP_POST), 405},
+	{"POST /", BIT(HTTP_POST), 0},
+	{"PROPFIND /", BIT(HTTP_GET) | BIT(HTTP_PROPFIND), 0},
+	{"TRACE /", BIT(HTTP_GET) | BIT(HTTP_TRACE), 405},
+	{"TRACE /", ~UINT64_C(0), 405},
+	{"CONNECT a:443", ~UINT64_C(0), 501},
+};
+
+static void test_methods(void **state)
+{
+	(void)state;
+	for (size_t i = 0; i < sizeof(method_cases) / sizeof(method_cases[0]); i++) {
+		const struct method_case *c = &method_cases[i];
+		struct http_limits lim = limits;
+		lim.methods = c->methods;
+		char raw[128];
+		snprintf(raw, sizeof(raw), "%s" H11 "\r\n", c->line);
+		struct http_msg m;
+		struct run r;
+		http_msg_init(&m, HTTP_REQUEST, &lim);
+		run_msg(&m, raw, strlen(raw), 0, false, &r);
+		if (c->status ? r.state != HTTP_MSG_ERROR || r.status != c->status
+			      : r.state != HTTP_MSG_DONE)
+			fail_msg("%s (methods %#llx): state %d status %d, want %d", c->line,
+				 (unsigned long long)c->methods, r.state, r.status, c->status);
+		http_msg_free(&m);
+	}
 }
 
 /* --- exact consumption and pipelining ---------------------------------------------------- */
@@ -778,6 +907,106 @@ static void test_write_request_head(void **state)
 	http_msg_free(&m);
 }
 
+/* The path forwarded: normalised and under the base path; the query as received. */
+static const struct {
+	const char *target, *base, *want;
+} target_cases[] = {
+	{"/accounts", "/api/v1", "/api/v1/accounts"},
+	{"/", "/api/v1", "/api/v1/"},
+	{"/a/b/../c?q=/../%2f&r=%2e%2e", "/api/v1", "/api/v1/a/c?q=/../%2f&r=%2e%2e"},
+	{"/a/..", "/api/v1/", "/api/v1/"},
+	{"/%2e/x/%2E%2e/y", "/api", "/api/y"},
+	{"/a%2Eb/./c/", "", "/a.b/c/"},
+	{"/./?client_id=x", "", "/?client_id=x"},
+};
+
+static void test_forwarded_target(void **state)
+{
+	(void)state;
+	for (size_t i = 0; i < sizeof(target_cases) / sizeof(target_cases[0]); i++) {
+		char raw[256], want[256];
+		snprintf(raw, sizeof(raw), "GET %s" H11 "\r\n", target_cases[i].target);
+		struct http_msg m;
+		parse_whole(&m, HTTP_REQUEST, raw, false);
+		struct http_forward fwd = {.host = "bank", .base_path = target_cases[i].base};
+		struct buf out = {0};
+		assert_int_equal(http_write_request_head(&m, &fwd, &out), 0);
+		int n = snprintf(want, sizeof(want), "GET %s HTTP/1.1\r\n", target_cases[i].want);
+		if (out.len < (size_t)n || memcmp(buf_head(&out), want, (size_t)n) != 0)
+			fail_msg("%s under '%s': got %.*s, want %s", target_cases[i].target,
+				 target_cases[i].base, (int)out.len, buf_head(&out), want);
+		buf_free(&out);
+		http_msg_free(&m);
+	}
+}
+
+/* What reaches the bank of a client's header: the gateway's own names always go, the
+ * configured ones (here written in odd case and with '_') go too, compared with case and
+ * '_' against '-' ignored. */
+static const char *const extra_drop[] = {
+	"X-Forwarded-Client-Cert", "x-ssl-client-cert", "SSL_Client_Cert", "x_client_cert",
+	"X-REAL-IP", "true-client-ip", "x-forwarded-host", "X_Forwarded_Proto",
+	"x-forwarded-prefix", "x-original-url", "x-rewrite-url",
+};
+
+static const struct {
+	const char *field;
+	bool with_extra, forwarded;
+} drop_cases[] = {
+	{"X-Client-Id: victim", false, false},
+	{"x-CLIENT-id: victim", false, false},
+	{"X-Client-Cert-Sha256: forged-hash", false, false},
+	{"X-Forwarded-For: 6.6.6.6", false, false},
+	{"forwarded: for=6.6.6.6", false, false},
+	{"X-Request-Id: forged", false, false},
+	{"X-Real-IP: 6.6.6.6", false, true}, /* only when configured */
+	{"X-Real-IP: 6.6.6.6", true, false},
+	{"X-Forwarded-Client-Cert: Hash=forged", true, false},
+	{"X-SSL-Client-Cert: forged-pem-1", true, false},
+	{"ssl-client-cert: forged-pem-2", true, false},
+	{"X-Client-Cert: forged-pem-3", true, false},
+	{"True-Client-IP: 6.6.6.6", true, false},
+	{"X-Forwarded-Host: evil.example", true, false},
+	{"x-forwarded-proto: forged-proto", true, false},
+	{"X-Forwarded-Prefix: /admin", true, false},
+	{"X-Original-URL: /admin", true, false},
+	{"X-Rewrite-URL: /admin", true, false},
+	{"X-Client-Ids: kept-ids", true, true},
+	{"X-Client: kept-client", true, true},
+	{"X-Forwarded-Fort: kept-fort", true, true},
+	{"Authorization: Bearer abc", true, true},
+};
+
+static void test_drop_headers(void **state)
+{
+	(void)state;
+	for (size_t i = 0; i < sizeof(drop_cases) / sizeof(drop_cases[0]); i++) {
+		char raw[256];
+		snprintf(raw, sizeof(raw), "GET /" H11 "%s\r\n\r\n", drop_cases[i].field);
+		struct http_msg m;
+		parse_whole(&m, HTTP_REQUEST, raw, false);
+		struct http_forward fwd = {
+			.client_id = "tpp-1",
+			.host = "bank",
+			.drop_headers = drop_cases[i].with_extra ? extra_drop : NULL,
+			.n_drop_headers = drop_cases[i].with_extra
+						  ? sizeof(extra_drop) / sizeof(extra_drop[0])
+						  : 0,
+		};
+		struct buf out = {0};
+		assert_int_equal(http_write_request_head(&m, &fwd, &out), 0);
+		assert_int_equal(buf_append(&out, "", 1), 0);
+		const char *value = strchr(drop_cases[i].field, ':') + 2;
+		bool found = strstr(buf_head(&out), value) != NULL;
+		if (found != drop_cases[i].forwarded)
+			fail_msg("'%s' (extra list %d): forwarded %d, want %d:\n%s", drop_cases[i].field,
+				 drop_cases[i].with_extra, found, drop_cases[i].forwarded, buf_head(&out));
+		assert_non_null(strstr(buf_head(&out), "\r\nX-Client-Id: tpp-1\r\n"));
+		buf_free(&out);
+		http_msg_free(&m);
+	}
+}
+
 static void check_resp_head(const char *raw, bool no_body, bool keep, const char *want,
 			    bool want_chunked)
 {
@@ -821,6 +1050,12 @@ static void test_write_response_head(void **state)
 			false);
 	check_resp_head("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", true, true,
 			"HTTP/1.1 200 OK\r\nX-Request-Id: rid\r\nConnection: keep-alive\r\n\r\n", false);
+	/* names compare as CGI stacks read them: X_Request_Id is X-Request-Id */
+	check_resp_head("HTTP/1.1 200 OK\r\nX_Request_Id: up\r\nx-REQUEST-id: up\r\nContent-Length: 0\r\n\r\n",
+			false, true,
+			"HTTP/1.1 200 OK\r\nX-Request-Id: rid\r\nContent-Length: 0\r\n"
+			"Connection: keep-alive\r\n\r\n",
+			false);
 	check_resp_head("HTTP/1.1 404 \r\nContent-Length: 0\r\n\r\n", false, false,
 			"HTTP/1.1 404 Not Found\r\nX-Request-Id: rid\r\nContent-Length: 0\r\n"
 			"Connection: close\r\n\r\n",
@@ -855,6 +1090,26 @@ static void test_write_error(void **state)
 	assert_int_equal(http_write_chunk(&out, "abc", 3), 0);
 	assert_int_equal(http_write_chunk(&out, NULL, 0), 0);
 	assert_memory_equal(buf_head(&out), "3\r\nabc\r\n0\r\n\r\n", out.len);
+	buf_reset(&out);
+	assert_int_equal(http_write_method_not_allowed(&out, 0, "r2"), 0);
+	const char *body405 = "{\"error\":\"invalid_request\",\"error_description\":\"method not allowed\"}";
+	snprintf(want, sizeof(want),
+		 "HTTP/1.1 405 Method Not Allowed\r\nContent-Type: application/json\r\n"
+		 "Cache-Control: no-store\r\nContent-Length: %zu\r\n"
+		 "Allow: DELETE, GET, HEAD, POST, PUT, OPTIONS, PATCH\r\n"
+		 "X-Request-Id: r2\r\nConnection: close\r\n\r\n%s",
+		 strlen(body405), body405);
+	if (out.len != strlen(want) || memcmp(buf_head(&out), want, out.len) != 0)
+		fail_msg("got:\n%.*s\nwant:\n%s", (int)out.len, buf_head(&out), want);
+	buf_reset(&out);
+	assert_int_equal(http_write_method_not_allowed(&out, HTTP_METHOD_BIT(HTTP_GET) |
+								    HTTP_METHOD_BIT(HTTP_TRACE) |
+								    HTTP_METHOD_BIT(HTTP_PROPFIND),
+						       NULL),
+			 0);
+	assert_int_equal(buf_append(&out, "", 1), 0);
+	assert_non_null(strstr(buf_head(&out), "\r\nAllow: GET, PROPFIND\r\n"));
+	assert_string_equal(http_status_text(414), "URI Too Long");
 	assert_string_equal(http_status_text(413), "Payload Too Large");
 	assert_string_equal(http_status_text(599), "Server Error");
 	buf_free(&out);
@@ -867,6 +1122,8 @@ int main(void)
 		cmocka_unit_test(test_byte_at_a_time_matches),
 		cmocka_unit_test(test_chunk_sum_over_limit),
 		cmocka_unit_test(test_header_limits),
+		cmocka_unit_test(test_head_sizes),
+		cmocka_unit_test(test_methods),
 		cmocka_unit_test(test_pipelined_exact),
 		cmocka_unit_test(test_every_split),
 		cmocka_unit_test(test_header_values),
@@ -875,6 +1132,8 @@ int main(void)
 		cmocka_unit_test(test_response_table),
 		cmocka_unit_test(test_interim_then_final),
 		cmocka_unit_test(test_write_request_head),
+		cmocka_unit_test(test_forwarded_target),
+		cmocka_unit_test(test_drop_headers),
 		cmocka_unit_test(test_write_response_head),
 		cmocka_unit_test(test_write_error),
 	};
