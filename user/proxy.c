@@ -329,6 +329,8 @@ static void session_on_request_head(struct session *s)
 {
 	STATS_INC(requests);
 	session_new_request_id(s);
+	s->body_window_start_ms = ev_now_ms();
+	s->body_window_bytes = s->req_body_bytes;
 	const struct config *cfg = session_cfg(s);
 	if (clientid_needs_body(cfg->client_id, cfg->n_client_id, &s->req)) {
 		s->req.buffer_body = true;
@@ -800,6 +802,37 @@ struct session *session_new(struct worker *w, int fd, const struct sockaddr_stor
 	return s;
 }
 
+/* Whether the request body came slower than limits.min_body_rate over the window now ending (a
+ * bound TPP trickling its body holds an upstream connection); starts the next window. A window
+ * that ends while the gateway itself holds the body back (the upstream is slow to take it)
+ * proves nothing about the client and is not judged. */
+static bool session_body_too_slow(struct session *s, int64_t now)
+{
+	const struct config *cfg = session_cfg(s);
+	int64_t elapsed = now - s->body_window_start_ms;
+	if (cfg->limits.min_body_rate == 0 || elapsed < cfg->limits.body_rate_window_ms)
+		return false;
+	uint64_t got = s->req_body_bytes - s->body_window_bytes;
+	bool held_back = s->u_out.len > SESSION_HIGH_WATER ||
+			 (s->splicing == SPLICE_REQUEST_BODY && s->splice_last == SPLICE_FWD_WANT_WRITE);
+	s->body_window_start_ms = now;
+	s->body_window_bytes = s->req_body_bytes;
+	return !held_back && got * 1000 < (uint64_t)cfg->limits.min_body_rate * (uint64_t)elapsed;
+}
+
+static void session_cut_slow_body(struct session *s)
+{
+	s->verdict = "body_too_slow";
+	if (s->resp_head_sent) {
+		/* The upstream already answered: a 408 can no longer be sent, only the cut. */
+		log_info("request %s: request body too slow; connection cut", s->request_id);
+		session_close(s);
+		return;
+	}
+	session_respond_error(s, 408, "invalid_request", "request body sent too slowly", 0);
+	session_step(s);
+}
+
 void session_check_deadline(struct session *s, int64_t now)
 {
 	const struct config *cfg = session_cfg(s);
@@ -830,6 +863,8 @@ void session_check_deadline(struct session *s, int64_t now)
 			s->verdict = "body_timeout";
 			session_respond_error(s, 408, "invalid_request", "request body not received in time", 0);
 			session_step(s);
+		} else if (session_body_too_slow(s, now)) {
+			session_cut_slow_body(s);
 		}
 		return;
 	case SESSION_FORWARD:
@@ -846,6 +881,8 @@ void session_check_deadline(struct session *s, int64_t now)
 		} else if ((s->resp_head_sent || !s->req_done) &&
 			   now - s->last_activity_ms > cfg->limits.idle_timeout_ms) {
 			session_close(s);
+		} else if (!s->req_done && session_body_too_slow(s, now)) {
+			session_cut_slow_body(s);
 		}
 		return;
 	case SESSION_CLOSING:

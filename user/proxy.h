@@ -72,6 +72,9 @@ struct session {
 	const char *verdict;
 	int64_t accepted_ms, head_start_ms, forward_start_ms, last_activity_ms;
 	uint64_t req_body_bytes, resp_bytes;
+	/* The request body's current rate window: its start and req_body_bytes then. */
+	int64_t body_window_start_ms;
+	uint64_t body_window_bytes;
 };
 
 /* Takes ownership of fd (accepted, non-blocking). NULL when out of memory (fd closed). */

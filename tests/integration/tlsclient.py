@@ -8,6 +8,8 @@ Modes:
              --idle seconds pass without data (default 2), at most --max seconds (default 10)
   slowloris  send a request line, then one header line every --interval ms and never the
              blank line; stop when the peer closes; prints what came back
+  trickle    send stdin's head (up to the blank line) in one write, then its body --chunk bytes
+             (default 1) every --interval ms; stop when the peer closes; prints what came back
   hold       one GET --path on a keep-alive connection (prints "status N" on stderr), create
              --ready-file, then wait for the peer to close, at most --max seconds; prints the
              time of the close (unix seconds, float) on stdout
@@ -111,6 +113,38 @@ def mode_slowloris(a):
     return 0 if closed else 3
 
 
+def mode_trickle(a):
+    s = connect(a)
+    data = sys.stdin.buffer.read()
+    end = data.find(b"\r\n\r\n")
+    end = len(data) if end < 0 else end + 4
+    t0 = time.monotonic()
+    deadline = t0 + a.max
+    out = sys.stdout.buffer
+    closed = False
+    pieces = [data[:end]] + [data[i:i + a.chunk] for i in range(end, len(data), a.chunk)]
+    for piece in pieces:
+        if time.monotonic() >= deadline:
+            break
+        try:
+            s.sendall(piece)
+        except (ssl.SSLError, OSError) as e:
+            print("send: %s" % e, file=sys.stderr)
+            closed = True
+            break
+        # Wait one interval, watching for a close or an answer (e.g. 408).
+        if read_until_close(s, None, min(deadline, time.monotonic() + a.interval / 1000.0), out):
+            closed = True
+            break
+    if closed:
+        read_until_close(s, 0.5, time.monotonic() + 1, out)
+    else:
+        closed = read_until_close(s, a.idle, deadline, out)
+    el = time.monotonic() - t0
+    print(("closed after %.3fs" if closed else "open after %.3fs") % el, file=sys.stderr)
+    return 0 if closed else 3
+
+
 def mode_hold(a):
     s = connect(a)
     conn = http.client.HTTPConnection(a.host, a.port)
@@ -152,13 +186,16 @@ def main():
     ap.add_argument("--tls12", action="store_true", help="at most TLS 1.2")
     ap.add_argument("--idle", type=float, default=2.0)
     ap.add_argument("--max", type=float, default=10.0)
-    ap.add_argument("--interval", type=float, default=1000.0, help="ms (slowloris)")
+    ap.add_argument("--interval", type=float, default=1000.0, help="ms (slowloris, trickle)")
+    ap.add_argument("--chunk", type=int, default=1, help="body bytes per interval (trickle)")
     ap.add_argument("--path", default="/hold?client_id=x")
     ap.add_argument("--header", action="append", help="NAME: VALUE (hold)")
     ap.add_argument("--ready-file")
-    ap.add_argument("mode", choices=["raw", "slowloris", "hold"])
+    ap.add_argument("mode", choices=["raw", "slowloris", "trickle", "hold"])
     a = ap.parse_args()
-    return {"raw": mode_raw, "slowloris": mode_slowloris, "hold": mode_hold}[a.mode](a)
+    modes = {"raw": mode_raw, "slowloris": mode_slowloris, "trickle": mode_trickle,
+             "hold": mode_hold}
+    return modes[a.mode](a)
 
 
 if __name__ == "__main__":

@@ -179,7 +179,8 @@ static json_t *full_config(void)
 		"             \"max_form_bytes\": 4096, \"header_timeout_ms\": 2000,"
 		"             \"idle_timeout_ms\": 30000, \"upstream_connect_timeout_ms\": 1000,"
 		"             \"upstream_timeout_ms\": 15000, \"drain_timeout_ms\": 5000,"
-		"             \"max_connections\": 500},"
+		"             \"max_connections\": 500, \"min_body_rate\": 2048,"
+		"             \"body_rate_window_ms\": 5000},"
 		"\"workers\": 2,"
 		"\"access_log\": \"/var/log/psd2edge/access.log\","
 		"\"log_level\": \"debug\""
@@ -331,6 +332,8 @@ static void test_full_config(void **state)
 	assert_int_equal(cfg.limits.upstream_timeout_ms, 15000);
 	assert_int_equal(cfg.limits.drain_timeout_ms, 5000);
 	assert_int_equal(cfg.limits.max_connections, 500);
+	assert_int_equal(cfg.limits.min_body_rate, 2048);
+	assert_int_equal(cfg.limits.body_rate_window_ms, 5000);
 	assert_int_equal(cfg.workers, 2);
 	assert_string_equal(cfg.access_log, "/var/log/psd2edge/access.log");
 	assert_string_equal(cfg.log_level, "debug");
@@ -364,6 +367,8 @@ static void test_defaults(void **state)
 	assert_int_equal(cfg.limits.upstream_timeout_ms, 30000);
 	assert_int_equal(cfg.limits.drain_timeout_ms, 10000);
 	assert_int_equal(cfg.limits.max_connections, 10000);
+	assert_int_equal(cfg.limits.min_body_rate, 1024);
+	assert_int_equal(cfg.limits.body_rate_window_ms, 10000);
 	assert_int_equal(cfg.workers, 0);
 	assert_null(cfg.access_log);
 	assert_string_equal(cfg.log_level, "info");
@@ -893,6 +898,12 @@ static void test_other_keys(void **state)
 		 "limits.drain_timeout_ms: must be between 1 and 300000"},
 		{"limits", "max_connections", json_integer(1000001),
 		 "limits.max_connections: must be between 1 and 1000000"},
+		{"limits", "min_body_rate", json_integer(-1),
+		 "limits.min_body_rate: must be between 0 and 1000000000"},
+		{"limits", "min_body_rate", json_integer(1000000001),
+		 "limits.min_body_rate: must be between 0 and 1000000000"},
+		{"limits", "body_rate_window_ms", json_integer(0),
+		 "limits.body_rate_window_ms: must be between 1 and 3600000"},
 		{NULL, "workers", json_integer(257), "workers: must be between 0 and 256 (0: one per CPU)"},
 		{NULL, "workers", json_string("2"), "workers: must be between 0 and 256 (0: one per CPU)"},
 		{NULL, "access_log", json_string(""), "access_log: must not be empty"},
@@ -908,14 +919,15 @@ static void test_other_keys(void **state)
 	/* Limits at their bounds are accepted. */
 	struct config cfg;
 	json_t *root = minimal_config();
-	set(root, NULL, "limits", json_pack("{s:I,s:i,s:i}", "max_body_bytes",
+	set(root, NULL, "limits", json_pack("{s:I,s:i,s:i,s:i}", "max_body_bytes",
 					    (json_int_t)1099511627776LL, "max_header_bytes", 1,
-					    "drain_timeout_ms", 300000));
+					    "drain_timeout_ms", 300000, "min_body_rate", 0));
 	set(root, NULL, "workers", json_integer(256));
 	expect_ok(root, &cfg);
 	assert_int_equal(cfg.limits.max_body_bytes, 1099511627776ULL);
 	assert_int_equal(cfg.limits.max_header_bytes, 1);
 	assert_int_equal(cfg.limits.drain_timeout_ms, 300000);
+	assert_int_equal(cfg.limits.min_body_rate, 0); /* off */
 	assert_int_equal(cfg.limits.idle_timeout_ms, 60000); /* others keep their defaults */
 	assert_int_equal(cfg.workers, 256);
 	config_free(&cfg);
