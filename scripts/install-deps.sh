@@ -9,7 +9,7 @@ packages=(
   libssl-dev openssl libjansson-dev libcmocka-dev libsqlite3-dev sqlite3
   libhttp-parser-dev libnl-3-dev libnl-route-3-dev
   iproute2 curl xdp-tools nftables iptables ethtool procps psmisc util-linux
-  python3 nginx-light
+  python3 nginx-light haproxy gnuplot-nox linux-perf strace
   qemu-system-x86 linux-image-amd64 busybox-static
 )
 

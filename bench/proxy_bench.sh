@@ -1,0 +1,256 @@
+#!/usr/bin/env bash
+# The issue-11 gateway benchmark: psd2edge, HAProxy and NGINX (Debian's packages) side by side,
+# in the same run, from the same certificates, behind the same upstream, each with one worker
+# pinned to CPU 0; the load generator (bench/loadgen.c) and the upstream (NGINX, fixed 200,
+# keep-alive) on CPU 1. Everything runs on the loopback of a network namespace created here
+# and deleted on exit. The figure of merit is the server's own CPU time per handshake and per
+# request (utime + stime of /proc/PID/stat over the measured window); throughput is secondary
+# on a shared machine.
+#
+# Scenarios (PROXY_BENCH_SECONDS each, default 5, after a 1 s warm-up):
+#   1 handshake  new connection, full mTLS handshake + one request: ECDSA P-256 and RSA-2048,
+#                TLS 1.3 and 1.2
+#   2 keepalive  requests on keep-alive connections through the binding check
+#   3 half_load  latency at a fixed offered load of half the slowest peer's scenario-2 rate
+#   4 nocheck    scenario 2 on a route without the binding check (HAProxy and NGINX; psd2edge
+#                has no such route: its check is in every request's pipeline)
+#   5 idle       server memory per idle keep-alive connection, PROXY_BENCH_IDLE connections
+#                (default 10000)
+# usage: bench/proxy_bench.sh (root). Raw loadgen output: $BUILD/bench/proxy_runs.jsonl;
+# bench/proxy_report.py turns it into bench/results.json ("proxy") and docs/BENCHMARKS.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+BUILD=${BUILD:-build}
+case $BUILD in /*) ;; *) BUILD=$ROOT/$BUILD ;; esac
+SECONDS_PER_RUN=${PROXY_BENCH_SECONDS:-5}
+IDLE_CONNS=${PROXY_BENCH_IDLE:-10000}
+CONNS=${PROXY_BENCH_CONNS:-16}
+OUT=$BUILD/bench
+RUNS=$OUT/proxy_runs.jsonl
+
+if [ "${1:-}" != --inside ]; then
+	[ "$(id -u)" = 0 ] || { echo "proxy_bench: needs root (network namespace)" >&2; exit 1; }
+	for t in haproxy nginx openssl taskset python3; do
+		command -v "$t" >/dev/null || { echo "proxy_bench: $t missing (scripts/install-deps.sh)" >&2; exit 1; }
+	done
+	for b in psd2edged psd2edgectl bench/loadgen; do
+		[ -x "$BUILD/$b" ] || { echo "proxy_bench: $BUILD/$b missing (make BUILD=$BUILD bench)" >&2; exit 1; }
+	done
+	[ "$(nproc)" -ge 2 ] || { echo "proxy_bench: needs 2 CPUs (server on 0, load on 1)" >&2; exit 1; }
+	NS=psd2e-bench-$$
+	ip netns add "$NS"
+	trap 'ip netns del "$NS" 2>/dev/null || true' EXIT
+	ip -n "$NS" link set lo up
+	# Namespaced sysctls: room for 10 000 idle connections and the closed handshake sockets.
+	ip netns exec "$NS" sysctl -qw net.ipv4.ip_local_port_range="10000 65000" \
+		net.ipv4.tcp_tw_reuse=1 net.core.somaxconn=8192 net.ipv4.tcp_max_syn_backlog=8192
+	mkdir -p "$OUT"
+	: >"$RUNS"
+	load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+	ip netns exec "$NS" "$0" --inside
+	python3 bench/proxy_report.py "$RUNS" "$load_before" "$(cut -d' ' -f1-3 /proc/loadavg)"
+	exit 0
+fi
+
+# ---- inside the namespace -------------------------------------------------------------------
+# psd2edge keeps its upstream connection with each idle client connection: two descriptors
+# per connection must fit under the hard limit (20 000 in some containers, which root cannot
+# raise without CAP_SYS_RESOURCE).
+ulimit -n "$(ulimit -Hn)"
+fd_room=$((($(ulimit -n) - 1000) / 2))
+if [ "$IDLE_CONNS" -gt "$fd_room" ]; then
+	echo "proxy_bench: idle connections $IDLE_CONNS -> $fd_room (open-file limit $(ulimit -n))" >&2
+	IDLE_CONNS=$fd_room
+fi
+T=$(mktemp -d /tmp/psd2e-bench.XXXXXX)
+PIDS=()
+cleanup() {
+	local p
+	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+	for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+	[ -n "${PROXY_BENCH_KEEP:-}" ] && echo "proxy_bench: kept $T" >&2 || rm -rf "$T"
+}
+trap cleanup EXIT
+
+UPSTREAM_PORT=18080
+declare -A PORT=([psd2edge]=18443 [haproxy]=18444 [nginx]=18445)
+PEERS=(psd2edge haproxy nginx)
+PKI=$BUILD/test-pki
+LOADGEN=$BUILD/bench/loadgen
+
+# ---- certificates: the test PKI plus an RSA-2048 server certificate for the RSA rows -------
+scripts/gen-pki.sh "$PKI" >/dev/null
+cp "$PKI"/{server.pem,server.key,tpp-ca.pem,tpp.crl,tpp1.pem,tpp1.key,tpp-rsa.pem,tpp-rsa.key} "$T/"
+openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$T/server-rsa.key" 2>/dev/null
+openssl req -new -key "$T/server-rsa.key" -subj "/C=EU/O=psd2edge test bank/CN=gateway.test" \
+	-out "$T/server-rsa.csr"
+openssl x509 -req -in "$T/server-rsa.csr" -CA "$PKI/bank-ca.pem" -CAkey "$PKI/bank-ca.key" \
+	-CAcreateserial -CAserial "$T/bank-ca.srl" -days 30 -sha256 -out "$T/server-rsa.pem" \
+	-extfile <(printf 'subjectAltName=DNS:gateway.test,DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n') \
+	2>/dev/null
+# Bound clients: tpp1 (ECDSA P-256 certificate) and tpprsa (RSA-2048).
+: >"$T/bindings-sha256.map"
+: >"$T/bindings-sha1.map"
+for pair in tpp1:tpp1 tpprsa:tpp-rsa; do
+	id=${pair%%:*} cert=$T/${pair#*:}.pem
+	sha256=$(openssl x509 -in "$cert" -outform DER | sha256sum | cut -d' ' -f1)
+	sha1=$(openssl x509 -in "$cert" -outform DER | sha1sum | cut -d' ' -f1)
+	echo "$sha256 $id" >>"$T/bindings-sha256.map"
+	echo "\"$sha1:$id\" 1;" >>"$T/bindings-sha1.map"
+done
+
+render() { # TEMPLATE OUT KEY=VALUE...
+	local tpl=$1 out=$2 args=()
+	shift 2
+	for kv in "$@"; do args+=(-e "s|@${kv%%=*}@|${kv#*=}|g"); done
+	sed "${args[@]}" "$tpl" >"$out"
+}
+
+wait_port() { # PORT: until something accepts on 127.0.0.1:PORT
+	local i
+	for i in $(seq 100); do
+		(exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+		sleep 0.1
+	done
+	echo "proxy_bench: nothing listens on port $1; logs in $T" >&2
+	exit 1
+}
+
+# ---- the upstream, on CPU 1 ------------------------------------------------------------------
+render bench/peers/upstream.conf.in "$T/upstream.conf" DIR="$T" UPSTREAM_PORT=$UPSTREAM_PORT \
+	MAX_FILES="$(ulimit -n)"
+taskset -c 1 nginx -c "$T/upstream.conf" -p "$T" >"$T/upstream.out" 2>&1 &
+PIDS+=($!)
+wait_port $UPSTREAM_PORT
+
+# ---- the three peers, on CPU 0 -----------------------------------------------------------------
+declare -A SERVER_PIDS=()
+start_peers() { # ecdsa|rsa
+	local kt=$1 cert key
+	if [ "$kt" = rsa ]; then cert=$T/server-rsa.pem key=$T/server-rsa.key; else
+		cert=$T/server.pem key=$T/server.key; fi
+
+	python3 - "$T/psd2edge.json" <<EOF
+import json, sys
+json.dump({
+    "listen": ["127.0.0.1:${PORT[psd2edge]}"],
+    "tls": {"cert": "$cert", "key": "$key", "client_ca": "$T/tpp-ca.pem", "crl": "$T/tpp.crl"},
+    "upstream": {"url": "http://127.0.0.1:$UPSTREAM_PORT"},
+    "client_id": ["form:client_id", "query:client_id", "header:x-client-id"],
+    "registry": "$T/registry.db",
+    "control_socket": "$T/control.sock",
+    "bpf": {"mode": "off"},
+    "workers": 1,
+    "access_log": "$T/psd2edge-access.log",
+    "limits": {"max_connections": $((fd_room + 100))},
+}, open(sys.argv[1], "w"), indent=1)
+EOF
+	rm -f "$T/control.sock"
+	taskset -c 0 "$BUILD/psd2edged" --config "$T/psd2edge.json" >>"$T/psd2edge.log" 2>&1 &
+	SERVER_PIDS[psd2edge]=$!
+	PIDS+=($!)
+	local i
+	for i in $(seq 150); do [ -S "$T/control.sock" ] && break; sleep 0.1; done
+	[ -S "$T/control.sock" ] || { echo "proxy_bench: psd2edged not ready: $(tail -3 "$T/psd2edge.log")" >&2; exit 1; }
+	if [ ! -e "$T/bound" ]; then
+		"$BUILD/psd2edgectl" --socket "$T/control.sock" bind tpp1 "$T/tpp1.pem" >/dev/null
+		"$BUILD/psd2edgectl" --socket "$T/control.sock" bind tpprsa "$T/tpp-rsa.pem" >/dev/null
+		touch "$T/bound"
+	fi
+
+	cat "$cert" "$key" >"$T/haproxy-server.pem"
+	render bench/peers/haproxy.cfg.in "$T/haproxy.cfg" PORT="${PORT[haproxy]}" \
+		SERVER_PEM="$T/haproxy-server.pem" CLIENT_CA="$T/tpp-ca.pem" CRL="$T/tpp.crl" \
+		MAP="$T/bindings-sha256.map" UPSTREAM_PORT=$UPSTREAM_PORT MAXCONN=$((fd_room + 100))
+	taskset -c 0 haproxy -db -f "$T/haproxy.cfg" >>"$T/haproxy-access.log" 2>>"$T/haproxy.err" &
+	SERVER_PIDS[haproxy]=$!
+	PIDS+=($!)
+
+	render bench/peers/nginx.conf.in "$T/nginx.conf" DIR="$T" PORT="${PORT[nginx]}" \
+		SERVER_CERT="$cert" SERVER_KEY="$key" CLIENT_CA="$T/tpp-ca.pem" CRL="$T/tpp.crl" \
+		MAP="$T/bindings-sha1.map" UPSTREAM_PORT=$UPSTREAM_PORT MAX_FILES="$(ulimit -n)"
+	taskset -c 0 nginx -c "$T/nginx.conf" -p "$T" -g 'daemon off;' >>"$T/nginx.out" 2>&1 &
+	local master=$!
+	PIDS+=($master)
+	wait_port "${PORT[haproxy]}"
+	wait_port "${PORT[nginx]}"
+	local worker
+	worker=$(pgrep -P "$master" | head -1)
+	SERVER_PIDS[nginx]=$master,$worker
+}
+
+stop_peers() {
+	local p
+	for p in psd2edge haproxy nginx; do
+		kill "${SERVER_PIDS[$p]%%,*}" 2>/dev/null || true
+		wait "${SERVER_PIDS[$p]%%,*}" 2>/dev/null || true
+	done
+}
+
+# run SCENARIO PEER ROW LOADGEN_ARGS...: one loadgen run on CPU 1, appended to $RUNS with labels.
+run() {
+	local scen=$1 peer=$2 row=$3 client=tpp1 id=tpp1 line
+	shift 3
+	case $row in rsa*) client=tpp-rsa id=tpprsa ;; esac
+	line=$(taskset -c 1 "$LOADGEN" -p "${PORT[$peer]}" --sni gateway.test \
+		--cert "$T/$client.pem" --key "$T/$client.key" --client-id "$id" \
+		--server-pid "${SERVER_PIDS[$peer]}" "$@") || true
+	[ -n "$line" ] || line='{"errors_total":-1}'
+	printf '{"scenario":"%s","peer":"%s","row":"%s","args":"%s","result":%s}\n' \
+		"$scen" "$peer" "$row" "$*" "$line" >>"$RUNS"
+	python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print("  %-9s %-8s %-14s %9.1f req/s %8.1f hs/s  server %s  p99 %s ms  errors %s" % (sys.argv[2], sys.argv[3], sys.argv[4], r.get("rps",0), r.get("handshakes_per_s",0), ("%.3f ms/hs" % r["server_cpu_per_handshake_ms"]) if "server_cpu_per_handshake_ms" in r else ("%.1f us/req" % r.get("server_cpu_per_request_us",0)), r.get("latency_ms",{}).get("p99"), r.get("errors_total")))' \
+		"$line" "$scen" "$peer" "$row" >&2
+}
+
+D=(-d "$SECONDS_PER_RUN" -w 1)
+
+echo "proxy_bench: ECDSA P-256 peers" >&2
+start_peers ecdsa
+# Every peer must really check the binding: tpp1's certificate claiming tpprsa gets a 401.
+for p in "${PEERS[@]}"; do
+	verdict=$(taskset -c 1 "$LOADGEN" -p "${PORT[$p]}" --cert "$T/tpp1.pem" --key "$T/tpp1.key" \
+		--client-id tpprsa -n 1 -c 1 2>/dev/null) || true
+	case $verdict in
+	*'"status_4xx":1'*) ;;
+	*) echo "proxy_bench: $p did not refuse a client_id bound to another certificate: $verdict" >&2
+	   exit 1 ;;
+	esac
+done
+# 5: memory per idle keep-alive connection, on freshly started servers
+for p in "${PEERS[@]}"; do
+	run idle "$p" ecdsa --idle "$IDLE_CONNS" -c 64 -d 120 --hold 1
+done
+# 1: new mTLS handshake + one request
+for v in 1.3 1.2; do
+	for p in "${PEERS[@]}"; do
+		run handshake "$p" "ecdsa_tls$v" --new-conn --tls "$v" -c "$CONNS" "${D[@]}"
+	done
+done
+# 2: keep-alive through the binding check
+for p in "${PEERS[@]}"; do
+	run keepalive "$p" ecdsa -c "$CONNS" "${D[@]}"
+done
+# 4: the same without the check (HAProxy and NGINX only)
+for p in haproxy nginx; do
+	run nocheck "$p" ecdsa -c "$CONNS" --path /nocheck "${D[@]}"
+done
+# 3: latency at half the slowest peer's keep-alive rate
+half=$(python3 -c '
+import json, sys
+rates = [r["result"].get("rps", 0) for r in map(json.loads, open(sys.argv[1]))
+         if r["scenario"] == "keepalive"]
+print(int(min(rates) / 2))' "$RUNS")
+for p in "${PEERS[@]}"; do
+	run half_load "$p" ecdsa -c "$CONNS" --rate "$half" "${D[@]}"
+done
+stop_peers
+
+echo "proxy_bench: RSA-2048 peers" >&2
+start_peers rsa
+for v in 1.3 1.2; do
+	for p in "${PEERS[@]}"; do
+		run handshake "$p" "rsa_tls$v" --new-conn --tls "$v" -c "$CONNS" "${D[@]}"
+	done
+done
+stop_peers
