@@ -87,6 +87,19 @@ int cidr_format(const struct cidr *c, char *out, size_t outlen)
 	return n > 0 && (size_t)n < outlen ? 0 : -1;
 }
 
+int cidr_canonical(const char *text, char *out, size_t outlen, const char **why)
+{
+	struct cidr c;
+
+	if (cidr_parse(text, &c, why) < 0)
+		return -1;
+	if (cidr_format(&c, out, outlen) < 0) {
+		*why = "no room for the canonical form";
+		return -1;
+	}
+	return 0;
+}
+
 int cidr_of_peer(const struct sockaddr *peer, struct cidr *out)
 {
 	memset(out, 0, sizeof(*out));

@@ -32,6 +32,10 @@ int cidr_parse(const char *text, struct cidr *out, const char **why);
  * written ("10.0.0.0/8", "2001:db8::/32"). 0, or -1 when out is too small. */
 int cidr_format(const struct cidr *c, char *out, size_t outlen);
 
+/* cidr_parse, then cidr_format into out (CIDR_TEXT_MAX + 1 bytes always suffice): the form the
+ * registry stores. 0, or -1 with *why. */
+int cidr_canonical(const char *text, char *out, size_t outlen, const char **why);
+
 /* The single-host prefix of a socket peer (AF_INET or AF_INET6; an IPv4-mapped IPv6 peer is
  * its IPv4 address). -1 for any other family. */
 int cidr_of_peer(const struct sockaddr *peer, struct cidr *out);

@@ -7,7 +7,6 @@
  * committed it. */
 #include "control.h"
 
-#include <arpa/inet.h> /* INET6_ADDRSTRLEN */
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -26,6 +25,7 @@
 #include <unistd.h>
 
 #include "buf.h"
+#include "cidr.h"
 #include "log.h"
 
 #define CONTROL_AUDIT_DEFAULT 50
@@ -497,11 +497,11 @@ static json_t *cmd_audit(struct request *rq)
 
 static const char *cidr_field(struct request *rq, char *out, size_t outlen)
 {
-	const char *cidr = str_field(rq, "cidr");
-	if (registry_cidr_canonical(cidr, out, outlen) < 0) {
+	const char *cidr = str_field(rq, "cidr"), *why;
+	if (cidr_canonical(cidr, out, outlen, &why) < 0) {
 		char e[CONTROL_ECHO_MAX + 8];
 		echo_text(cidr, e, sizeof(e));
-		rq_fail(rq, "invalid cidr '%s': expected ADDRESS/PREFIX_LENGTH", e);
+		rq_fail(rq, "invalid cidr '%s': %s", e, why);
 		return NULL;
 	}
 	return out;
@@ -509,7 +509,7 @@ static const char *cidr_field(struct request *rq, char *out, size_t outlen)
 
 static json_t *cmd_deny(struct request *rq, bool add)
 {
-	char cidr[INET6_ADDRSTRLEN + 8];
+	char cidr[CIDR_TEXT_MAX + 1];
 	if (!cidr_field(rq, cidr, sizeof(cidr)))
 		return NULL;
 	char err[256] = "";

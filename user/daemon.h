@@ -1,6 +1,6 @@
 /* State shared by the main thread (control plane, signals) and the workers. Everything here is
- * set up before the workers start and read-only afterwards, except through the registry (its own
- * locking), the stats atomics and each worker's command queue. */
+ * set up before the workers start and read-only afterwards, except through the registry and the
+ * deny set (their own locking), the stats atomics and each worker's command queue. */
 #ifndef PSD2EDGE_DAEMON_H
 #define PSD2EDGE_DAEMON_H
 
@@ -14,6 +14,7 @@
 
 struct worker;
 struct dataplane;
+struct denyset;
 struct tls_fastpath;
 
 struct daemon {
@@ -24,6 +25,7 @@ struct daemon {
 	struct tls_fastpath *fastpath; /* bound certificates accepted by thumbprint */
 	SSL_CTX *upstream_ctx; /* NULL for an http upstream */
 	struct dataplane *dp;
+	struct denyset *deny; /* the deny-list, checked at every accept (own locking) */
 	char upstream_host_header[300]; /* Host sent upstream: host[:port] */
 	struct worker *workers;
 	unsigned n_workers;

@@ -29,6 +29,7 @@
 #include <netlink/netlink.h>
 #include <netlink/socket.h>
 
+#include "cidr.h"
 #include "flow_index.h"
 #include "log.h"
 #include "psd2edge_abi.h"
@@ -969,48 +970,6 @@ int dataplane_flow_del(struct dataplane *dp, const struct sockaddr *peer,
 	return 0;
 }
 
-/* --- deny-list ---------------------------------------------------------------------------- */
-
-struct cidr {
-	int family;
-	uint32_t plen;
-	uint8_t addr[16];
-};
-
-static int cidr_parse(const char *text, struct cidr *c)
-{
-	char buf[INET6_ADDRSTRLEN + 8], *slash, *end;
-	unsigned long plen;
-	uint32_t max;
-
-	if (snprintf(buf, sizeof(buf), "%s", text) >= (int)sizeof(buf))
-		return -1;
-	memset(c, 0, sizeof(*c));
-	slash = strchr(buf, '/');
-	if (slash)
-		*slash = '\0';
-	if (inet_pton(AF_INET, buf, c->addr) == 1) {
-		c->family = AF_INET;
-		max = 32;
-	} else if (inet_pton(AF_INET6, buf, c->addr) == 1) {
-		c->family = AF_INET6;
-		max = 128;
-	} else {
-		return -1;
-	}
-	c->plen = max;
-	if (slash) {
-		errno = 0;
-		plen = strtoul(slash + 1, &end, 10);
-		if (errno || end == slash + 1 || *end || plen > max)
-			return -1;
-		c->plen = (uint32_t)plen;
-	}
-	for (uint32_t bit = c->plen; bit < max; bit++)
-		c->addr[bit / 8] &= (uint8_t)~(0x80u >> (bit % 8));
-	return 0;
-}
-
 /* --- deny_index: the prefilter in front of the tries (layout: psd2edge_abi.h) --------------- */
 
 static void index_bit(uint64_t *w, uint32_t base, uint32_t bit)
@@ -1120,14 +1079,15 @@ static int deny_write(struct dataplane *dp, const char *text, bool add)
 	struct psd2_deny_v4_key k4;
 	struct psd2_deny_v6_key k6;
 	struct psd2_deny zero = { 0 };
+	const char *why;
 	struct cidr c;
 	void *key;
 	int fd, rc;
 
 	if (!dataplane_active(dp))
 		return 0;
-	if (cidr_parse(text, &c)) {
-		log_warn("xdp: not a CIDR: '%s'", text);
+	if (cidr_parse(text, &c, &why)) {
+		log_warn("xdp: deny entry '%s': %s", text, why);
 		return -1;
 	}
 	if (c.family == AF_INET) {
@@ -1255,7 +1215,9 @@ int dataplane_sync(struct dataplane *dp, const struct dataplane_client *clients,
 	pthread_mutex_unlock(&dp->clients_lock);
 
 	for (size_t i = 0; i < n_cidrs; i++) {
-		if (cidr_parse(cidrs[i], &want[n_want]) == 0)
+		const char *why;
+
+		if (cidr_parse(cidrs[i], &want[n_want], &why) == 0)
 			n_want++;
 		if (dataplane_deny_add(dp, cidrs[i]))
 			rc = -1;

@@ -62,3 +62,15 @@ void log_access_line(const char *json, size_t len)
 	ssize_t w = writev(access_fd, iov, 2);
 	(void)w;
 }
+
+bool log_ratelimit_pass(struct log_ratelimit *rl, int64_t now_ms, uint64_t *suppressed)
+{
+	if (now_ms < rl->next_ms) {
+		rl->suppressed++;
+		return false;
+	}
+	rl->next_ms = now_ms + rl->period_ms;
+	*suppressed = rl->suppressed;
+	rl->suppressed = 0;
+	return true;
+}

@@ -12,10 +12,12 @@
 #include <unistd.h>
 
 #include "cert.h"
+#include "cidr.h"
 #include "config.h"
 #include "control.h"
 #include "daemon.h"
 #include "dataplane.h"
+#include "denyset.h"
 #include "ev.h"
 #include "ktls.h"
 #include "log.h"
@@ -38,6 +40,53 @@ static void daemon_post_all(struct daemon *d, const struct worker_cmd *cmd)
 {
 	for (unsigned i = 0; i < d->n_workers; i++)
 		worker_post(&d->workers[i], cmd);
+}
+
+/* A committed deny-list change reaches the accept check first, so that the workers refuse the
+ * source from their next accept on, then the XDP maps. */
+static void daemon_deny_change(struct daemon *d, const char *text, bool add)
+{
+	const char *why;
+	struct cidr c;
+
+	if (cidr_parse(text, &c, &why) < 0) {
+		log_error("deny-list: '%s': %s", text, why);
+		return;
+	}
+	if (add) {
+		if (denyset_add(d->deny, &c) < 0)
+			log_error("deny-list: out of memory: %s is not checked at accept until a "
+				  "restart", text);
+		dataplane_deny_add(d->dp, text);
+	} else {
+		denyset_del(d->deny, &c);
+		dataplane_deny_del(d->dp, text);
+	}
+}
+
+/* The accept check starts from the registry's deny-list. -1 when it cannot be loaded whole:
+ * the daemon must not serve sources it was told to refuse. */
+static int daemon_load_deny(struct daemon *d)
+{
+	char **cidrs = NULL;
+	size_t n = 0;
+	int rc = 0;
+
+	d->deny = denyset_new();
+	if (!d->deny || registry_deny_list(d->reg, &cidrs, &n) != REG_OK)
+		return -1;
+	for (size_t i = 0; i < n; i++) {
+		const char *why;
+		struct cidr c;
+
+		if (cidr_parse(cidrs[i], &c, &why) < 0)
+			log_warn("deny-list: stored entry '%s' ignored: %s", cidrs[i], why);
+		else if (denyset_add(d->deny, &c) < 0)
+			rc = -1;
+		free(cidrs[i]);
+	}
+	free(cidrs);
+	return rc;
 }
 
 /* Runs on the control thread after the registry committed the change. The map is written
@@ -67,10 +116,8 @@ static void daemon_on_control_event(void *arg, const struct control_event *ev)
 		daemon_post_all(d, &cmd);
 		break;
 	case CONTROL_DENY_ADDED:
-		dataplane_deny_add(d->dp, ev->cidr);
-		break;
 	case CONTROL_DENY_REMOVED:
-		dataplane_deny_del(d->dp, ev->cidr);
+		daemon_deny_change(d, ev->cidr, ev->kind == CONTROL_DENY_ADDED);
 		break;
 	case CONTROL_LIMIT_CHANGED:
 		if (ev->limit) {
@@ -249,6 +296,10 @@ static int daemon_run(struct daemon *d)
 		log_error("tls: %s", err);
 		goto out;
 	}
+	if (daemon_load_deny(d) < 0) {
+		log_error("registry: cannot load the deny-list");
+		goto out;
+	}
 	struct dataplane_limits lim;
 	daemon_dataplane_limits(d, &lim);
 	if (dataplane_open_limits(&d->cfg, &lim, &d->dp, err, sizeof(err)) < 0) {
@@ -333,6 +384,7 @@ out:
 		if (d->workers[i].loop)
 			worker_free(&d->workers[i]);
 	free(d->workers);
+	denyset_free(d->deny);
 	if (loop)
 		ev_loop_free(loop);
 	if (sfd >= 0)

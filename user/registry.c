@@ -4,7 +4,6 @@
  * lose, and a refused or failed mutation leaves both the file and the index as they were. */
 #include "registry.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
@@ -16,11 +15,11 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "cidr.h"
 #include "config.h" /* RATE_* bounds */
 
 #define REGISTRY_BUSY_TIMEOUT_MS 5000
 #define INDEX_MIN_CAP 64
-#define CIDR_TEXT_MAX (INET6_ADDRSTRLEN + 4) /* address, '/', up to three digits */
 
 /* One open-addressing slot of the index (linear probing, kept at most half full). */
 struct index_entry {
@@ -85,6 +84,13 @@ static const char *const migrations[] = {
 	"CREATE TABLE settings ("
 	" key TEXT PRIMARY KEY NOT NULL,"
 	" value INTEGER NOT NULL);",
+	/* 3: an IPv4-mapped prefix (::ffff:a.b.c.d/N) was stored as written, an IPv6 prefix that
+	 * no packet and no peer ever matched; it is the IPv4 prefix a.b.c.d/(N - 96) (user/cidr.h).
+	 * One whose IPv4 form is already there is dropped. */
+	"UPDATE OR IGNORE deny SET cidr = substr(cidr, 8, instr(cidr, '/') - 8) || '/' ||"
+	" (CAST(substr(cidr, instr(cidr, '/') + 1) AS INTEGER) - 96)"
+	" WHERE cidr LIKE '::ffff:%.%/%';"
+	"DELETE FROM deny WHERE cidr LIKE '::ffff:%.%/%';",
 };
 _Static_assert(sizeof(migrations) / sizeof(migrations[0]) == REGISTRY_SCHEMA_VERSION,
 	       "one migration step per schema version");
@@ -1280,51 +1286,15 @@ out:
 
 /* --- deny-list ------------------------------------------------------------------------ */
 
-int registry_cidr_canonical(const char *in, char *out, size_t outlen)
-{
-	char addr[INET6_ADDRSTRLEN], txt[INET6_ADDRSTRLEN];
-	uint8_t bytes[16];
-
-	if (!in || strnlen(in, CIDR_TEXT_MAX + 1) > CIDR_TEXT_MAX)
-		return -1;
-	const char *slash = strchr(in, '/');
-	size_t alen = slash ? (size_t)(slash - in) : strlen(in);
-	if (alen == 0 || alen >= sizeof(addr))
-		return -1;
-	memcpy(addr, in, alen);
-	addr[alen] = '\0';
-	int af = strchr(addr, ':') ? AF_INET6 : AF_INET;
-	if (inet_pton(af, addr, bytes) != 1)
-		return -1;
-	unsigned max = af == AF_INET ? 32 : 128, plen = max;
-	if (slash) {
-		const char *p = slash + 1;
-		size_t digits = strspn(p, "0123456789");
-		if (digits == 0 || digits > 3 || p[digits] != '\0')
-			return -1;
-		plen = 0;
-		for (size_t i = 0; i < digits; i++)
-			plen = plen * 10 + (unsigned)(p[i] - '0');
-		if (plen > max)
-			return -1;
-	}
-	for (unsigned bit = plen; bit < max; bit++)
-		bytes[bit / 8] &= (uint8_t) ~(0x80u >> (bit % 8));
-	if (!inet_ntop(af, bytes, txt, sizeof(txt)))
-		return -1;
-	int n = snprintf(out, outlen, "%s/%u", txt, plen);
-	return n > 0 && (size_t)n < outlen ? 0 : -1;
-}
-
 static int deny_change(struct registry *reg, const char *in, bool add, uid_t uid, char *err,
 		       size_t errlen)
 {
 	char cidr[CIDR_TEXT_MAX + 1];
+	const char *why;
 	int64_t one;
 
-	if (registry_cidr_canonical(in, cidr, sizeof(cidr)) < 0)
-		return set_err(err, errlen, REG_ERR_INVALID,
-			       "invalid CIDR: expected ADDRESS or ADDRESS/PREFIX_LENGTH");
+	if (cidr_canonical(in, cidr, sizeof(cidr), &why) < 0)
+		return set_err(err, errlen, REG_ERR_INVALID, "invalid CIDR: %s", why);
 	int rc = txn_begin(reg, err, errlen);
 	if (rc != REG_OK)
 		return rc;

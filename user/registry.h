@@ -16,7 +16,7 @@
 
 #include "cert.h"
 
-#define REGISTRY_SCHEMA_VERSION 2
+#define REGISTRY_SCHEMA_VERSION 3
 #define REGISTRY_CLIENT_ID_MAX 64 /* bytes, printable ASCII without space, '"' or '\' */
 #define REGISTRY_MAX_ACTIVE_CERTS 2 /* one, plus one during a rotation */
 #define REGISTRY_SLOT_MAX 65535 /* highest client slot: the BPF clients map has this + 1 entries */
@@ -158,10 +158,9 @@ void registry_clients_free(struct registry_client *list, size_t n);
 int registry_audit(struct registry *reg, const char *client_id, size_t limit,
 		   struct registry_audit_entry **out, size_t *n);
 
-/* Deny-list: CIDRs in canonical text form ("10.0.0.0/8", "2001:db8::/32"). */
-/* Parses "ADDR/LEN" or a bare address (/32, /128) and writes the canonical form, host bits
- * cleared. 0, or -1 when the text is not a CIDR or out is too small. */
-int registry_cidr_canonical(const char *in, char *out, size_t outlen);
+/* Deny-list: CIDRs stored in the canonical text form of cidr_canonical() ("10.0.0.0/8",
+ * "2001:db8::/32"; "::ffff:192.0.2.7" is stored as "192.0.2.7/32"). add and del take any
+ * spelling; a text that is not a CIDR is REG_ERR_INVALID, with the reason in err. */
 int registry_deny_add(struct registry *reg, const char *cidr, uid_t uid, char *err, size_t errlen);
 int registry_deny_del(struct registry *reg, const char *cidr, uid_t uid, char *err, size_t errlen);
 int registry_deny_list(struct registry *reg, char ***out, size_t *n); /* free each and the array */

@@ -8,6 +8,7 @@
 
 #define STATS_COUNTERS(X)                                                          \
 	X(connections_accepted) X(connections_open) X(connections_refused_limit)      \
+	X(connections_refused_deny)                                                   \
 	X(handshakes_ok) X(handshakes_failed) X(verify_fast_path) X(verify_full_path) X(requests)                              \
 	X(responses_2xx) X(responses_3xx) X(responses_4xx) X(responses_5xx)             \
 	X(denied_missing_client_id) X(denied_conflicting_client_id)                    \

@@ -1,5 +1,6 @@
 #include "worker.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -13,7 +14,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "cidr.h"
 #include "daemon.h"
+#include "denyset.h"
 #include "ev.h"
 #include "log.h"
 #include "proxy.h"
@@ -21,6 +24,7 @@
 
 #define WORKER_SWEEP_MS 100
 #define WORKER_LISTEN_BACKLOG 1024
+#define WORKER_DENY_LOG_MS 1000 /* at most one line a second per worker about refused peers */
 
 static int worker_listen(const struct config_addr *a, char *err, size_t errlen)
 {
@@ -78,6 +82,36 @@ static void worker_reap(struct ev_loop *loop, void *arg)
 		ev_stop(loop);
 }
 
+/* The deny-list at accept, whatever bpf.mode: XDP drops a denied source's packets before TCP
+ * sees them, but only on the interface it is attached to, only while it is attached (a link
+ * flap detaches it until the link is back), and not at all with bpf.mode off. A denied peer is
+ * closed before any TLS work, with a reset: no response, and no FIN exchange or TIME_WAIT left
+ * on the gateway for each of a flood of them. */
+static bool worker_refuse_denied(struct worker *w, int fd, const struct sockaddr *peer)
+{
+	struct cidr host, hit;
+	uint64_t suppressed;
+
+	if (!denyset_match(w->d->deny, peer, &hit))
+		return false;
+	STATS_INC(connections_refused_deny);
+	struct linger reset = {.l_onoff = 1, .l_linger = 0};
+	setsockopt(fd, SOL_SOCKET, SO_LINGER, &reset, sizeof(reset));
+	close(fd);
+	if (log_ratelimit_pass(&w->deny_log, ev_now_ms(), &suppressed)) {
+		char addr[INET6_ADDRSTRLEN] = "?", prefix[CIDR_TEXT_MAX + 1] = "?", more[64] = "";
+		if (cidr_of_peer(peer, &host) == 0)
+			inet_ntop(host.family, host.addr, addr, sizeof(addr));
+		cidr_format(&hit, prefix, sizeof(prefix));
+		if (suppressed)
+			snprintf(more, sizeof(more), " (and %llu more since the last such line)",
+				 (unsigned long long)suppressed);
+		log_warn("worker %u: refused a connection from %s: in the deny-list as %s%s", w->id,
+			 addr, prefix, more);
+	}
+	return true;
+}
+
 static void worker_on_accept(struct ev_loop *loop, int fd, int mask, void *arg)
 {
 	(void)loop;
@@ -93,6 +127,8 @@ static void worker_on_accept(struct ev_loop *loop, int fd, int mask, void *arg)
 			return;
 		}
 		STATS_INC(connections_accepted);
+		if (worker_refuse_denied(w, cfd, (struct sockaddr *)&peer))
+			continue;
 		if (w->n_sessions >= w->d->cfg.limits.max_connections) {
 			STATS_INC(connections_refused_limit);
 			close(cfd);
@@ -183,6 +219,7 @@ int worker_init(struct worker *w, struct daemon *d, unsigned id, char *err, size
 	w->id = id;
 	w->d = d;
 	w->wake_fd = -1;
+	w->deny_log.period_ms = WORKER_DENY_LOG_MS;
 	for (unsigned i = 0; i < CONFIG_MAX_LISTEN; i++)
 		w->listen_fds[i] = -1;
 	pthread_mutex_init(&w->cmd_lock, NULL);

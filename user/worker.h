@@ -10,6 +10,7 @@
 
 #include "cert.h"
 #include "config.h"
+#include "log.h"
 #include "registry.h"
 
 struct daemon;
@@ -42,6 +43,7 @@ struct worker {
 	struct session *sessions; /* doubly linked */
 	_Atomic unsigned n_sessions; /* written by the worker, read by `stats` */
 	bool draining;
+	struct log_ratelimit deny_log; /* lines about peers refused by the deny-list */
 	uint64_t request_seq;
 	uint64_t request_id_salt;
 };

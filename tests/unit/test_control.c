@@ -563,15 +563,37 @@ static void test_deny_list(void **state)
 	json_decref(r);
 	assert_int_equal(fx->n_ev, 3);
 
+	/* The IPv4-mapped form is stored, reported and applied as the IPv4 prefix. */
+	r = ok(fx, json_pack("{s:s, s:s}", "cmd", "deny-add", "cidr", "::ffff:198.51.100.9/120"));
+	assert_string_equal(json_string_value(json_object_get(r, "cidr")), "198.51.100.0/24");
+	json_decref(r);
+	assert_int_equal(fx->n_ev, 4);
+	assert_string_equal(fx->ev[3].cidr, "198.51.100.0/24");
+	refused(fx, json_pack("{s:s, s:s}", "cmd", "deny-add", "cidr", "198.51.100.0/24"),
+		"198.51.100.0/24 is already denied");
+	refused(fx, json_pack("{s:s, s:s}", "cmd", "deny-add", "cidr", "::ffff:198.51.100.9/95"),
+		"invalid cidr '::ffff:198.51.100.9/95': an IPv4-mapped prefix");
+	assert_int_equal(fx->n_ev, 4);
+	r = ok(fx, json_pack("{s:s, s:i}", "cmd", "audit", "limit", 1));
+	json_t *entry = json_array_get(json_object_get(r, "entries"), 0);
+	assert_string_equal(json_string_value(json_object_get(entry, "action")), "deny-add");
+	assert_string_equal(json_string_value(json_object_get(entry, "detail")), "198.51.100.0/24");
+	json_decref(r);
+	r = ok(fx, json_pack("{s:s, s:s}", "cmd", "deny-del", "cidr", "::ffff:198.51.100.0/120"));
+	assert_string_equal(json_string_value(json_object_get(r, "cidr")), "198.51.100.0/24");
+	json_decref(r);
+	assert_int_equal(fx->n_ev, 5);
+	assert_int_equal(fx->ev[4].kind, CONTROL_DENY_REMOVED);
+
 	r = ok(fx, json_pack("{s:s}", "cmd", "deny-list"));
 	assert_int_equal(json_array_size(json_object_get(r, "cidrs")), 3);
 	json_decref(r);
 
 	r = ok(fx, json_pack("{s:s, s:s}", "cmd", "deny-del", "cidr", "10.0.0.0/8"));
 	json_decref(r);
-	assert_int_equal(fx->n_ev, 4);
-	assert_int_equal(fx->ev[3].kind, CONTROL_DENY_REMOVED);
-	assert_string_equal(fx->ev[3].cidr, "10.0.0.0/8");
+	assert_int_equal(fx->n_ev, 6);
+	assert_int_equal(fx->ev[5].kind, CONTROL_DENY_REMOVED);
+	assert_string_equal(fx->ev[5].cidr, "10.0.0.0/8");
 	refused(fx, json_pack("{s:s, s:s}", "cmd", "deny-del", "cidr", "10.0.0.0/8"), NULL);
 
 	r = ok(fx, json_pack("{s:s}", "cmd", "stats"));

@@ -235,6 +235,11 @@ static void test_open_pin_reuse_purge_detach(void **state)
 	assert_int_equal(run_attached(id1, "203.0.113.9", 40001, 8443), XDP_PASS);
 	assert_int_equal(run_attached(id1, "198.51.100.1", 40001, 8443), XDP_DROP);
 	assert_int_equal(run_attached(id1, "198.51.100.1", 40001, 22), XDP_PASS);
+	/* the IPv4-mapped form lands in the IPv4 trie, where IPv4 packets are looked up */
+	assert_int_equal(dataplane_deny_add(dp, "::ffff:192.0.2.128/121"), 0);
+	assert_int_equal(run_attached(id1, "192.0.2.200", 40001, 8443), XDP_DROP);
+	assert_int_equal(dataplane_deny_del(dp, "192.0.2.128/25"), 0);
+	assert_int_equal(run_attached(id1, "192.0.2.200", 40001, 8443), XDP_PASS);
 	/* deny_index: a prefix shorter than /16 marks every /16 it covers; a delete rebuilds
 	 * the index, so the word of a removed prefix goes back to zero */
 	assert_int_equal(run_attached(id1, "10.200.1.1", 40001, 8443), XDP_PASS);
