@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 /* psd2edge XDP data plane: enforces, at the driver, the verdicts psd2edged writes into the
- * pinned maps. Only packets to a listener port are acted on; everything else passes.
+ * pinned maps. Only packets to a listener port are acted on, and frames whose port cannot be
+ * read (malformed headers, more VLAN tags than parsed); everything else passes.
  *
  * Order for listener traffic: deny-list (LPM, behind the deny_index prefilter) -> SYN-without-ACK
  * per-source bucket -> flow of a revoked or freed client -> per-client packet/byte policing ->
@@ -419,8 +420,12 @@ static __always_inline int process(struct xdp_md *ctx, struct pkt *p)
 
 	p->len = c.end - c.pos;
 	proto = parse_eth(&c);
+	/* More tags than parsed: the port is unknown, and passing would let any source past every
+	 * check (the stack itself strips stacked priority tags, VID 0, one by one, so even a host
+	 * without VLAN devices delivers such a frame to the listener). Dropped whatever the port;
+	 * this never cuts off SSH: a host's own traffic carries at most two tags (802.1Q, QinQ). */
 	if (proto == PARSE_TOO_DEEP)
-		return PSD2_STAT_PASS_UNPARSED;
+		return PSD2_STAT_DROP_VLAN_DEPTH;
 	if (proto < 0)
 		return PSD2_STAT_DROP_MALFORMED;
 	if (proto == ETH_P_IP)

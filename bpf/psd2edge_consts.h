@@ -4,7 +4,7 @@
 #define PSD2EDGE_CONSTS_H
 
 #ifndef PSD2_VLAN_MAX
-#define PSD2_VLAN_MAX 2 /* 802.1Q, or 802.1ad + 802.1Q (QinQ) */
+#define PSD2_VLAN_MAX 2 /* 802.1Q, or 802.1ad + 802.1Q (QinQ); frames with more are dropped */
 #endif
 #ifndef PSD2_IPV6_EXT_MAX
 #define PSD2_IPV6_EXT_MAX 8 /* longer extension chains are malformed for a listener */

@@ -290,12 +290,12 @@ struct psd2_src_cfg {
  * reasons count things that happen on the way (a bucket created or not). */
 #define PSD2_STAT_REASONS(X)                                                                \
 	X(PASS_NOT_IP, "pass_not_ip")             /* not IPv4/IPv6 (ARP, LLDP...) */       \
-	X(PASS_UNPARSED, "pass_unparsed")         /* more VLAN tags than parsed */         \
 	X(PASS_NOT_LISTENER, "pass_not_listener") /* not TCP/UDP to a listener port */     \
 	X(PASS_FRAGMENT, "pass_fragment")         /* non-first fragment: no port */        \
 	X(PASS, "pass")                           /* listener traffic outside a flow */    \
 	X(PASS_FLOW, "pass_flow")                 /* packet of a bound flow, in policy */  \
 	X(DROP_MALFORMED, "drop_malformed")       /* truncated or invalid headers */       \
+	X(DROP_VLAN_DEPTH, "drop_vlan_depth")     /* too many VLAN tags, any port */     \
 	X(DROP_FRAGMENT, "drop_fragment")         /* first fragment to a listener */       \
 	X(DROP_DENY, "drop_deny")                 /* source in deny_v4/deny_v6 */          \
 	X(DROP_SYN_RATE, "drop_syn_rate")         /* SYN over the source's bucket */       \

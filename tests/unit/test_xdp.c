@@ -39,7 +39,8 @@ enum flaw { OK, BAD_IHL, BAD_DOFF, TOTLEN_LONG };
 
 struct spec {
 	const char *src;     /* source address; family decides IPv4/IPv6 (NULL: ARP) */
-	int vlans;           /* 0..3 tags; 2 = QinQ (802.1ad outer) */
+	int vlans;           /* tags; from 2 on the outer one is 802.1ad (QinQ) */
+	bool prio_tags;      /* VLAN id 0 (802.1p priority tags) instead of 100, 101... */
 	int proto;           /* IPPROTO_TCP, _UDP, _ICMP */
 	uint16_t sport, dport;
 	uint8_t tcp_flags;   /* default (0) is ACK */
@@ -101,7 +102,7 @@ static size_t build(const struct spec *s, int rep, uint8_t *buf)
 	p += 12;
 	for (int i = 0; i < s->vlans; i++) {
 		put16(p, (s->vlans >= 2 && i == 0) ? ETH_P_8021AD : ETH_P_8021Q);
-		put16(p + 2, 100 + i);
+		put16(p + 2, s->prio_tags ? 0 : 100 + i);
 		p += 4;
 	}
 	put16(p, etype);
@@ -238,8 +239,25 @@ static const struct fixture fixtures[] = {
 	  P, {}, PSD2_STAT_PASS_NOT_LISTENER },
 	{ "IPv4 ICMP echo", { .src = SRC_DENY4, .proto = IPPROTO_ICMP }, 1, P, {},
 	  PSD2_STAT_PASS_NOT_LISTENER },
-	{ "three VLAN tags are not parsed", { TCP4(SRC_DENY4), .vlans = 3 }, 1, P, {},
-	  PSD2_STAT_PASS_UNPARSED },
+	/* more VLAN tags than parsed: the port is unknown, dropped whatever it is */
+	{ "three VLAN tags to the listener", { TCP4(SRC_OK4), .vlans = 3 }, 1, D, {},
+	  PSD2_STAT_DROP_VLAN_DEPTH },
+	{ "three VLAN tags from a denied source", { TCP4(SRC_DENY4), .vlans = 3 }, 1, D, {},
+	  PSD2_STAT_DROP_VLAN_DEPTH },
+	{ "three priority tags (VLAN 0, which the stack strips) from a denied source",
+	  { TCP4(SRC_DENY4), .vlans = 3, .prio_tags = true, .tcp_flags = SYN }, 1, D, {},
+	  PSD2_STAT_DROP_VLAN_DEPTH },
+	{ "three VLAN tags, IPv6 packet of a revoked flow", { TCP4(FLOW_REVOKED6), .vlans = 3 }, 1,
+	  D, {}, PSD2_STAT_DROP_VLAN_DEPTH },
+	{ "three VLAN tags to port 22 (no port is read)", { .src = SRC_OK4, .proto = IPPROTO_TCP,
+	  .sport = 1, .dport = 22, .vlans = 3 }, 1, D, {}, PSD2_STAT_DROP_VLAN_DEPTH },
+	{ "six VLAN tags", { TCP4(SRC_OK6), .vlans = 6 }, 1, D, {}, PSD2_STAT_DROP_VLAN_DEPTH },
+	{ "three VLAN tags, the third cut", { TCP4(SRC_OK4), .vlans = 3, .cut = 44 }, 1, D, {},
+	  PSD2_STAT_DROP_VLAN_DEPTH },
+	{ "two priority tags (VLAN 0) from a denied source are parsed",
+	  { TCP4(SRC_DENY4), .vlans = 2, .prio_tags = true }, 1, D, {}, PSD2_STAT_DROP_DENY },
+	{ "two priority tags (VLAN 0) to the listener pass", { TCP4(SRC_OK4), .vlans = 2,
+	  .prio_tags = true }, 1, P, {}, PSD2_STAT_PASS },
 	/* listener traffic outside any flow */
 	{ "IPv4 ACK to the listener", { TCP4(SRC_OK4) }, 1, P, {}, PSD2_STAT_PASS },
 	{ "IPv6 ACK to the listener", { TCP4(SRC_OK6) }, 1, P, {}, PSD2_STAT_PASS },
