@@ -822,13 +822,13 @@ static bool session_body_too_slow(struct session *s, int64_t now)
 
 static void session_cut_slow_body(struct session *s)
 {
-	s->verdict = "body_too_slow";
 	if (s->resp_head_sent) {
 		/* The upstream already answered: a 408 can no longer be sent, only the cut. */
 		log_info("request %s: request body too slow; connection cut", s->request_id);
 		session_close(s);
 		return;
 	}
+	s->verdict = "body_too_slow";
 	session_respond_error(s, 408, "invalid_request", "request body sent too slowly", 0);
 	session_step(s);
 }
