@@ -18,6 +18,11 @@
 #                (default 10000)
 # usage: bench/proxy_bench.sh (root). Raw loadgen output: $BUILD/bench/proxy_runs.jsonl;
 # bench/proxy_report.py turns it into bench/results.json ("proxy") and docs/BENCHMARKS.md.
+#
+# bench/proxy_bench.sh profile: psd2edge alone under scenario 2, profiled instead of compared:
+# `strace -c -f` over PROFILE_REQUESTS (20000) requests (system calls per request), then
+# `perf record` (cpu-clock, DWARF call graphs) for PROFILE_SECONDS (8); reports in
+# $BUILD/bench/profile/ (strace.txt, perf-self.txt, perf-children.txt, perf-dso.txt).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -29,9 +34,15 @@ CONNS=${PROXY_BENCH_CONNS:-16}
 OUT=$BUILD/bench
 RUNS=$OUT/proxy_runs.jsonl
 
+MODE=bench
+[ "${1:-}" = profile ] && { MODE=profile; RUNS=$OUT/profile/runs.jsonl; }
+[ "${2:-}" = profile ] && MODE=profile RUNS=$OUT/profile/runs.jsonl
+
 if [ "${1:-}" != --inside ]; then
 	[ "$(id -u)" = 0 ] || { echo "proxy_bench: needs root (network namespace)" >&2; exit 1; }
-	for t in haproxy nginx openssl taskset python3; do
+	tools=(haproxy nginx openssl taskset python3)
+	[ $MODE = profile ] && tools+=(perf strace)
+	for t in "${tools[@]}"; do
 		command -v "$t" >/dev/null || { echo "proxy_bench: $t missing (scripts/install-deps.sh)" >&2; exit 1; }
 	done
 	for b in psd2edged psd2edgectl bench/loadgen; do
@@ -45,10 +56,11 @@ if [ "${1:-}" != --inside ]; then
 	# Namespaced sysctls: room for 10 000 idle connections and the closed handshake sockets.
 	ip netns exec "$NS" sysctl -qw net.ipv4.ip_local_port_range="10000 65000" \
 		net.ipv4.tcp_tw_reuse=1 net.core.somaxconn=8192 net.ipv4.tcp_max_syn_backlog=8192
-	mkdir -p "$OUT"
+	mkdir -p "$(dirname "$RUNS")"
 	: >"$RUNS"
 	load_before=$(cut -d' ' -f1-3 /proc/loadavg)
-	ip netns exec "$NS" "$0" --inside
+	ip netns exec "$NS" "$0" --inside $MODE
+	[ $MODE = profile ] && exit 0
 	python3 bench/proxy_report.py "$RUNS" "$load_before" "$(cut -d' ' -f1-3 /proc/loadavg)"
 	exit 0
 fi
@@ -204,6 +216,34 @@ run() {
 }
 
 D=(-d "$SECONDS_PER_RUN" -w 1)
+
+if [ $MODE = profile ]; then
+	P=$OUT/profile
+	pid=${SERVER_PIDS[psd2edge]}
+	echo "proxy_bench: profiling psd2edge (pid $pid) under keep-alive load" >&2
+	strace -c -f -q -o "$P/strace.txt" -p "$pid" &
+	spid=$!
+	sleep 1
+	run profile_strace psd2edge ecdsa -c "$CONNS" -n "${PROFILE_REQUESTS:-20000}"
+	kill -INT "$spid"
+	wait "$spid" || true
+	secs=${PROFILE_SECONDS:-8}
+	taskset -c 1 "$LOADGEN" -p "${PORT[psd2edge]}" --cert "$T/tpp1.pem" --key "$T/tpp1.key" \
+		--server-pid "$pid" -c "$CONNS" -d $((secs + 3)) >"$P/perf-loadgen.json" &
+	lpid=$!
+	sleep 2
+	perf record -q -e cpu-clock -F 999 --call-graph dwarf,8192 -p "$pid" -o "$P/perf.data" \
+		-- sleep "$secs" 2>"$P/perf-record.err"
+	wait "$lpid" || true
+	perf report -i "$P/perf.data" --no-children --sort dso,symbol --stdio -g none \
+		--percent-limit 0.3 >"$P/perf-self.txt" 2>/dev/null
+	perf report -i "$P/perf.data" --children --sort symbol --stdio -g none \
+		--percent-limit 1 >"$P/perf-children.txt" 2>/dev/null
+	perf report -i "$P/perf.data" --no-children --sort dso --stdio -g none \
+		>"$P/perf-dso.txt" 2>/dev/null
+	echo "proxy_bench: profile in $P (perf.data, perf-*.txt, strace.txt)" >&2
+	exit 0
+fi
 
 echo "proxy_bench: ECDSA P-256 peers" >&2
 start_peers ecdsa

@@ -5,13 +5,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPEAT=${XDP_BENCH_REPEAT:-2000000} ROUNDS=${XDP_BENCH_ROUNDS:-7} PACKETS=${XDP_BENCH_PACKETS:-20000000}
-mkdir -p build/bench
-make -s build/psd2edge.skel.h >/dev/null
-cc -std=gnu11 -Wall -Wextra -Werror -O2 -g -D_GNU_SOURCE -Iinclude -Ibuild -Ibench \
-	-Iuser bench/xdp_cost.c user/flow_index.c -o build/bench/xdp_cost -lbpf -lelf -lz -lpthread
-build/bench/xdp_cost "$REPEAT" "$ROUNDS" > build/bench/xdp_cost.json
-bench/xdp_droprate.sh "$PACKETS" > build/bench/xdp_droprate.json
-REPEAT=$REPEAT ROUNDS=$ROUNDS PACKETS=$PACKETS python3 - <<'PY'
+B=${BUILD:-build}  # the build folder (make bench passes its own)
+mkdir -p "$B/bench"
+make -s BUILD="$B" "$B/psd2edge.skel.h" >/dev/null
+cc -std=gnu11 -Wall -Wextra -Werror -O2 -g -D_GNU_SOURCE -Iinclude -I"$B" -Ibench \
+	-Iuser bench/xdp_cost.c user/flow_index.c -o "$B/bench/xdp_cost" -lbpf -lelf -lz -lpthread
+"$B/bench/xdp_cost" "$REPEAT" "$ROUNDS" > "$B/bench/xdp_cost.json"
+BUILD=$B bench/xdp_droprate.sh "$PACKETS" > "$B/bench/xdp_droprate.json"
+B=$B REPEAT=$REPEAT ROUNDS=$ROUNDS PACKETS=$PACKETS python3 - <<'PY'
 import json, os, platform, subprocess, time
 path = "bench/results.json"
 res = json.load(open(path)) if os.path.exists(path) else {}
@@ -22,8 +23,8 @@ res["xdp"] = {
     "commands": ["bench/xdp_bench.sh",
                  "build/bench/xdp_cost %s %s" % (os.environ["REPEAT"], os.environ["ROUNDS"]),
                  "bench/xdp_droprate.sh %s" % os.environ["PACKETS"]],
-    "program_cost": json.load(open("build/bench/xdp_cost.json")),
-    "veth_drop": json.load(open("build/bench/xdp_droprate.json")),
+    "program_cost": json.load(open(os.environ["B"] + "/bench/xdp_cost.json")),
+    "veth_drop": json.load(open(os.environ["B"] + "/bench/xdp_droprate.json")),
 }
 json.dump(res, open(path, "w"), indent=1)
 print(json.dumps({"min_speedup_vs_alw_all": res["xdp"]["program_cost"]["min_speedup_vs_alw_all"],

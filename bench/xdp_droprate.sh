@@ -15,7 +15,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PACKETS=${1:-5000000}
-B=build/bench
+BUILD=${BUILD:-build}
+B=$BUILD/bench
 ID=$$
 GEN=psd2e-bgen-$ID RX=psd2e-brx-$ID
 GIF=vg$ID RIF=vr$ID
@@ -34,10 +35,10 @@ cleanup() {
 trap cleanup EXIT
 
 mkdir -p "$B"
-make -s build/psd2edge.skel.h >/dev/null
+make -s BUILD="$BUILD" "$BUILD/psd2edge.skel.h" >/dev/null
 clang -O2 -g -target bpf -mcpu=v3 -Wall -Werror -I/usr/include/x86_64-linux-gnu \
 	-c bench/xdp_gen.bpf.c -o "$B/xdp_gen.bpf.o"
-cc -std=gnu11 -Wall -Wextra -Werror -O2 -g -Iinclude -Ibuild -Ibench bench/xdp_gen.c \
+cc -std=gnu11 -Wall -Wextra -Werror -O2 -g -Iinclude -I"$BUILD" -Ibench bench/xdp_gen.c \
 	-o "$B/xdp_gen" -lbpf -lelf -lz
 
 ip netns add "$GEN"
