@@ -9,11 +9,9 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <grp.h>
 #include <limits.h>
 #include <openssl/bio.h>
 #include <openssl/pem.h>
-#include <pwd.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -56,6 +54,7 @@ typedef json_t *command_fn(struct request *rq);
 
 struct command {
 	const char *name;
+	enum control_access need; /* READ: changes nothing (list, show...); WRITE: anything else */
 	command_fn *fn;
 	struct field_spec fields[6]; /* terminated by a NULL name */
 };
@@ -307,12 +306,20 @@ static json_t *cmd_bind(struct request *rq)
 		rq_fail(rq, "no client_ca is configured: cannot verify the certificate");
 		goto out;
 	}
-	if (cert_store_verify(rq->ctx->trust, x, now, err, sizeof(err)) < 0) {
-		if (strstr(err, "revoked"))
-			rq_fail(rq, "certificate rejected by the client_ca CRL: %s", err);
-		else
-			rq_fail(rq, "certificate does not chain to client_ca: %s",
-				err[0] ? err : "verification failed");
+	switch (cert_store_verify(rq->ctx->trust, x, now, err, sizeof(err))) {
+	case CERT_VERIFY_OK: break;
+	case CERT_VERIFY_REVOKED:
+		rq_fail(rq, "certificate rejected by the client_ca CRL: %s", err);
+		goto out;
+	case CERT_VERIFY_WEAK:
+		/* The handshake would refuse it: RSA below 2048 bits, EC below 224, SHA-1. */
+		rq_fail(rq, "certificate too weak for the TLS policy: %s (keys need 112-bit "
+			    "security, e.g. RSA 2048 or EC P-256, and signatures SHA-256 or better)",
+			err);
+		goto out;
+	case CERT_VERIFY_UNTRUSTED:
+		rq_fail(rq, "certificate does not chain to client_ca: %s",
+			err[0] ? err : "verification failed");
 		goto out;
 	}
 	/* The registry stores the PEM as re-encoded here: exactly one canonical block. */
@@ -667,26 +674,27 @@ static json_t *cmd_stats(struct request *rq)
 }
 
 static const struct command commands[] = {
-	{"bind", cmd_bind,
+	{"bind", CONTROL_ACCESS_WRITE, cmd_bind,
 	 {{"client_id", F_STRING, true}, {"cert_pem", F_STRING, true}, {"rotate", F_BOOL, false}}},
-	{"unbind", cmd_unbind,
+	{"unbind", CONTROL_ACCESS_WRITE, cmd_unbind,
 	 {{"client_id", F_STRING, true}, {"cert_pem", F_STRING, false},
 	  {"thumbprint", F_STRING, false}}},
-	{"revoke", cmd_revoke, {{"client_id", F_STRING, true}}},
-	{"list", cmd_list, {{0}}},
-	{"show", cmd_show, {{"client_id", F_STRING, true}}},
-	{"audit", cmd_audit, {{"client_id", F_STRING, false}, {"limit", F_INT, false}}},
-	{"deny-add", cmd_deny_add, {{"cidr", F_STRING, true}}},
-	{"deny-del", cmd_deny_del, {{"cidr", F_STRING, true}}},
-	{"deny-list", cmd_deny_list, {{0}}},
-	{"limit-set", cmd_limit_set,
+	{"revoke", CONTROL_ACCESS_WRITE, cmd_revoke, {{"client_id", F_STRING, true}}},
+	{"list", CONTROL_ACCESS_READ, cmd_list, {{0}}},
+	{"show", CONTROL_ACCESS_READ, cmd_show, {{"client_id", F_STRING, true}}},
+	{"audit", CONTROL_ACCESS_READ, cmd_audit,
+	 {{"client_id", F_STRING, false}, {"limit", F_INT, false}}},
+	{"deny-add", CONTROL_ACCESS_WRITE, cmd_deny_add, {{"cidr", F_STRING, true}}},
+	{"deny-del", CONTROL_ACCESS_WRITE, cmd_deny_del, {{"cidr", F_STRING, true}}},
+	{"deny-list", CONTROL_ACCESS_READ, cmd_deny_list, {{0}}},
+	{"limit-set", CONTROL_ACCESS_WRITE, cmd_limit_set,
 	 {{"client_id", F_STRING, true}, {"pps", F_INT, false}, {"bps", F_INT, false},
 	  {"burst", F_INT, false}, {"burst_bytes", F_INT, false}}},
-	{"limit-del", cmd_limit_del, {{"client_id", F_STRING, true}}},
-	{"src-rate-set", cmd_src_rate_set,
+	{"limit-del", CONTROL_ACCESS_WRITE, cmd_limit_del, {{"client_id", F_STRING, true}}},
+	{"src-rate-set", CONTROL_ACCESS_WRITE, cmd_src_rate_set,
 	 {{"per_sec", F_INT, true}, {"burst", F_INT, true}}},
-	{"src-rate-del", cmd_src_rate_del, {{0}}},
-	{"stats", cmd_stats, {{0}}},
+	{"src-rate-del", CONTROL_ACCESS_WRITE, cmd_src_rate_del, {{0}}},
+	{"stats", CONTROL_ACCESS_READ, cmd_stats, {{0}}},
 };
 
 static const char *const type_names[] = {"a string", "a boolean", "an integer"};
@@ -744,7 +752,8 @@ static char *reply(json_t *result, const char *error)
 	return s;
 }
 
-char *control_handle_line(struct control_ctx *ctx, const char *line, size_t len, uid_t uid)
+char *control_handle_line(struct control_ctx *ctx, const char *line, size_t len, uid_t uid,
+			  enum control_access access)
 {
 	struct request rq = {.ctx = ctx, .uid = uid};
 	json_error_t jerr;
@@ -781,6 +790,18 @@ char *control_handle_line(struct control_ctx *ctx, const char *line, size_t len,
 		rq_fail(&rq, "unknown command '%s'", e);
 		goto out;
 	}
+	/* Before the fields: a peer learns nothing from a command it may not run. */
+	if (access < cmd->need) {
+		log_warn("control: refused %s from uid %u (%s)", cmd->name, (unsigned)uid,
+			 access == CONTROL_ACCESS_READ ? "read-only" : "no access");
+		if (access == CONTROL_ACCESS_READ)
+			rq_fail(&rq, "permission denied: %s changes state and uid %u may only read "
+				     "(control_readonly_group)", cmd->name, (unsigned)uid);
+		else
+			rq_fail(&rq, "permission denied: uid %u may not use the control socket",
+				(unsigned)uid);
+		goto out;
+	}
 	if (check_fields(&rq, cmd) < 0)
 		goto out;
 	res = cmd->fn(&rq);
@@ -799,6 +820,7 @@ struct control_conn {
 	int fd;
 	uid_t uid;
 	pid_t pid;
+	enum control_access access; /* never NONE: such peers are refused at accept */
 	struct buf in, out;
 	int64_t last_active;
 	bool closing; /* close once out is flushed; read nothing more */
@@ -809,10 +831,11 @@ struct control_server {
 	struct control_ctx *ctx;
 	int fd;
 	char *path;
+	const char *name; /* the socket's file name: the last component of path */
+	int dir_fd;       /* its directory, checked by socket_dir_open, held for unlinkat */
 	dev_t dev;
 	ino_t ino;
-	bool use_group;
-	gid_t gid;
+	struct control_groups groups;
 	uid_t euid;
 	unsigned n_conns;
 	struct control_conn *conns;
@@ -890,7 +913,7 @@ static void conn_too_long(struct control_conn *c)
 
 static void conn_handle_line(struct control_conn *c, const char *line, size_t len)
 {
-	char *resp = control_handle_line(c->srv->ctx, line, len, c->uid);
+	char *resp = control_handle_line(c->srv->ctx, line, len, c->uid, c->access);
 	conn_queue(c, resp);
 	free(resp);
 }
@@ -962,40 +985,64 @@ static void conn_event(struct ev_loop *loop, int fd, int mask, void *arg)
 	}
 }
 
-/* uid 0, the daemon's euid, or (use_group) a member of gid by primary or supplementary group. */
-static bool peer_authorised(struct control_server *srv, const struct ucred *cr)
+static bool in_group(gid_t want, gid_t gid, const gid_t *supplementary, size_t n)
 {
-	if (cr->uid == 0 || cr->uid == srv->euid)
-		return true;
-	if (!srv->use_group)
+	if (want == CONTROL_NO_GROUP)
 		return false;
-	if (cr->gid == srv->gid)
+	if (gid == want)
 		return true;
-	struct passwd pw, *pwp = NULL;
-	char pwbuf[4096];
-	if (getpwuid_r(cr->uid, &pw, pwbuf, sizeof(pwbuf), &pwp) != 0 || !pwp)
-		return false;
-	int ng = 64;
-	gid_t *groups = NULL;
-	for (int tries = 0; tries < 4; tries++) {
-		gid_t *g = realloc(groups, (size_t)ng * sizeof(*g));
-		if (!g)
-			break;
-		groups = g;
-		int want = ng;
-		if (getgrouplist(pw.pw_name, pw.pw_gid, groups, &want) >= 0) {
-			for (int i = 0; i < want; i++) {
-				if (groups[i] == srv->gid) {
-					free(groups);
-					return true;
-				}
-			}
-			break;
-		}
-		ng = want > ng ? want : ng * 2;
-	}
-	free(groups);
+	for (size_t i = 0; i < n; i++)
+		if (supplementary[i] == want)
+			return true;
 	return false;
+}
+
+enum control_access control_peer_access(const struct control_groups *groups, uid_t daemon_uid,
+					 uid_t uid, gid_t gid, const gid_t *supplementary,
+					 size_t n_supplementary)
+{
+	if (uid == 0 || uid == daemon_uid ||
+	    in_group(groups->admin, gid, supplementary, n_supplementary))
+		return CONTROL_ACCESS_WRITE;
+	if (in_group(groups->readonly, gid, supplementary, n_supplementary))
+		return CONTROL_ACCESS_READ;
+	return CONTROL_ACCESS_NONE;
+}
+
+/* The peer's supplementary groups as the kernel recorded them at connect() (malloc'd; NULL when
+ * none). Read from the socket, not from the user database: no NSS lookup per connection, and
+ * the process is judged by the groups it has, as the socket file's mode judges it. */
+static int peer_groups(int fd, gid_t **out, size_t *n)
+{
+	socklen_t len = 0;
+	*out = NULL;
+	*n = 0;
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, NULL, &len) == 0)
+		return 0;
+	if (errno != ERANGE)
+		return -1;
+	gid_t *g = malloc(len);
+	if (!g || getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, g, &len) < 0) {
+		free(g);
+		return -1;
+	}
+	*out = g;
+	*n = len / sizeof(*g);
+	return 0;
+}
+
+static enum control_access server_peer_access(struct control_server *srv, int fd,
+					       const struct ucred *cr)
+{
+	gid_t *groups = NULL;
+	size_t n = 0;
+	if (cr->uid != 0 && cr->uid != srv->euid && peer_groups(fd, &groups, &n) < 0)
+		log_warn("control: supplementary groups of pid %d unknown (%s): judged by its "
+			 "primary group", (int)cr->pid, strerror(errno));
+	enum control_access a =
+		control_peer_access(&srv->groups, srv->euid, cr->uid, cr->gid, groups, n);
+	free(groups);
+	return a;
 }
 
 static void server_accept(struct ev_loop *loop, int fd, int mask, void *arg)
@@ -1021,7 +1068,8 @@ static void server_accept(struct ev_loop *loop, int fd, int mask, void *arg)
 		}
 		const char *refusal = NULL;
 		char msg[128];
-		if (!peer_authorised(srv, &cr)) {
+		enum control_access access = server_peer_access(srv, cfd, &cr);
+		if (access == CONTROL_ACCESS_NONE) {
 			log_warn("control: refused peer uid %u pid %d", (unsigned)cr.uid, (int)cr.pid);
 			snprintf(msg, sizeof(msg), "permission denied: uid %u may not use the control "
 						   "socket", (unsigned)cr.uid);
@@ -1053,6 +1101,7 @@ static void server_accept(struct ev_loop *loop, int fd, int mask, void *arg)
 		c->fd = cfd;
 		c->uid = cr.uid;
 		c->pid = cr.pid;
+		c->access = access;
 		c->last_active = ev_now_ms();
 		c->next = srv->conns;
 		if (c->next)
@@ -1079,50 +1128,116 @@ static int64_t server_sweep(struct ev_loop *loop, struct ev_timer *t, void *arg)
 	return CONTROL_SWEEP_MS;
 }
 
-/* mkdir -p of the directory holding path; new directories get mode 0750 (group gid when
- * use_group, so that members can reach the socket). */
-static int make_parent(const char *path, bool use_group, gid_t gid, char *err, size_t errlen)
+/* Checks one directory on the way to the socket, open as fd. Each must belong to root or the
+ * daemon's user and be writable by nobody else, so that nobody else can rename, replace or add
+ * what comes after it; an ancestor that is writable by others but sticky (/tmp) will do, as
+ * there only an entry's owner may rename or remove it. The socket's own directory gets no such
+ * exception: the daemon creates, removes and chmods names in it. */
+static int dir_check(int fd, const char *shown, bool socket_dir, uid_t euid, char *err,
+		     size_t errlen)
 {
-	char dir[sizeof(((struct sockaddr_un *)0)->sun_path)];
-	snprintf(dir, sizeof(dir), "%s", path);
-	char *slash = strrchr(dir, '/');
-	if (!slash || slash == dir)
+	struct stat st;
+	if (fstat(fd, &st) < 0) {
+		snprintf(err, errlen, "directory %s: %s", shown, strerror(errno));
+		return -1;
+	}
+	if (st.st_uid != 0 && st.st_uid != euid) {
+		snprintf(err, errlen, "directory %s is owned by uid %u, not by root or the daemon's "
+				      "user (uid %u)", shown, (unsigned)st.st_uid, (unsigned)euid);
+		return -1;
+	}
+	if (!socket_dir && (st.st_mode & S_ISVTX))
 		return 0;
-	*slash = '\0';
-	for (char *p = dir + 1;; p++) {
-		if (*p != '/' && *p != '\0')
-			continue;
-		char saved = *p;
-		*p = '\0';
-		if (mkdir(dir, 0750) == 0) {
-			if (use_group && chown(dir, (uid_t)-1, gid) < 0) {
-				snprintf(err, errlen, "chown %s: %s", dir, strerror(errno));
-				return -1;
-			}
-		} else if (errno != EEXIST) {
-			snprintf(err, errlen, "mkdir %s: %s", dir, strerror(errno));
-			return -1;
-		}
-		*p = saved;
-		if (!saved)
-			break;
+	if (st.st_mode & (S_IWGRP | S_IWOTH)) {
+		snprintf(err, errlen, "directory %s is %s", shown,
+			 st.st_mode & S_IWOTH ? "world-writable" : "group-writable");
+		return -1;
 	}
 	return 0;
 }
 
+/* Opens the directory of the socket at path (absolute), creating missing directories with
+ * dir_mode (and group dir_gid unless CONTROL_NO_GROUP). No symbolic link is followed: each
+ * component is opened with O_NOFOLLOW under its parent's descriptor and checked (dir_check)
+ * before anything is done in it, so what was checked is what is used. An O_PATH descriptor,
+ * or -1 with err naming the component at fault. */
+static int socket_dir_open(const char *path, mode_t dir_mode, gid_t dir_gid, uid_t euid,
+			   char *err, size_t errlen)
+{
+	char dir[sizeof(((struct sockaddr_un *)0)->sun_path)];
+	char shown[sizeof(dir)] = "/";
+	size_t shown_len = 0;
+	snprintf(dir, sizeof(dir), "%.*s", (int)(strrchr(path, '/') - path), path);
+	int fd = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0) {
+		snprintf(err, errlen, "directory /: %s", strerror(errno));
+		return -1;
+	}
+	char *save = NULL, *comp = strtok_r(dir, "/", &save);
+	if (dir_check(fd, shown, comp == NULL, euid, err, errlen) < 0)
+		goto fail;
+	while (comp) {
+		char *next = strtok_r(NULL, "/", &save);
+		shown_len += (size_t)snprintf(shown + shown_len, sizeof(shown) - shown_len, "/%s",
+					      comp);
+		int sub = openat(fd, comp, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (sub < 0 && errno == ENOENT) {
+			if (mkdirat(fd, comp, dir_mode) == 0) {
+				/* mkdirat() applied the umask. The parent passed dir_check, so the
+				 * name is still the directory just made. */
+				if (fchmodat(fd, comp, dir_mode, 0) < 0 ||
+				    (dir_gid != CONTROL_NO_GROUP &&
+				     fchownat(fd, comp, (uid_t)-1, dir_gid, AT_SYMLINK_NOFOLLOW) < 0)) {
+					snprintf(err, errlen, "setting the mode of %s: %s", shown,
+						 strerror(errno));
+					goto fail;
+				}
+			} else if (errno != EEXIST) {
+				snprintf(err, errlen, "mkdir %s: %s", shown, strerror(errno));
+				goto fail;
+			}
+			sub = openat(fd, comp, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		}
+		if (sub < 0) {
+			int e = errno;
+			struct stat st;
+			if ((e == ELOOP || e == ENOTDIR) &&
+			    fstatat(fd, comp, &st, AT_SYMLINK_NOFOLLOW) == 0)
+				snprintf(err, errlen, S_ISLNK(st.st_mode)
+							      ? "%s is a symbolic link (the path to the "
+								"socket may not go through one)"
+							      : "%s is not a directory",
+					 shown);
+			else
+				snprintf(err, errlen, "%s: %s", shown, strerror(e));
+			goto fail;
+		}
+		close(fd);
+		fd = sub;
+		if (dir_check(fd, shown, next == NULL, euid, err, errlen) < 0)
+			goto fail;
+		comp = next;
+	}
+	return fd;
+fail:
+	close(fd);
+	return -1;
+}
+
 /* Removes a socket file left by a dead daemon; refuses when something is listening there or
- * the path is not a socket. */
-static int clear_stale(const char *path, const struct sockaddr_un *sa, char *err, size_t errlen)
+ * the name is not a socket. */
+static int clear_stale(struct control_server *srv, const struct sockaddr_un *sa, char *err,
+		       size_t errlen)
 {
 	struct stat st;
-	if (lstat(path, &st) < 0) {
+	if (fstatat(srv->dir_fd, srv->name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
 		if (errno == ENOENT)
 			return 0;
-		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		snprintf(err, errlen, "%s: %s", srv->path, strerror(errno));
 		return -1;
 	}
 	if (!S_ISSOCK(st.st_mode)) {
-		snprintf(err, errlen, "%s exists and is not a socket", path);
+		snprintf(err, errlen, "%s exists and is not a socket", srv->path);
 		return -1;
 	}
 	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -1134,45 +1249,67 @@ static int clear_stale(const char *path, const struct sockaddr_un *sa, char *err
 	int e = errno;
 	close(fd);
 	if (r == 0) {
-		snprintf(err, errlen, "%s: another daemon is listening there", path);
+		snprintf(err, errlen, "%s: another daemon is listening there", srv->path);
 		return -1;
 	}
 	if (e != ECONNREFUSED) {
-		snprintf(err, errlen, "%s: cannot tell whether a daemon owns it: %s", path,
+		snprintf(err, errlen, "%s: cannot tell whether a daemon owns it: %s", srv->path,
 			 strerror(e));
 		return -1;
 	}
-	if (unlink(path) < 0 && errno != ENOENT) {
-		snprintf(err, errlen, "cannot remove stale socket %s: %s", path, strerror(errno));
+	if (unlinkat(srv->dir_fd, srv->name, 0) < 0 && errno != ENOENT) {
+		snprintf(err, errlen, "cannot remove stale socket %s: %s", srv->path,
+			 strerror(errno));
 		return -1;
 	}
-	log_info("control: removed stale socket %s", path);
+	log_info("control: removed stale socket %s", srv->path);
 	return 0;
 }
 
-int control_server_start(struct ev_loop *loop, const char *path, bool use_group, gid_t gid,
-			 struct control_ctx *ctx, struct control_server **out, char *err,
-			 size_t errlen)
+/* Why the socket is safe to create by its path (bind() takes no directory descriptor): every
+ * directory on the path passed dir_check, so only root and the daemon's user can change which
+ * directories the path goes through or what names the last one holds; bind() itself never
+ * follows a symbolic link in the last component (an existing name makes it fail). Everything
+ * else (stat, chmod, chown, unlink) goes through the directory descriptor. */
+int control_server_start(struct ev_loop *loop, const char *path,
+			 const struct control_groups *groups, struct control_ctx *ctx,
+			 struct control_server **out, char *err, size_t errlen)
 {
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
 	struct control_server *srv = NULL;
 	bool bound = false;
 	int fd = -1;
 	*out = NULL;
-	if (!path || !path[0] || strlen(path) >= sizeof(sa.sun_path)) {
-		snprintf(err, errlen, "control socket path is empty or longer than %zu bytes",
+	if (!path || path[0] != '/' || strlen(path) >= sizeof(sa.sun_path)) {
+		snprintf(err, errlen, "control socket path must be absolute and at most %zu bytes",
 			 sizeof(sa.sun_path) - 1);
 		return -1;
 	}
-	memcpy(sa.sun_path, path, strlen(path) + 1);
-	if (make_parent(path, use_group, gid, err, errlen) < 0 ||
-	    clear_stale(path, &sa, err, errlen) < 0)
+	const char *name = strrchr(path, '/') + 1;
+	if (!name[0] || strcmp(name, ".") == 0 || strcmp(name, "..") == 0) {
+		snprintf(err, errlen, "%s does not name a file", path);
 		return -1;
+	}
+	memcpy(sa.sun_path, path, strlen(path) + 1);
+	bool admin = groups->admin != CONTROL_NO_GROUP, readonly = groups->readonly != CONTROL_NO_GROUP;
+	/* The file mode names one group at most: with both, anyone may connect and SO_PEERCRED
+	 * decides alone, as it does for every connection anyway. */
+	gid_t file_gid = admin && readonly ? CONTROL_NO_GROUP
+					   : admin ? groups->admin : groups->readonly;
+	mode_t sock_mode = admin && readonly ? 0666 : admin || readonly ? 0660 : 0600;
 	srv = calloc(1, sizeof(*srv));
 	if (!srv || !(srv->path = strdup(path))) {
 		snprintf(err, errlen, "out of memory");
-		goto fail;
+		free(srv);
+		return -1;
 	}
+	srv->name = srv->path + (name - path);
+	srv->euid = geteuid();
+	srv->groups = *groups;
+	srv->dir_fd = socket_dir_open(path, admin && readonly ? 0755 : 0750, file_gid, srv->euid,
+				      err, errlen);
+	if (srv->dir_fd < 0 || clear_stale(srv, &sa, err, errlen) < 0)
+		goto fail;
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0) {
 		snprintf(err, errlen, "socket: %s", strerror(errno));
@@ -1184,13 +1321,14 @@ int control_server_start(struct ev_loop *loop, const char *path, bool use_group,
 	}
 	bound = true;
 	/* Nobody can connect before listen(), so the mode is right before the first peer. */
-	if (chmod(path, use_group ? 0660 : 0600) < 0 ||
-	    (use_group && chown(path, (uid_t)-1, gid) < 0)) {
+	if (fchmodat(srv->dir_fd, srv->name, sock_mode, 0) < 0 ||
+	    (file_gid != CONTROL_NO_GROUP &&
+	     fchownat(srv->dir_fd, srv->name, (uid_t)-1, file_gid, AT_SYMLINK_NOFOLLOW) < 0)) {
 		snprintf(err, errlen, "setting the mode of %s: %s", path, strerror(errno));
 		goto fail;
 	}
 	struct stat st;
-	if (stat(path, &st) < 0) {
+	if (fstatat(srv->dir_fd, srv->name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
 		snprintf(err, errlen, "stat %s: %s", path, strerror(errno));
 		goto fail;
 	}
@@ -1203,9 +1341,6 @@ int control_server_start(struct ev_loop *loop, const char *path, bool use_group,
 	srv->fd = fd;
 	srv->dev = st.st_dev;
 	srv->ino = st.st_ino;
-	srv->use_group = use_group;
-	srv->gid = gid;
-	srv->euid = geteuid();
 	if (ev_set(loop, fd, EV_READ, server_accept, srv) < 0) {
 		snprintf(err, errlen, "event loop: %s", strerror(errno));
 		goto fail;
@@ -1220,11 +1355,12 @@ int control_server_start(struct ev_loop *loop, const char *path, bool use_group,
 	return 0;
 fail:
 	if (bound)
-		unlink(path);
+		unlinkat(srv->dir_fd, srv->name, 0);
 	if (fd >= 0)
 		close(fd);
-	if (srv)
-		free(srv->path);
+	if (srv->dir_fd >= 0)
+		close(srv->dir_fd);
+	free(srv->path);
 	free(srv);
 	return -1;
 }
@@ -1240,8 +1376,10 @@ void control_server_stop(struct control_server *srv)
 	close(srv->fd);
 	/* Unlink only our own socket: a successor may already have replaced it. */
 	struct stat st;
-	if (lstat(srv->path, &st) == 0 && st.st_dev == srv->dev && st.st_ino == srv->ino)
-		unlink(srv->path);
+	if (fstatat(srv->dir_fd, srv->name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+	    st.st_dev == srv->dev && st.st_ino == srv->ino)
+		unlinkat(srv->dir_fd, srv->name, 0);
+	close(srv->dir_fd);
 	free(srv->path);
 	free(srv);
 }

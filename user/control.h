@@ -55,19 +55,47 @@ struct control_ctx {
 	struct control_hooks hooks;
 };
 
-/* Handles one request line (without the newline) from a peer with the given uid and returns
- * the response line (malloc'd, no newline). Never fails to answer: malformed input gets
- * {"ok":false,"error":"..."} and leaves the registry unchanged. */
-char *control_handle_line(struct control_ctx *ctx, const char *line, size_t len, uid_t uid);
+/* What a peer may do. Ordered: each level may do everything the ones below may. */
+enum control_access {
+	CONTROL_ACCESS_NONE,  /* refused at connect */
+	CONTROL_ACCESS_READ,  /* the commands that change nothing: list, show, audit, deny-list, stats */
+	CONTROL_ACCESS_WRITE, /* every command */
+};
+
+/* Handles one request line (without the newline) from a peer with the given uid and access and
+ * returns the response line (malloc'd, no newline). Never fails to answer: malformed input, and
+ * a command the peer's access does not cover ("permission denied: ..."), get
+ * {"ok":false,"error":"..."} and leave the registry unchanged. */
+char *control_handle_line(struct control_ctx *ctx, const char *line, size_t len, uid_t uid,
+			  enum control_access access);
+
+/* The groups that may use the socket besides root and the daemon's own uid, looked up once at
+ * start (config_load); CONTROL_NO_GROUP when not configured. */
+#define CONTROL_NO_GROUP ((gid_t)-1)
+struct control_groups {
+	gid_t admin;    /* control_group: CONTROL_ACCESS_WRITE */
+	gid_t readonly; /* control_readonly_group: CONTROL_ACCESS_READ */
+};
+
+/* The access of a peer from its credentials as SO_PEERCRED and SO_PEERGROUPS report them (the
+ * process's uid, gid and supplementary groups at connect): WRITE for uid 0, daemon_uid and
+ * members of groups->admin, READ for members of groups->readonly, NONE otherwise. */
+enum control_access control_peer_access(const struct control_groups *groups, uid_t daemon_uid,
+					 uid_t uid, gid_t gid, const gid_t *supplementary,
+					 size_t n_supplementary);
 
 struct control_server;
-/* Creates the socket at path (mode 0600, or 0660 with group gid when use_group) and serves it on
- * loop. Peers whose uid is neither 0 nor the daemon's, and who are not in gid when use_group, are
- * refused. -1 with err on failure. */
-int control_server_start(struct ev_loop *loop, const char *path, bool use_group, gid_t gid,
-			 struct control_ctx *ctx, struct control_server **out, char *err,
-			 size_t errlen);
-/* Closes the socket and every control connection, and unlinks the path. */
+/* Creates the socket at path (absolute) and serves it on loop. The directories on the way are
+ * opened without following symbolic links; each must belong to root or the daemon's user and not
+ * be writable by group or others (sticky directories such as /tmp excepted, but never the
+ * socket's own); missing ones are created 0750 (0755 when both groups are set). The socket is
+ * 0600 without groups, 0660 with the one group configured as its group, 0666 with both (the
+ * mode cannot name two groups; SO_PEERCRED decides for every connection anyway). -1 with err
+ * (naming the directory or file at fault) on failure. */
+int control_server_start(struct ev_loop *loop, const char *path,
+			 const struct control_groups *groups, struct control_ctx *ctx,
+			 struct control_server **out, char *err, size_t errlen);
+/* Closes the socket and every control connection, and unlinks the socket if it is still its. */
 void control_server_stop(struct control_server *srv);
 
 #endif

@@ -97,7 +97,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	if (size > CONTROL_MAX_LINE)
 		return 0;
-	char *resp = control_handle_line(&ctx, (const char *)data, size, 0);
+	char *resp = control_handle_line(&ctx, (const char *)data, size, 0, CONTROL_ACCESS_WRITE);
 	if (!resp)
 		abort();
 	if (strchr(resp, '\n'))

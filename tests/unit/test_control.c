@@ -13,6 +13,7 @@
 #include <grp.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
+#include <openssl/rsa.h>
 #include <openssl/x509.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -47,7 +48,7 @@ static void thumb_hex_of(X509 *x, char out[CERT_THUMB_HEX_LEN + 1])
 		sprintf(out + 2 * i, "%02x", t[i]);
 }
 
-enum { GOOD1, GOOD2, GOOD3, GOOD4, EXPIRED, FUTURE, FOREIGN, REVOKED, N_CERTS };
+enum { GOOD1, GOOD2, GOOD3, GOOD4, EXPIRED, FUTURE, FOREIGN, REVOKED, RSA1024, N_CERTS };
 
 static struct pki {
 	char dir[64];
@@ -57,12 +58,14 @@ static struct pki {
 } pki;
 
 /* tests/unit/testpki.h's cast (CA + CRL, expired, CRL-revoked, foreign) plus a few more good
- * leaves and one not valid yet. */
+ * leaves, one not valid yet and one with a key below the TLS policy. */
 static int pki_setup(void **state)
 {
 	(void)state;
 	struct testpki p;
 	assert_int_equal(testpki_init(&p), 0);
+	EVP_PKEY *rsa1024 = EVP_RSA_gen(1024);
+	assert_non_null(rsa1024);
 	snprintf(pki.dir, sizeof(pki.dir), "/tmp/test_control_pki.XXXXXX");
 	assert_non_null(mkdtemp(pki.dir));
 	snprintf(pki.ca_path, sizeof(pki.ca_path), "%s/ca.pem", pki.dir);
@@ -79,6 +82,7 @@ static int pki_setup(void **state)
 					2 * TESTPKI_DAY, 0),
 		[FOREIGN] = p.foreign,
 		[REVOKED] = p.revoked,
+		[RSA1024] = testpki_leaf("tpp-rsa1024", rsa1024, p.ca, p.ca_key, 204),
 	};
 	for (int i = 0; i < N_CERTS; i++) {
 		assert_non_null(x[i]);
@@ -89,6 +93,8 @@ static int pki_setup(void **state)
 	X509_free(x[GOOD3]);
 	X509_free(x[GOOD4]);
 	X509_free(x[FUTURE]);
+	X509_free(x[RSA1024]);
+	EVP_PKEY_free(rsa1024);
 	testpki_free(&p);
 	return 0;
 }
@@ -188,10 +194,11 @@ static int fx_teardown(void **state)
 	return 0;
 }
 
-/* Sends line, checks the answer is one JSON object line with a boolean ok, returns it. */
-static json_t *call(struct fixture *fx, const char *line)
+/* Sends line from a peer with the given access, checks the answer is one JSON object line with
+ * a boolean ok, returns it. */
+static json_t *call_as(struct fixture *fx, const char *line, enum control_access access)
 {
-	char *resp = control_handle_line(&fx->ctx, line, strlen(line), 0);
+	char *resp = control_handle_line(&fx->ctx, line, strlen(line), 0, access);
 	assert_non_null(resp);
 	assert_null(strchr(resp, '\n'));
 	json_error_t jerr;
@@ -202,6 +209,11 @@ static json_t *call(struct fixture *fx, const char *line)
 	assert_true(json_is_object(r));
 	assert_true(json_is_boolean(json_object_get(r, "ok")));
 	return r;
+}
+
+static json_t *call(struct fixture *fx, const char *line)
+{
+	return call_as(fx, line, CONTROL_ACCESS_WRITE);
 }
 
 static json_t *callj(struct fixture *fx, json_t *req)
@@ -254,13 +266,14 @@ static char *snapshot(struct fixture *fx)
 	return s;
 }
 
-/* A request that must be refused with an error containing want, change nothing and fire no
- * event. */
-static void refused_line(struct fixture *fx, const char *line, const char *want)
+/* A request from a peer with the given access that must be refused with an error containing
+ * want, change nothing and fire no event. */
+static void refused_line_as(struct fixture *fx, const char *line, enum control_access access,
+			    const char *want)
 {
 	char *before = snapshot(fx);
 	int n_ev = fx->n_ev;
-	json_t *r = call(fx, line);
+	json_t *r = call_as(fx, line, access);
 	const char *err = json_string_value(json_object_get(r, "error"));
 	if (json_is_true(json_object_get(r, "ok")) || !err)
 		fail_msg("expected refusal for %.200s", line);
@@ -274,6 +287,11 @@ static void refused_line(struct fixture *fx, const char *line, const char *want)
 	free(before);
 	free(after);
 	json_decref(r);
+}
+
+static void refused_line(struct fixture *fx, const char *line, const char *want)
+{
+	refused_line_as(fx, line, CONTROL_ACCESS_WRITE, want);
 }
 
 static void refused(struct fixture *fx, json_t *req, const char *want)
@@ -452,6 +470,8 @@ static void test_bind_refusals(void **state)
 	refused(fx, bind_req("tpp-b", EXPIRED, -1), "certificate expired");
 	refused(fx, bind_req("tpp-b", FUTURE, -1), "certificate not yet valid");
 	refused(fx, bind_req("tpp-b", REVOKED, -1), "CRL");
+	refused(fx, bind_req("tpp-b", RSA1024, -1),
+		"certificate too weak for the TLS policy: EE certificate key too weak");
 	/* The certificate is already bound to tpp-a. */
 	refused(fx, bind_req("tpp-b", GOOD1, -1), NULL);
 	refused(fx, bind_req("tpp-b", GOOD1, 1), NULL);
@@ -780,6 +800,117 @@ static void test_no_hooks(void **state)
 	json_decref(r);
 }
 
+/* --- who may run what --------------------------------------------------------------------------- */
+
+/* Every command, in an order in which each succeeds for a writer: a reader runs the ones that
+ * change nothing and is refused the others with the registry unchanged and no event; a peer
+ * without access (the server never serves one, but the handler refuses it too) runs nothing. */
+static void test_command_access(void **state)
+{
+	struct fixture *fx = *state;
+	bind_ok(fx, "tpp-a", GOOD1, -1);
+	fx->n_ev = 0;
+	const struct {
+		json_t *req;
+		bool reads; /* changes nothing */
+	} rows[] = {
+		{json_pack("{s:s}", "cmd", "list"), true},
+		{json_pack("{s:s, s:s}", "cmd", "show", "client_id", "tpp-a"), true},
+		{json_pack("{s:s}", "cmd", "audit"), true},
+		{json_pack("{s:s}", "cmd", "deny-list"), true},
+		{json_pack("{s:s}", "cmd", "stats"), true},
+		{bind_req("tpp-b", GOOD2, -1), false},
+		{json_pack("{s:s, s:s}", "cmd", "unbind", "client_id", "tpp-b"), false},
+		{json_pack("{s:s, s:s}", "cmd", "deny-add", "cidr", "192.0.2.0/24"), false},
+		{json_pack("{s:s, s:s}", "cmd", "deny-del", "cidr", "192.0.2.0/24"), false},
+		{json_pack("{s:s, s:s, s:i}", "cmd", "limit-set", "client_id", "tpp-a", "pps", 100),
+		 false},
+		{json_pack("{s:s, s:s}", "cmd", "limit-del", "client_id", "tpp-a"), false},
+		{json_pack("{s:s, s:i, s:i}", "cmd", "src-rate-set", "per_sec", 20, "burst", 5), false},
+		{json_pack("{s:s}", "cmd", "src-rate-del"), false},
+		{json_pack("{s:s, s:s}", "cmd", "revoke", "client_id", "tpp-a"), false},
+	};
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+		char *line = json_dumps(rows[i].req, JSON_COMPACT);
+		const char *name = json_string_value(json_object_get(rows[i].req, "cmd"));
+		char want[128];
+		int n_ev = fx->n_ev;
+		refused_line_as(fx, line, CONTROL_ACCESS_NONE,
+				"permission denied: uid 0 may not use the control socket");
+		if (rows[i].reads) {
+			json_t *r = call_as(fx, line, CONTROL_ACCESS_READ);
+			if (!json_is_true(json_object_get(r, "ok")))
+				fail_msg("a reader may run %s: %s", name,
+					 json_string_value(json_object_get(r, "error")));
+			json_decref(r);
+		} else {
+			snprintf(want, sizeof(want),
+				 "permission denied: %s changes state and uid 0 may only read "
+				 "(control_readonly_group)",
+				 name);
+			refused_line_as(fx, line, CONTROL_ACCESS_READ, want);
+		}
+		assert_int_equal(fx->n_ev, n_ev);
+		json_t *r = call_as(fx, line, CONTROL_ACCESS_WRITE);
+		if (!json_is_true(json_object_get(r, "ok")))
+			fail_msg("a writer may run %s: %s", name,
+				 json_string_value(json_object_get(r, "error")));
+		json_decref(r);
+		assert_int_equal(fx->n_ev, n_ev + (rows[i].reads ? 0 : 1));
+		free(line);
+		json_decref(rows[i].req);
+	}
+	/* The permission comes before the field checks, and unknown commands stay unknown. */
+	refused_line_as(fx, "{\"cmd\":\"bind\"}", CONTROL_ACCESS_READ,
+			"permission denied: bind changes state");
+	refused_line_as(fx, "{\"cmd\":\"frob\"}", CONTROL_ACCESS_READ, "unknown command 'frob'");
+}
+
+static void test_peer_access(void **state)
+{
+	(void)state;
+	const uid_t daemon_uid = 999;
+	const struct control_groups none = {CONTROL_NO_GROUP, CONTROL_NO_GROUP},
+				    both = {.admin = 100, .readonly = 200},
+				    admin_only = {.admin = 100, .readonly = CONTROL_NO_GROUP},
+				    readonly_only = {.admin = CONTROL_NO_GROUP, .readonly = 200};
+	static const gid_t g_admin[] = {7, 100}, g_ro[] = {200}, g_both[] = {200, 100},
+			   g_other[] = {8, 9};
+	const enum control_access W = CONTROL_ACCESS_WRITE, R = CONTROL_ACCESS_READ,
+				  N = CONTROL_ACCESS_NONE;
+	const struct {
+		const char *who;
+		const struct control_groups *groups;
+		uid_t uid;
+		gid_t gid;
+		const gid_t *supp;
+		size_t n_supp;
+		enum control_access want;
+	} rows[] = {
+		{"root", &none, 0, 0, NULL, 0, W},
+		{"root, groups configured", &both, 0, 0, NULL, 0, W},
+		{"the daemon's uid", &none, daemon_uid, 50, NULL, 0, W},
+		{"anyone, no groups configured", &none, 5000, 100, g_both, 2, N},
+		{"admin group as primary gid", &both, 5000, 100, NULL, 0, W},
+		{"admin group as supplementary", &both, 5000, 7, g_admin, 2, W},
+		{"read-only group as primary gid", &both, 5000, 200, NULL, 0, R},
+		{"read-only group as supplementary", &both, 5000, 7, g_ro, 1, R},
+		{"in both groups", &both, 5000, 200, g_both, 2, W},
+		{"in neither group", &both, 5000, 7, g_other, 2, N},
+		{"read-only group, only control_group set", &admin_only, 5000, 200, g_ro, 1, N},
+		{"admin gid, only the read-only group set", &readonly_only, 5000, 100, g_admin, 2, N},
+		{"read-only group, only it set", &readonly_only, 5000, 7, g_ro, 1, R},
+		{"gid (gid_t)-1 is no group", &none, 5000, (gid_t)-1, NULL, 0, N},
+	};
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+		enum control_access got =
+			control_peer_access(rows[i].groups, daemon_uid, rows[i].uid, rows[i].gid,
+					    rows[i].supp, rows[i].n_supp);
+		if (got != rows[i].want)
+			fail_msg("%s: access %d, want %d", rows[i].who, got, rows[i].want);
+	}
+}
+
 /* --- the socket server ----------------------------------------------------------------------- */
 
 struct loop_thread {
@@ -853,17 +984,18 @@ static size_t read_all(int fd, char *out, size_t cap)
 	return n;
 }
 
-/* In a child with the given credentials: connect, send a list request and print whether the
- * daemon answered ok. Exit status: 0 ok, 1 refused, 2 could not connect. */
-static int as_user(const char *path, gid_t gid, uid_t uid)
+/* In a child with the given credentials (supplementary groups supp[0..n_supp)): connect, send
+ * line and report whether the daemon answered ok. Exit status: 0 ok, 1 permission denied,
+ * 2 could not connect, 4 another answer. */
+static int as_peer(const char *path, gid_t gid, uid_t uid, const gid_t *supp, size_t n_supp,
+		   const char *line)
 {
 	pid_t pid = fork();
 	assert_true(pid >= 0);
 	if (pid == 0) {
-		if (setgroups(0, NULL) < 0 || setgid(gid) < 0 || setuid(uid) < 0)
+		if (setgroups(n_supp, supp) < 0 || setgid(gid) < 0 || setuid(uid) < 0)
 			_exit(3);
 		char *resp = NULL, err[256];
-		const char *line = "{\"cmd\":\"list\"}";
 		if (ctl_request(path, line, strlen(line), 5000, &resp, err, sizeof(err)) != CTL_OK)
 			_exit(2);
 		_exit(strstr(resp, "\"ok\":true") ? 0 : strstr(resp, "permission denied") ? 1 : 4);
@@ -873,6 +1005,17 @@ static int as_user(const char *path, gid_t gid, uid_t uid)
 	assert_true(WIFEXITED(status));
 	return WEXITSTATUS(status);
 }
+
+static const char list_line[] = "{\"cmd\":\"list\"}";
+static const char deny_add_line[] = "{\"cmd\":\"deny-add\",\"cidr\":\"203.0.113.0/24\"}";
+
+/* A list request with the given credentials and no supplementary group. */
+static int as_user(const char *path, gid_t gid, uid_t uid)
+{
+	return as_peer(path, gid, uid, NULL, 0, list_line);
+}
+
+static const struct control_groups no_groups = {CONTROL_NO_GROUP, CONTROL_NO_GROUP};
 
 static bool line_is(const char *l, const char *want)
 {
@@ -888,7 +1031,7 @@ static void test_socket_server(void **state)
 	struct loop_thread lt = {.loop = ev_loop_new(1024)};
 	assert_non_null(lt.loop);
 	struct control_server *srv = NULL;
-	if (control_server_start(lt.loop, path, false, 0, &fx->ctx, &srv, err, sizeof(err)) < 0)
+	if (control_server_start(lt.loop, path, &no_groups, &fx->ctx, &srv, err, sizeof(err)) < 0)
 		fail_msg("control_server_start: %s", err);
 
 	struct stat st;
@@ -902,7 +1045,7 @@ static void test_socket_server(void **state)
 
 	/* A live daemon owns the path: a second server is refused. */
 	struct control_server *srv2 = NULL;
-	assert_int_equal(control_server_start(lt.loop, path, false, 0, &fx->ctx, &srv2, err,
+	assert_int_equal(control_server_start(lt.loop, path, &no_groups, &fx->ctx, &srv2, err,
 					      sizeof(err)),
 			 -1);
 	assert_non_null(strstr(err, "listening"));
@@ -994,7 +1137,8 @@ static void test_socket_group_and_stale(void **state)
 	/* A group that "nobody" belongs to (primary group 65534) and one it does not (12345). */
 	struct ev_loop *loop = ev_loop_new(256);
 	struct control_server *srv = NULL;
-	if (control_server_start(loop, path, true, 65534, &fx->ctx, &srv, err, sizeof(err)) < 0)
+	const struct control_groups nogroup = {.admin = 65534, .readonly = CONTROL_NO_GROUP};
+	if (control_server_start(loop, path, &nogroup, &fx->ctx, &srv, err, sizeof(err)) < 0)
 		fail_msg("control_server_start over a stale socket: %s", err);
 	struct stat st;
 	assert_int_equal(lstat(path, &st), 0);
@@ -1012,12 +1156,147 @@ static void test_socket_group_and_stale(void **state)
 	/* A regular file at the path is never removed. */
 	FILE *f = fopen(path, "w");
 	fclose(f);
-	assert_int_equal(control_server_start(loop, path, false, 0, &fx->ctx, &srv, err,
+	assert_int_equal(control_server_start(loop, path, &no_groups, &fx->ctx, &srv, err,
 					      sizeof(err)),
 			 -1);
 	assert_non_null(strstr(err, "not a socket"));
 	assert_int_equal(lstat(path, &st), 0);
 	ev_loop_free(loop);
+}
+
+/* Through the socket, with the peer's groups as the kernel reports them: a member of the
+ * read-only group (as a supplementary group) lists but cannot change anything, a member of the
+ * admin group can, anyone else is turned away. With both groups the file is 0666 in a 0755
+ * directory; with only the read-only group it is 0660 and that group's. */
+static void test_socket_peer_groups(void **state)
+{
+	struct fixture *fx = *state;
+	char path[192], dir[128], err[256] = "";
+	snprintf(dir, sizeof(dir), "%.64s/run", fx->dir);
+	snprintf(path, sizeof(path), "%s/control.sock", dir);
+	assert_int_equal(chmod(fx->dir, 0755), 0);
+	const gid_t admin = 54320, readonly = 54321, other = 54322;
+	const struct control_groups both = {.admin = admin, .readonly = readonly};
+	struct loop_thread lt = {.loop = ev_loop_new(256)};
+	struct control_server *srv = NULL;
+	if (control_server_start(lt.loop, path, &both, &fx->ctx, &srv, err, sizeof(err)) < 0)
+		fail_msg("control_server_start: %s", err);
+	struct stat st;
+	assert_int_equal(lstat(path, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0666);
+	assert_int_equal(stat(dir, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0755);
+	loop_start(&lt);
+
+	char *before = snapshot(fx);
+	const gid_t in_readonly[] = {other, readonly}, in_admin[] = {admin};
+	assert_int_equal(as_peer(path, 65534, 65534, in_readonly, 2, list_line), 0);
+	assert_int_equal(as_peer(path, 65534, 65534, in_readonly, 2, deny_add_line), 1);
+	assert_int_equal(as_peer(path, readonly, 65534, NULL, 0, deny_add_line), 1);
+	char *after = snapshot(fx);
+	assert_string_equal(before, after);
+	assert_int_equal(as_peer(path, 65534, 65534, &other, 1, list_line), 1);
+	assert_int_equal(as_peer(path, 65534, 65534, in_admin, 1, deny_add_line), 0);
+	json_t *r = ok(fx, json_pack("{s:s}", "cmd", "deny-list"));
+	assert_int_equal(json_array_size(json_object_get(r, "cidrs")), 1);
+	json_decref(r);
+	free(before);
+	free(after);
+	loop_join(&lt);
+	control_server_stop(srv);
+
+	const struct control_groups readers = {.admin = CONTROL_NO_GROUP, .readonly = readonly};
+	if (control_server_start(lt.loop, path, &readers, &fx->ctx, &srv, err, sizeof(err)) < 0)
+		fail_msg("control_server_start: %s", err);
+	assert_int_equal(lstat(path, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0660);
+	assert_int_equal(st.st_gid, readonly);
+	loop_start(&lt);
+	assert_int_equal(as_peer(path, 65534, 65534, in_readonly, 2, list_line), 0);
+	assert_int_equal(as_peer(path, 65534, 65534, &other, 1, list_line), 2); /* file mode */
+	loop_join(&lt);
+	control_server_stop(srv);
+	ev_loop_free(lt.loop);
+}
+
+/* The directories on the way to the socket: each row prepares a fresh directory (mode 0700)
+ * with shell commands and names the socket under it; the server must refuse to start with the
+ * error given and create nothing there, or (want NULL) start. */
+static void test_socket_dir_checks(void **state)
+{
+	struct fixture *fx = *state;
+	const struct {
+		const char *what;
+		const char *setup;  /* run in the fresh directory */
+		const char *sock;   /* under it */
+		const char *want;   /* the error; %s: the fresh directory */
+		const char *absent; /* must not exist afterwards */
+		const char *kept;   /* must still exist afterwards */
+	} rows[] = {
+		{"socket directory is a symlink", "mkdir -m 700 real && ln -s real link",
+		 "link/control.sock", "%s/link is a symbolic link", "real/control.sock", "link"},
+		{"symlink further up", "mkdir -m 700 real && ln -s real link", "link/sub/control.sock",
+		 "%s/link is a symbolic link", "real/sub", NULL},
+		{"group-writable socket directory", "mkdir -m 770 gw", "gw/control.sock",
+		 "directory %s/gw is group-writable", "gw/control.sock", NULL},
+		{"world-writable socket directory", "mkdir -m 707 ww", "ww/control.sock",
+		 "directory %s/ww is world-writable", "ww/control.sock", NULL},
+		{"sticky is no excuse for the socket's own directory", "mkdir -m 1777 st",
+		 "st/control.sock", "directory %s/st is world-writable", "st/control.sock", NULL},
+		{"group-writable ancestor", "mkdir -m 770 gw", "gw/sub/control.sock",
+		 "directory %s/gw is group-writable", "gw/sub", NULL},
+		{"directory of another user", "mkdir -m 755 theirs && chown 65534 theirs",
+		 "theirs/control.sock", "directory %s/theirs is owned by uid 65534",
+		 "theirs/control.sock", NULL},
+		{"ancestor of another user", "mkdir -m 755 theirs && chown 65534 theirs",
+		 "theirs/sub/control.sock", "directory %s/theirs is owned by uid 65534", "theirs/sub",
+		 NULL},
+		{"a file on the way", "touch file", "file/control.sock", "%s/file is not a directory", NULL,
+		 "file"},
+		{"the socket's name is a symlink to a socket",
+		 "mkdir -m 700 d && python3 -c 'import socket; socket.socket(socket.AF_UNIX)"
+		 ".bind(\"elsewhere.sock\")' && ln -s ../elsewhere.sock d/control.sock",
+		 "d/control.sock", "%s/d/control.sock exists and is not a socket", NULL,
+		 "elsewhere.sock"},
+		{"a sticky world-writable ancestor (/tmp) is fine", "mkdir -m 1777 tmp",
+		 "tmp/sub/control.sock", NULL, NULL, NULL},
+	};
+	char base[128], cmd[512], path[192], file[192], want[256], err[256];
+	struct stat st;
+	snprintf(base, sizeof(base), "%s/d", fx->dir);
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+		snprintf(cmd, sizeof(cmd), "rm -rf '%s' && mkdir -m 700 '%s' && cd '%s' && %s", base,
+			 base, base, rows[i].setup);
+		assert_int_equal(system(cmd), 0);
+		snprintf(path, sizeof(path), "%s/%s", base, rows[i].sock);
+		struct ev_loop *loop = ev_loop_new(64);
+		struct control_server *srv = NULL;
+		err[0] = '\0';
+		int rc = control_server_start(loop, path, &no_groups, &fx->ctx, &srv, err, sizeof(err));
+		if (!rows[i].want) {
+			if (rc < 0)
+				fail_msg("%s: %s", rows[i].what, err);
+			assert_int_equal(lstat(path, &st), 0);
+			assert_true(S_ISSOCK(st.st_mode));
+			control_server_stop(srv);
+		} else {
+			snprintf(want, sizeof(want), rows[i].want, base);
+			if (rc == 0 || !strstr(err, want))
+				fail_msg("%s: got %d '%s', want '%s'", rows[i].what, rc, err, want);
+		}
+		snprintf(file, sizeof(file), "%s/%s", base, rows[i].absent ? rows[i].absent : "");
+		if (rows[i].absent && lstat(file, &st) == 0)
+			fail_msg("%s: %s was created", rows[i].what, file);
+		snprintf(file, sizeof(file), "%s/%s", base, rows[i].kept ? rows[i].kept : "");
+		if (rows[i].kept && lstat(file, &st) < 0)
+			fail_msg("%s: %s was removed", rows[i].what, file);
+		ev_loop_free(loop);
+	}
+	struct control_server *srv = NULL;
+	assert_int_equal(control_server_start(NULL, "run/control.sock", &no_groups, &fx->ctx, &srv,
+					      err, sizeof(err)),
+			 -1);
+	assert_non_null(strstr(err, "must be absolute"));
 }
 
 int main(void)
@@ -1030,8 +1309,12 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_deny_list, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_limits, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_no_hooks, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_command_access, fx_setup, fx_teardown),
+		cmocka_unit_test(test_peer_access),
 		cmocka_unit_test_setup_teardown(test_socket_server, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_socket_group_and_stale, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_socket_peer_groups, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_socket_dir_checks, fx_setup, fx_teardown),
 	};
 	return cmocka_run_group_tests(tests, pki_setup, pki_teardown);
 }
