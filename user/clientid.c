@@ -66,18 +66,20 @@ static long form_decode(const char *s, size_t len, char *out, size_t cap)
 	return (long)o;
 }
 
-/* A parameter name as the most lenient reader sees it: decoded ('+', %XX, and %uXXXX below
- * 0x80 as IIS does; a bad escape stays as it is, as in PHP), only its letters and digits,
- * lowercased, counting the four non-ASCII letters whose case mapping is ASCII as that letter.
- * stop_at[i]: a NUL, '[' or ']' came after i letters and digits (a NUL ends a C string, brackets
- * start Rack's and PHP's nested names). */
-struct name_fold {
-	char alnum[CONFIG_SOURCE_NAME_MAX];
-	size_t len; /* letters and digits seen; beyond the capacity only counted */
-	bool stop_at[CONFIG_SOURCE_NAME_MAX + 1];
+/* Text as the most lenient reader sees it, one folded character at a time: letters and digits
+ * lowercased, the four non-ASCII letters whose case mapping is ASCII counted as that letter
+ * (Java's equalsIgnoreCase, Go's ToLower), everything else skipped but a NUL, '[' or ']', which
+ * ends a name for some readers (a NUL ends a C string, brackets start Rack's and PHP's nested
+ * names). With decode, percent-encoding is undone first ('+', %XX, and %uXXXX below 0x80 as IIS
+ * does; a bad escape stays as it is, as in PHP). */
+struct fold {
+	const char *s, *end;
+	bool decode;
 	unsigned char utf8[3]; /* a non-ASCII sequence being read */
 	unsigned n_utf8;
 };
+
+enum { FOLD_END = -1, FOLD_STOP = -2 };
 
 static const struct {
 	const char *utf8;
@@ -89,57 +91,74 @@ static const struct {
 	{"\xe2\x84\xaa", 'k'}, /* U+212A Kelvin sign: lowercases to 'k' */
 };
 
-static void fold_letter(struct name_fold *f, char c)
+static unsigned char fold_read_byte(struct fold *f)
 {
-	if (f->len < sizeof(f->alnum))
-		f->alnum[f->len] = c;
-	f->len++;
+	const char *s = f->s++;
+	size_t left = (size_t)(f->end - s);
+	if (!f->decode || (*s != '+' && *s != '%'))
+		return (unsigned char)*s;
+	if (*s == '+')
+		return ' ';
+	if (left >= 3 && hex_digit_value(s[1]) >= 0 && hex_digit_value(s[2]) >= 0) {
+		f->s += 2;
+		return (unsigned char)(hex_digit_value(s[1]) << 4 | hex_digit_value(s[2]));
+	}
+	if (left >= 6 && (s[1] == 'u' || s[1] == 'U') && s[2] == '0' && s[3] == '0' &&
+	    hex_digit_value(s[4]) >= 0 && hex_digit_value(s[4]) < 8 && hex_digit_value(s[5]) >= 0) {
+		f->s += 5;
+		return (unsigned char)(hex_digit_value(s[4]) << 4 | hex_digit_value(s[5]));
+	}
+	return '%';
 }
 
-static void fold_byte(struct name_fold *f, unsigned char b)
+/* The next folded character, FOLD_STOP, or FOLD_END. */
+static int fold_next(struct fold *f)
 {
-	if (b >= 0x80) {
-		if (b >= 0xc0 || f->n_utf8 == sizeof(f->utf8))
-			f->n_utf8 = 0; /* a lead byte starts a new sequence */
-		f->utf8[f->n_utf8++] = b;
-		for (size_t i = 0; i < sizeof(case_mapped_to_ascii) / sizeof(case_mapped_to_ascii[0]); i++) {
-			const char *seq = case_mapped_to_ascii[i].utf8;
-			if (strlen(seq) == f->n_utf8 && memcmp(seq, f->utf8, f->n_utf8) == 0) {
-				fold_letter(f, case_mapped_to_ascii[i].ascii);
-				f->n_utf8 = 0;
+	while (f->s < f->end) {
+		unsigned char b = fold_read_byte(f);
+		if (b >= 0x80) {
+			if (b >= 0xc0 || f->n_utf8 == sizeof(f->utf8))
+				f->n_utf8 = 0; /* a lead byte starts a new sequence */
+			f->utf8[f->n_utf8++] = b;
+			for (size_t i = 0; i < sizeof(case_mapped_to_ascii) / sizeof(case_mapped_to_ascii[0]); i++) {
+				const char *seq = case_mapped_to_ascii[i].utf8;
+				if (strlen(seq) == f->n_utf8 && memcmp(seq, f->utf8, f->n_utf8) == 0) {
+					f->n_utf8 = 0;
+					return case_mapped_to_ascii[i].ascii;
+				}
 			}
+			continue;
 		}
-		return;
+		f->n_utf8 = 0;
+		if (b == '\0' || b == '[' || b == ']')
+			return FOLD_STOP;
+		if ((b >= '0' && b <= '9') || (b >= 'a' && b <= 'z'))
+			return b;
+		if (b >= 'A' && b <= 'Z')
+			return b - 'A' + 'a';
 	}
-	f->n_utf8 = 0;
-	if (b == '\0' || b == '[' || b == ']') {
-		if (f->len <= CONFIG_SOURCE_NAME_MAX)
-			f->stop_at[f->len] = true;
-	} else if ((b >= '0' && b <= '9') || (b >= 'a' && b <= 'z')) {
-		fold_letter(f, (char)b);
-	} else if (b >= 'A' && b <= 'Z') {
-		fold_letter(f, (char)(b - 'A' + 'a'));
-	}
+	return FOLD_END;
 }
 
-static void fold_name(struct name_fold *f, const char *s, size_t len)
+/* A parameter name, folded: its letters and digits, and after how many of them a stop came. */
+struct name_fold {
+	char alnum[CONFIG_SOURCE_NAME_MAX];
+	size_t len; /* letters and digits seen; beyond the capacity only counted */
+	bool stop_at[CONFIG_SOURCE_NAME_MAX + 1];
+};
+
+static void fold_name(struct name_fold *nf, const char *s, size_t len)
 {
-	memset(f, 0, sizeof(*f));
-	for (size_t i = 0; i < len; i++) {
-		unsigned char c = (unsigned char)s[i];
-		if (c == '+') {
-			c = ' ';
-		} else if (c == '%' && len - i >= 3 && hex_digit_value(s[i + 1]) >= 0 &&
-			   hex_digit_value(s[i + 2]) >= 0) {
-			c = (unsigned char)(hex_digit_value(s[i + 1]) << 4 | hex_digit_value(s[i + 2]));
-			i += 2;
-		} else if (c == '%' && len - i >= 6 && (s[i + 1] == 'u' || s[i + 1] == 'U') && s[i + 2] == '0' &&
-			   s[i + 3] == '0' && hex_digit_value(s[i + 4]) >= 0 && hex_digit_value(s[i + 4]) < 8 &&
-			   hex_digit_value(s[i + 5]) >= 0) {
-			c = (unsigned char)(hex_digit_value(s[i + 4]) << 4 | hex_digit_value(s[i + 5]));
-			i += 5;
+	memset(nf, 0, sizeof(*nf));
+	struct fold f = {.s = s, .end = s + len, .decode = true};
+	for (int c; (c = fold_next(&f)) != FOLD_END;) {
+		if (c != FOLD_STOP) {
+			if (nf->len < sizeof(nf->alnum))
+				nf->alnum[nf->len] = (char)c;
+			nf->len++;
+		} else if (nf->len <= CONFIG_SOURCE_NAME_MAX) {
+			nf->stop_at[nf->len] = true;
 		}
-		fold_byte(f, c);
 	}
 }
 
@@ -150,6 +169,28 @@ static bool fold_resembles(const struct name_fold *name, const struct name_fold 
 	return target->len <= sizeof(target->alnum) && name->len >= target->len &&
 	       memcmp(name->alnum, target->alnum, target->len) == 0 &&
 	       (name->len == target->len || name->stop_at[target->len]);
+}
+
+#define FOLD_NEEDLE_MAX 32
+
+/* Whether the header value s, folded (not decoded), holds needle (lowercase letters and
+ * digits, at most FOLD_NEEDLE_MAX). */
+static bool fold_contains(const char *s, size_t len, const char *needle)
+{
+	size_t n = strlen(needle), seen = 0;
+	char last[FOLD_NEEDLE_MAX]; /* the last n folded characters, a ring */
+	struct fold f = {.s = s, .end = s + len};
+	for (int c; (c = fold_next(&f)) != FOLD_END;) {
+		if (c == FOLD_STOP)
+			continue;
+		last[seen++ % n] = (char)c;
+		size_t i = 0;
+		while (seen >= n && i < n && last[(seen + i) % n] == needle[i])
+			i++;
+		if (i == n)
+			return true;
+	}
+	return false;
 }
 
 /* What one source found. */
@@ -390,20 +431,29 @@ static bool is_ows(char c)
 	return c == ' ' || c == '\t';
 }
 
+/* Ends a Content-Type parameter's name or value; a quoted value may not hold these either, so
+ * that no "charset=" hides in one. */
 static bool ends_param_token(char c)
 {
-	return is_ows(c) || c == ';' || c == ',' || c == '=' || c == '"';
+	return is_ows(c) || c == ';' || c == ',' || c == '=' || c == '"' || c == '\\';
 }
 
-static bool charset_is_ascii_compatible_utf8(const char *s, size_t len)
+static bool charset_is_utf8_or_ascii(const char *s, size_t len)
 {
 	return (len == 5 && strncasecmp(s, "utf-8", 5) == 0) ||
 	       (len == 8 && strncasecmp(s, "us-ascii", 8) == 0);
 }
 
-/* What follows the form media type: *(OWS ";" OWS name "=" (token / quoted-string)) OWS, with
- * at most one charset, UTF-8 or US-ASCII (which read the client_id's bytes as the gateway
- * does; a Servlet decodes the body in the charset it names). */
+static bool ends_with_ci(const char *s, size_t len, const char *suffix)
+{
+	size_t n = strlen(suffix);
+	return len >= n && strncasecmp(s + len - n, suffix, n) == 0;
+}
+
+/* What follows the form media type: *(OWS ";" OWS name "=" value) OWS, the value a token or a
+ * quoted token. A charset, given once, must be UTF-8 or US-ASCII, which read the client_id's
+ * bytes as the gateway does (a Servlet decodes the body in the charset it names); any name
+ * ending in "charset" counts, as Tomcat before 8.5 finds it by searching for "charset=". */
 static enum body_kind form_parameters(const char *p, size_t len, const char **why)
 {
 	bool charset_seen = false;
@@ -425,22 +475,17 @@ static enum body_kind form_parameters(const char *p, size_t len, const char **wh
 		size_t name_len = i - name;
 		if (name_len == 0 || i == len || p[i++] != '=')
 			break;
-		size_t value = i;
-		if (i < len && p[i] == '"') {
-			value = ++i;
-			while (i < len && p[i] != '"' && p[i] != '\\')
-				i++;
-			if (i == len || p[i] != '"')
-				break;
-		} else {
-			while (i < len && !ends_param_token(p[i]))
-				i++;
-		}
-		size_t value_len = i - value;
-		if (i < len && p[i] == '"')
+		bool quoted = i < len && p[i] == '"';
+		if (quoted)
 			i++;
-		if (name_len == 7 && strncasecmp(p + name, "charset", 7) == 0) {
-			if (charset_seen || !charset_is_ascii_compatible_utf8(p + value, value_len)) {
+		size_t value = i;
+		while (i < len && !ends_param_token(p[i]))
+			i++;
+		size_t value_len = i - value;
+		if (quoted && (i == len || p[i++] != '"'))
+			break;
+		if (ends_with_ci(p + name, name_len, "charset")) {
+			if (charset_seen || !charset_is_utf8_or_ascii(p + value, value_len)) {
 				*why = "the form's charset is not UTF-8 or US-ASCII";
 				return BODY_UNREADABLE;
 			}
@@ -451,9 +496,19 @@ static enum body_kind form_parameters(const char *p, size_t len, const char **wh
 	return BODY_UNREADABLE;
 }
 
-/* The media type ends at ';', ',' or whitespace: PHP stops at any of them, Rack at ';' or ','. */
+#define FORM_FOLDED "applicationxwwwformurlencoded"
+_Static_assert(sizeof(FORM_FOLDED) <= FOLD_NEEDLE_MAX, "fold_contains needle");
+
+/* The form media type exactly (case aside), then parameters. Any other spelling that a reader
+ * could still take for a form or multipart is refused: PHP ends the media type at ',' or
+ * whitespace, Rack at ',', Go lowercases it with Unicode case mapping and trims Unicode
+ * spaces. A Content-Type without a media type is none (Rack reads a POST body as a form). */
 static enum body_kind content_type_kind(const char *ct, size_t len, const char **why)
 {
+	if (fold_contains(ct, len, "multipart")) {
+		*why = "multipart bodies are refused: the gateway does not read their fields";
+		return BODY_UNREADABLE;
+	}
 	size_t i = 0;
 	while (i < len && is_ows(ct[i]))
 		i++;
@@ -463,13 +518,13 @@ static enum body_kind content_type_kind(const char *ct, size_t len, const char *
 	size_t type_len = (size_t)(ct + i - type);
 	if (type_len == 0)
 		return BODY_UNTYPED;
-	if (type_len >= 10 && strncasecmp(type, "multipart/", 10) == 0) {
-		*why = "multipart bodies are refused: the gateway does not read their fields";
+	if (type_len == sizeof(FORM_MEDIA_TYPE) - 1 && strncasecmp(type, FORM_MEDIA_TYPE, type_len) == 0)
+		return form_parameters(ct + i, len - i, why);
+	if (fold_contains(ct, len, FORM_FOLDED)) {
+		*why = "the Content-Type names the form media type in an unusual way";
 		return BODY_UNREADABLE;
 	}
-	if (type_len != sizeof(FORM_MEDIA_TYPE) - 1 || strncasecmp(type, FORM_MEDIA_TYPE, type_len) != 0)
-		return BODY_NONE;
-	return form_parameters(ct + i, len - i, why);
+	return BODY_NONE;
 }
 
 static enum body_kind body_kind(const struct http_msg *req, const char **why)
