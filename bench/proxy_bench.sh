@@ -21,8 +21,10 @@
 #
 # bench/proxy_bench.sh profile: psd2edge alone under scenario 2, profiled instead of compared:
 # `strace -c -f` over PROFILE_REQUESTS (20000) requests (system calls per request), then
-# `perf record` (cpu-clock, DWARF call graphs) for PROFILE_SECONDS (8); reports in
-# $BUILD/bench/profile/ (strace.txt, perf-self.txt, perf-children.txt, perf-dso.txt).
+# the system calls of 4 requests on one connection in order (strace-sequence.txt), then
+# `perf record` (cpu-clock, DWARF call graphs) for PROFILE_SECONDS (8) and
+# bench/profile_breakdown.py over it; reports in $BUILD/bench/profile/ (strace.txt,
+# perf-self.txt, perf-children.txt, perf-dso.txt, breakdown.txt).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -218,30 +220,44 @@ run() {
 D=(-d "$SECONDS_PER_RUN" -w 1)
 
 if [ $MODE = profile ]; then
+	start_peers ecdsa
 	P=$OUT/profile
+	# System calls per request of every peer: strace -c over a fixed number of requests.
+	for p in "${PEERS[@]}"; do
+		strace -c -f -q -o "$P/strace-$p.txt" -p "${SERVER_PIDS[$p]##*,}" &
+		spid=$!
+		sleep 1
+		run profile_strace "$p" ecdsa -c "$CONNS" -n "${PROFILE_REQUESTS:-20000}"
+		kill -INT "$spid"
+		wait "$spid" || true
+	done
 	pid=${SERVER_PIDS[psd2edge]}
-	echo "proxy_bench: profiling psd2edge (pid $pid) under keep-alive load" >&2
-	strace -c -f -q -o "$P/strace.txt" -p "$pid" &
+	# The exact sequence for a few requests on one warm connection (after its handshake).
+	strace -f -q -tt -e trace='!futex' -o "$P/strace-sequence.txt" -p "$pid" &
 	spid=$!
 	sleep 1
-	run profile_strace psd2edge ecdsa -c "$CONNS" -n "${PROFILE_REQUESTS:-20000}"
+	run profile_sequence psd2edge ecdsa -c 1 -n 4
 	kill -INT "$spid"
 	wait "$spid" || true
-	secs=${PROFILE_SECONDS:-8}
+	# Where psd2edge's CPU goes: DWARF call graphs deep enough for the 16 KiB read buffers
+	# on the stack.
+	secs=${PROFILE_SECONDS:-6}
 	taskset -c 1 "$LOADGEN" -p "${PORT[psd2edge]}" --cert "$T/tpp1.pem" --key "$T/tpp1.key" \
 		--server-pid "$pid" -c "$CONNS" -d $((secs + 3)) >"$P/perf-loadgen.json" &
 	lpid=$!
 	sleep 2
-	perf record -q -e cpu-clock -F 999 --call-graph dwarf,8192 -p "$pid" -o "$P/perf.data" \
+	perf record -q -e cpu-clock -F 499 --call-graph dwarf,32768 -p "$pid" -o "$P/perf.data" \
 		-- sleep "$secs" 2>"$P/perf-record.err"
 	wait "$lpid" || true
 	perf report -i "$P/perf.data" --no-children --sort dso,symbol --stdio -g none \
 		--percent-limit 0.3 >"$P/perf-self.txt" 2>/dev/null
 	perf report -i "$P/perf.data" --children --sort symbol --stdio -g none \
 		--percent-limit 1 >"$P/perf-children.txt" 2>/dev/null
-	perf report -i "$P/perf.data" --no-children --sort dso --stdio -g none \
-		>"$P/perf-dso.txt" 2>/dev/null
-	echo "proxy_bench: profile in $P (perf.data, perf-*.txt, strace.txt)" >&2
+	perf script -i "$P/perf.data" -F tid,period,ip,sym,dso 2>/dev/null |
+		python3 bench/profile_breakdown.py "$RUNS" "$P/perf-loadgen.json" "$P"/strace-{psd2edge,haproxy,nginx}.txt \
+		>"$P/breakdown.txt"
+	cat "$P/breakdown.txt" >&2
+	echo "proxy_bench: profile in $P" >&2
 	exit 0
 fi
 
