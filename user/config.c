@@ -27,6 +27,8 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 
+#include "http.h"
+
 #define KEYPATH_MAX 160
 #define SHOW_MAX 64 /* bytes of a user-supplied value quoted in an error */
 #define URL_MAX 2048
@@ -669,6 +671,28 @@ static int load_registry(struct loader *l, json_t *root)
 	return load_path(l, root, "registry", true, &l->cfg->registry);
 }
 
+/* An optional group name, looked up here once: the control socket never asks the user database
+ * per connection. */
+static int load_group(struct loader *l, json_t *root, const char *key, char **name, gid_t *gid)
+{
+	const char *group;
+	int rc = get_string(l, root, NULL, key, false, &group);
+	if (rc <= 0)
+		return rc;
+	struct group gr, *found = NULL;
+	char buf[4096], s[SHOW_MAX + 4];
+	int e = getgrnam_r(group, &gr, buf, sizeof(buf), &found);
+	if (e != 0 && e != ENOENT && e != ESRCH)
+		return fail(l, key, "cannot look up '%s': %s", show(s, group), strerror(e));
+	if (!found)
+		return fail(l, key, "unknown group '%s'", show(s, group));
+	*gid = gr.gr_gid;
+	*name = strdup(group);
+	if (!*name)
+		return fail(l, key, "out of memory");
+	return 0;
+}
+
 static int load_control(struct loader *l, json_t *root)
 {
 	struct config *cfg = l->cfg;
@@ -677,22 +701,14 @@ static int load_control(struct loader *l, json_t *root)
 	if (strlen(cfg->control_socket) >= sizeof(((struct sockaddr_un *)0)->sun_path))
 		return fail(l, "control_socket", "path too long (at most %zu bytes)",
 			    sizeof(((struct sockaddr_un *)0)->sun_path) - 1);
-	const char *group;
-	int rc = get_string(l, root, NULL, "control_group", false, &group);
-	if (rc <= 0)
-		return rc;
-	struct group gr, *found = NULL;
-	char buf[4096], s[SHOW_MAX + 4];
-	int e = getgrnam_r(group, &gr, buf, sizeof(buf), &found);
-	if (e != 0 && e != ENOENT && e != ESRCH)
-		return fail(l, "control_group", "cannot look up '%s': %s", show(s, group),
-			    strerror(e));
-	if (!found)
-		return fail(l, "control_group", "unknown group '%s'", show(s, group));
-	cfg->control_gid = gr.gr_gid;
-	cfg->control_group = strdup(group);
-	if (!cfg->control_group)
-		return fail(l, "control_group", "out of memory");
+	if (load_group(l, root, "control_group", &cfg->control_group, &cfg->control_gid) < 0 ||
+	    load_group(l, root, "control_readonly_group", &cfg->control_readonly_group,
+		       &cfg->control_readonly_gid) < 0)
+		return -1;
+	if (cfg->control_group && cfg->control_readonly_group &&
+	    cfg->control_readonly_gid == cfg->control_gid)
+		return fail(l, "control_readonly_group",
+			    "the same group as control_group, whose members may change state");
 	return 0;
 }
 
@@ -834,6 +850,7 @@ static const struct limit_spec {
 #define LIMIT_FROM(k, w, lo, d, m) {#k, offsetof(struct config, limits.k), w, lo, d, m}
 #define LIMIT(k, w, d, m) LIMIT_FROM(k, w, 1, d, m)
 	LIMIT(max_header_bytes, false, 16384, 1048576),
+	LIMIT(max_uri_bytes, false, 8192, 1048576),
 	LIMIT(max_body_bytes, true, 10485760, 1099511627776ULL),
 	LIMIT(max_form_bytes, false, 65536, 16777216),
 	LIMIT(header_timeout_ms, false, 10000, 600000),
@@ -886,6 +903,124 @@ static int load_limits(struct loader *l, json_t *root)
 			return fail(l, p, "must be between %llu and %llu", (unsigned long long)ls->min,
 				    (unsigned long long)ls->max);
 		limit_store(l->cfg, ls, (uint64_t)json_integer_value(v));
+	}
+	/* The target is part of the head: the default follows a smaller head, a larger value
+	 * given could never apply. */
+	struct config *cfg = l->cfg;
+	if (cfg->limits.max_uri_bytes > cfg->limits.max_header_bytes) {
+		if (json_object_get(obj, "max_uri_bytes"))
+			return fail(l, "limits.max_uri_bytes",
+				    "must not exceed limits.max_header_bytes (%u)",
+				    cfg->limits.max_header_bytes);
+		cfg->limits.max_uri_bytes = cfg->limits.max_header_bytes;
+	}
+	return 0;
+}
+
+/* --- http --------------------------------------------------------------------------------- */
+
+/* Client headers dropped unless http.drop_headers says otherwise (the gateway's own,
+ * X-Client-Id, X-Client-Cert-Sha256, X-Forwarded-For, Forwarded and X-Request-Id, always
+ * are): those through which other proxies pass on a client certificate or the original
+ * address, host, scheme or URL, which an application used to sitting behind one may trust. */
+static const char *const default_drop_headers[] = {
+	"x-forwarded-client-cert", "x-ssl-client-cert", "ssl-client-cert", "x-client-cert",
+	"x-real-ip", "true-client-ip", "x-forwarded-host", "x-forwarded-proto",
+	"x-forwarded-prefix", "x-original-url", "x-rewrite-url",
+};
+
+/* obj[key] as an array of at most max elements: 1 present, 0 absent, -1 on error. */
+static int get_array(struct loader *l, json_t *obj, const char *path, const char *key, size_t max,
+		     json_t **out)
+{
+	*out = json_object_get(obj, key);
+	if (!*out)
+		return 0;
+	if (!json_is_array(*out))
+		return fail(l, path, "must be an array");
+	if (json_array_size(*out) > max)
+		return fail(l, path, "at most %zu entries", max);
+	return 1;
+}
+
+static int parse_method(struct loader *l, const char *path, const char *name, uint64_t *methods)
+{
+	char s[SHOW_MAX + 4];
+	for (unsigned m = 0; m < HTTP_METHOD_COUNT; m++) {
+		if (strcmp(name, http_method_str((enum http_method)m)) != 0)
+			continue;
+		if (HTTP_METHOD_BIT(m) & HTTP_METHODS_NEVER)
+			return fail(l, path, "%s is never forwarded", name);
+		if (*methods & HTTP_METHOD_BIT(m))
+			return fail(l, path, "%s listed twice", name);
+		*methods |= HTTP_METHOD_BIT(m);
+		return 0;
+	}
+	return fail(l, path, "not a method: '%s' (methods are case-sensitive, e.g. GET)",
+		    show(s, name));
+}
+
+static int add_drop_header(struct loader *l, const char *path, const char *name)
+{
+	struct config *cfg = l->cfg;
+	size_t len = strlen(name);
+	bool ok = len >= 1 && len <= CONFIG_HEADER_NAME_MAX;
+	for (size_t i = 0; ok && i < len; i++)
+		ok = is_tchar((unsigned char)name[i]);
+	if (!ok)
+		return fail(l, path, "not a header name (1 to %d token characters)",
+			    CONFIG_HEADER_NAME_MAX);
+	char *lower = strdup(name);
+	if (!lower)
+		return fail(l, path, "out of memory");
+	for (char *c = lower; *c; c++)
+		*c = (char)tolower((unsigned char)*c);
+	for (unsigned j = 0; j < cfg->http.n_drop_headers; j++) {
+		if (strcmp(cfg->http.drop_headers[j], lower) == 0) {
+			free(lower);
+			return fail(l, path, "duplicate of http.drop_headers[%u]", j);
+		}
+	}
+	cfg->http.drop_headers[cfg->http.n_drop_headers++] = lower;
+	return 0;
+}
+
+static int load_http(struct loader *l, json_t *root)
+{
+	static const char *const keys[] = {"methods", "drop_headers", NULL};
+	struct config *cfg = l->cfg;
+	json_t *obj = NULL, *methods = NULL, *drop = NULL, *v;
+	size_t i;
+	if (get_object(l, root, "http", false, &obj) < 0 ||
+	    (obj && (check_unknown_keys(l, obj, "http", keys) < 0 ||
+		     get_array(l, obj, "http.methods", "methods", HTTP_METHOD_COUNT, &methods) < 0 ||
+		     get_array(l, obj, "http.drop_headers", "drop_headers", CONFIG_MAX_DROP_HEADERS,
+			       &drop) < 0)))
+		return -1;
+	if (!methods) {
+		cfg->http.methods = HTTP_DEFAULT_METHODS;
+	} else {
+		if (json_array_size(methods) == 0)
+			return fail(l, "http.methods", "must not be empty");
+		json_array_foreach(methods, i, v) {
+			char p[KEYPATH_MAX];
+			const char *name = array_string(l, "http.methods", v, i, p);
+			if (!name || parse_method(l, p, name, &cfg->http.methods) < 0)
+				return -1;
+		}
+	}
+	size_t n = drop ? json_array_size(drop)
+			: sizeof(default_drop_headers) / sizeof(default_drop_headers[0]);
+	cfg->http.drop_headers = calloc(n ? n : 1, sizeof(*cfg->http.drop_headers));
+	if (!cfg->http.drop_headers)
+		return fail(l, "http.drop_headers", "out of memory");
+	for (i = 0; i < n; i++) {
+		char p[KEYPATH_MAX];
+		const char *name = drop ? array_string(l, "http.drop_headers", json_array_get(drop, i),
+						       i, p)
+					: default_drop_headers[i];
+		if (!name || add_drop_header(l, drop ? p : "http.drop_headers", name) < 0)
+			return -1;
 	}
 	return 0;
 }
@@ -955,13 +1090,14 @@ int config_load(const char *path, struct config *cfg, char *err, size_t errlen)
 {
 	static const char *const top_keys[] = {
 		"listen", "tls", "upstream", "client_id", "registry", "control_socket",
-		"control_group", "bpf", "limits", "workers", "access_log", "log_level", NULL,
+		"control_group", "control_readonly_group", "bpf", "limits", "http", "workers",
+		"access_log", "log_level", NULL,
 	};
 	static int (*const loaders[])(struct loader *, json_t *) = {
-		/* schema order: control covers control_socket and control_group, misc covers
-		 * workers, access_log and log_level */
+		/* schema order: control covers control_socket, control_group and
+		 * control_readonly_group, misc covers workers, access_log and log_level */
 		load_listen, load_tls, load_upstream, load_client_id, load_registry,
-		load_control, load_bpf, load_limits, load_misc,
+		load_control, load_bpf, load_limits, load_http, load_misc,
 	};
 	struct loader l = {.cfg = cfg, .err = err, .errlen = errlen};
 	json_t *root = NULL;
@@ -969,6 +1105,7 @@ int config_load(const char *path, struct config *cfg, char *err, size_t errlen)
 
 	memset(cfg, 0, sizeof(*cfg));
 	cfg->control_gid = (gid_t)-1;
+	cfg->control_readonly_gid = (gid_t)-1;
 	if (errlen)
 		err[0] = '\0';
 
@@ -1024,10 +1161,15 @@ void config_free(struct config *cfg)
 	free(cfg->registry);
 	free(cfg->control_socket);
 	free(cfg->control_group);
+	free(cfg->control_readonly_group);
 	free(cfg->bpf.pin_dir);
 	free(cfg->bpf.interface);
 	free(cfg->access_log);
 	free(cfg->log_level);
+	for (unsigned i = 0; i < cfg->http.n_drop_headers; i++)
+		free((char *)cfg->http.drop_headers[i]);
+	free(cfg->http.drop_headers);
 	memset(cfg, 0, sizeof(*cfg));
 	cfg->control_gid = (gid_t)-1;
+	cfg->control_readonly_gid = (gid_t)-1;
 }

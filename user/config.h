@@ -14,6 +14,8 @@
 #endif
 #define CONFIG_MAX_CLIENT_ID_SOURCES 8
 #define CONFIG_SOURCE_NAME_MAX 64
+#define CONFIG_MAX_DROP_HEADERS 64
+#define CONFIG_HEADER_NAME_MAX 64
 
 enum client_id_source_kind { CID_SOURCE_FORM, CID_SOURCE_QUERY, CID_SOURCE_HEADER };
 enum bpf_mode { BPF_MODE_OFF, BPF_MODE_NATIVE, BPF_MODE_GENERIC };
@@ -77,8 +79,10 @@ struct config {
 
 	char *registry;       /* path of the SQLite database */
 	char *control_socket; /* path of the Unix socket */
-	char *control_group;  /* optional "control_group": socket becomes 0660 owned by it */
-	gid_t control_gid;
+	char *control_group;  /* optional: its members may use every control command */
+	gid_t control_gid;    /* (gid_t)-1 when not set */
+	char *control_readonly_group; /* optional: its members may use the read-only ones */
+	gid_t control_readonly_gid;   /* (gid_t)-1 when not set */
 
 	struct {
 		char *pin_dir;
@@ -90,6 +94,7 @@ struct config {
 	/* Optional "limits" object; all have defaults. */
 	struct {
 		uint32_t max_header_bytes;   /* 431 beyond; default 16384 */
+		uint32_t max_uri_bytes;      /* request target, 414 beyond; default 8192, <= max_header_bytes */
 		uint64_t max_body_bytes;     /* 413 beyond; default 10 MiB */
 		uint32_t max_form_bytes;     /* urlencoded bodies buffered for form:client_id; default 65536 */
 		uint32_t header_timeout_ms;  /* slowloris cut-off for a request head; default 10000 */
@@ -101,6 +106,13 @@ struct config {
 		uint32_t min_body_rate;      /* request body bytes/s, 408 below; 0 = off; default 1024 */
 		uint32_t body_rate_window_ms; /* the rate is measured over this; default 10000 */
 	} limits;
+
+	/* Optional "http" object: what a request may be and what of it is forwarded. */
+	struct {
+		uint64_t methods; /* HTTP_METHOD_BIT set (http.h); default HTTP_DEFAULT_METHODS */
+		const char **drop_headers; /* client headers never forwarded, lower case */
+		unsigned n_drop_headers;
+	} http;
 
 	unsigned workers;  /* optional "workers"; 0 = one per online CPU */
 	char *access_log;  /* optional "access_log" path; NULL = stderr */

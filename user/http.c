@@ -39,8 +39,7 @@
 #include "hex.h"
 #include "path.h"
 
-#define HTTP_METHOD_COUNT_ONE(num, name, string) +1
-_Static_assert(0 HTTP_METHOD_MAP(HTTP_METHOD_COUNT_ONE) <= 64, "a method set is a uint64_t");
+_Static_assert(HTTP_METHOD_COUNT <= 64, "a method set is a uint64_t");
 
 enum { HS_NONE, HS_URL, HS_STATUS, HS_FIELD, HS_VALUE };
 
@@ -1079,7 +1078,7 @@ static int write_error(struct buf *out, int status, const char *error, const cha
 		goto out;
 	if (allow_methods) {
 		const char *sep = "Allow: ";
-		for (unsigned m = 0; m < 64; m++) {
+		for (unsigned m = 0; m < HTTP_METHOD_COUNT; m++) {
 			if (!(allow_methods & HTTP_METHOD_BIT(m)))
 				continue;
 			if (buf_printf(out, "%s%s", sep, http_method_str((enum http_method)m)) < 0)

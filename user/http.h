@@ -24,6 +24,8 @@ enum http_msg_state {
 
 /* HTTP_METHOD_BIT(HTTP_GET) | ...: a set of methods (enum http_method stays below 64). */
 #define HTTP_METHOD_BIT(m) (UINT64_C(1) << (m))
+#define HTTP_METHOD_COUNT_ONE(num, name, string) +1
+#define HTTP_METHOD_COUNT (0 HTTP_METHOD_MAP(HTTP_METHOD_COUNT_ONE)) /* 0 .. COUNT-1 */
 #define HTTP_DEFAULT_METHODS                                                                       \
 	(HTTP_METHOD_BIT(HTTP_GET) | HTTP_METHOD_BIT(HTTP_HEAD) | HTTP_METHOD_BIT(HTTP_POST) |        \
 	 HTTP_METHOD_BIT(HTTP_PUT) | HTTP_METHOD_BIT(HTTP_PATCH) | HTTP_METHOD_BIT(HTTP_DELETE) |     \

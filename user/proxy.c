@@ -181,7 +181,11 @@ static void session_respond_error(struct session *s, int status, const char *err
 	if (!s->request_id[0])
 		session_new_request_id(s);
 	session_close_upstream(s);
-	http_write_error(&s->c_out, status, error, description, retry_after, false, s->request_id);
+	if (status == 405)
+		http_write_method_not_allowed(&s->c_out, s->req_limits.methods, s->request_id);
+	else
+		http_write_error(&s->c_out, status, error, description, retry_after, false,
+				 s->request_id);
 	s->status = (unsigned)status;
 	if (!s->verdict)
 		s->verdict = error;
@@ -272,6 +276,8 @@ static void session_start_forward(struct session *s, bool form_buffered)
 		.request_id = s->request_id,
 		.host = s->w->d->upstream_host_header,
 		.base_path = cfg->upstream.base_path,
+		.drop_headers = cfg->http.drop_headers,
+		.n_drop_headers = cfg->http.n_drop_headers,
 	};
 	if (http_write_request_head(&s->req, &fwd, &s->u_out) < 0) {
 		session_respond_error(s, 500, "server_error", "cannot build upstream request", 0);
@@ -780,8 +786,10 @@ struct session *session_new(struct worker *w, int fd, const struct sockaddr_stor
 	const struct config *cfg = session_cfg(s);
 	s->req_limits = (struct http_limits){
 		.max_header_bytes = cfg->limits.max_header_bytes,
+		.max_uri_bytes = cfg->limits.max_uri_bytes,
 		.max_body_bytes = cfg->limits.max_body_bytes,
 		.max_buffered_body = cfg->limits.max_form_bytes,
+		.methods = cfg->http.methods,
 	};
 	/* The upstream is trusted to size its own responses; only its head is bounded. */
 	s->resp_limits = (struct http_limits){

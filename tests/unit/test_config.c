@@ -8,6 +8,7 @@
 #include <cmocka.h>
 
 #include <arpa/inet.h>
+#include <grp.h>
 #include <jansson.h>
 #include <limits.h>
 #include <openssl/evp.h>
@@ -21,6 +22,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "http.h"
 
 static char tmpdir[64];
 
@@ -173,6 +175,7 @@ static json_t *full_config(void)
 		"\"registry\": \"state/registry.db\","
 		"\"control_socket\": \"/run/psd2edge-test/control.sock\","
 		"\"control_group\": \"root\","
+		"\"control_readonly_group\": \"daemon\","
 		"\"bpf\": {\"pin_dir\": \"/sys/fs/bpf/psd2edge-test\", \"interface\": \"lo\","
 		"          \"mode\": \"generic\"},"
 		"\"limits\": {\"max_header_bytes\": 8192, \"max_body_bytes\": 20971520,"
@@ -318,6 +321,8 @@ static void test_full_config(void **state)
 	assert_string_equal(cfg.control_socket, "/run/psd2edge-test/control.sock");
 	assert_string_equal(cfg.control_group, "root");
 	assert_int_equal(cfg.control_gid, 0);
+	assert_string_equal(cfg.control_readonly_group, "daemon");
+	assert_int_equal(cfg.control_readonly_gid, getgrnam("daemon")->gr_gid);
 
 	assert_string_equal(cfg.bpf.pin_dir, "/sys/fs/bpf/psd2edge-test");
 	assert_string_equal(cfg.bpf.interface, "lo");
@@ -355,6 +360,8 @@ static void test_defaults(void **state)
 	assert_null(cfg.upstream.key);
 	assert_null(cfg.control_group);
 	assert_int_equal(cfg.control_gid, (gid_t)-1);
+	assert_null(cfg.control_readonly_group);
+	assert_int_equal(cfg.control_readonly_gid, (gid_t)-1);
 	assert_int_equal(cfg.bpf.mode, BPF_MODE_OFF);
 	assert_string_equal(cfg.bpf.pin_dir, "/sys/fs/bpf/psd2edge");
 	assert_null(cfg.bpf.interface);
@@ -872,6 +879,12 @@ static void test_other_keys(void **state)
 		{NULL, "control_group", json_string("no-such-group-psd2"),
 		 "control_group: unknown group 'no-such-group-psd2'"},
 		{NULL, "control_group", json_integer(0), "control_group: must be a string"},
+		{NULL, "control_readonly_group", json_string("no-such-group-psd2"),
+		 "control_readonly_group: unknown group 'no-such-group-psd2'"},
+		{NULL, "control_readonly_group", json_true(), "control_readonly_group: must be a string"},
+		{NULL, "control_readonly_group", json_string("root"),
+		 "control_readonly_group: the same group as control_group, whose members may change "
+		 "state"},
 		{NULL, "bpf", json_string("lo"), "bpf: must be an object"},
 		{"bpf", "interface", NULL, "bpf.interface: missing (required unless bpf.mode is off)"},
 		{"bpf", "interface", json_string("nosuch0"), "bpf.interface: no such interface 'nosuch0'"},
@@ -931,6 +944,100 @@ static void test_other_keys(void **state)
 	assert_int_equal(cfg.limits.idle_timeout_ms, 60000); /* others keep their defaults */
 	assert_int_equal(cfg.workers, 256);
 	config_free(&cfg);
+}
+
+/* --- limits.max_uri_bytes, http ---------------------------------------------------------------- */
+
+static void test_http_keys(void **state)
+{
+	(void)state;
+	struct config cfg;
+	expect_ok(minimal_config(), &cfg);
+	assert_int_equal(cfg.limits.max_uri_bytes, 8192);
+	assert_int_equal(cfg.http.methods, HTTP_DEFAULT_METHODS);
+	static const char *const default_drop[] = {
+		"x-forwarded-client-cert", "x-ssl-client-cert", "ssl-client-cert", "x-client-cert",
+		"x-real-ip", "true-client-ip", "x-forwarded-host", "x-forwarded-proto",
+		"x-forwarded-prefix", "x-original-url", "x-rewrite-url",
+	};
+	assert_int_equal(cfg.http.n_drop_headers, sizeof(default_drop) / sizeof(default_drop[0]));
+	for (unsigned i = 0; i < cfg.http.n_drop_headers; i++)
+		assert_string_equal(cfg.http.drop_headers[i], default_drop[i]);
+	config_free(&cfg);
+
+	/* The target's default follows a smaller head. */
+	json_t *root = minimal_config();
+	set(root, NULL, "limits", json_pack("{s:i}", "max_header_bytes", 4096));
+	expect_ok(root, &cfg);
+	assert_int_equal(cfg.limits.max_uri_bytes, 4096);
+	config_free(&cfg);
+	root = minimal_config();
+	set(root, NULL, "limits", json_pack("{s:i,s:i}", "max_header_bytes", 4096, "max_uri_bytes", 4096));
+	expect_ok(root, &cfg);
+	assert_int_equal(cfg.limits.max_uri_bytes, 4096);
+	config_free(&cfg);
+
+	/* Methods as listed; header names lower case, '_' kept (http.c folds it with '-'). */
+	root = minimal_config();
+	set(root, NULL, "http", json_pack("{s:[s,s,s],s:[s,s]}", "methods", "GET", "PROPFIND", "POST",
+					  "drop_headers", "X_Custom_Header", "Authorization"));
+	expect_ok(root, &cfg);
+	assert_int_equal(cfg.http.methods, HTTP_METHOD_BIT(HTTP_GET) | HTTP_METHOD_BIT(HTTP_PROPFIND) |
+						   HTTP_METHOD_BIT(HTTP_POST));
+	assert_int_equal(cfg.http.n_drop_headers, 2);
+	assert_string_equal(cfg.http.drop_headers[0], "x_custom_header");
+	assert_string_equal(cfg.http.drop_headers[1], "authorization");
+	config_free(&cfg);
+	root = minimal_config();
+	set(root, NULL, "http", json_pack("{s:[]}", "drop_headers"));
+	expect_ok(root, &cfg);
+	assert_int_equal(cfg.http.n_drop_headers, 0);
+	assert_int_equal(cfg.http.methods, HTTP_DEFAULT_METHODS);
+	config_free(&cfg);
+
+	json_t *many = json_array();
+	for (int i = 0; i <= CONFIG_MAX_DROP_HEADERS; i++)
+		json_array_append_new(many, json_sprintf("x-h%d", i));
+	struct {
+		json_t *limits, *http;
+		const char *err;
+	} cases[] = {
+		{json_pack("{s:i,s:i}", "max_header_bytes", 4096, "max_uri_bytes", 4097), NULL,
+		 "limits.max_uri_bytes: must not exceed limits.max_header_bytes (4096)"},
+		{json_pack("{s:i}", "max_uri_bytes", 0), NULL,
+		 "limits.max_uri_bytes: must be between 1 and 1048576"},
+		{NULL, json_string("strict"), "http: must be an object"},
+		{NULL, json_pack("{s:[s]}", "method", "GET"), "http.method: unknown key"},
+		{NULL, json_pack("{s:s}", "methods", "GET"), "http.methods: must be an array"},
+		{NULL, json_pack("{s:[]}", "methods"), "http.methods: must not be empty"},
+		{NULL, json_pack("{s:[s,s]}", "methods", "GET", "get"),
+		 "http.methods[1]: not a method: 'get' (methods are case-sensitive, e.g. GET)"},
+		{NULL, json_pack("{s:[s]}", "methods", "<unknown>"),
+		 "http.methods[0]: not a method: '<unknown>' (methods are case-sensitive, e.g. GET)"},
+		{NULL, json_pack("{s:[s,s]}", "methods", "GET", "TRACE"),
+		 "http.methods[1]: TRACE is never forwarded"},
+		{NULL, json_pack("{s:[s]}", "methods", "CONNECT"), "http.methods[0]: CONNECT is never forwarded"},
+		{NULL, json_pack("{s:[s,s,s]}", "methods", "GET", "POST", "GET"),
+		 "http.methods[2]: GET listed twice"},
+		{NULL, json_pack("{s:[s,i]}", "methods", "GET", 1), "http.methods[1]: must be a string"},
+		{NULL, json_pack("{s:s}", "drop_headers", "X-Real-IP"), "http.drop_headers: must be an array"},
+		{NULL, json_pack("{s:[s,s]}", "drop_headers", "X-Real-IP", "X Real IP"),
+		 "http.drop_headers[1]: not a header name (1 to 64 token characters)"},
+		{NULL, json_pack("{s:[s]}", "drop_headers", ""),
+		 "http.drop_headers[0]: not a header name (1 to 64 token characters)"},
+		{NULL, json_pack("{s:[s,s]}", "drop_headers", "X-A", "x-a"),
+		 "http.drop_headers[1]: duplicate of http.drop_headers[0]"},
+		{NULL, json_pack("{s:[n]}", "drop_headers"), "http.drop_headers[0]: must be a string"},
+		{NULL, json_pack("{s:o}", "drop_headers", many), "http.drop_headers: at most 64 entries"},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		root = minimal_config();
+		if (cases[i].limits)
+			set(root, NULL, "limits", cases[i].limits);
+		if (cases[i].http)
+			set(root, NULL, "http", cases[i].http);
+		expect_error(root, cases[i].err);
+	}
 }
 
 /* --- bpf.src_rate, bpf.client_rate ------------------------------------------------------------ */
@@ -1099,6 +1206,7 @@ int main(void)
 		cmocka_unit_test(test_other_keys),
 		cmocka_unit_test(test_bpf_rates),
 		cmocka_unit_test(test_file_errors),
+		cmocka_unit_test(test_http_keys),
 	};
 	return cmocka_run_group_tests(tests, setup_pki, teardown_pki);
 }
