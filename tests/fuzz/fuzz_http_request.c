@@ -57,6 +57,38 @@ static int on_body(void *arg, const char *data, size_t len)
 	return 0;
 }
 
+/* The forwarded target stays under the base path with no dot segment left (path.h), and no
+ * forwarded field name has a '_' (the request would have been refused). */
+static void check_forwarded_target(const char *h, size_t len)
+{
+	const char *end_of_head = h + len;
+	const char *line_end = memmem(h, len, "\r\n", 2);
+	const char *t = memchr(h, ' ', (size_t)(line_end - h));
+	if (!t || (size_t)(line_end - t) < 7 || memcmp(t + 1, "/base/", 6) != 0)
+		abort();
+	t++;
+	const char *end = memchr(t, ' ', (size_t)(line_end - t));
+	const char *q = memchr(t, '?', (size_t)(end - t));
+	const char *path_end = q ? q : end;
+	for (const char *seg = t; seg < path_end; seg++) {
+		if (*seg != '/')
+			continue;
+		const char *next = memchr(seg + 1, '/', (size_t)(path_end - seg - 1));
+		size_t n = (size_t)((next ? next : path_end) - seg - 1);
+		if ((n == 1 && seg[1] == '.') || (n == 2 && seg[1] == '.' && seg[2] == '.'))
+			abort();
+	}
+	if (memmem(t, (size_t)(path_end - t), "%2e", 3) || memmem(t, (size_t)(path_end - t), "%2E", 3))
+		abort();
+	for (const char *l = line_end + 2; l < end_of_head && *l != '\r';) {
+		const char *e = memmem(l, (size_t)(end_of_head - l), "\r\n", 2);
+		const char *colon = memchr(l, ':', (size_t)(e - l));
+		if (!colon || memchr(l, '_', (size_t)(colon - l)))
+			abort();
+		l = e + 2;
+	}
+}
+
 static void check_head(struct http_msg *m, bool response)
 {
 	struct buf out = {0};
@@ -87,6 +119,7 @@ static void check_head(struct http_msg *m, bool response)
 		}
 		if (ids != 1)
 			abort();
+		check_forwarded_target(h, out.len);
 	} else {
 		bool chunked;
 		if (http_write_response_head(m, m->keep_alive, "rid", &out, &chunked) < 0)
