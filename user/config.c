@@ -625,6 +625,9 @@ static int parse_source(struct loader *l, const char *path, const char *s,
 		return fail(l, path, "name must be 1 to %d token characters",
 			    CONFIG_SOURCE_NAME_MAX);
 	out->kind = kinds[k].value;
+	/* Requests with '_' in a header name are refused (http.c), so such a source never speaks. */
+	if (out->kind == CID_SOURCE_HEADER && strchr(name, '_'))
+		return fail(l, path, "header names with '_' are refused in requests; use '-'");
 	for (size_t i = 0; i <= nlen; i++)
 		out->name[i] = out->kind == CID_SOURCE_HEADER ? (char)tolower((unsigned char)name[i])
 							      : name[i];

@@ -751,6 +751,8 @@ static void test_client_id(void **state)
 		{"query:", "client_id[1]: name must be 1 to 64 token characters"},
 		{"header:x id", "client_id[1]: name must be 1 to 64 token characters"},
 		{"header:x:id", "client_id[1]: name must be 1 to 64 token characters"},
+		{"header:x_tpp_id",
+		 "client_id[1]: header names with '_' are refused in requests; use '-'"},
 		{"form:a=b", "client_id[1]: name must be 1 to 64 token characters"},
 		{long_name, "client_id[1]: name must be 1 to 64 token characters"},
 		{"header:X-CLIENT-ID", "client_id[1]: duplicate of client_id[0]"},
