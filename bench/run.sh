@@ -3,8 +3,8 @@
 # to bench/results.json (merged per section, headline ratios at its top level), docs/bench.svg
 # draws them, and docs/BENCHMARKS.md says how to read them. Benchmarks measure; they do not
 # pass or fail (make check never runs them).
-#   bench/run.sh [xdp] [proxy] [ktls]     default: all three (about 9 minutes)
-#   BENCH_SKIP_KTLS=1 leaves out the kTLS bench, which boots a VM (about 4 minutes)
+#   bench/run.sh [xdp] [proxy] [ktls]     default: all three (about 6 minutes)
+#   BENCH_SKIP_KTLS=1 leaves out the kTLS bench, which boots a VM (about 1.5 minutes)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
