@@ -196,7 +196,7 @@ static const char *const error_names[] = {
 };
 
 struct stats {
-	uint64_t requests, handshakes, errors[N_ERROR_KINDS], status_counts[6];
+	uint64_t requests, handshakes, errors[N_ERROR_KINDS];
 	uint64_t hist[HIST_BUCKETS];
 };
 
@@ -227,7 +227,7 @@ struct conn {
 };
 
 struct worker {
-	int id, epfd;
+	int epfd;
 	pthread_t tid;
 	SSL_CTX *ctx;
 	struct conn *conns; /* n_slots: n_conns, or with --idle this thread's share of N */
@@ -469,7 +469,6 @@ static void record_response(struct conn *c)
 	if (!measuring())
 		return;
 	int cls = c->status / 100;
-	w->st.status_counts[cls >= 1 && cls <= 5 ? cls : 0]++;
 	if (cls == 4)
 		w->st.errors[ERR_status_4xx]++;
 	else if (cls == 5)
@@ -922,7 +921,7 @@ int main(int argc, char **argv)
 		{"groups", required_argument, NULL, 'g'}, {"path", required_argument, NULL, 'P'},
 		{"client-id", required_argument, NULL, 'i'}, {"id-in", required_argument, NULL, 'l'},
 		{"body", required_argument, NULL, 'b'}, {"server-pid", required_argument, NULL, 's'},
-		{"help", no_argument, NULL, '?'}, {0},
+		{"help", no_argument, NULL, 'u'}, {0},
 	};
 	int o;
 	while ((o = getopt_long(argc, argv, "H:p:c:t:d:n:w:", longopts, NULL)) != -1) {
@@ -967,7 +966,8 @@ int main(int argc, char **argv)
 			break;
 		case 'b': opt.body = (size_t)atol(optarg); break;
 		case 's': parse_pids(optarg); break;
-		default: usage(o == '?' && optopt == 0 ? 0 : 2);
+		case 'u': usage(0); break;
+		default: usage(2);
 		}
 	}
 	if (optind != argc || !opt.cert || !opt.key || opt.conns < 1 || opt.threads < 1 ||
@@ -1010,7 +1010,6 @@ int main(int argc, char **argv)
 	atomic_store(&g_measuring, opt.warmup <= 0);
 	for (int i = 0; i < opt.threads; i++) {
 		struct worker *w = &ws[i];
-		w->id = i;
 		w->ctx = ctx;
 		w->n_conns = opt.conns / opt.threads + (i < opt.conns % opt.threads);
 		w->quota = opt.count ? opt.count / opt.threads + (i < opt.count % opt.threads) : -1;
@@ -1066,8 +1065,6 @@ int main(int argc, char **argv)
 		total.handshakes += s->handshakes;
 		for (int k = 0; k < N_ERROR_KINDS; k++)
 			total.errors[k] += s->errors[k];
-		for (int k = 0; k < 6; k++)
-			total.status_counts[k] += s->status_counts[k];
 		for (unsigned b = 0; b < HIST_BUCKETS; b++)
 			total.hist[b] += s->hist[b];
 	}
