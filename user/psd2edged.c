@@ -354,7 +354,8 @@ static int daemon_run(struct daemon *d)
 		.hooks = {.arg = d, .on_event = daemon_on_control_event, .fill_stats = daemon_fill_stats,
 			  .fill_client = daemon_fill_client},
 	};
-	struct control_groups groups = {.admin = d->cfg.control_gid, .readonly = CONTROL_NO_GROUP};
+	struct control_groups groups = {.admin = d->cfg.control_gid,
+					.readonly = d->cfg.control_readonly_gid};
 	if (control_server_start(loop, d->cfg.control_socket, &groups, &cctx, &ctl, err,
 				 sizeof(err)) < 0) {
 		log_error("control_socket: %s", err);
