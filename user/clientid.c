@@ -32,10 +32,16 @@
  *    US-ASCII, a repeated Content-Type, text after the form media type other than parameters
  *    (PHP ends the media type at ',' or whitespace, Rack at ','). A POST body without
  *    Content-Type is read as a form, as Rack does, but its client_ids cannot make the claim
- *    alone either. */
+ *    alone either.
+ *  - Rails merges the top-level members of a JSON body into the parameters (any Content-Type
+ *    that mentions json, whatever the method), so such a body is read too: a member named
+ *    exactly like a parameter must be a string and agree with the claim, one that resembles a
+ *    parameter name, a body that does not parse, repeats a member or has a Content-Encoding
+ *    is refused (400). */
 #include "clientid.h"
 #include "hex.h"
 
+#include <jansson.h>
 #include <string.h>
 #include <strings.h>
 
@@ -423,6 +429,7 @@ enum body_kind {
 	BODY_NONE,       /* no body, or one no application reads parameters from */
 	BODY_FORM,       /* application/x-www-form-urlencoded, UTF-8 or US-ASCII, not encoded */
 	BODY_UNTYPED,    /* a POST body without a media type: Rack reads it as a form */
+	BODY_JSON,       /* a JSON body: Rails merges its top-level members into the parameters */
 	BODY_UNREADABLE, /* parameters the gateway does not read */
 };
 
@@ -524,7 +531,7 @@ static enum body_kind content_type_kind(const char *ct, size_t len, const char *
 		*why = "the Content-Type names the form media type in an unusual way";
 		return BODY_UNREADABLE;
 	}
-	return BODY_NONE;
+	return fold_contains(ct, len, "json") ? BODY_JSON : BODY_NONE;
 }
 
 static enum body_kind body_kind(const struct http_msg *req, const char **why)
@@ -541,9 +548,9 @@ static enum body_kind body_kind(const struct http_msg *req, const char **why)
 	enum body_kind kind = ct ? content_type_kind(ct, len, why) : BODY_UNTYPED;
 	if (kind == BODY_UNTYPED && req->method != HTTP_POST)
 		return BODY_NONE;
-	if ((kind == BODY_FORM || kind == BODY_UNTYPED) &&
+	if ((kind == BODY_FORM || kind == BODY_UNTYPED || kind == BODY_JSON) &&
 	    http_msg_header(req, "content-encoding", NULL, NULL)) {
-		*why = "a form body with a Content-Encoding is refused";
+		*why = "a form or JSON body with a Content-Encoding is refused";
 		return BODY_UNREADABLE;
 	}
 	return kind;
@@ -563,7 +570,38 @@ bool clientid_needs_body(const struct client_id_source *src, unsigned n, const s
 	if (!has_param_source(src, n))
 		return false;
 	enum body_kind kind = body_kind(req, &why);
-	return kind == BODY_FORM || kind == BODY_UNTYPED;
+	return kind == BODY_FORM || kind == BODY_UNTYPED || kind == BODY_JSON;
+}
+
+/* The top-level members of a JSON object body, as Rails merges them into the parameters. A
+ * member name is literal (JSON has no percent-encoding): one holding '%' or '+' can only
+ * resemble a parameter name. */
+static void scan_json(struct scan *sc, const char *body, size_t len)
+{
+	json_error_t err;
+	json_t *doc = json_loadb(body, len, JSON_REJECT_DUPLICATES, &err);
+	if (!doc) {
+		scan_ambiguous(sc, "a JSON body that does not parse or repeats a member");
+		return;
+	}
+	const char *key;
+	json_t *value;
+	json_object_foreach(doc, key, value) {
+		size_t key_len = strlen(key);
+		bool literal = !strpbrk(key, "%+");
+		if (!literal || !exact_param(sc, key, key_len)) {
+			if (resembles_param(sc, key, key_len))
+				scan_ambiguous(sc, "a JSON member name resembles the client_id parameter's");
+			continue;
+		}
+		if (!json_is_string(value)) {
+			scan_ambiguous(sc, "a JSON member named like the client_id parameter is not a "
+					   "string");
+			continue;
+		}
+		found_add(&sc->stray, json_string_value(value), json_string_length(value));
+	}
+	json_decref(doc);
 }
 
 static void scan_body(struct scan *sc, const struct http_msg *req)
@@ -580,7 +618,9 @@ static void scan_body(struct scan *sc, const struct http_msg *req)
 		found_invalid(&sc->stray, "form body was not read");
 		return;
 	}
-	if (req->body.data)
+	if (kind == BODY_JSON)
+		scan_json(sc, req->body.data ? buf_head(&req->body) : "", req->body.len);
+	else if (req->body.data)
 		scan_params(sc, buf_head(&req->body), req->body.len,
 			    kind == BODY_FORM ? CID_SOURCE_FORM : UNLISTED_PLACE);
 }

@@ -30,6 +30,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include <jansson.h>
+
 #include "clientid.h"
 #include "http.h"
 
@@ -614,6 +616,42 @@ static void read_headers(const struct oracle *o)
 	}
 }
 
+/* Rails: a JSON body's top-level members join params (ActionDispatch's JSON parameter parser, for
+ * the JSON MIME types, whatever the method; the last of repeated members wins); a number is
+ * read as its text by params[:client_id].to_s. */
+static void read_json_like_rails(const struct oracle *o)
+{
+	static const struct reader rails = {.stack = "Rails, JSON body"};
+	size_t len;
+	const char *ct = http_msg_header(o->req, "content-type", &len, NULL);
+	if (!ct)
+		return;
+	size_t type_len = 0;
+	while (type_len < len && ct[type_len] != ';' && !is_space((unsigned char)ct[type_len]))
+		type_len++;
+	if (!lower_equals(ct, type_len, "application/json") &&
+	    !lower_equals(ct, type_len, "text/x-json") &&
+	    !lower_equals(ct, type_len, "application/jsonrequest"))
+		return;
+	json_t *doc = json_loadb(o->body, o->body_len, 0, NULL);
+	if (!json_is_object(doc)) {
+		json_decref(doc);
+		return;
+	}
+	for (unsigned i = 0; i < o->n; i++) {
+		json_t *v = is_param(&o->src[i]) ? json_object_get(doc, o->src[i].name) : NULL;
+		char text[64];
+		if (json_is_string(v))
+			expect_value(o, &rails, "a JSON member", json_string_value(v),
+				     json_string_length(v));
+		else if (json_is_integer(v))
+			expect_value(o, &rails, "a JSON number", text,
+				     (size_t)snprintf(text, sizeof(text), "%" JSON_INTEGER_FORMAT,
+						      json_integer_value(v)));
+	}
+	json_decref(doc);
+}
+
 static void read_like_applications(const struct oracle *o)
 {
 	read_headers(o);
@@ -642,6 +680,7 @@ static void read_like_applications(const struct oracle *o)
 		if (r->cookies)
 			reader_cookies(o, r);
 	}
+	read_json_like_rails(o);
 }
 
 /* --- the gateway ---------------------------------------------------------------------------- */

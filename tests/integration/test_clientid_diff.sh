@@ -65,6 +65,8 @@ assert_status 200 "control: a UTF-8 form" tpp1 -H "$FORM_CT; charset=utf-8" \
 	--data-binary 'client_id=tpp1' "$GW_URL/token"
 assert_status 200 "control: a ';' away from client_id" tpp1 "$GW_URL/a?x=1;y=2&client_id=tpp1"
 assert_status 200 "control: other cookies" tpp1 -H 'Cookie: session=1' "$GW_URL/a?client_id=tpp1"
+assert_status 200 "control: a JSON body without client_id" tpp1 -H 'Content-Type: application/json' \
+	--data-binary '{"amount": {"currency": "EUR", "amount": "12.00"}}' "$GW_URL/payments?client_id=tpp1"
 
 before=$(upstream_requests)
 probe 400 "query name in another case" -g "$GW_URL/a?client_id=tpp1&Client_Id=tpp2"
@@ -105,6 +107,12 @@ probe 401 "POST without Content-Type (Rack reads a form)" -H 'Content-Type:' \
 probe 401 "query name percent-encoded" "$GW_URL/a?client_id=tpp1&client%5Fid=tpp2"
 probe 401 "value with an encoded NUL" "$GW_URL/a?client_id=tpp1&client_id=tpp2%00"
 probe 401 "the same parameter twice" "$GW_URL/a?client_id=tpp1&client_id=tpp2"
+probe 401 "JSON member (Rails merges it into params)" -H 'Content-Type: application/json' \
+	--data-binary '{"client_id": "tpp2"}' "$GW_URL/payments?client_id=tpp1"
+probe 400 "JSON member repeated" -H 'Content-Type: application/json' \
+	--data-binary '{"client_id": "tpp1", "client_id": "tpp2"}' "$GW_URL/payments?client_id=tpp1"
+probe 400 "JSON member look-alike" -H 'Content-Type: application/vnd.api+json' \
+	--data-binary '{"Client_Id": "tpp2"}' "$GW_URL/payments?client_id=tpp1"
 assert_eq "$before" "$(upstream_requests)" "no probe reached the upstream (all three sources)"
 
 # --- form and header only: a query client_id is still read by applications -------------------

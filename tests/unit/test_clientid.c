@@ -58,6 +58,7 @@ struct case_ {
 #define REQ(line, hdrs, body) line " HTTP/1.1\r\nHost: gw\r\n" hdrs "\r\n" body
 #define FORM "Content-Type: application/x-www-form-urlencoded\r\n"
 #define CL(n) "Content-Length: " #n "\r\n"
+#define JSON "Content-Type: application/json\r\n"
 
 static const struct case_ cases[] = {
 	{"nothing", REQ("GET /a", "", ""), CLIENTID_MISSING, NULL},
@@ -156,8 +157,8 @@ static const struct case_ cases[] = {
 	 CLIENTID_OK, "tpp1"},
 	{"form encoded", REQ("POST /t", FORM CL(15), "client_id=t%2F1"), CLIENTID_OK, "t/1"},
 	{"form plus", REQ("POST /t", FORM CL(13), "client_id=t+1"), CLIENTID_INVALID, NULL},
-	{"json body is not a form", REQ("POST /t", "Content-Type: application/json\r\n" CL(14), "client_id=tpp1"),
-	 CLIENTID_MISSING, NULL},
+	{"a JSON Content-Type on a body that is not JSON", REQ("POST /t", "Content-Type: application/json\r\n" CL(14), "client_id=tpp1"),
+	 CLIENTID_AMBIGUOUS, NULL},
 	{"form-like media type", REQ("POST /t", "Content-Type: application/x-www-form-urlencodedx\r\n" CL(14),
 				     "client_id=tpp1"),
 	 CLIENTID_AMBIGUOUS, NULL},
@@ -212,8 +213,8 @@ static const struct case_ cases[] = {
 	 CLIENTID_AMBIGUOUS, NULL},
 	{"form gzip-encoded", REQ("POST /t", FORM "Content-Encoding: gzip\r\n" CL(11), "client_id=t"),
 	 CLIENTID_AMBIGUOUS, NULL},
-	{"json with a Content-Encoding", REQ("POST /t?client_id=t", "Content-Type: application/json\r\nContent-Encoding: gzip\r\n" CL(2), "{}"),
-	 CLIENTID_OK, "t"},
+	{"JSON with a Content-Encoding", REQ("POST /t?client_id=t", "Content-Type: application/json\r\nContent-Encoding: gzip\r\n" CL(2), "{}"),
+	 CLIENTID_AMBIGUOUS, NULL},
 	{"multipart", REQ("POST /t?client_id=t", "Content-Type: multipart/form-data; boundary=x\r\n" CL(3), "a=b"),
 	 CLIENTID_AMBIGUOUS, NULL},
 	{"multipart without a body", REQ("POST /t?client_id=t", "Content-Type: multipart/form-data; boundary=x\r\n", ""),
@@ -272,6 +273,28 @@ static const struct case_ query_header_cases[] = {
 	{"form in UTF-16 where only query and header are read",
 	 REQ("POST /t?client_id=t", "Content-Type: application/x-www-form-urlencoded;charset=utf-16\r\n" CL(2), "{}"),
 	 CLIENTID_AMBIGUOUS, NULL},
+	/* Rails merges a JSON body's top-level members into params. */
+	{"JSON member agreeing", REQ("PUT /t?client_id=t", JSON CL(18), "{\"client_id\": \"t\"}"),
+	 CLIENTID_OK, "t"},
+	{"JSON member disagreeing", REQ("POST /t?client_id=t", JSON CL(18), "{\"client_id\": \"v\"}"),
+	 CLIENTID_CONFLICT, NULL},
+	{"JSON member escaped", REQ("POST /t?client_id=t", JSON CL(23), "{\"\\u0063lient_id\": \"v\"}"),
+	 CLIENTID_CONFLICT, NULL},
+	{"JSON member alone", REQ("POST /t", JSON CL(18), "{\"client_id\": \"t\"}"),
+	 CLIENTID_MISSING, NULL},
+	{"JSON member not a string", REQ("POST /t?client_id=t", JSON CL(16), "{\"client_id\": 7}"),
+	 CLIENTID_AMBIGUOUS, NULL},
+	{"JSON member look-alike", REQ("POST /t?client_id=t", JSON CL(18), "{\"Client_Id\": \"v\"}"),
+	 CLIENTID_AMBIGUOUS, NULL},
+	{"JSON member repeated", REQ("POST /t?client_id=t", JSON CL(33), "{\"client_id\":\"t\",\"client_id\":\"v\"}"),
+	 CLIENTID_AMBIGUOUS, NULL},
+	{"JSON body that does not parse", REQ("POST /t?client_id=t", JSON CL(13), "{\"client_id\":"),
+	 CLIENTID_AMBIGUOUS, NULL},
+	{"JSON by suffix, nested member ignored",
+	 REQ("POST /t?client_id=t", "Content-Type: application/vnd.x+JSON\r\n" CL(25), "{\"a\": {\"client_id\": \"v\"}}"),
+	 CLIENTID_OK, "t"},
+	{"JSON array body", REQ("POST /t?client_id=t", JSON CL(17), "[{\"client_id\":1}]"),
+	 CLIENTID_OK, "t"},
 };
 
 /* With header sources only there is no parameter name to protect. */
@@ -358,6 +381,10 @@ static void test_needs_body(void **state)
 	http_msg_free(&m);
 	parse(&m, REQ("PUT /t", CL(3), "a=b"), all_sources, 3);
 	assert_false(clientid_needs_body(all_sources, 3, &m));
+	http_msg_free(&m);
+	parse(&m, REQ("PATCH /t", JSON CL(2), "{}"), all_sources, 3); /* Rails merges it */
+	assert_true(clientid_needs_body(all_sources, 3, &m));
+	assert_false(clientid_needs_body(header_only, 1, &m));
 	http_msg_free(&m);
 	parse(&m, REQ("POST /t", FORM CL(0), ""), all_sources, 3);
 	assert_false(clientid_needs_body(all_sources, 3, &m));
