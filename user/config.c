@@ -589,6 +589,16 @@ static bool is_tchar(unsigned char c)
 	return isalnum(c) || (c && strchr("!#$%&'*+-.^_`|~", c));
 }
 
+/* A token (RFC 9110 §5.6.2) of 1 to max characters: a header or parameter name. */
+static bool is_token(const char *s, size_t max)
+{
+	size_t len = strlen(s);
+	bool ok = len >= 1 && len <= max;
+	for (size_t i = 0; ok && i < len; i++)
+		ok = is_tchar((unsigned char)s[i]);
+	return ok;
+}
+
 static int parse_source(struct loader *l, const char *path, const char *s,
 			struct client_id_source *out)
 {
@@ -618,10 +628,7 @@ static int parse_source(struct loader *l, const char *path, const char *s,
 	}
 	const char *name = colon + 1;
 	size_t nlen = strlen(name);
-	bool ok = nlen >= 1 && nlen <= CONFIG_SOURCE_NAME_MAX;
-	for (size_t i = 0; ok && i < nlen; i++)
-		ok = is_tchar((unsigned char)name[i]);
-	if (!ok)
+	if (!is_token(name, CONFIG_SOURCE_NAME_MAX))
 		return fail(l, path, "name must be 1 to %d token characters",
 			    CONFIG_SOURCE_NAME_MAX);
 	out->kind = kinds[k].value;
@@ -966,11 +973,7 @@ static int parse_method(struct loader *l, const char *path, const char *name, ui
 static int add_drop_header(struct loader *l, const char *path, const char *name)
 {
 	struct config *cfg = l->cfg;
-	size_t len = strlen(name);
-	bool ok = len >= 1 && len <= CONFIG_HEADER_NAME_MAX;
-	for (size_t i = 0; ok && i < len; i++)
-		ok = is_tchar((unsigned char)name[i]);
-	if (!ok)
+	if (!is_token(name, CONFIG_HEADER_NAME_MAX))
 		return fail(l, path, "not a header name (1 to %d token characters)",
 			    CONFIG_HEADER_NAME_MAX);
 	char *lower = strdup(name);
