@@ -19,6 +19,13 @@
 # usage: bench/proxy_bench.sh (root). Raw loadgen output: $BUILD/bench/proxy_runs.jsonl;
 # bench/proxy_report.py turns it into bench/results.json ("proxy") and docs/BENCHMARKS.md.
 #
+# Quick A/B (for measuring one change; no report, results.json untouched):
+#   PROXY_BENCH_ONLY="keepalive idle half_load" runs only those scenarios (rounds:
+#   PROXY_BENCH_ROUNDS, default 1; half_load at PROXY_BENCH_RATE req/s, default 5000) and prints
+#   the median per peer; raw lines in $BUILD/bench/proxy_runs_only.jsonl.
+#   PROXY_BENCH_BASELINE=DIR adds DIR/psd2edged as the peer psd2edge_base (the binary before the
+#   change), run right before psd2edge in every scenario, so both see the same host load.
+#
 # bench/proxy_bench.sh profile: psd2edge alone under scenario 2, profiled instead of compared:
 # `strace -c -f` over PROFILE_REQUESTS (20000) requests (system calls per request), then
 # the system calls of 4 requests on one connection in order (strace-sequence.txt), then
@@ -36,7 +43,12 @@ CONNS=${PROXY_BENCH_CONNS:-16}
 OUT=$BUILD/bench
 RUNS=$OUT/proxy_runs.jsonl
 
+ONLY=${PROXY_BENCH_ONLY:-}
+BASELINE=${PROXY_BENCH_BASELINE:-}
+case $BASELINE in /*|'') ;; *) BASELINE=$ROOT/$BASELINE ;; esac
+
 MODE=bench
+[ -n "$ONLY" ] && RUNS=$OUT/proxy_runs_only.jsonl
 [ "${1:-}" = profile ] && { MODE=profile; RUNS=$OUT/profile/runs.jsonl; }
 [ "${2:-}" = profile ] && MODE=profile RUNS=$OUT/profile/runs.jsonl
 
@@ -50,6 +62,8 @@ if [ "${1:-}" != --inside ]; then
 	for b in psd2edged psd2edgectl bench/loadgen; do
 		[ -x "$BUILD/$b" ] || { echo "proxy_bench: $BUILD/$b missing (make BUILD=$BUILD bench)" >&2; exit 1; }
 	done
+	[ -z "$BASELINE" ] || [ -x "$BASELINE/psd2edged" ] ||
+		{ echo "proxy_bench: $BASELINE/psd2edged missing (PROXY_BENCH_BASELINE)" >&2; exit 1; }
 	[ "$(nproc)" -ge 2 ] || { echo "proxy_bench: needs 2 CPUs (server on 0, load on 1)" >&2; exit 1; }
 	NS=psd2e-bench-$$
 	ip netns add "$NS"
@@ -63,6 +77,7 @@ if [ "${1:-}" != --inside ]; then
 	load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 	ip netns exec "$NS" "$0" --inside $MODE
 	[ $MODE = profile ] && exit 0
+	[ -n "$ONLY" ] && exit 0
 	python3 bench/proxy_report.py "$RUNS" "$load_before" "$(cut -d' ' -f1-3 /proc/loadavg)"
 	exit 0
 fi
@@ -88,8 +103,9 @@ cleanup() {
 trap cleanup EXIT
 
 UPSTREAM_PORT=18080
-declare -A PORT=([psd2edge]=18443 [haproxy]=18444 [nginx]=18445)
+declare -A PORT=([psd2edge]=18443 [haproxy]=18444 [nginx]=18445 [psd2edge_base]=18446)
 PEERS=(psd2edge haproxy nginx)
+[ -n "$BASELINE" ] && PEERS=(psd2edge_base "${PEERS[@]}")
 PKI=$BUILD/test-pki
 LOADGEN=$BUILD/bench/loadgen
 
@@ -140,38 +156,46 @@ wait_port $UPSTREAM_PORT
 
 # ---- the three peers, on CPU 0 -----------------------------------------------------------------
 declare -A SERVER_PIDS=()
+# start_psd2edge NAME BUILD_DIR CERT KEY: one psd2edged with its own registry, control socket and
+# access log; tpp1 and tpprsa bound.
+start_psd2edge() {
+	local name=$1 bin=$2/psd2edged cert=$3 key=$4 i
+	python3 - "$T/$name.json" <<EOF
+import json, sys
+json.dump({
+    "listen": ["127.0.0.1:${PORT[$name]}"],
+    "tls": {"cert": "$cert", "key": "$key", "client_ca": "$T/tpp-ca.pem", "crl": "$T/tpp.crl"},
+    "upstream": {"url": "http://127.0.0.1:$UPSTREAM_PORT"},
+    "client_id": ["form:client_id", "query:client_id", "header:x-client-id"],
+    "registry": "$T/$name-registry.db",
+    "control_socket": "$T/$name-control.sock",
+    "bpf": {"mode": "off"},
+    "workers": 1,
+    "access_log": "$T/$name-access.log",
+    "limits": {"max_connections": $((fd_room + 100))},
+}, open(sys.argv[1], "w"), indent=1)
+EOF
+	rm -f "$T/$name-control.sock"
+	taskset -c 0 "$bin" --config "$T/$name.json" >>"$T/$name.log" 2>&1 &
+	SERVER_PIDS[$name]=$!
+	PIDS+=($!)
+	for i in $(seq 150); do [ -S "$T/$name-control.sock" ] && break; sleep 0.1; done
+	[ -S "$T/$name-control.sock" ] ||
+		{ echo "proxy_bench: $name not ready: $(tail -3 "$T/$name.log")" >&2; exit 1; }
+	if [ ! -e "$T/$name-bound" ]; then
+		"$BUILD/psd2edgectl" --socket "$T/$name-control.sock" bind tpp1 "$T/tpp1.pem" >/dev/null
+		"$BUILD/psd2edgectl" --socket "$T/$name-control.sock" bind tpprsa "$T/tpp-rsa.pem" >/dev/null
+		touch "$T/$name-bound"
+	fi
+}
+
 start_peers() { # ecdsa|rsa
 	local kt=$1 cert key
 	if [ "$kt" = rsa ]; then cert=$T/server-rsa.pem key=$T/server-rsa.key; else
 		cert=$T/server.pem key=$T/server.key; fi
 
-	python3 - "$T/psd2edge.json" <<EOF
-import json, sys
-json.dump({
-    "listen": ["127.0.0.1:${PORT[psd2edge]}"],
-    "tls": {"cert": "$cert", "key": "$key", "client_ca": "$T/tpp-ca.pem", "crl": "$T/tpp.crl"},
-    "upstream": {"url": "http://127.0.0.1:$UPSTREAM_PORT"},
-    "client_id": ["form:client_id", "query:client_id", "header:x-client-id"],
-    "registry": "$T/registry.db",
-    "control_socket": "$T/control.sock",
-    "bpf": {"mode": "off"},
-    "workers": 1,
-    "access_log": "$T/psd2edge-access.log",
-    "limits": {"max_connections": $((fd_room + 100))},
-}, open(sys.argv[1], "w"), indent=1)
-EOF
-	rm -f "$T/control.sock"
-	taskset -c 0 "$BUILD/psd2edged" --config "$T/psd2edge.json" >>"$T/psd2edge.log" 2>&1 &
-	SERVER_PIDS[psd2edge]=$!
-	PIDS+=($!)
-	local i
-	for i in $(seq 150); do [ -S "$T/control.sock" ] && break; sleep 0.1; done
-	[ -S "$T/control.sock" ] || { echo "proxy_bench: psd2edged not ready: $(tail -3 "$T/psd2edge.log")" >&2; exit 1; }
-	if [ ! -e "$T/bound" ]; then
-		"$BUILD/psd2edgectl" --socket "$T/control.sock" bind tpp1 "$T/tpp1.pem" >/dev/null
-		"$BUILD/psd2edgectl" --socket "$T/control.sock" bind tpprsa "$T/tpp-rsa.pem" >/dev/null
-		touch "$T/bound"
-	fi
+	start_psd2edge psd2edge "$BUILD" "$cert" "$key"
+	[ -z "$BASELINE" ] || start_psd2edge psd2edge_base "$BASELINE" "$cert" "$key"
 
 	cat "$cert" "$key" >"$T/haproxy-server.pem"
 	render bench/peers/haproxy.cfg.in "$T/haproxy.cfg" PORT="${PORT[haproxy]}" \
@@ -196,7 +220,7 @@ EOF
 
 stop_peers() {
 	local p
-	for p in psd2edge haproxy nginx; do
+	for p in "${PEERS[@]}"; do
 		kill "${SERVER_PIDS[$p]%%,*}" 2>/dev/null || true
 		wait "${SERVER_PIDS[$p]%%,*}" 2>/dev/null || true
 	done
@@ -258,6 +282,37 @@ if [ $MODE = profile ]; then
 		>"$P/breakdown.txt"
 	cat "$P/breakdown.txt" >&2
 	echo "proxy_bench: profile in $P" >&2
+	exit 0
+fi
+
+if [ -n "$ONLY" ]; then
+	start_peers ecdsa
+	for round in $(seq "${PROXY_BENCH_ROUNDS:-1}"); do
+		for scen in $ONLY; do
+			for p in "${PEERS[@]}"; do
+				case $scen in
+				keepalive) run keepalive "$p" ecdsa -c "$CONNS" "${D[@]}" ;;
+				half_load) run half_load "$p" ecdsa -c "$CONNS" --rate "${PROXY_BENCH_RATE:-5000}" "${D[@]}" ;;
+				idle) run idle "$p" ecdsa --idle "$IDLE_CONNS" -c 64 -d 120 --hold 1 ;;
+				*) echo "proxy_bench: PROXY_BENCH_ONLY: unknown scenario '$scen' (keepalive idle half_load)" >&2
+				   exit 2 ;;
+				esac
+			done
+		done
+	done
+	stop_peers
+	python3 - "$RUNS" >&2 <<'EOF'
+import json, statistics, sys
+rows = {}
+for r in map(json.loads, open(sys.argv[1])):
+    res, idle = r["result"], r["scenario"] == "idle"
+    fig = res.get("server_bytes_per_idle_conn", 0) / 1024 if idle else res.get("server_cpu_per_request_us", 0)
+    rows.setdefault((r["scenario"], r["peer"]), []).append((fig, res.get("latency_ms", {}).get("p99", 0)))
+for (scen, peer), v in rows.items():
+    print("median %-9s %-14s %7.1f %s  p99 %6.2f ms  (runs: %s)" % (
+        scen, peer, statistics.median(f for f, _ in v), "KiB/conn" if scen == "idle" else "us/req",
+        statistics.median(p for _, p in v), " ".join("%.1f" % f for f, _ in v)))
+EOF
 	exit 0
 fi
 
