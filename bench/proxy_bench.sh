@@ -20,7 +20,7 @@
 # bench/proxy_report.py turns it into bench/results.json ("proxy") and docs/BENCHMARKS.md.
 #
 # Quick A/B (for measuring one change; no report, results.json untouched):
-#   PROXY_BENCH_ONLY="keepalive idle half_load" runs only those scenarios (rounds:
+#   PROXY_BENCH_ONLY="keepalive idle half_load handshake" runs only those scenarios (rounds:
 #   PROXY_BENCH_ROUNDS, default 1; half_load at PROXY_BENCH_RATE req/s, default 5000) and prints
 #   the median per peer; raw lines in $BUILD/bench/proxy_runs_only.jsonl.
 #   PROXY_BENCH_BASELINE=DIR adds DIR/psd2edged as the peer psd2edge_base (the binary before the
@@ -294,7 +294,8 @@ if [ -n "$ONLY" ]; then
 				keepalive) run keepalive "$p" ecdsa -c "$CONNS" "${D[@]}" ;;
 				half_load) run half_load "$p" ecdsa -c "$CONNS" --rate "${PROXY_BENCH_RATE:-5000}" "${D[@]}" ;;
 				idle) run idle "$p" ecdsa --idle "$IDLE_CONNS" -c 64 -d 120 --hold 1 ;;
-				*) echo "proxy_bench: PROXY_BENCH_ONLY: unknown scenario '$scen' (keepalive idle half_load)" >&2
+				handshake) run handshake "$p" ecdsa_tls1.3 --new-conn --tls 1.3 -c "$CONNS" "${D[@]}" ;;
+				*) echo "proxy_bench: PROXY_BENCH_ONLY: unknown scenario '$scen' (keepalive idle half_load handshake)" >&2
 				   exit 2 ;;
 				esac
 			done
@@ -305,13 +306,17 @@ if [ -n "$ONLY" ]; then
 import json, statistics, sys
 rows = {}
 for r in map(json.loads, open(sys.argv[1])):
-    res, idle = r["result"], r["scenario"] == "idle"
-    fig = res.get("server_bytes_per_idle_conn", 0) / 1024 if idle else res.get("server_cpu_per_request_us", 0)
+    res, scen = r["result"], r["scenario"]
+    fig = (res.get("server_bytes_per_idle_conn", 0) / 1024 if scen == "idle" else
+           res.get("server_cpu_per_handshake_ms", 0) if scen == "handshake" else
+           res.get("server_cpu_per_request_us", 0))
     rows.setdefault((r["scenario"], r["peer"]), []).append((fig, res.get("latency_ms", {}).get("p99", 0)))
 for (scen, peer), v in rows.items():
-    print("median %-9s %-14s %7.1f %s  p99 %6.2f ms  (runs: %s)" % (
-        scen, peer, statistics.median(f for f, _ in v), "KiB/conn" if scen == "idle" else "us/req",
-        statistics.median(p for _, p in v), " ".join("%.1f" % f for f, _ in v)))
+    fmt = "%.3f" if scen == "handshake" else "%.1f"
+    unit = {"idle": "KiB/conn", "handshake": "ms/hs"}.get(scen, "us/req")
+    print("median %-9s %-14s %7s %s  p99 %6.2f ms  (runs: %s)" % (
+        scen, peer, fmt % statistics.median(f for f, _ in v), unit,
+        statistics.median(p for _, p in v), " ".join(fmt % f for f, _ in v)))
 EOF
 	exit 0
 fi
