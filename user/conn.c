@@ -12,6 +12,7 @@ int conn_init(struct conn *c, int fd, SSL_CTX *ctx, bool server, const char *sni
 {
 	memset(c, 0, sizeof(*c));
 	c->fd = fd;
+	c->readable = true; /* bytes may have come before the first event */
 	if (!ctx) {
 		c->handshake_done = true;
 		return 0;
@@ -88,6 +89,12 @@ enum conn_result conn_handshake(struct conn *c)
 	if (ret == 1) {
 		c->handshake_done = true;
 		ktls_enable(c->ssl, c->fd, &c->ktls); /* never fails: falls back to userspace TLS */
+		/* Without kTLS RX, OpenSSL may read ahead from now on: a request then takes one read()
+		 * instead of one for each record's header and one for its body. Not before, as the
+		 * kernel could not decrypt what OpenSSL had read past the handshake (ktls.h). */
+		if (!c->ktls.rx)
+			SSL_set_read_ahead(c->ssl, 1);
+		c->readable = true; /* the peer's first request may have come with its Finished */
 		return CONN_DONE;
 	}
 	int err = SSL_get_error(c->ssl, ret);
@@ -112,12 +119,21 @@ enum conn_result conn_handshake(struct conn *c)
 	return CONN_ERROR;
 }
 
+/* The kernel handed over fewer bytes than asked for, or none: the socket is drained, and the
+ * level-triggered loop reports it again when more comes. */
+static ssize_t conn_note_kernel_read(struct conn *c, ssize_t n, size_t len)
+{
+	if (n < (ssize_t)len)
+		c->readable = false;
+	return n;
+}
+
 ssize_t conn_read(struct conn *c, void *buf, size_t len)
 {
 	if (!c->ssl)
-		return read(c->fd, buf, len);
+		return conn_note_kernel_read(c, read(c->fd, buf, len), len);
 	if (c->ktls.rx) {
-		ssize_t n = ktls_recv(c->fd, buf, len, NULL);
+		ssize_t n = conn_note_kernel_read(c, ktls_recv(c->fd, buf, len, NULL), len);
 		if (n < 0 && errno == KTLS_EKEYUPDATE)
 			return 0; /* the kernel cannot follow a rekey: end the connection cleanly */
 		return n;
@@ -126,9 +142,17 @@ ssize_t conn_read(struct conn *c, void *buf, size_t len)
 	ERR_clear_error();
 	size_t got = 0;
 	int ret = SSL_read_ex(c->ssl, buf, len, &got);
-	if (ret == 1)
+	if (ret == 1) {
+		/* A record at a time: while OpenSSL holds more (read ahead), go on without a read();
+		 * else its last read() drained the socket or stopped at a full buffer, and the loop
+		 * reports the socket again. */
+		c->readable = SSL_has_pending(c->ssl);
 		return (ssize_t)got;
-	return ssl_failure(c, 0, true);
+	}
+	ssize_t r = ssl_failure(c, 0, true);
+	if (!c->read_wants_write)
+		c->readable = false; /* WANT_READ, EOF or an error: nothing more before an event */
+	return r;
 }
 
 ssize_t conn_write(struct conn *c, const void *buf, size_t len)

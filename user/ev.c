@@ -9,6 +9,7 @@
 
 struct ev_file {
 	int mask;
+	int pending; /* reported by the current pass's epoll_wait, callback not run yet */
 	ev_file_fn *fn;
 	void *arg;
 };
@@ -93,6 +94,8 @@ int ev_set(struct ev_loop *loop, int fd, int mask, ev_file_fn *fn, void *arg)
 		return -1;
 	}
 	f->mask = mask;
+	if (mask == EV_NONE)
+		f->pending = EV_NONE;
 	f->fn = mask == EV_NONE ? NULL : fn;
 	f->arg = mask == EV_NONE ? NULL : arg;
 	return 0;
@@ -103,6 +106,13 @@ int ev_get(struct ev_loop *loop, int fd)
 	if (fd < 0 || fd >= loop->max_fds)
 		return EV_NONE;
 	return loop->files[fd].mask;
+}
+
+int ev_pending(struct ev_loop *loop, int fd)
+{
+	if (fd < 0 || fd >= loop->max_fds)
+		return EV_NONE;
+	return loop->files[fd].pending & loop->files[fd].mask;
 }
 
 static void heap_swap(struct ev_loop *loop, size_t a, size_t b)
@@ -238,9 +248,7 @@ void ev_run(struct ev_loop *loop)
 		}
 		int n = epoll_wait(loop->epfd, loop->fired, loop->max_fds, timeout);
 		for (int i = 0; i < n; i++) {
-			int fd = loop->fired[i].data.fd;
 			uint32_t e = loop->fired[i].events;
-			struct ev_file *f = &loop->files[fd];
 			int mask = 0;
 			if (e & (EPOLLIN | EPOLLRDHUP))
 				mask |= EV_READ;
@@ -248,7 +256,13 @@ void ev_run(struct ev_loop *loop)
 				mask |= EV_WRITE;
 			if (e & (EPOLLERR | EPOLLHUP))
 				mask |= EV_READ | EV_WRITE;
-			mask &= f->mask; /* an earlier callback may have changed the interest */
+			loop->files[loop->fired[i].data.fd].pending = mask;
+		}
+		for (int i = 0; i < n; i++) {
+			int fd = loop->fired[i].data.fd;
+			struct ev_file *f = &loop->files[fd];
+			int mask = f->pending & f->mask; /* an earlier callback may have changed the interest */
+			f->pending = EV_NONE;
 			if (mask && f->fn)
 				f->fn(loop, fd, mask, f->arg);
 		}

@@ -25,6 +25,9 @@ void ev_loop_free(struct ev_loop *loop);
 /* Sets the interest of fd to mask (EV_NONE removes it). Returns 0 or -1 with errno. */
 int ev_set(struct ev_loop *loop, int fd, int mask, ev_file_fn *fn, void *arg);
 int ev_get(struct ev_loop *loop, int fd); /* current interest mask */
+/* Events the last epoll_wait reported for fd whose callback has not run yet in this pass
+ * (EV_NONE outside a pass): lets one fd's callback see what is already known of another. */
+int ev_pending(struct ev_loop *loop, int fd);
 
 struct ev_timer *ev_timer_add(struct ev_loop *loop, int64_t delay_ms, ev_timer_fn *fn, void *arg);
 void ev_timer_del(struct ev_loop *loop, struct ev_timer *t); /* safe from within its own callback */

@@ -31,9 +31,14 @@ static void session_step(struct session *s);
 static void session_on_event(struct ev_loop *loop, int fd, int mask, void *arg)
 {
 	(void)loop;
-	(void)fd;
-	(void)mask;
-	session_step(arg);
+	struct session *s = arg;
+	if (mask & EV_READ) {
+		if (fd == s->client.fd)
+			conn_set_readable(&s->client);
+		else if (s->up_open && fd == s->up.fd)
+			conn_set_readable(&s->up);
+	}
+	session_step(s);
 }
 
 static const struct config *session_cfg(const struct session *s)
@@ -132,7 +137,8 @@ static bool session_read_upstream(struct session *s)
 {
 	bool progress = false;
 	char tmp[SESSION_READ_CHUNK];
-	while (!s->up_eof && s->splicing != SPLICE_RESPONSE_BODY && s->u_in.len < SESSION_HIGH_WATER) {
+	while (!s->up_eof && s->splicing != SPLICE_RESPONSE_BODY && s->u_in.len < SESSION_HIGH_WATER &&
+	       conn_may_read(&s->up)) {
 		ssize_t n = conn_read(&s->up, tmp, sizeof(tmp));
 		if (n > 0) {
 			buf_append(&s->u_in, tmp, (size_t)n);
@@ -259,6 +265,8 @@ static void session_start_forward(struct session *s, bool form_buffered)
 	if (s->up_open) {
 		/* What the upstream sent while idle is unread when it woke us together with this
 		 * request: look before reusing the connection. */
+		if (ev_pending(s->w->loop, s->up.fd) & EV_READ)
+			conn_set_readable(&s->up);
 		session_read_upstream(s);
 		session_check_idle_upstream(s);
 	}
@@ -400,7 +408,7 @@ static bool session_read_client(struct session *s)
 	bool progress = false;
 	char tmp[SESSION_READ_CHUNK];
 	while (!s->client_eof && !s->close_after_flush &&
-	       s->c_in.len < SESSION_MAX_CLIENT_INPUT(s)) {
+	       s->c_in.len < SESSION_MAX_CLIENT_INPUT(s) && conn_may_read(&s->client)) {
 		ssize_t n = conn_read(&s->client, tmp, sizeof(tmp));
 		if (n > 0) {
 			if (buf_append(&s->c_in, tmp, (size_t)n) < 0) {

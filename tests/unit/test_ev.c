@@ -107,6 +107,51 @@ static void test_file_event_fires_and_is_removed(void **state)
 	ev_loop_free(loop);
 }
 
+/* Two pipes readable in the same pass: each callback records what ev_pending said of the other. */
+struct pending_probe {
+	int fds[2];
+	int seen_other[2]; /* ev_pending of the other read end, from each callback */
+	int calls;
+};
+
+static void on_readable_probe(struct ev_loop *loop, int fd, int mask, void *arg)
+{
+	struct pending_probe *p = arg;
+	(void)mask;
+	int me = fd == p->fds[1];
+	p->seen_other[me] = ev_pending(loop, p->fds[!me]);
+	assert_int_equal(ev_pending(loop, fd), EV_NONE); /* its own event is being delivered */
+	char c;
+	assert_int_equal(read(fd, &c, 1), 1);
+	if (++p->calls == 2)
+		ev_stop(loop);
+}
+
+static void test_pending_shows_undelivered_events_of_the_pass(void **state)
+{
+	(void)state;
+	struct ev_loop *loop = ev_loop_new(64);
+	int a[2], b[2];
+	assert_int_equal(pipe(a), 0);
+	assert_int_equal(pipe(b), 0);
+	struct pending_probe p = {.fds = {a[0], b[0]}};
+	assert_int_equal(ev_set(loop, a[0], EV_READ, on_readable_probe, &p), 0);
+	assert_int_equal(ev_set(loop, b[0], EV_READ, on_readable_probe, &p), 0);
+	assert_int_equal(ev_pending(loop, a[0]), EV_NONE); /* outside a pass */
+	assert_int_equal(write(a[1], "x", 1), 1);
+	assert_int_equal(write(b[1], "y", 1), 1);
+	ev_run(loop);
+	assert_int_equal(p.calls, 2);
+	/* Whichever ran first saw the other's event pending; the second saw it delivered. */
+	assert_int_equal(p.seen_other[0] | p.seen_other[1], EV_READ);
+	assert_int_equal(p.seen_other[0] & p.seen_other[1], EV_NONE);
+	for (int i = 0; i < 2; i++) {
+		close(a[i]);
+		close(b[i]);
+	}
+	ev_loop_free(loop);
+}
+
 static void test_buf_append_consume_reuse(void **state)
 {
 	(void)state;
@@ -135,6 +180,7 @@ int main(void)
 		cmocka_unit_test(test_timers_run_in_deadline_order),
 		cmocka_unit_test(test_timer_deletes_itself),
 		cmocka_unit_test(test_file_event_fires_and_is_removed),
+		cmocka_unit_test(test_pending_shows_undelivered_events_of_the_pass),
 		cmocka_unit_test(test_buf_append_consume_reuse),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
