@@ -49,7 +49,8 @@ static enum stage_result stage_identity(struct request_ctx *rc)
 		return reject_identity(rc, "client certificate is not bound to a client",
 				       "cert_unbound");
 	}
-	if (rc->binding.state != CERT_ACTIVE) {
+	enum binding_usability usability = registry_binding_usability(&rc->binding, rc->now);
+	if (usability == BINDING_REVOKED) {
 		STATS_INC(denied_revoked_cert);
 		return reject_identity(rc, "client certificate has been revoked", "cert_revoked");
 	}
@@ -63,7 +64,7 @@ static enum stage_result stage_identity(struct request_ctx *rc)
 		return reject_identity(rc, "client certificate is bound to a different client_id",
 				       "client_mismatch");
 	}
-	if (rc->now < rc->binding.not_before || rc->now > rc->binding.not_after) {
+	if (usability == BINDING_OUTSIDE_VALIDITY) {
 		STATS_INC(denied_expired_cert);
 		return reject_identity(rc, "client certificate is outside its validity period",
 				       "cert_expired");

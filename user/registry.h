@@ -43,6 +43,20 @@ struct registry_binding {
 	int64_t not_before, not_after;
 };
 
+enum binding_usability { BINDING_USABLE, BINDING_REVOKED, BINDING_OUTSIDE_VALIDITY };
+
+/* The one rule for whether a bound certificate may be used at unix time now: the handshake
+ * fast path and the request pipeline both ask it. */
+static inline enum binding_usability registry_binding_usability(const struct registry_binding *b,
+								int64_t now)
+{
+	if (b->state != CERT_ACTIVE)
+		return BINDING_REVOKED;
+	if (now < b->not_before || now > b->not_after)
+		return BINDING_OUTSIDE_VALIDITY;
+	return BINDING_USABLE;
+}
+
 struct registry_cert {
 	struct cert_info info;
 	char client_id[REGISTRY_CLIENT_ID_MAX + 1];

@@ -147,13 +147,12 @@ static int fastpath_verify(X509_STORE_CTX *xctx, void *arg)
 	uint8_t thumb[CERT_THUMB_LEN];
 	struct registry_binding b;
 	if (leaf && cert_thumbprint(leaf, thumb) == 0 &&
-	    registry_lookup(fp->reg, thumb, &b) == REG_OK && b.state == CERT_ACTIVE) {
-		int64_t now = time(NULL);
-		if (now >= b.not_before && now <= b.not_after && !fastpath_excluded(fp, thumb)) {
-			STATS_INC(verify_fast_path);
-			X509_STORE_CTX_set_error(xctx, X509_V_OK);
-			return 1;
-		}
+	    registry_lookup(fp->reg, thumb, &b) == REG_OK &&
+	    registry_binding_usability(&b, time(NULL)) == BINDING_USABLE &&
+	    !fastpath_excluded(fp, thumb)) {
+		STATS_INC(verify_fast_path);
+		X509_STORE_CTX_set_error(xctx, X509_V_OK);
+		return 1;
 	}
 	STATS_INC(verify_full_path);
 	return X509_verify_cert(xctx);
