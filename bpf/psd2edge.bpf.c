@@ -21,6 +21,7 @@
 
 #include "psd2edge_abi.h"
 #include "psd2edge_consts.h"
+#include "psd2edge_gcra.h"
 #include "psd2edge_maps.h"
 #include "psd2edge_parse.h"
 #include "psd2edge_structs.h"
@@ -82,39 +83,6 @@ static __always_inline void stat_count(__u32 reason, __u64 len)
 		s->packets++;
 		s->bytes += len;
 	}
-}
-
-/* GCRA (virtual scheduling): the event conforms when, after charging `cost` nanoseconds, the
- * theoretical arrival time is at most `burst` ahead of now. Lock-free with compare-and-swap.
- * `now` is coarse_now() (one tick of resolution, a few ns to read against ~25 for
- * bpf_ktime_get_ns under kvm-clock); the daemon keeps every burst at least
- * PSD2_MIN_BURST_NS so a stream at the rate is never dropped by the tick granularity. */
-static __always_inline int gcra_take(__u64 *tat_p, __u64 now, __u64 cost, __u64 burst)
-{
-	__u64 tat = *(volatile __u64 *)tat_p;
-
-	for (int i = 0; i < PSD2_GCRA_TRIES; i++) {
-		__u64 next = (tat > now ? tat : now) + cost;
-		__u64 seen;
-
-		if (next - now > burst)
-			return 0;
-		seen = __sync_val_compare_and_swap(tat_p, tat, next);
-		if (seen == tat)
-			return 1;
-		tat = seen;
-	}
-	return 0; /* contended beyond reason: fail closed */
-}
-
-/* Charges `batch` events at once when they fit in the burst, else one: returns how many were
- * charged (batch, 1 or 0). The caller spends the extra ones without touching *tat_p. */
-static __always_inline __u32 gcra_take_batch(__u64 *tat_p, __u64 now, __u64 interval,
-					     __u64 burst, __u32 batch)
-{
-	if (batch > 1 && gcra_take(tat_p, now, interval * batch, burst))
-		return batch;
-	return gcra_take(tat_p, now, interval, burst);
 }
 
 static __always_inline __u64 deny_word(__u32 i)

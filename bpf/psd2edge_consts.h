@@ -9,9 +9,6 @@
 #ifndef PSD2_IPV6_EXT_MAX
 #define PSD2_IPV6_EXT_MAX 8 /* longer extension chains are malformed for a listener */
 #endif
-#ifndef PSD2_GCRA_TRIES
-#define PSD2_GCRA_TRIES 4 /* compare-and-swap attempts before a contended bucket says no */
-#endif
 
 #define NSEC_PER_SEC 1000000000ULL
 
