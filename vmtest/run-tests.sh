@@ -4,7 +4,7 @@
 # a VM that cannot boot is a failure, never a skip.
 #
 # Tests, in order (inside the VM, from the repository directory):
-#   build/vm/ktls_selftest           kTLS install/recv/send/splice against OpenSSL peers
+#   $BUILD/vm/ktls_selftest          kTLS install/recv/send/splice against OpenSSL peers
 #   tests/vm/test_*.sh               daemon-level kTLS integration tests (executable)
 # A test printing TAP ("ok N - ...", "not ok N - ...") counts one per line; a test without
 # TAP counts one by its exit status; a non-zero exit without a "not ok" line adds a failure.
@@ -21,20 +21,23 @@ here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
 cd "$repo" || exit 1
 per_test=${VMTEST_TEST_TIMEOUT:-480}
+# The build folder (make's BUILD, default build), relative to the repository or absolute; the
+# guest sees the repository at the same path and gets it passed on.
+build=${BUILD:-build}
 
 if [ "${VMTEST:-0}" != 1 ]; then
 	timeout=${VMTEST_TIMEOUT:-600}
 	if [ "${1:-}" = --timeout ]; then timeout=$2; shift 2; fi
-	for prog in build/vm/ktls_selftest build/psd2edged build/psd2edgectl \
-		build/asan/test_xdp build/asan/test_dataplane; do
+	for prog in "$build"/vm/ktls_selftest "$build"/psd2edged "$build"/psd2edgectl \
+		"$build"/asan/test_xdp "$build"/asan/test_dataplane; do
 		[ -x "$prog" ] || { echo "vmtest: $prog is not built (run: make vmtest)" >&2
 			echo "0 passed, 1 failed"; exit 1; }
 	done
 	# The test PKI is made here: in the VM it would land in the throwaway overlay, every run.
-	scripts/gen-pki.sh "${PSD2E_PKI:-build/test-pki}" >/dev/null ||
+	scripts/gen-pki.sh "${PSD2E_PKI:-$build/test-pki}" >/dev/null ||
 		{ echo "vmtest: scripts/gen-pki.sh failed" >&2; echo "0 passed, 1 failed"; exit 1; }
 	t0=$(date +%s)
-	"$here/run.sh" --timeout "$timeout" --retry 1 -- vmtest/run-tests.sh "$@"
+	"$here/run.sh" --timeout "$timeout" --retry 1 -- env BUILD="$build" vmtest/run-tests.sh "$@"
 	rc=$?
 	case $rc in
 	123|124|125)
@@ -53,7 +56,7 @@ if [ $# -gt 0 ]; then
 	tests=("$@")
 else
 	# The BPF unit tests again, so the program passes the verifier of Debian's 6.1 kernel too.
-	tests=(build/vm/ktls_selftest build/asan/test_xdp build/asan/test_dataplane)
+	tests=("$build"/vm/ktls_selftest "$build"/asan/test_xdp "$build"/asan/test_dataplane)
 	for t in tests/vm/test_*.sh; do
 		[ -x "$t" ] && tests+=("$t")
 	done
