@@ -7,7 +7,8 @@
 # It generates a throwaway PKI, starts the upstream and psd2edged, binds TPP "tpp1" to its
 # certificate, then shows with curl: the bound TPP passing, the same TPP claiming another
 # client_id refused, an unbound certificate refused, and an untrusted certificate failing the
-# handshake. Everything is torn down at the end, also on failure or Ctrl-C.
+# handshake, and three hostile requests (a header variant, a look-alike parameter, a path escape)
+# refused with 400. Everything is torn down at the end, also on failure or Ctrl-C.
 #
 # With XDP attached (the default) it also shows the kernel side: the client's slot in the
 # pinned BTF-typed map, a deny-listed source dropped before TCP, and a revoke flipping the
@@ -68,6 +69,15 @@ demo_request() {
 	gw_request "$cert" "$@" "$url"
 }
 
+# expect_refusal CODE: the last request got CODE and its JSON error body
+expect_refusal() {
+	if [ "$LAST_CODE" = "$1" ]; then
+		ok "HTTP $1: $(cat "$LAST_BODY")"
+	else
+		bad "expected $1, got HTTP $LAST_CODE $(head -c 300 "$LAST_BODY")"
+	fi
+}
+
 demo_request "The bound TPP (tpp1's certificate, client_id=tpp1) passes" 200 tpp1 \
 	"$GW_URL/accounts?client_id=tpp1"
 if [ "$LAST_CODE" = 200 ]; then
@@ -82,19 +92,22 @@ fi
 
 demo_request "The same TPP claiming another client_id (tpp2) is refused" 401 tpp1 \
 	"$GW_URL/accounts?client_id=tpp2"
-if [ "$LAST_CODE" = 401 ]; then
-	ok "HTTP 401: $(cat "$LAST_BODY")"
-else
-	bad "expected 401, got HTTP $LAST_CODE $(head -c 300 "$LAST_BODY")"
-fi
+expect_refusal 401
 
 demo_request "A valid but unbound certificate (tpp2) is refused" 401 tpp2 \
 	"$GW_URL/accounts?client_id=tpp2"
-if [ "$LAST_CODE" = 401 ]; then
-	ok "HTTP 401: $(cat "$LAST_BODY")"
-else
-	bad "expected 401, got HTTP $LAST_CODE $(head -c 300 "$LAST_BODY")"
-fi
+expect_refusal 401
+
+# What the gateway would check one way and the bank's application could read another.
+demo_request "Hostile input: X_Client_Id (Rack and CGI stacks read it as X-Client-Id)" 400 tpp1 \
+	"$GW_URL/accounts?client_id=tpp1" -H 'X_Client_Id: tpp2'
+expect_refusal 400
+demo_request "Hostile input: a look-alike parameter name (CLIENT_ID)" 400 tpp1 \
+	"$GW_URL/accounts?client_id=tpp1&CLIENT_ID=tpp2"
+expect_refusal 400
+demo_request "Hostile input: a path that climbs out of the API (/..;/ as Tomcat reads it)" 400 tpp1 \
+	"$GW_URL/accounts/..;/admin?client_id=tpp1" --path-as-is
+expect_refusal 400
 
 # TLS 1.2 here so that curl reports the gateway's alert inside the handshake (with TLS 1.3 the
 # client's side of the handshake is already over when the alert arrives).
