@@ -68,7 +68,8 @@ $(BUILD)/psd2edgectl: $(BUILD)/obj/psd2edgectl.o $(patsubst %,$(BUILD)/obj/%.o,$
 $(BUILD)/asan/obj/%.o: user/%.c $(wildcard user/*.h include/*.h) $(BPF_SKELS) | $(BUILD)/asan/obj
 	$(CC) $(ALL_CFLAGS) $(SAN_FLAGS) -c $< -o $@
 
-$(BUILD)/asan/test_%: tests/unit/test_%.c tests/unit/test_%.deps $(wildcard tests/unit/*.h) \
+$(BUILD)/asan/test_%: tests/unit/test_%.c tests/unit/test_%.deps \
+		$(wildcard tests/unit/*.h include/*.h) \
 		$$(addprefix $(BUILD)/asan/obj/,$$(addsuffix .o,$$(shell cat tests/unit/test_$$*.deps))) | $(BUILD)/asan
 	$(CC) $(ALL_CFLAGS) $(SAN_FLAGS) -o $@ $< $(filter %.o,$^) $(LIBS) -lcmocka
 

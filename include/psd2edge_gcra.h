@@ -25,18 +25,27 @@
  * theoretical arrival time is at most `burst` ahead of now. Lock-free with compare-and-swap.
  * In XDP `now` is coarse_now() (one tick of resolution, a few ns to read against ~25 for
  * bpf_ktime_get_ns under kvm-clock); the daemon keeps every burst at least
- * PSD2_MIN_BURST_NS so a stream at the rate is never dropped by the tick granularity. */
+ * PSD2_MIN_BURST_NS so a stream at the rate is never dropped by the tick granularity.
+ * Nothing here wraps, so no extreme value turns into a pass: a cost above the burst never
+ * conforms; `limit`, the latest TAT that still takes the cost, is now + (burst - cost) worked
+ * out once before the compare-and-swap loop and capped so that TAT + cost fits in 64 bits (a
+ * wrapped TAT would make the bucket look rested; a clock of ns since boot reaches the cap after
+ * 584 years); a clock that went back just finds TAT further ahead. */
 static __always_inline int gcra_take(__u64 *tat_p, __u64 now, __u64 cost, __u64 burst)
 {
 	__u64 tat = *(volatile __u64 *)tat_p;
+	__u64 last = ~0ULL - cost; /* the latest TAT that TAT + cost fits after */
+	__u64 limit;
 
+	if (cost > burst || now > last)
+		return 0;
+	limit = burst - cost > last - now ? last : now + (burst - cost);
 	for (int i = 0; i < PSD2_GCRA_TRIES; i++) {
-		__u64 next = (tat > now ? tat : now) + cost;
 		__u64 seen;
 
-		if (next - now > burst)
+		if (tat > limit)
 			return 0;
-		seen = __sync_val_compare_and_swap(tat_p, tat, next);
+		seen = __sync_val_compare_and_swap(tat_p, tat, (tat > now ? tat : now) + cost);
 		if (seen == tat)
 			return 1;
 		tat = seen;
@@ -45,11 +54,14 @@ static __always_inline int gcra_take(__u64 *tat_p, __u64 now, __u64 cost, __u64 
 }
 
 /* Charges `batch` events at once when they fit in the burst, else one: returns how many were
- * charged (batch, 1 or 0). The caller spends the extra ones without touching *tat_p. */
+ * charged (batch, 1 or 0). The caller spends the extra ones without touching *tat_p. The batch
+ * is asked first whether it fits (interval * batch <= burst, without the product, which could
+ * wrap to a small cost). */
 static __always_inline __u32 gcra_take_batch(__u64 *tat_p, __u64 now, __u64 interval,
 					     __u64 burst, __u32 batch)
 {
-	if (batch > 1 && gcra_take(tat_p, now, interval * batch, burst))
+	if (batch > 1 && interval <= burst / batch &&
+	    gcra_take(tat_p, now, interval * batch, burst))
 		return batch;
 	return gcra_take(tat_p, now, interval, burst);
 }
