@@ -2,8 +2,12 @@
 
 #include "ktls.h"
 
+#include <openssl/core_dispatch.h>
 #include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/provider.h>
 #include <openssl/x509v3.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,9 +26,144 @@ void tls_error_string(char *err, size_t errlen, const char *what)
 	ERR_clear_error();
 }
 
-static SSL_CTX *ctx_new_common(const SSL_METHOD *method, char *err, size_t errlen)
+/* The TPP-facing context's library context. OpenSSL 3.0 decodes the public key of every
+ * certificate a client sends (d2i_X509) through a decoder context that it builds anew from every
+ * decoder and key manager the library context offers, walking all the algorithms fetched into
+ * it: about a quarter of the server's CPU per handshake with the default library context. This
+ * one offers the default provider's own algorithms through a filter that keeps, of the decoders,
+ * only those of a SubjectPublicKeyInfo, of the key managers only the key types a handshake under
+ * the TLS policy can use, and of the ciphers only those of TLS_CIPHERS_12 and TLS_CIPHERS_13
+ * (so session tickets, were they turned on, would find no AES-CBC to seal them with). Keys of
+ * other types (DSA, Ed25519, SM2) could not sign a CertificateVerify with TLS_SIGALGS anyway:
+ * their certificates get no public key here and the handshake fails. Every other operation
+ * passes unchanged. */
+static const char *const handshake_key_types[] = {"EC", "RSA", "RSA-PSS", "X25519", "X448", "DH",
+						  NULL};
+static const char *const handshake_ciphers[] = {"AES-128-GCM", "AES-256-GCM", NULL};
+
+static struct {
+	OSSL_PROVIDER *dflt; /* the default provider, in a library context of its own */
+	OSSL_ALGORITHM decoders[16], keymgmts[16], ciphers[4];
+	OSSL_LIB_CTX *libctx; /* offers dflt's algorithms through filtered_query */
+} g_handshake_lib;
+static pthread_once_t g_handshake_lib_once = PTHREAD_ONCE_INIT;
+
+/* Whether the first of an algorithm's colon-separated names is in the NULL-terminated list. */
+static bool first_name_in(const char *names, const char *const *list)
 {
-	SSL_CTX *ctx = SSL_CTX_new(method);
+	size_t len = strcspn(names, ":");
+	for (; *list; list++)
+		if (strlen(*list) == len && strncmp(names, *list, len) == 0)
+			return true;
+	return false;
+}
+
+static bool keep_decoder(const OSSL_ALGORITHM *a)
+{
+	/* "DER" turns a SubjectPublicKeyInfo of a yet unknown type into the typed one. */
+	return strstr(a->property_definition, "structure=SubjectPublicKeyInfo") &&
+	       (first_name_in(a->algorithm_names, handshake_key_types) ||
+		strcmp(a->algorithm_names, "DER") == 0);
+}
+
+static bool keep_keymgmt(const OSSL_ALGORITHM *a)
+{
+	return first_name_in(a->algorithm_names, handshake_key_types);
+}
+
+static bool keep_cipher(const OSSL_ALGORITHM *a)
+{
+	return first_name_in(a->algorithm_names, handshake_ciphers);
+}
+
+/* Copies the default provider's algorithms of operation op that keep() accepts into out
+ * (NULL-terminated). -1 when none is left or they do not fit. */
+static int filter_algorithms(int op, bool (*keep)(const OSSL_ALGORITHM *), OSSL_ALGORITHM *out,
+			     size_t cap)
+{
+	int no_cache;
+	const OSSL_ALGORITHM *a = OSSL_PROVIDER_query_operation(g_handshake_lib.dflt, op, &no_cache);
+	size_t n = 0;
+	for (; a && a->algorithm_names; a++) {
+		if (!keep(a))
+			continue;
+		if (n + 1 >= cap)
+			return -1;
+		out[n++] = *a;
+	}
+	memset(&out[n], 0, sizeof(out[n]));
+	return n ? 0 : -1;
+}
+
+static const OSSL_ALGORITHM *filtered_query(void *provctx, int op, int *no_cache)
+{
+	(void)provctx;
+	*no_cache = 0;
+	switch (op) {
+	case OSSL_OP_DECODER: return g_handshake_lib.decoders;
+	case OSSL_OP_KEYMGMT: return g_handshake_lib.keymgmts;
+	case OSSL_OP_CIPHER: return g_handshake_lib.ciphers;
+	case OSSL_OP_ENCODER:
+	case OSSL_OP_STORE: return NULL;
+	default: {
+		int dflt_no_cache;
+		return OSSL_PROVIDER_query_operation(g_handshake_lib.dflt, op, &dflt_no_cache);
+	}
+	}
+}
+
+/* The TLS groups (TLS-GROUP) libssl discovers. */
+static int filtered_get_capabilities(void *provctx, const char *capability, OSSL_CALLBACK *cb,
+				     void *arg)
+{
+	(void)provctx;
+	return OSSL_PROVIDER_get_capabilities(g_handshake_lib.dflt, capability, cb, arg);
+}
+
+static const OSSL_DISPATCH filtered_dispatch[] = {
+	{OSSL_FUNC_PROVIDER_QUERY_OPERATION, (void (*)(void))filtered_query},
+	{OSSL_FUNC_PROVIDER_GET_CAPABILITIES, (void (*)(void))filtered_get_capabilities},
+	{0, NULL},
+};
+
+static int filtered_provider_init(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in,
+				  const OSSL_DISPATCH **out, void **provctx)
+{
+	(void)handle;
+	(void)in;
+	/* The default provider's functions get its own context, as if called through it. */
+	*provctx = OSSL_PROVIDER_get0_provider_ctx(g_handshake_lib.dflt);
+	*out = filtered_dispatch;
+	return 1;
+}
+
+/* Built once and kept for the process's life: a reloaded configuration reuses it. */
+static void handshake_lib_init(void)
+{
+	OSSL_LIB_CTX *dflt_lib = OSSL_LIB_CTX_new(), *lib = OSSL_LIB_CTX_new();
+#define FILTER(op, keep, field) \
+	filter_algorithms(op, keep, g_handshake_lib.field, \
+			  sizeof(g_handshake_lib.field) / sizeof(*g_handshake_lib.field))
+	if (!dflt_lib || !lib || !(g_handshake_lib.dflt = OSSL_PROVIDER_load(dflt_lib, "default")) ||
+	    FILTER(OSSL_OP_DECODER, keep_decoder, decoders) < 0 ||
+	    FILTER(OSSL_OP_KEYMGMT, keep_keymgmt, keymgmts) < 0 ||
+	    FILTER(OSSL_OP_CIPHER, keep_cipher, ciphers) < 0 ||
+	    OSSL_PROVIDER_add_builtin(lib, "psd2edge-handshake", filtered_provider_init) != 1 ||
+	    !OSSL_PROVIDER_load(lib, "psd2edge-handshake")) {
+		OSSL_PROVIDER_unload(g_handshake_lib.dflt);
+		g_handshake_lib.dflt = NULL;
+		OSSL_LIB_CTX_free(lib);
+		OSSL_LIB_CTX_free(dflt_lib);
+		return;
+	}
+#undef FILTER
+	g_handshake_lib.libctx = lib;
+}
+
+static SSL_CTX *ctx_new_common(OSSL_LIB_CTX *libctx, const SSL_METHOD *method, char *err,
+			       size_t errlen)
+{
+	SSL_CTX *ctx = SSL_CTX_new_ex(libctx, NULL, method);
 	if (!ctx) {
 		tls_error_string(err, errlen, "SSL_CTX_new");
 		return NULL;
@@ -64,8 +203,13 @@ static int ctx_load_keypair(SSL_CTX *ctx, const char *cert, const char *key, con
 		tls_error_string(err, errlen, label);
 		return -1;
 	}
-	if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1 ||
-	    SSL_CTX_check_private_key(ctx) != 1) {
+	/* Read in the default library context: the server context's has no PEM decoders. */
+	BIO *bio = BIO_new_file(key, "r");
+	EVP_PKEY *pkey = bio ? PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL) : NULL;
+	BIO_free(bio);
+	int ok = pkey && SSL_CTX_use_PrivateKey(ctx, pkey) == 1 && SSL_CTX_check_private_key(ctx) == 1;
+	EVP_PKEY_free(pkey);
+	if (!ok) {
 		snprintf(label, sizeof(label), "%s.key", what);
 		tls_error_string(err, errlen, label);
 		return -1;
@@ -76,7 +220,12 @@ static int ctx_load_keypair(SSL_CTX *ctx, const char *cert, const char *key, con
 SSL_CTX *tls_server_ctx_new(const struct config *cfg, struct cert_store *trust, char *err,
 			    size_t errlen)
 {
-	SSL_CTX *ctx = ctx_new_common(TLS_server_method(), err, errlen);
+	pthread_once(&g_handshake_lib_once, handshake_lib_init);
+	if (!g_handshake_lib.libctx) {
+		tls_error_string(err, errlen, "library context for client certificates");
+		return NULL;
+	}
+	SSL_CTX *ctx = ctx_new_common(g_handshake_lib.libctx, TLS_server_method(), err, errlen);
 	if (!ctx)
 		return NULL;
 	if (ctx_load_keypair(ctx, cfg->tls.cert, cfg->tls.key, "tls", err, errlen) < 0)
@@ -107,7 +256,7 @@ fail:
 
 SSL_CTX *tls_upstream_ctx_new(const struct config *cfg, char *err, size_t errlen)
 {
-	SSL_CTX *ctx = ctx_new_common(TLS_client_method(), err, errlen);
+	SSL_CTX *ctx = ctx_new_common(NULL, TLS_client_method(), err, errlen);
 	if (!ctx)
 		return NULL;
 	if (SSL_CTX_load_verify_locations(ctx, cfg->upstream.ca, NULL) != 1) {
