@@ -358,8 +358,9 @@ static void session_on_request_head(struct session *s)
 	session_decide(s, false);
 }
 
-/* Feeds buffered client bytes to the request parser. */
-static bool session_process_client_input(struct session *s)
+/* Hands buffered client bytes to the request parser up to its next stop (the end of the head,
+ * of the message). Returns whether anything advanced. */
+static bool session_feed_request(struct session *s)
 {
 	bool reading = s->state == SESSION_READ_HEAD || s->state == SESSION_READ_FORM ||
 		       (s->state == SESSION_FORWARD && !s->req_done);
@@ -401,6 +402,16 @@ static bool session_process_client_input(struct session *s)
 		break;
 	}
 	return n > 0 || s->state != before;
+}
+
+/* Feeds until the parser stops advancing, so that a head and the body bytes that came with it
+ * reach u_out together and leave in one write. */
+static bool session_process_client_input(struct session *s)
+{
+	bool progress = false;
+	while (!s->dead && session_feed_request(s))
+		progress = true;
+	return progress;
 }
 
 static bool session_read_client(struct session *s)
@@ -477,12 +488,10 @@ static void session_on_response_done(struct session *s)
 	s->request_id[0] = '\0';
 }
 
-static bool session_feed_response(struct session *s)
+/* Hands the upstream's bytes to the response parser up to its next stop: the head is relayed
+ * once complete, then body bytes. Returns whether anything advanced. */
+static bool session_feed_response_step(struct session *s)
 {
-	if (s->state != SESSION_FORWARD || s->u_in.len == 0)
-		return false;
-	if (s->c_out.len > SESSION_HIGH_WATER)
-		return false;
 	enum http_msg_state before = s->resp.state;
 	size_t n = http_msg_feed(&s->resp, buf_head(&s->u_in), s->u_in.len, session_on_response_body, s);
 	buf_consume(&s->u_in, n);
@@ -515,7 +524,18 @@ static bool session_feed_response(struct session *s)
 	}
 	if (s->resp.state == HTTP_MSG_DONE)
 		session_on_response_done(s);
-	return true;
+	return n > 0 || s->resp.state != before;
+}
+
+/* Feeds until the parser stops advancing: a head and the body bytes that came with it go to
+ * the client together, in one TLS record and one write(). */
+static bool session_feed_response(struct session *s)
+{
+	bool progress = false;
+	while (!s->dead && s->state == SESSION_FORWARD && s->u_in.len &&
+	       s->c_out.len <= SESSION_HIGH_WATER && session_feed_response_step(s))
+		progress = true;
+	return progress;
 }
 
 static bool session_upstream_io(struct session *s)
