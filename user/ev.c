@@ -79,19 +79,22 @@ int ev_set(struct ev_loop *loop, int fd, int mask, ev_file_fn *fn, void *arg)
 		return -1;
 	}
 	struct ev_file *f = &loop->files[fd];
-	struct epoll_event ee = {0};
-	ee.data.fd = fd;
-	if (mask & EV_READ)
-		ee.events |= EPOLLIN | EPOLLRDHUP;
-	if (mask & EV_WRITE)
-		ee.events |= EPOLLOUT;
-	int op = f->mask == EV_NONE ? EPOLL_CTL_ADD : EPOLL_CTL_MOD;
-	if (mask == EV_NONE) {
-		if (f->mask != EV_NONE && epoll_ctl(loop->epfd, EPOLL_CTL_DEL, fd, &ee) < 0 &&
-		    errno != EBADF && errno != ENOENT)
+	/* The kernel is told only of changes: callers may restate their interest after every step. */
+	if (mask != f->mask) {
+		struct epoll_event ee = {0};
+		ee.data.fd = fd;
+		if (mask & EV_READ)
+			ee.events |= EPOLLIN | EPOLLRDHUP;
+		if (mask & EV_WRITE)
+			ee.events |= EPOLLOUT;
+		int op = f->mask == EV_NONE ? EPOLL_CTL_ADD : EPOLL_CTL_MOD;
+		if (mask == EV_NONE) {
+			if (epoll_ctl(loop->epfd, EPOLL_CTL_DEL, fd, &ee) < 0 && errno != EBADF &&
+			    errno != ENOENT)
+				return -1;
+		} else if (epoll_ctl(loop->epfd, op, fd, &ee) < 0) {
 			return -1;
-	} else if (epoll_ctl(loop->epfd, op, fd, &ee) < 0) {
-		return -1;
+		}
 	}
 	f->mask = mask;
 	if (mask == EV_NONE)

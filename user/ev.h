@@ -22,7 +22,8 @@ typedef void ev_hook_fn(struct ev_loop *loop, void *arg);
 struct ev_loop *ev_loop_new(int max_fds);
 void ev_loop_free(struct ev_loop *loop);
 
-/* Sets the interest of fd to mask (EV_NONE removes it). Returns 0 or -1 with errno. */
+/* Sets the interest of fd to mask (EV_NONE removes it); costs a system call only when the mask
+ * changes. Remove an fd (EV_NONE) before closing it. Returns 0 or -1 with errno. */
 int ev_set(struct ev_loop *loop, int fd, int mask, ev_file_fn *fn, void *arg);
 int ev_get(struct ev_loop *loop, int fd); /* current interest mask */
 /* Events the last epoll_wait reported for fd whose callback has not run yet in this pass
