@@ -59,6 +59,36 @@ int buf_printf(struct buf *b, const char *fmt, ...)
 	return 0;
 }
 
+int buf_append_json_string(struct buf *b, const char *s)
+{
+	static const char digits[] = "0123456789abcdef";
+	if (!s)
+		s = "";
+	if (buf_append(b, "\"", 1) < 0)
+		return -1;
+	const char *run = s; /* start of the bytes that need no escape */
+	for (const char *p = s; *p; p++) {
+		unsigned char c = (unsigned char)*p;
+		if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\')
+			continue;
+		char esc[6] = {'\\', (char)c};
+		size_t n = 2;
+		if (c >= 0x80) {
+			esc[0] = '?';
+			n = 1;
+		} else if (c < 0x20 || c == 0x7f) {
+			memcpy(esc, "\\u00", 4);
+			esc[4] = digits[c >> 4];
+			esc[5] = digits[c & 15];
+			n = 6;
+		}
+		if (buf_append(b, run, (size_t)(p - run)) < 0 || buf_append(b, esc, n) < 0)
+			return -1;
+		run = p + 1;
+	}
+	return buf_append(b, run, strlen(run)) < 0 ? -1 : buf_append(b, "\"", 1);
+}
+
 void buf_consume(struct buf *b, size_t n)
 {
 	if (n >= b->len) {

@@ -18,6 +18,15 @@ int buf_reserve(struct buf *b, size_t extra);           /* 0 or -1 (ENOMEM) */
 int buf_append(struct buf *b, const void *p, size_t n); /* 0 or -1 */
 int buf_append_str(struct buf *b, const char *s);
 int buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* s (NULL: "") as a JSON string: quotes, backslashes and control characters escaped; bytes
+ * above 0x7e (which need not be valid UTF-8) become '?'. 0 or -1. */
+int buf_append_json_string(struct buf *b, const char *s);
+/* Keeps the first len unconsumed bytes (undoes appends made after len was read from b->len). */
+static inline void buf_truncate(struct buf *b, size_t len)
+{
+	if (len < b->len)
+		b->len = len;
+}
 void buf_consume(struct buf *b, size_t n); /* drop n bytes from the front */
 void buf_reset(struct buf *b);             /* empty, keeps the allocation */
 void buf_free(struct buf *b);

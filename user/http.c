@@ -1032,31 +1032,6 @@ int http_write_chunk(struct buf *out, const char *data, size_t len)
 	return 0;
 }
 
-/* JSON string body: quotes, backslashes and controls escaped; non-ASCII bytes (which need not
- * be valid UTF-8) become '?'. */
-static int json_string(struct buf *out, const char *s)
-{
-	if (buf_append(out, "\"", 1) < 0)
-		return -1;
-	for (; s && *s; s++) {
-		unsigned char c = (unsigned char)*s;
-		int rc;
-		if (c == '"' || c == '\\') {
-			char esc[2] = {'\\', (char)c};
-			rc = buf_append(out, esc, 2);
-		} else if (c < 0x20 || c == 0x7f) {
-			rc = buf_printf(out, "\\u%04x", c);
-		} else if (c >= 0x80) {
-			rc = buf_append(out, "?", 1);
-		} else {
-			rc = buf_append(out, &c, 1);
-		}
-		if (rc < 0)
-			return -1;
-	}
-	return buf_append(out, "\"", 1);
-}
-
 /* http_write_error with an optional Allow header (allow_methods 0: none). */
 static int write_error(struct buf *out, int status, const char *error, const char *description,
 		       unsigned retry_after, uint64_t allow_methods, bool keep_alive,
@@ -1065,9 +1040,9 @@ static int write_error(struct buf *out, int status, const char *error, const cha
 	struct buf body = {0};
 	size_t start = out->len;
 	int rc = -1;
-	if (buf_append_str(&body, "{\"error\":") < 0 || json_string(&body, error) < 0 ||
+	if (buf_append_str(&body, "{\"error\":") < 0 || buf_append_json_string(&body, error) < 0 ||
 	    buf_append_str(&body, ",\"error_description\":") < 0 ||
-	    json_string(&body, description ? description : "") < 0 || buf_append(&body, "}", 1) < 0)
+	    buf_append_json_string(&body, description) < 0 || buf_append(&body, "}", 1) < 0)
 		goto out;
 	if (buf_printf(out,
 		       "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nCache-Control: no-store\r\n"

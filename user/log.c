@@ -4,13 +4,26 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <limits.h>
 #include <string.h>
-#include <sys/uio.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
+/* A batch bound for a file; a pipe or terminal (stderr) takes at most PIPE_BUF at once, which
+ * the kernel writes whole, unbroken by other threads' lines. */
+#define LOG_ACCESS_BATCH_FILE (64 * 1024)
+
 static enum log_level min_level = LOG_INFO;
 static int access_fd = STDERR_FILENO;
+static size_t access_batch_max = PIPE_BUF;
+
+static void log_access_set_fd(int fd)
+{
+	struct stat st;
+	access_fd = fd;
+	access_batch_max = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) ? LOG_ACCESS_BATCH_FILE : PIPE_BUF;
+}
 
 void log_set_level(enum log_level level)
 {
@@ -20,13 +33,13 @@ void log_set_level(enum log_level level)
 int log_open_access(const char *path)
 {
 	if (!path || strcmp(path, "-") == 0) {
-		access_fd = STDERR_FILENO;
+		log_access_set_fd(STDERR_FILENO);
 		return 0;
 	}
 	int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
 	if (fd < 0)
 		return -1;
-	access_fd = fd;
+	log_access_set_fd(fd);
 	return 0;
 }
 
@@ -56,11 +69,33 @@ void log_msg(enum log_level level, const char *fmt, ...)
 	(void)w;
 }
 
-void log_access_line(const char *json, size_t len)
+/* One write(): a short one (disk full) loses the rest of the batch rather than leave a line's
+ * tail for another worker's lines to split. */
+static void log_access_write(const char *lines, size_t len)
 {
-	struct iovec iov[2] = {{(void *)json, len}, {(void *)"\n", 1}};
-	ssize_t w = writev(access_fd, iov, 2);
-	(void)w;
+	ssize_t w;
+	do
+		w = write(access_fd, lines, len);
+	while (w < 0 && errno == EINTR);
+}
+
+void log_access_commit(struct buf *batch, size_t line_start)
+{
+	if (batch->len <= access_batch_max)
+		return;
+	if (line_start > 0) {
+		log_access_write(buf_head(batch), line_start);
+		buf_consume(batch, line_start);
+	}
+	if (batch->len > access_batch_max) /* one line longer than a batch goes alone */
+		log_access_flush(batch);
+}
+
+void log_access_flush(struct buf *batch)
+{
+	if (batch->len)
+		log_access_write(buf_head(batch), batch->len);
+	buf_reset(batch);
 }
 
 bool log_ratelimit_pass(struct log_ratelimit *rl, int64_t now_ms, uint64_t *suppressed)

@@ -60,9 +60,8 @@ static void worker_link(struct worker *w, struct session *s)
 }
 
 /* Sessions are freed here, outside every callback that might still hold them. */
-static void worker_reap(struct ev_loop *loop, void *arg)
+static void worker_reap(struct worker *w)
 {
-	struct worker *w = arg;
 	struct session *s = w->sessions;
 	while (s) {
 		struct session *next = s->next;
@@ -78,6 +77,15 @@ static void worker_reap(struct ev_loop *loop, void *arg)
 		}
 		s = next;
 	}
+}
+
+/* Once per loop pass: the access-log lines of the pass go out together, closed sessions are
+ * freed. */
+static void worker_before_sleep(struct ev_loop *loop, void *arg)
+{
+	struct worker *w = arg;
+	log_access_flush(&w->access_log);
+	worker_reap(w);
 	if (w->draining && w->n_sessions == 0)
 		ev_stop(loop);
 }
@@ -253,7 +261,7 @@ int worker_init(struct worker *w, struct daemon *d, unsigned id, char *err, size
 		snprintf(err, errlen, "worker %u: %s", id, strerror(errno));
 		return -1;
 	}
-	ev_set_before_sleep(w->loop, worker_reap, w);
+	ev_set_before_sleep(w->loop, worker_before_sleep, w);
 	return 0;
 }
 
@@ -261,6 +269,7 @@ static void *worker_main(void *arg)
 {
 	struct worker *w = arg;
 	ev_run(w->loop);
+	log_access_flush(&w->access_log);
 	return NULL;
 }
 
@@ -308,6 +317,7 @@ void worker_free(struct worker *w)
 	}
 	if (w->wake_fd >= 0)
 		close(w->wake_fd);
+	buf_free(&w->access_log);
 	ev_loop_free(w->loop);
 	pthread_mutex_destroy(&w->cmd_lock);
 }

@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "buf.h"
 #include "cert.h"
 #include "config.h"
 #include "log.h"
@@ -44,6 +45,7 @@ struct worker {
 	_Atomic unsigned n_sessions; /* written by the worker, read by `stats` */
 	bool draining;
 	struct log_ratelimit deny_log; /* lines about peers refused by the deny-list */
+	struct buf access_log;         /* access-log lines of this loop pass (log_access_commit) */
 	uint64_t request_seq;
 	uint64_t request_id_salt;
 };

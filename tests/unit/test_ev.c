@@ -174,6 +174,31 @@ static void test_buf_append_consume_reuse(void **state)
 	assert_null(b.data);
 }
 
+static void test_buf_json_string(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *in, *out;
+	} cases[] = {
+		{"tpp1", "\"tpp1\""},
+		{"", "\"\""},
+		{NULL, "\"\""},
+		{"a\"b\\c", "\"a\\\"b\\\\c\""},
+		{"/v1/x\"}", "\"/v1/x\\\"}\""},
+		{"line\nfeed\x01\x7f", "\"line\\u000afeed\\u0001\\u007f\""},
+		{"caf\xc3\xa9", "\"caf??\""}, /* non-ASCII need not be UTF-8: never passed on */
+		{"\\", "\"\\\\\""},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct buf b = {0};
+		assert_int_equal(buf_append_str(&b, "x="), 0);
+		assert_int_equal(buf_append_json_string(&b, cases[i].in), 0);
+		assert_int_equal(b.len, 2 + strlen(cases[i].out));
+		assert_memory_equal(buf_head(&b) + 2, cases[i].out, b.len - 2);
+		buf_free(&b);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -182,6 +207,7 @@ int main(void)
 		cmocka_unit_test(test_file_event_fires_and_is_removed),
 		cmocka_unit_test(test_pending_shows_undelivered_events_of_the_pass),
 		cmocka_unit_test(test_buf_append_consume_reuse),
+		cmocka_unit_test(test_buf_json_string),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
