@@ -22,6 +22,8 @@
 /* Output queued beyond this stops reading from the other side (backpressure). */
 #define SESSION_HIGH_WATER (256 * 1024)
 #define SESSION_READ_CHUNK (16 * 1024)
+/* Client bytes read and dropped, at most, before a close after a final response. */
+#define SESSION_DISCARD_MAX (256 * 1024)
 /* Raw client bytes held before the parser takes them: a head plus pipelined slack. */
 #define SESSION_MAX_CLIENT_INPUT(s) ((size_t)(s)->req_limits.max_header_bytes + 64 * 1024)
 
@@ -437,6 +439,22 @@ static bool session_read_client(struct session *s)
 	return progress;
 }
 
+/* Before closing after a final response: a socket closed with unread bytes answers with a
+ * reset, which can destroy the response before the client reads it (a body refused with 413
+ * while the client is still sending it). What the client has sent so far is read and dropped,
+ * up to a bound, so that the close is a FIN whenever the client has finished sending. */
+static void session_discard_client_input(struct session *s)
+{
+	char tmp[SESSION_READ_CHUNK];
+	conn_set_readable(&s->client); /* a short read may have left some: look once more */
+	for (size_t dropped = 0; dropped < SESSION_DISCARD_MAX;) {
+		ssize_t n = conn_read(&s->client, tmp, sizeof(tmp));
+		if (n <= 0)
+			break;
+		dropped += (size_t)n;
+	}
+}
+
 static bool session_flush_client(struct session *s)
 {
 	bool progress = false;
@@ -784,6 +802,7 @@ static void session_step(struct session *s)
 	if (s->dead)
 		return;
 	if (s->close_after_flush && s->c_out.len == 0) {
+		session_discard_client_input(s);
 		session_close(s);
 		return;
 	}
