@@ -170,6 +170,14 @@ static void test_buf_append_consume_reuse(void **state)
 	assert_memory_equal(buf_head(&b), "world 42", 8);
 	buf_consume(&b, b.len + 5);
 	assert_int_equal(b.len, 0);
+	/* A format longer than the free space grows the buffer and is written whole. */
+	while (b.cap - b.off - b.len > 3)
+		assert_int_equal(buf_append(&b, "z", 1), 0);
+	size_t before = b.len, cap = b.cap;
+	assert_int_equal(buf_printf(&b, "[%s|%d]", "0123456789", 12345), 0);
+	assert_int_equal(b.len, before + strlen("[0123456789|12345]"));
+	assert_memory_equal(buf_head(&b) + before, "[0123456789|12345]", b.len - before);
+	assert_true(b.cap > cap);
 	buf_free(&b);
 	assert_null(b.data);
 }
