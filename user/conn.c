@@ -181,6 +181,12 @@ const char *conn_tls_version(const struct conn *c)
 	return c->ssl ? SSL_get_version(c->ssl) : "plain";
 }
 
+void conn_release_buffers(struct conn *c)
+{
+	if (c->ssl && SSL_free_buffers(c->ssl) != 1)
+		ERR_clear_error(); /* in use: they stay */
+}
+
 void conn_close(struct conn *c)
 {
 	if (c->ssl) {

@@ -55,6 +55,9 @@ const char *conn_tls_version(const struct conn *c); /* "TLSv1.3", or "plain" */
  * can bytes be spliced from / to the socket. */
 static inline bool conn_kernel_reads(const struct conn *c) { return !c->ssl || c->ktls.rx; }
 static inline bool conn_kernel_writes(const struct conn *c) { return !c->ssl || c->ktls.tx; }
+/* Gives back OpenSSL's record buffers (about 34 KiB), when they hold nothing, of a connection
+ * that is idle; the next read or write allocates them again. */
+void conn_release_buffers(struct conn *c);
 /* Sends close_notify when TLS (best effort), closes the socket and frees state. */
 void conn_close(struct conn *c);
 

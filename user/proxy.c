@@ -24,6 +24,8 @@
 #define SESSION_READ_CHUNK (16 * 1024)
 /* Client bytes read and dropped, at most, before a close after a final response. */
 #define SESSION_DISCARD_MAX (256 * 1024)
+/* A connection without a request for this long gives back its buffers (most of its memory). */
+#define SESSION_IDLE_RELEASE_MS 250
 /* Raw client bytes held before the parser takes them: a head plus pipelined slack. */
 #define SESSION_MAX_CLIENT_INPUT(s) ((size_t)(s)->req_limits.max_header_bytes + 64 * 1024)
 
@@ -428,6 +430,7 @@ static bool session_read_client(struct session *s)
 				return true;
 			}
 			s->last_activity_ms = ev_now_ms();
+			s->buffers_released = false;
 			progress = true;
 			continue;
 		}
@@ -856,6 +859,24 @@ struct session *session_new(struct worker *w, int fd, const struct sockaddr_stor
 	return s;
 }
 
+/* Between requests nothing is buffered: the memory of an idle connection is mostly buffers
+ * kept for the next request (OpenSSL's two record buffers, then the session's). */
+static void session_release_idle_buffers(struct session *s)
+{
+	conn_release_buffers(&s->client);
+	if (s->up_open)
+		conn_release_buffers(&s->up);
+	buf_free(&s->c_in);
+	buf_free(&s->c_out);
+	buf_free(&s->u_in);
+	buf_free(&s->u_out);
+	http_msg_free(&s->req);
+	http_msg_reset(&s->req);
+	http_msg_free(&s->resp);
+	http_msg_reset(&s->resp);
+	s->buffers_released = true;
+}
+
 /* Whether the request body came slower than limits.min_body_rate over the window now ending (a
  * bound TPP trickling its body holds an upstream connection); starts the next window. A window
  * that ends while the gateway itself holds the body back (the upstream is slow to take it)
@@ -910,6 +931,9 @@ void session_check_deadline(struct session *s, int64_t now)
 			}
 		} else if (now - s->last_activity_ms > cfg->limits.idle_timeout_ms) {
 			session_close(s);
+		} else if (!s->buffers_released && s->c_out.len == 0 && s->u_in.len == 0 &&
+			   now - s->last_activity_ms >= SESSION_IDLE_RELEASE_MS) {
+			session_release_idle_buffers(s);
 		}
 		return;
 	case SESSION_READ_FORM:

@@ -44,6 +44,7 @@ struct session {
 	char thumb_hex[CERT_THUMB_HEX_LEN + 1];
 	bool client_eof;
 	bool close_after_flush;
+	bool buffers_released; /* idle: the buffers below and OpenSSL's are given back */
 
 	/* Identity proven by the last accepted request (what revoke and XDP flows key on). */
 	bool proven;

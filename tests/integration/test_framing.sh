@@ -113,5 +113,13 @@ assert_true "the chunked response body is intact JSON" json_valid "$LAST_BODY"
 codes=$(gw_curl tpp1 -o /dev/null -o /dev/null -o /dev/null -w '%{http_code}/%{num_connects} ' \
 	"$GW_URL/k1?client_id=tpp1" "$GW_URL/k2?client_id=tpp1" "$GW_URL/k3?client_id=tpp1")
 assert_eq "200/1 200/0 200/0 " "$codes" "keep-alive: three requests on one connection (code/new connections)"
+# Idle between requests (0.5 s apart), the connection gives back its buffers and OpenSSL's; the
+# next request on it must find them again.
+codes=$(gw_curl tpp1 --rate 2/s -o "$TEST_DIR/i1.json" -o "$TEST_DIR/i2.json" -o "$TEST_DIR/i3.json" \
+	-w '%{http_code}/%{num_connects} ' "$GW_URL/i1?client_id=tpp1" "$GW_URL/i2?client_id=tpp1" \
+	"$GW_URL/i3?client_id=tpp1")
+assert_eq "200/1 200/0 200/0 " "$codes" "keep-alive: requests after idle pauses on one connection"
+assert_eq "/i3?client_id=tpp1" "$(json_get "$TEST_DIR/i3.json" path)" \
+	"keep-alive: the request after an idle pause reaches the upstream whole"
 
 finish
