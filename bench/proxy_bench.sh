@@ -20,7 +20,9 @@
 # bench/proxy_report.py turns it into bench/results.json ("proxy") and docs/BENCHMARKS.md.
 #
 # Quick A/B (for measuring one change; no report, results.json untouched):
-#   PROXY_BENCH_ONLY="keepalive idle half_load handshake" runs only those scenarios (rounds:
+#   PROXY_BENCH_ONLY="keepalive idle half_load handshake" runs only those scenarios (also
+#   keepalive_idle: scenario 2 while PROXY_BENCH_IDLE_HELD, default 2000, idle connections are
+#   held open by another loadgen; rounds:
 #   PROXY_BENCH_ROUNDS, default 1; half_load at PROXY_BENCH_RATE req/s, default 5000) and prints
 #   the median per peer; raw lines in $BUILD/bench/proxy_runs_only.jsonl.
 #   PROXY_BENCH_BASELINE=DIR adds DIR/psd2edged as the peer psd2edge_base (the binary before the
@@ -295,7 +297,16 @@ if [ -n "$ONLY" ]; then
 				half_load) run half_load "$p" ecdsa -c "$CONNS" --rate "${PROXY_BENCH_RATE:-5000}" "${D[@]}" ;;
 				idle) run idle "$p" ecdsa --idle "$IDLE_CONNS" -c 64 -d 120 --hold 1 ;;
 				handshake) run handshake "$p" ecdsa_tls1.3 --new-conn --tls 1.3 -c "$CONNS" "${D[@]}" ;;
-				*) echo "proxy_bench: PROXY_BENCH_ONLY: unknown scenario '$scen' (keepalive idle half_load handshake)" >&2
+				keepalive_idle)
+					taskset -c 1 "$LOADGEN" -p "${PORT[$p]}" --cert "$T/tpp1.pem" --key "$T/tpp1.key" \
+						--idle "${PROXY_BENCH_IDLE_HELD:-2000}" -c 64 -d 60 \
+						--hold $((SECONDS_PER_RUN + 30)) >/dev/null 2>&1 &
+					held=$!
+					sleep "${PROXY_BENCH_IDLE_OPEN_S:-8}" # time to open them (~700 handshakes/s)
+					run keepalive_idle "$p" ecdsa -c "$CONNS" "${D[@]}"
+					kill "$held" 2>/dev/null || true
+					wait "$held" 2>/dev/null || true ;;
+				*) echo "proxy_bench: PROXY_BENCH_ONLY: unknown scenario '$scen' (keepalive idle half_load handshake keepalive_idle)" >&2
 				   exit 2 ;;
 				esac
 			done

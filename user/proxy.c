@@ -161,6 +161,7 @@ void session_close(struct session *s)
 	if (s->dead)
 		return;
 	s->dead = true;
+	s->w->n_dead++; /* freed by the worker before its loop sleeps */
 	if (s->flow_added)
 		dataplane_flow_del(s->w->d->dp, (struct sockaddr *)&s->peer,
 				   (struct sockaddr *)&s->local);

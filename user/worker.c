@@ -59,9 +59,14 @@ static void worker_link(struct worker *w, struct session *s)
 	w->n_sessions++;
 }
 
-/* Sessions are freed here, outside every callback that might still hold them. */
+/* Sessions are freed here, outside every callback that might still hold them. The list is
+ * walked only in passes that closed one: with thousands of idle connections, a pass serving one
+ * request must not cost a walk over all of them. */
 static void worker_reap(struct worker *w)
 {
+	if (!w->n_dead)
+		return;
+	w->n_dead = 0;
 	struct session *s = w->sessions;
 	while (s) {
 		struct session *next = s->next;

@@ -42,6 +42,7 @@ struct worker {
 	pthread_mutex_t cmd_lock;
 	struct worker_cmd *cmds;
 	struct session *sessions; /* doubly linked */
+	unsigned n_dead;          /* of them closed since the last reap (session_close counts) */
 	_Atomic unsigned n_sessions; /* written by the worker, read by `stats` */
 	bool draining;
 	struct log_ratelimit deny_log; /* lines about peers refused by the deny-list */
