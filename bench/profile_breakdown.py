@@ -15,7 +15,8 @@ import sys
 
 # (category, functions that mark it), innermost match wins.
 CATEGORIES = [
-    ("access log: JSON line (jansson) + write", ("session_log_request", "log_access_line")),
+    ("access log: JSON line + batched write", ("session_log_request", "log_access_commit",
+                                                "log_access_flush")),
     ("epoll_ctl: interest set after every step", ("ev_set",)),
     ("binding check (client_id, registry lookup)", ("session_decide", "pipeline_run",
                                                     "clientid_extract", "registry_lookup")),
