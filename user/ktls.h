@@ -16,7 +16,9 @@
  *  1. Once per SSL_CTX (server and upstream client contexts): ktls_ctx_setup(ctx). It probes
  *     the kernel once per process; when the kernel has no TLS ULP it changes nothing on ctx.
  *     Do not install another keylog callback on that ctx (ktls_keylog_cb needs it).
- *  2. Use a socket fd (SSL_set_fd) and do not enable read-ahead.
+ *  2. Use a socket fd (SSL_set_fd) and do not enable read-ahead until ktls_enable has run:
+ *     OpenSSL must not have read past the records it hands to the kernel. Afterwards it is
+ *     safe on a connection whose reads stay in userspace (!st->rx), and saves a read per record.
  *  3. Right after the handshake returns success, before any SSL_read/SSL_write/SSL_peek:
  *     ktls_enable(ssl, fd, &st). Never fails the connection: it returns 0 with st->tx/st->rx
  *     telling what the kernel does (both false = userspace TLS, st->reason says why).
