@@ -272,6 +272,19 @@ static void conn_set_events(struct conn *c, uint32_t ev)
 	c->events = ev;
 }
 
+/* After an SSL call returned e: waits for the readiness OpenSSL asked for (true), or false
+ * when e is not a want. */
+static bool conn_wait_for(struct conn *c, int e)
+{
+	if (e == SSL_ERROR_WANT_READ)
+		conn_set_events(c, EPOLLIN);
+	else if (e == SSL_ERROR_WANT_WRITE)
+		conn_set_events(c, EPOLLOUT);
+	else
+		return false;
+	return true;
+}
+
 static void conn_close(struct conn *c)
 {
 	if (c->ssl) {
@@ -549,16 +562,8 @@ static void conn_step(struct conn *c)
 				response_reset(c);
 				break;
 			}
-			int e = SSL_get_error(c->ssl, r);
-			if (e == SSL_ERROR_WANT_READ) {
-				conn_set_events(c, EPOLLIN);
-				return;
-			}
-			if (e == SSL_ERROR_WANT_WRITE) {
-				conn_set_events(c, EPOLLOUT);
-				return;
-			}
-			conn_fail(c, ERR_handshake);
+			if (!conn_wait_for(c, SSL_get_error(c->ssl, r)))
+				conn_fail(c, ERR_handshake);
 			return;
 		}
 		case C_WRITING: {
@@ -574,16 +579,8 @@ static void conn_step(struct conn *c)
 				conn_set_events(c, EPOLLIN);
 				break;
 			}
-			int e = SSL_get_error(c->ssl, r);
-			if (e == SSL_ERROR_WANT_WRITE) {
-				conn_set_events(c, EPOLLOUT);
-				return;
-			}
-			if (e == SSL_ERROR_WANT_READ) {
-				conn_set_events(c, EPOLLIN);
-				return;
-			}
-			conn_fail(c, ERR_tls_write);
+			if (!conn_wait_for(c, SSL_get_error(c->ssl, r)))
+				conn_fail(c, ERR_tls_write);
 			return;
 		}
 		case C_READING: {
@@ -592,14 +589,8 @@ static void conn_step(struct conn *c)
 			int r = SSL_read_ex(c->ssl, buf, sizeof(buf), &n);
 			if (r != 1) {
 				int e = SSL_get_error(c->ssl, r);
-				if (e == SSL_ERROR_WANT_READ) {
-					conn_set_events(c, EPOLLIN);
+				if (conn_wait_for(c, e))
 					return;
-				}
-				if (e == SSL_ERROR_WANT_WRITE) {
-					conn_set_events(c, EPOLLOUT);
-					return;
-				}
 				if (e == SSL_ERROR_ZERO_RETURN || e == SSL_ERROR_SYSCALL) {
 					if (c->head_done && c->body_mode == BODY_TO_EOF) {
 						response_complete(c);
