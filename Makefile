@@ -103,7 +103,8 @@ check:
 	scripts/install-deps.sh
 	$(MAKE) check-run
 
-check-run: all unit $(FUZZERS) $(VM_PROGS)
+# The load generator is built (not run) so that it cannot rot between benchmark runs.
+check-run: all unit $(FUZZERS) $(VM_PROGS) $(BUILD)/bench/loadgen
 	tests/run-all.sh
 
 # The inner loop: unit tests and fuzz smoke, no integration namespaces, no VM; tests that need
