@@ -20,6 +20,7 @@ Exit status: 0 the peer closed the connection, 3 it was still open when we gave 
 """
 import argparse
 import http.client
+import itertools
 import socket
 import ssl
 import sys
@@ -79,6 +80,26 @@ def mode_raw(a):
     except (ssl.SSLError, OSError) as e:
         print("send: %s" % e, file=sys.stderr)
     closed = read_until_close(s, a.idle, t0 + a.max, sys.stdout.buffer)
+    return report_close(closed, t0)
+
+
+def send_paced(s, pieces, deadline, interval_ms, out):
+    """Sends each piece, waiting interval_ms after it for a close or an answer (e.g. 408).
+    True when the server closed (or an answer ended the connection) before the deadline."""
+    for piece in pieces:
+        if time.monotonic() >= deadline:
+            return False
+        try:
+            s.sendall(piece)
+        except (ssl.SSLError, OSError) as e:
+            print("send: %s" % e, file=sys.stderr)
+            return True
+        if read_until_close(s, None, min(deadline, time.monotonic() + interval_ms / 1000.0), out):
+            return True
+    return False
+
+
+def report_close(closed, t0):
     el = time.monotonic() - t0
     print(("closed after %.3fs" if closed else "open after %.3fs") % el, file=sys.stderr)
     return 0 if closed else 3
@@ -88,29 +109,15 @@ def mode_slowloris(a):
     s = connect(a)
     t0 = time.monotonic()
     deadline = t0 + a.max
-    lines = [b"GET / HTTP/1.1\r\n", b"Host: %s\r\n" % a.host.encode()]
-    i = 0
-    closed = False
     out = sys.stdout.buffer
-    while time.monotonic() < deadline:
-        line = lines[i] if i < len(lines) else b"X-Slow-%d: %s\r\n" % (i, b"a" * 8)
-        i += 1
-        try:
-            s.sendall(line)
-        except (ssl.SSLError, OSError) as e:
-            print("send: %s" % e, file=sys.stderr)
-            closed = True
-            break
-        # Wait one interval, watching for a close or an answer (e.g. 408).
-        if read_until_close(s, None, min(deadline, time.monotonic() + a.interval / 1000.0), out):
-            closed = True
-            break
+    head = [b"GET / HTTP/1.1\r\n", b"Host: %s\r\n" % a.host.encode()]
+    lines = (head[i] if i < len(head) else b"X-Slow-%d: %s\r\n" % (i, b"a" * 8)
+             for i in itertools.count())
+    closed = send_paced(s, lines, deadline, a.interval, out)
     if closed:
         # Drain whatever the server said before closing.
         read_until_close(s, 0.5, time.monotonic() + 1, out)
-    el = time.monotonic() - t0
-    print(("closed after %.3fs" if closed else "open after %.3fs") % el, file=sys.stderr)
-    return 0 if closed else 3
+    return report_close(closed, t0)
 
 
 def mode_trickle(a):
@@ -121,28 +128,13 @@ def mode_trickle(a):
     t0 = time.monotonic()
     deadline = t0 + a.max
     out = sys.stdout.buffer
-    closed = False
     pieces = [data[:end]] + [data[i:i + a.chunk] for i in range(end, len(data), a.chunk)]
-    for piece in pieces:
-        if time.monotonic() >= deadline:
-            break
-        try:
-            s.sendall(piece)
-        except (ssl.SSLError, OSError) as e:
-            print("send: %s" % e, file=sys.stderr)
-            closed = True
-            break
-        # Wait one interval, watching for a close or an answer (e.g. 408).
-        if read_until_close(s, None, min(deadline, time.monotonic() + a.interval / 1000.0), out):
-            closed = True
-            break
+    closed = send_paced(s, pieces, deadline, a.interval, out)
     if closed:
         read_until_close(s, 0.5, time.monotonic() + 1, out)
     else:
         closed = read_until_close(s, a.idle, deadline, out)
-    el = time.monotonic() - t0
-    print(("closed after %.3fs" if closed else "open after %.3fs") % el, file=sys.stderr)
-    return 0 if closed else 3
+    return report_close(closed, t0)
 
 
 def mode_hold(a):
@@ -170,9 +162,7 @@ def mode_hold(a):
     t0 = time.monotonic()
     closed = read_until_close(s, None, t0 + a.max, sys.stderr.buffer)
     print("%.3f" % time.time())
-    el = time.monotonic() - t0
-    print(("closed after %.3fs" if closed else "open after %.3fs") % el, file=sys.stderr)
-    return 0 if closed else 3
+    return report_close(closed, t0)
 
 
 def main():
