@@ -433,16 +433,11 @@ enum body_kind {
 	BODY_UNREADABLE, /* parameters the gateway does not read */
 };
 
-static bool is_ows(char c)
-{
-	return c == ' ' || c == '\t';
-}
-
 /* Ends a Content-Type parameter's name or value; a quoted value may not hold these either, so
  * that no "charset=" hides in one. */
 static bool ends_param_token(char c)
 {
-	return is_ows(c) || c == ';' || c == ',' || c == '=' || c == '"' || c == '\\';
+	return http_is_ows(c) || c == ';' || c == ',' || c == '=' || c == '"' || c == '\\';
 }
 
 static bool charset_is_utf8_or_ascii(const char *s, size_t len)
@@ -466,13 +461,13 @@ static enum body_kind form_parameters(const char *p, size_t len, const char **wh
 	bool charset_seen = false;
 	size_t i = 0;
 	for (;;) {
-		while (i < len && is_ows(p[i]))
+		while (i < len && http_is_ows(p[i]))
 			i++;
 		if (i == len)
 			return BODY_FORM;
 		if (p[i++] != ';')
 			break;
-		while (i < len && is_ows(p[i]))
+		while (i < len && http_is_ows(p[i]))
 			i++;
 		if (i == len)
 			return BODY_FORM;
@@ -517,10 +512,10 @@ static enum body_kind content_type_kind(const char *ct, size_t len, const char *
 		return BODY_UNREADABLE;
 	}
 	size_t i = 0;
-	while (i < len && is_ows(ct[i]))
+	while (i < len && http_is_ows(ct[i]))
 		i++;
 	const char *type = ct + i;
-	while (i < len && ct[i] != ';' && ct[i] != ',' && !is_ows(ct[i]))
+	while (i < len && ct[i] != ';' && ct[i] != ',' && !http_is_ows(ct[i]))
 		i++;
 	size_t type_len = (size_t)(ct + i - type);
 	if (type_len == 0)
@@ -633,11 +628,11 @@ static void from_header(const struct http_msg *req, const char *name, struct fou
 	while ((h = header_next(req, name, &i)) && f->res != CLIENTID_INVALID) {
 		const char *v = head + h->value_off;
 		size_t len = h->value_len;
-		while (len && is_ows(*v)) {
+		while (len && http_is_ows(*v)) {
 			v++;
 			len--;
 		}
-		while (len && is_ows(v[len - 1]))
+		while (len && http_is_ows(v[len - 1]))
 			len--;
 		found_add(f, v, len);
 	}

@@ -51,11 +51,6 @@ static const struct http_limits default_limits = {
 
 /* --- small helpers --------------------------------------------------------------------------- */
 
-static bool is_ows(char c)
-{
-	return c == ' ' || c == '\t';
-}
-
 static bool name_is(const char *name, size_t len, const char *lit)
 {
 	return strlen(lit) == len && strncasecmp(name, lit, len) == 0;
@@ -112,10 +107,10 @@ static bool header_list_any(const struct http_msg *m, const char *name, list_fn 
 			const char *comma = memchr(v, ',', (size_t)(end - v));
 			const char *e = comma ? comma : end;
 			const char *s = v;
-			while (s < e && is_ows(*s))
+			while (s < e && http_is_ows(*s))
 				s++;
 			const char *t = e;
-			while (t > s && is_ows(t[-1]))
+			while (t > s && http_is_ows(t[-1]))
 				t--;
 			if (t > s && fn(s, (size_t)(t - s), arg))
 				return true;
@@ -391,7 +386,7 @@ static int on_headers_complete(http_parser *p)
 	for (unsigned i = 0; i < m->n_hdr; i++) {
 		struct http_header *h = &m->hdr[i];
 		const char *v = hdr_value(m, h);
-		while (h->value_len && is_ows(v[h->value_len - 1]))
+		while (h->value_len && http_is_ows(v[h->value_len - 1]))
 			h->value_len--;
 	}
 	/* A terminator after the stored head (not counted in its length) so that a string
@@ -535,7 +530,7 @@ static const char *scan_head(struct http_msg *m, const char *data, size_t len, s
 			continue;
 		if ((c < 0x20 && c != '\t') || c == 0x7f)
 			return "control character in head";
-		if (!m->scan_in_line && m->scan_seen_line && is_ows((char)c))
+		if (!m->scan_in_line && m->scan_seen_line && http_is_ows((char)c))
 			return "obs-fold or whitespace at line start";
 		m->scan_in_line = true;
 		if (!m->scan_seen_line) {

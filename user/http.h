@@ -115,6 +115,12 @@ void http_msg_feed_eof(struct http_msg *m, http_body_fn *on_body, void *arg);
  * non-NULL) receives how many headers have that name. */
 const char *http_msg_header(const struct http_msg *m, const char *name, size_t *len,
 			    unsigned *count);
+/* Optional whitespace (RFC 9110 §5.6.3) around field values and list elements. */
+static inline bool http_is_ows(char c)
+{
+	return c == ' ' || c == '\t';
+}
+
 /* The request target, url_len bytes (not NUL-terminated); "" before any was read. From
  * HTTP_MSG_BODY on, its path is normalised (path.h); the query is as received. */
 static inline const char *http_msg_url(const struct http_msg *m)
