@@ -47,6 +47,8 @@
 #define PSD2_PIN_STATS "stats"
 #define PSD2_PIN_CLIENT_STATS "client_stats"
 #define PSD2_PIN_DENY_INDEX "deny_index"
+#define PSD2_PIN_QUOTA "quota"
+#define PSD2_PIN_BREAKERS "breakers"
 
 /* --- clients: ARRAY indexed by registry slot ------------------------------------------------ */
 
@@ -316,6 +318,67 @@ enum psd2_stat_reason {
 struct psd2_stat {
 	__u64 packets;
 	__u64 bytes;
+};
+
+/* --- quota and breakers: the daemon's policy state (bpf/psd2edge_state.bpf.c) -------------- */
+
+/* Neither map is read by an XDP program: they are BPF maps so that their state outlives the
+ * process (pinned), is shared by every worker through one mmap, and reads as named fields in
+ * `bpftool map dump`. Only the daemon writes them. Both are BPF_F_MMAPABLE arrays; a free
+ * entry is all zeros. */
+#ifndef PSD2_MAX_QUOTA_ENTRIES
+#define PSD2_MAX_QUOTA_ENTRIES 65536 /* (quota, client_id, key value) counters */
+#endif
+#ifndef PSD2_MAX_BREAKERS
+#define PSD2_MAX_BREAKERS 64 /* one per configured upstream */
+#endif
+#define PSD2_NAME_LEN 64      /* quota and upstream names (<= 63 bytes) + NUL */
+#define PSD2_QUOTA_KEY_LEN 136 /* value of the quota's request key (<= 128 bytes) + NUL, rounded */
+#define PSD2_QUOTA_SUBWINDOWS 16 /* a rolling window is judged over this many sub-windows + 1 */
+
+enum psd2_quota_window {
+	PSD2_QUOTA_MINUTE = 1, /* fixed UTC windows: they reset at :00 of the minute, hour, day */
+	PSD2_QUOTA_HOUR = 2,
+	PSD2_QUOTA_DAY = 3,
+	PSD2_QUOTA_ROLLING = 4, /* any period of window_seconds */
+};
+
+/* One counter. Identified by (name, client_id, key); key is "" for a quota per client_id. */
+struct psd2_quota {
+	char name[PSD2_NAME_LEN];          /* the quota's name (config routes[].quota.name) */
+	char client_id[PSD2_CLIENT_ID_LEN];
+	char key[PSD2_QUOTA_KEY_LEN];
+	__u64 limit;          /* requests per window, as configured when last counted */
+	__u32 window;         /* enum psd2_quota_window */
+	__u32 window_seconds; /* length of the window (60, 3600, 86400 or the rolling length) */
+	__s64 window_start;   /* unix seconds: start of the counted window (rolling: of sub[0]) */
+	__u64 count;          /* requests counted in the window (rolling: sum of sub[]) */
+	__u32 sub[PSD2_QUOTA_SUBWINDOWS + 1]; /* rolling only: counts per sub-window, oldest first */
+	__u32 lock;           /* daemon-side spin lock (threads of one process) */
+	__s64 updated;        /* unix seconds of the last count (checkpoint and eviction order) */
+};
+
+enum psd2_breaker_state {
+	PSD2_BREAKER_CLOSED = 0,
+	PSD2_BREAKER_OPEN = 1,      /* requests refused with 503 until opened_at_ms + cool-down */
+	PSD2_BREAKER_HALF_OPEN = 2, /* a configured number of probes go through */
+};
+
+/* One circuit breaker per upstream, identified by name. Times are unix ms (readable as dates). */
+struct psd2_breaker {
+	char name[PSD2_NAME_LEN];
+	__u32 state;                /* enum psd2_breaker_state */
+	__u32 consecutive_failures;
+	__s64 opened_at_ms;         /* 0 when closed */
+	__s64 window_start_ms;      /* failure-ratio window */
+	__u32 window_requests;
+	__u32 window_failures;
+	__u32 probes_in_flight;     /* half-open: admitted, outcome not known yet */
+	__u32 probes_succeeded;
+	__u64 opened_total;         /* times it opened */
+	__u64 rejected_total;       /* requests refused while open */
+	__u32 lock;                 /* daemon-side spin lock */
+	__u32 pad;
 };
 
 #endif

@@ -445,39 +445,39 @@ static bool host_name_ok(const char *h)
 
 /* scheme://host[:port][/path]; no userinfo, query or fragment. Fills https, host, port and
  * base_path (without trailing slashes). */
-static int parse_url(struct loader *l, const char *url)
+static int parse_url(struct loader *l, struct config_upstream *u, const char *key,
+		     const char *url)
 {
-	struct config *cfg = l->cfg;
 	const char *p = url;
 	if (strlen(url) > URL_MAX)
-		return fail(l, "upstream.url", "too long");
+		return fail(l, key, "too long");
 	if (strncasecmp(p, "https://", 8) == 0) {
-		cfg->upstream.https = true;
+		u->https = true;
 		p += 8;
 	} else if (strncasecmp(p, "http://", 7) == 0) {
 		p += 7;
 	} else {
-		return fail(l, "upstream.url", "scheme must be http or https");
+		return fail(l, key, "scheme must be http or https");
 	}
 	size_t alen = strcspn(p, "/?#");
 	const char *path = p + alen;
 	if (memchr(p, '@', alen))
-		return fail(l, "upstream.url", "credentials are not allowed");
+		return fail(l, key, "credentials are not allowed");
 	const char *hs = p, *he, *port = NULL;
 	if (*p == '[') {
 		hs = p + 1;
 		he = memchr(hs, ']', alen - 1);
 		if (!he)
-			return fail(l, "upstream.url", "invalid host");
+			return fail(l, key, "invalid host");
 		if (he + 1 < p + alen) {
 			if (he[1] != ':')
-				return fail(l, "upstream.url", "invalid host");
+				return fail(l, key, "invalid host");
 			port = he + 2;
 		}
 	} else {
 		he = memchr(p, ':', alen);
 		if (he && memchr(he + 1, ':', (size_t)(p + alen - he - 1)))
-			return fail(l, "upstream.url", "invalid host"); /* IPv6 needs brackets */
+			return fail(l, key, "invalid host"); /* IPv6 needs brackets */
 		if (he)
 			port = he + 1;
 		else
@@ -485,52 +485,52 @@ static int parse_url(struct loader *l, const char *url)
 	}
 	size_t hlen = (size_t)(he - hs);
 	if (hlen == 0)
-		return fail(l, "upstream.url", "missing host");
-	if (hlen >= sizeof(cfg->upstream.host))
-		return fail(l, "upstream.url", "host too long");
-	memcpy(cfg->upstream.host, hs, hlen);
-	cfg->upstream.host[hlen] = '\0';
+		return fail(l, key, "missing host");
+	if (hlen >= sizeof(u->host))
+		return fail(l, key, "host too long");
+	memcpy(u->host, hs, hlen);
+	u->host[hlen] = '\0';
 	struct in_addr a4;
-	if (*p != '[' && (!host_name_ok(cfg->upstream.host) ||
-			  (strspn(cfg->upstream.host, "0123456789.") == hlen &&
-			   inet_pton(AF_INET, cfg->upstream.host, &a4) != 1)))
-		return fail(l, "upstream.url", "invalid host");
+	if (*p != '[' && (!host_name_ok(u->host) ||
+			  (strspn(u->host, "0123456789.") == hlen &&
+			   inet_pton(AF_INET, u->host, &a4) != 1)))
+		return fail(l, key, "invalid host");
 	if (port) {
-		cfg->upstream.port = parse_port(port, (size_t)(p + alen - port));
-		if (!cfg->upstream.port)
-			return fail(l, "upstream.url", "invalid port");
+		u->port = parse_port(port, (size_t)(p + alen - port));
+		if (!u->port)
+			return fail(l, key, "invalid port");
 	} else {
-		cfg->upstream.port = cfg->upstream.https ? 443 : 80;
+		u->port = u->https ? 443 : 80;
 	}
 
 	if (strpbrk(path, "?#"))
-		return fail(l, "upstream.url", "query and fragment are not allowed");
+		return fail(l, key, "query and fragment are not allowed");
 	for (const char *c = path; *c; c++)
 		if (*c <= ' ' || *c >= 0x7f)
-			return fail(l, "upstream.url", "invalid character in path");
+			return fail(l, key, "invalid character in path");
 	size_t plen = strlen(path);
 	while (plen > 0 && path[plen - 1] == '/')
 		plen--;
-	cfg->upstream.base_path = strndup(path, plen);
-	if (!cfg->upstream.base_path)
-		return fail(l, "upstream.url", "out of memory");
+	u->base_path = strndup(path, plen);
+	if (!u->base_path)
+		return fail(l, key, "out of memory");
 
 	/* Resolve now: the first address is the one connected to. Literals stay numeric. */
 	char portstr[8], s[SHOW_MAX + 4];
-	snprintf(portstr, sizeof(portstr), "%u", cfg->upstream.port);
+	snprintf(portstr, sizeof(portstr), "%u", u->port);
 	struct addrinfo hints = {
 		.ai_family = *p == '[' ? AF_INET6 : AF_UNSPEC,
 		.ai_socktype = SOCK_STREAM,
 		.ai_flags = AI_NUMERICSERV | (*p == '[' ? AI_NUMERICHOST : 0),
 	}, *res = NULL;
-	int gai = getaddrinfo(cfg->upstream.host, portstr, &hints, &res);
+	int gai = getaddrinfo(u->host, portstr, &hints, &res);
 	if (gai != 0 || !res) {
 		if (*p == '[')
-			return fail(l, "upstream.url", "invalid host");
-		return fail(l, "upstream.url", "cannot resolve '%s': %s",
-			    show(s, cfg->upstream.host), gai ? gai_strerror(gai) : "no address");
+			return fail(l, key, "invalid host");
+		return fail(l, key, "cannot resolve '%s': %s",
+			    show(s, u->host), gai ? gai_strerror(gai) : "no address");
 	}
-	struct config_addr *a = &cfg->upstream.addr;
+	struct config_addr *a = &u->addr;
 	memcpy(&a->addr, res->ai_addr, res->ai_addrlen);
 	a->addrlen = res->ai_addrlen;
 	freeaddrinfo(res);
@@ -539,14 +539,15 @@ static int parse_url(struct loader *l, const char *url)
 			NI_NUMERICHOST) != 0)
 		snprintf(num, sizeof(num), "?");
 	snprintf(a->text, sizeof(a->text), "%s%s%s:%u", a->addr.ss_family == AF_INET6 ? "[" : "",
-		 num, a->addr.ss_family == AF_INET6 ? "]" : "", cfg->upstream.port);
+		 num, a->addr.ss_family == AF_INET6 ? "]" : "", u->port);
 	return 0;
 }
 
+/* The legacy single "upstream": the upstream named "default". */
 static int load_upstream(struct loader *l, json_t *root)
 {
 	static const char *const keys[] = {"url", "ca", "cert", "key", NULL};
-	struct config *cfg = l->cfg;
+	struct config_upstream *u = &l->cfg->upstreams[0];
 	json_t *obj;
 	const char *url;
 	X509 *cert = NULL;
@@ -556,12 +557,14 @@ static int load_upstream(struct loader *l, json_t *root)
 	    check_unknown_keys(l, obj, "upstream", keys) < 0 ||
 	    get_string(l, obj, "upstream", "url", true, &url) < 0)
 		return -1;
-	cfg->upstream.url = strdup(url);
-	if (!cfg->upstream.url)
+	snprintf(u->name, sizeof(u->name), "default");
+	l->cfg->n_upstreams = 1;
+	u->url = strdup(url);
+	if (!u->url)
 		return fail(l, "upstream.url", "out of memory");
-	if (parse_url(l, url) < 0)
+	if (parse_url(l, u, "upstream.url", url) < 0)
 		return -1;
-	if (!cfg->upstream.https) {
+	if (!u->https) {
 		for (const char *const *k = keys + 1; *k; k++) {
 			char p[KEYPATH_MAX];
 			if (json_object_get(obj, *k))
@@ -570,9 +573,9 @@ static int load_upstream(struct loader *l, json_t *root)
 		}
 		return 0;
 	}
-	if (load_ca_bundle(l, obj, "upstream", "ca", &cfg->upstream.ca, &cas) < 0 ||
-	    load_cert(l, obj, "upstream", "cert", &cfg->upstream.cert, &cert) < 0 ||
-	    load_key(l, obj, "upstream", cert, &cfg->upstream.key) < 0)
+	if (load_ca_bundle(l, obj, "upstream", "ca", &u->ca, &cas) < 0 ||
+	    load_cert(l, obj, "upstream", "cert", &u->cert, &cert) < 0 ||
+	    load_key(l, obj, "upstream", cert, &u->key) < 0)
 		goto out;
 	rc = 0;
 out:
@@ -1092,6 +1095,31 @@ static int set_dir(struct loader *l, const char *path)
 	return 0;
 }
 
+/* Upstream timeouts default to the global limits; without "routes", every path goes to the
+ * one upstream. */
+static int finish_upstreams(struct loader *l, json_t *root)
+{
+	(void)root;
+	struct config *cfg = l->cfg;
+	for (unsigned i = 0; i < cfg->n_upstreams; i++) {
+		struct config_upstream *u = &cfg->upstreams[i];
+		if (!u->connect_timeout_ms)
+			u->connect_timeout_ms = cfg->limits.upstream_connect_timeout_ms;
+		if (!u->tls_timeout_ms)
+			u->tls_timeout_ms = u->connect_timeout_ms;
+		if (!u->response_timeout_ms)
+			u->response_timeout_ms = cfg->limits.upstream_timeout_ms;
+		if (!u->pool_size)
+			u->pool_size = CONFIG_POOL_SIZE_DEFAULT;
+	}
+	if (cfg->n_routes == 0) {
+		snprintf(cfg->routes[0].prefix, sizeof(cfg->routes[0].prefix), "/");
+		cfg->routes[0].upstream = 0;
+		cfg->n_routes = 1;
+	}
+	return 0;
+}
+
 int config_load(const char *path, struct config *cfg, char *err, size_t errlen)
 {
 	static const char *const top_keys[] = {
@@ -1103,7 +1131,7 @@ int config_load(const char *path, struct config *cfg, char *err, size_t errlen)
 		/* schema order: control covers control_socket, control_group and
 		 * control_readonly_group, misc covers workers, access_log and log_level */
 		load_listen, load_tls, load_upstream, load_client_id, load_registry,
-		load_control, load_bpf, load_limits, load_http, load_misc,
+		load_control, load_bpf, load_limits, load_http, load_misc, finish_upstreams,
 	};
 	struct loader l = {.cfg = cfg, .err = err, .errlen = errlen};
 	json_t *root = NULL;
@@ -1159,11 +1187,14 @@ void config_free(struct config *cfg)
 	free(cfg->tls.key);
 	free(cfg->tls.client_ca);
 	free(cfg->tls.crl);
-	free(cfg->upstream.url);
-	free(cfg->upstream.base_path);
-	free(cfg->upstream.ca);
-	free(cfg->upstream.cert);
-	free(cfg->upstream.key);
+	for (unsigned i = 0; i < cfg->n_upstreams; i++) {
+		struct config_upstream *u = &cfg->upstreams[i];
+		free(u->url);
+		free(u->base_path);
+		free(u->ca);
+		free(u->cert);
+		free(u->key);
+	}
 	free(cfg->registry);
 	free(cfg->control_socket);
 	free(cfg->control_group);

@@ -54,6 +54,71 @@ struct config_rates {
 	struct config_client_rate client; /* default of every bound client; default unlimited */
 };
 
+#define CONFIG_MAX_UPSTREAMS 32 /* <= PSD2_MAX_BREAKERS */
+#define CONFIG_MAX_ROUTES 128
+#define CONFIG_NAME_MAX 63        /* upstream and quota names: [A-Za-z0-9_.-] */
+#define CONFIG_ROUTE_PREFIX_MAX 255
+#define CONFIG_QUOTA_KEY_MAX 128  /* longest request key value a quota counts by */
+#define CONFIG_POOL_SIZE_DEFAULT 32
+
+/* Circuit breaker of one upstream ("circuit_breaker"); absent = never opens. */
+struct config_breaker {
+	bool enabled;
+	uint32_t consecutive_failures; /* opens after this many failures in a row; 0 = not this way */
+	uint32_t failure_ratio_pct;    /* or when failures/requests in the window reach this; 0 = off */
+	uint32_t window_ms;            /* the ratio's window; default 10000 */
+	uint32_t min_requests;         /* the ratio is judged from this many requests on; default 10 */
+	uint32_t cooldown_ms;          /* open -> half-open; default 5000 */
+	uint32_t probes;               /* admitted half-open; all must succeed to close; default 1 */
+};
+
+struct config_upstream {
+	char name[CONFIG_NAME_MAX + 1];
+	char *url;
+	bool https;
+	char host[256];          /* host as written in the URL (for SNI / Host / verification) */
+	uint16_t port;
+	char *base_path;         /* path prefix from the URL, "" when none */
+	struct config_addr addr; /* resolved at load */
+	char *ca, *cert, *key;   /* https only; absolute paths */
+	uint32_t connect_timeout_ms;  /* TCP connect, 504 beyond; default limits.upstream_connect_timeout_ms */
+	uint32_t tls_timeout_ms;      /* TLS handshake, 504 beyond; default = connect_timeout_ms */
+	uint32_t response_timeout_ms; /* response head wait, 504 beyond; default limits.upstream_timeout_ms */
+	uint32_t pool_size;           /* idle keep-alive connections kept per worker */
+	struct config_breaker breaker;
+};
+
+enum config_ratelimit_headers {
+	RATELIMIT_HEADERS_DRAFT, /* RateLimit-Policy + RateLimit (IETF draft); the default */
+	RATELIMIT_HEADERS_X,     /* X-RateLimit-Limit / -Remaining / -Reset */
+	RATELIMIT_HEADERS_NONE,
+};
+
+/* "quota" of a route; limit 0 = none. Routes whose quotas have the same name share counters. */
+struct config_quota {
+	uint64_t limit;          /* requests per window, 1 .. 1e9 */
+	uint32_t window;         /* enum psd2_quota_window (include/psd2edge_abi.h) */
+	uint32_t window_seconds; /* 60, 3600, 86400, or "rolling_seconds" (60 .. 31 days) */
+	bool per_key;            /* counted per client_id and the value of key, not per client_id */
+	struct client_id_source key; /* "header:x-account-id", "query:..." or "form:..." */
+	char name[CONFIG_NAME_MAX + 1]; /* default: the route's prefix */
+	enum config_ratelimit_headers headers;
+};
+
+/* "spike_arrest" of a route (GCRA per client_id, include/psd2edge_gcra.h); rate 0 = none. */
+struct config_spike_arrest {
+	uint64_t rate;      /* requests per period, 1 .. 1e6 */
+	uint32_t period_ms; /* "per": "second" (1000) or "minute" (60000) */
+	uint64_t burst;     /* requests that may come back to back, >= 1; default 1 */
+};
+
+struct config_route {
+	char prefix[CONFIG_ROUTE_PREFIX_MAX + 1]; /* normalised, starts with '/', no trailing '/' but "/" */
+	unsigned upstream;                        /* index into upstreams */
+	struct config_quota quota;
+	struct config_spike_arrest spike_arrest;
+};
+
 struct config {
 	char *dir; /* directory of the config file */
 
@@ -64,15 +129,12 @@ struct config {
 		char *cert, *key, *client_ca, *crl; /* absolute paths; crl may be NULL */
 	} tls;
 
-	struct {
-		char *url;
-		bool https;
-		char host[256];     /* host as written in the URL (for SNI / Host / verification) */
-		uint16_t port;
-		char *base_path;    /* path prefix from the URL, "" when none */
-		struct config_addr addr; /* resolved at load */
-		char *ca, *cert, *key;   /* https only; absolute paths */
-	} upstream;
+	/* "upstreams" by name, plus the legacy "upstream" as the one named "default". */
+	struct config_upstream upstreams[CONFIG_MAX_UPSTREAMS];
+	unsigned n_upstreams;
+	/* "routes", longest prefix first; without "routes", one route "/" to "default". */
+	struct config_route routes[CONFIG_MAX_ROUTES];
+	unsigned n_routes;
 
 	struct client_id_source client_id[CONFIG_MAX_CLIENT_ID_SOURCES];
 	unsigned n_client_id;

@@ -17,16 +17,21 @@ struct dataplane;
 struct denyset;
 struct tls_fastpath;
 
+/* What every worker shares about one configured upstream. */
+struct daemon_upstream {
+	SSL_CTX *ctx;          /* NULL for an http upstream */
+	char host_header[300]; /* Host sent upstream: host[:port] */
+};
+
 struct daemon {
 	struct config cfg;
 	struct registry *reg;
 	struct cert_store *trust;
 	SSL_CTX *server_ctx;
 	struct tls_fastpath *fastpath; /* bound certificates accepted by thumbprint */
-	SSL_CTX *upstream_ctx; /* NULL for an http upstream */
+	struct daemon_upstream upstreams[CONFIG_MAX_UPSTREAMS]; /* as cfg.upstreams */
 	struct dataplane *dp;
 	struct denyset *deny; /* the deny-list, checked at every accept (own locking) */
-	char upstream_host_header[300]; /* Host sent upstream: host[:port] */
 	struct worker *workers;
 	unsigned n_workers;
 	atomic_bool draining;

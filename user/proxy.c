@@ -219,23 +219,23 @@ static void session_upstream_fail(struct session *s, int status, const char *why
 static int session_upstream_connect(struct session *s)
 {
 	const struct config *cfg = session_cfg(s);
-	const struct sockaddr *sa = (const struct sockaddr *)&cfg->upstream.addr.addr;
+	const struct sockaddr *sa = (const struct sockaddr *)&cfg->upstreams[0].addr.addr;
 	int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return -1;
 	int one = 1;
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	if (connect(fd, sa, cfg->upstream.addr.addrlen) < 0 && errno != EINPROGRESS) {
+	if (connect(fd, sa, cfg->upstreams[0].addr.addrlen) < 0 && errno != EINPROGRESS) {
 		int e = errno;
 		close(fd);
 		errno = e;
 		return -1;
 	}
 	struct in6_addr ip;
-	bool is_ip = inet_pton(AF_INET, cfg->upstream.host, &ip) == 1 ||
-		     inet_pton(AF_INET6, cfg->upstream.host, &ip) == 1;
-	if (conn_init(&s->up, fd, s->w->d->upstream_ctx, false, is_ip ? NULL : cfg->upstream.host,
-		      cfg->upstream.host) < 0) {
+	bool is_ip = inet_pton(AF_INET, cfg->upstreams[0].host, &ip) == 1 ||
+		     inet_pton(AF_INET6, cfg->upstreams[0].host, &ip) == 1;
+	if (conn_init(&s->up, fd, s->w->d->upstreams[0].ctx, false, is_ip ? NULL : cfg->upstreams[0].host,
+		      cfg->upstreams[0].host) < 0) {
 		close(fd);
 		errno = ENOMEM;
 		return -1;
@@ -286,8 +286,8 @@ static void session_start_forward(struct session *s, bool form_buffered)
 		.cert_sha256_hex = s->thumb_hex,
 		.forwarded_for = s->peer_text,
 		.request_id = s->request_id,
-		.host = s->w->d->upstream_host_header,
-		.base_path = cfg->upstream.base_path,
+		.host = s->w->d->upstreams[0].host_header,
+		.base_path = cfg->upstreams[0].base_path,
 		.drop_headers = cfg->http.drop_headers,
 		.n_drop_headers = cfg->http.n_drop_headers,
 	};

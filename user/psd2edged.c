@@ -243,18 +243,36 @@ static enum log_level parse_log_level(const char *s)
 	return LOG_ERROR;
 }
 
-static void daemon_set_upstream_host(struct daemon *d)
+static void upstream_host_header(const struct config_upstream *u, char *out, size_t len)
 {
-	const struct config *cfg = &d->cfg;
-	bool v6 = strchr(cfg->upstream.host, ':') != NULL;
-	bool default_port = cfg->upstream.port == (cfg->upstream.https ? 443 : 80);
-	snprintf(d->upstream_host_header, sizeof(d->upstream_host_header), "%s%s%s", v6 ? "[" : "",
-		 cfg->upstream.host, v6 ? "]" : "");
+	bool v6 = strchr(u->host, ':') != NULL;
+	bool default_port = u->port == (u->https ? 443 : 80);
+	snprintf(out, len, "%s%s%s", v6 ? "[" : "", u->host, v6 ? "]" : "");
 	if (!default_port) {
-		size_t n = strlen(d->upstream_host_header);
-		snprintf(d->upstream_host_header + n, sizeof(d->upstream_host_header) - n, ":%u",
-			 cfg->upstream.port);
+		size_t n = strlen(out);
+		snprintf(out + n, len - n, ":%u", u->port);
 	}
+}
+
+/* TLS contexts and Host headers of every upstream; -1 with err naming the upstream's key. */
+static int daemon_open_upstreams(struct daemon *d, char *err, size_t errlen)
+{
+	for (unsigned i = 0; i < d->cfg.n_upstreams; i++) {
+		const struct config_upstream *u = &d->cfg.upstreams[i];
+		struct daemon_upstream *du = &d->upstreams[i];
+		upstream_host_header(u, du->host_header, sizeof(du->host_header));
+		if (!u->https)
+			continue;
+		char key[CONFIG_NAME_MAX + 16];
+		if (strcmp(u->name, "default") == 0)
+			snprintf(key, sizeof(key), "upstream");
+		else
+			snprintf(key, sizeof(key), "upstreams.%s", u->name);
+		du->ctx = tls_upstream_ctx_new(u, key, err, errlen);
+		if (!du->ctx)
+			return -1;
+	}
+	return 0;
 }
 
 static int daemon_run(struct daemon *d)
@@ -280,14 +298,10 @@ static int daemon_run(struct daemon *d)
 		log_error("%s", err);
 		goto out;
 	}
-	if (d->cfg.upstream.https) {
-		d->upstream_ctx = tls_upstream_ctx_new(&d->cfg, err, sizeof(err));
-		if (!d->upstream_ctx) {
-			log_error("%s", err);
-			goto out;
-		}
+	if (daemon_open_upstreams(d, err, sizeof(err)) < 0) {
+		log_error("%s", err);
+		goto out;
 	}
-	daemon_set_upstream_host(d);
 	if (registry_open(d->cfg.registry, &d->reg, err, sizeof(err)) < 0) {
 		log_error("registry: %s", err);
 		goto out;
@@ -396,7 +410,8 @@ out:
 	registry_close(d->reg);
 	SSL_CTX_free(d->server_ctx);
 	tls_fastpath_free(d->fastpath);
-	SSL_CTX_free(d->upstream_ctx);
+	for (unsigned i = 0; i < d->cfg.n_upstreams; i++)
+		SSL_CTX_free(d->upstreams[i].ctx);
 	cert_store_free(d->trust);
 	return rc;
 }

@@ -254,17 +254,19 @@ fail:
 	return NULL;
 }
 
-SSL_CTX *tls_upstream_ctx_new(const struct config *cfg, char *err, size_t errlen)
+SSL_CTX *tls_upstream_ctx_new(const struct config_upstream *u, const char *key, char *err,
+			      size_t errlen)
 {
 	SSL_CTX *ctx = ctx_new_common(NULL, TLS_client_method(), err, errlen);
 	if (!ctx)
 		return NULL;
-	if (SSL_CTX_load_verify_locations(ctx, cfg->upstream.ca, NULL) != 1) {
-		tls_error_string(err, errlen, "upstream.ca");
+	if (SSL_CTX_load_verify_locations(ctx, u->ca, NULL) != 1) {
+		char ca_key[CONFIG_NAME_MAX + 32];
+		snprintf(ca_key, sizeof(ca_key), "%s.ca", key);
+		tls_error_string(err, errlen, ca_key);
 		goto fail;
 	}
-	if (cfg->upstream.cert &&
-	    ctx_load_keypair(ctx, cfg->upstream.cert, cfg->upstream.key, "upstream", err, errlen) < 0)
+	if (u->cert && ctx_load_keypair(ctx, u->cert, u->key, key, err, errlen) < 0)
 		goto fail;
 	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
 	return ctx;

@@ -42,8 +42,10 @@ int tls_fastpath_enable(SSL_CTX *ctx, struct registry *reg, struct cert_store *t
 			struct tls_fastpath **out, char *err, size_t errlen);
 void tls_fastpath_free(struct tls_fastpath *fp);
 
-/* Client context for an https upstream; NULL with err on failure. */
-SSL_CTX *tls_upstream_ctx_new(const struct config *cfg, char *err, size_t errlen);
+/* Client context for an https upstream; NULL with err on failure, naming key (the upstream's
+ * key path, e.g. "upstreams.payments"). */
+SSL_CTX *tls_upstream_ctx_new(const struct config_upstream *u, const char *key, char *err,
+			      size_t errlen);
 /* Appends the first queued OpenSSL error (or "unknown error") to err and clears the queue. */
 void tls_error_string(char *err, size_t errlen, const char *what);
 

@@ -294,19 +294,19 @@ static void test_full_config(void **state)
 	snprintf(want, sizeof(want), "%s/ca.crl", real);
 	assert_string_equal(cfg.tls.crl, want);
 
-	assert_string_equal(cfg.upstream.url, "https://127.0.0.1:9443/api/v1/");
-	assert_true(cfg.upstream.https);
-	assert_string_equal(cfg.upstream.host, "127.0.0.1");
-	assert_int_equal(cfg.upstream.port, 9443);
-	assert_string_equal(cfg.upstream.base_path, "/api/v1");
-	assert_int_equal(cfg.upstream.addr.addr.ss_family, AF_INET);
-	assert_string_equal(cfg.upstream.addr.text, "127.0.0.1:9443");
+	assert_string_equal(cfg.upstreams[0].url, "https://127.0.0.1:9443/api/v1/");
+	assert_true(cfg.upstreams[0].https);
+	assert_string_equal(cfg.upstreams[0].host, "127.0.0.1");
+	assert_int_equal(cfg.upstreams[0].port, 9443);
+	assert_string_equal(cfg.upstreams[0].base_path, "/api/v1");
+	assert_int_equal(cfg.upstreams[0].addr.addr.ss_family, AF_INET);
+	assert_string_equal(cfg.upstreams[0].addr.text, "127.0.0.1:9443");
 	snprintf(want, sizeof(want), "%s/ca.pem", real);
-	assert_string_equal(cfg.upstream.ca, want);
+	assert_string_equal(cfg.upstreams[0].ca, want);
 	snprintf(want, sizeof(want), "%s/server.pem", real);
-	assert_string_equal(cfg.upstream.cert, want);
+	assert_string_equal(cfg.upstreams[0].cert, want);
 	snprintf(want, sizeof(want), "%s/server.key", real);
-	assert_string_equal(cfg.upstream.key, want);
+	assert_string_equal(cfg.upstreams[0].key, want);
 
 	assert_int_equal(cfg.n_client_id, 3);
 	assert_int_equal(cfg.client_id[0].kind, CID_SOURCE_FORM);
@@ -352,12 +352,12 @@ static void test_defaults(void **state)
 	struct config cfg;
 	expect_ok(minimal_config(), &cfg);
 	assert_null(cfg.tls.crl);
-	assert_false(cfg.upstream.https);
-	assert_int_equal(cfg.upstream.port, 8080);
-	assert_string_equal(cfg.upstream.base_path, "");
-	assert_null(cfg.upstream.ca);
-	assert_null(cfg.upstream.cert);
-	assert_null(cfg.upstream.key);
+	assert_false(cfg.upstreams[0].https);
+	assert_int_equal(cfg.upstreams[0].port, 8080);
+	assert_string_equal(cfg.upstreams[0].base_path, "");
+	assert_null(cfg.upstreams[0].ca);
+	assert_null(cfg.upstreams[0].cert);
+	assert_null(cfg.upstreams[0].key);
 	assert_null(cfg.control_group);
 	assert_int_equal(cfg.control_gid, (gid_t)-1);
 	assert_null(cfg.control_readonly_group);
@@ -489,14 +489,14 @@ static void test_upstream_url(void **state)
 		}
 		struct config cfg;
 		expect_ok(root, &cfg);
-		assert_string_equal(cfg.upstream.url, ok[i].url);
-		assert_int_equal(cfg.upstream.https, ok[i].https);
-		assert_string_equal(cfg.upstream.host, ok[i].host);
-		assert_int_equal(cfg.upstream.port, ok[i].port);
-		assert_string_equal(cfg.upstream.base_path, ok[i].base_path);
+		assert_string_equal(cfg.upstreams[0].url, ok[i].url);
+		assert_int_equal(cfg.upstreams[0].https, ok[i].https);
+		assert_string_equal(cfg.upstreams[0].host, ok[i].host);
+		assert_int_equal(cfg.upstreams[0].port, ok[i].port);
+		assert_string_equal(cfg.upstreams[0].base_path, ok[i].base_path);
 		if (ok[i].family)
-			assert_int_equal(cfg.upstream.addr.addr.ss_family, ok[i].family);
-		assert_true(cfg.upstream.addr.addrlen > 0);
+			assert_int_equal(cfg.upstreams[0].addr.addr.ss_family, ok[i].family);
+		assert_true(cfg.upstreams[0].addr.addrlen > 0);
 		config_free(&cfg);
 	}
 
