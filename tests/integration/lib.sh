@@ -50,8 +50,15 @@
 #   topo_bank                         gw <-> bank (call after topo_basic)
 # PKI, upstream, daemon
 #   pki_setup
-#   upstream_start [--ns SHORT] [--tls] [--port P] [--host H]   default: gw, 127.0.0.1:8080;
-#                                     --tls requires the gateway's QWAC (bank CA), port 9443
+#   upstream_start [--ns SHORT] [--tls] [--port P] [--host H] [--name N]   default: gw,
+#                                     127.0.0.1:8080; --tls requires the gateway's QWAC (bank
+#                                     CA), port 9443; --name N: a further instance, its files
+#                                     $TEST_DIR/upstream-N.* (log: upstream_file N log), N in
+#                                     its echoes as "upstream"
+#   upstream_file [N] KIND            path of an instance's log|accepts|mode|out file
+#   upstream_accepts [N]              TCP connections the instance accepted so far
+#   upstream_mode MODE [N]            normal, hang (read requests, answer none) or a status
+#                                     code every request gets (upstream.py --mode-file)
 #   upstream_stop
 #   config_render OUT [OVERRIDE_JSON] the default config (absolute paths into $PKI and
 #                                     $TEST_DIR, bpf off) deep-merged with OVERRIDE_JSON; a
@@ -77,6 +84,9 @@
 #   json_get FILE PATH                print the value at PATH ("h.x-client-id.0", "a.b");
 #                                     exit 1 when absent
 #   json_valid FILE                   0 when FILE is one JSON document
+#   json_line FILE N PATH             json_get on line N (from 1) of a JSON-lines file (e.g.
+#                                     tlsclient seq's output); a string holding JSON is entered
+#                                     like an object ("body.upstream" of an echoed body)
 #   wait_until SECONDS CMD...         poll CMD every 0.1 s; 0 once it succeeds
 #   pass DESC / fail DESC / note MSG / skip REASON (exit 77) / die REASON (exit 1)
 #   require_root, require_cmd CMD..., require_binaries
@@ -332,6 +342,21 @@ print(v if isinstance(v, str) else json.dumps(v))
 EOF
 }
 
+json_line() { # FILE N PATH
+	python3 - "$1" "$2" "$3" <<'EOF'
+import json, sys
+try:
+    v = json.loads(open(sys.argv[1]).read().splitlines()[int(sys.argv[2]) - 1])
+    for k in sys.argv[3].split(".") if sys.argv[3] else []:
+        if isinstance(v, str):
+            v = json.loads(v)
+        v = v[int(k)] if isinstance(v, list) else v[k]
+except Exception:
+    sys.exit(1)
+print(v if isinstance(v, str) else json.dumps(v))
+EOF
+}
+
 json_valid() {
 	python3 -c 'import json,sys; json.load(open(sys.argv[1]))' "$1" 2>/dev/null
 }
@@ -349,32 +374,51 @@ pki_setup() {
 	PKI=$(cd "$PKI" && pwd)
 }
 
+upstream_file() { # [NAME] KIND: the default instance's files are upstream.KIND
+	if [ $# -gt 1 ]; then echo "$TEST_DIR/upstream-$1.$2"; else echo "$TEST_DIR/upstream.$1"; fi
+}
+
 upstream_start() {
-	local ns=$GW_NS tls=0 host=127.0.0.1 port='' args=()
+	local ns=$GW_NS tls=0 host=127.0.0.1 port='' name='' args=() f=()
 	while [ $# -gt 0 ]; do
 		case $1 in
 		--ns) ns=$2; shift ;;
 		--tls) tls=1 ;;
 		--port) port=$2; shift ;;
 		--host) host=$2; shift ;;
+		--name) name=$2; args+=(--name "$2"); shift ;;
 		*) die "upstream_start: unknown option $1" ;;
 		esac
 		shift
 	done
 	if [ "$tls" = 1 ]; then
 		port=${port:-$UPSTREAM_TLS_PORT}
-		args=(--tls --cert "$PKI/upstream.pem" --key "$PKI/upstream.key" --client-ca "$PKI/bank-ca.pem")
+		args+=(--tls --cert "$PKI/upstream.pem" --key "$PKI/upstream.key" --client-ca "$PKI/bank-ca.pem")
 	else
 		port=${port:-$UPSTREAM_PORT}
 	fi
-	rm -f "$TEST_DIR/upstream.ready"
+	[ -n "$name" ] && f=("$name")
+	rm -f "$(upstream_file "${f[@]}" ready)"
 	nsenter --net="/run/netns/$(ns_name "$ns")" -- python3 "$LIB_DIR/upstream.py" --host "$host" --port "$port" \
-		--log "$UPSTREAM_LOG" --ready-file "$TEST_DIR/upstream.ready" "${args[@]}" \
-		>>"$TEST_DIR/upstream.out" 2>&1 &
+		--log "$(upstream_file "${f[@]}" log)" --ready-file "$(upstream_file "${f[@]}" ready)" \
+		--accept-log "$(upstream_file "${f[@]}" accepts)" --mode-file "$(upstream_file "${f[@]}" mode)" \
+		"${args[@]}" >>"$(upstream_file "${f[@]}" out)" 2>&1 &
 	UPSTREAM_PID=$!
 	LIB_PIDS+=("$UPSTREAM_PID")
-	wait_until "${UPSTREAM_READY_TIMEOUT:-10}" test -s "$TEST_DIR/upstream.ready" ||
-		die "upstream did not start in ${UPSTREAM_READY_TIMEOUT:-10} s: $(tail -n 5 "$TEST_DIR/upstream.out")"
+	wait_until "${UPSTREAM_READY_TIMEOUT:-10}" test -s "$(upstream_file "${f[@]}" ready)" ||
+		die "upstream did not start in ${UPSTREAM_READY_TIMEOUT:-10} s: $(tail -n 5 "$(upstream_file "${f[@]}" out)")"
+}
+
+upstream_accepts() { # [NAME]
+	local f
+	f=$(upstream_file "$@" accepts)
+	if [ -f "$f" ]; then wc -l <"$f"; else echo 0; fi
+}
+
+upstream_mode() { # MODE [NAME]
+	local f
+	f=$(upstream_file "${@:2}" mode)
+	if [ "$1" = normal ]; then rm -f "$f"; else echo "$1" >"$f.tmp" && mv "$f.tmp" "$f"; fi
 }
 
 upstream_stop() {

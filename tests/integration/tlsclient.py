@@ -13,6 +13,13 @@ Modes:
   hold       one GET --path on a keep-alive connection (prints "status N" on stderr), create
              --ready-file, then wait for the peer to close, at most --max seconds; prints the
              time of the close (unix seconds, float) on stdout
+  seq        the requests of stdin, one JSON object a line ({"method": "GET", "path": "/x",
+             "headers": {"x-client-id": "tpp1"}, "body": "..."}; method defaults to GET), one
+             after the other on one keep-alive connection, each sent once the previous answer
+             is in; prints one JSON line per answer: {"status", "headers" (lower-case names;
+             repeated ones joined with ", "), "body", "ms" (send to whole answer), "closed" (the
+             answer ends the connection)}; a request that gets no answer within --max seconds
+             prints {"error": ...} and ends the run (exit 1); exit 0 when every one was answered
 
 Exit status: 0 the peer closed the connection, 3 it was still open when we gave up,
 2 TLS handshake or connect failed, 1 other error. The last line on stderr says what happened
@@ -21,6 +28,7 @@ Exit status: 0 the peer closed the connection, 3 it was still open when we gave 
 import argparse
 import http.client
 import itertools
+import json
 import socket
 import ssl
 import sys
@@ -165,6 +173,39 @@ def mode_hold(a):
     return report_close(closed, t0)
 
 
+def mode_seq(a):
+    s = connect(a)
+    conn = http.client.HTTPConnection(a.host, a.port, timeout=a.max)
+    conn.sock = s
+    conn.auto_open = 0  # a closed connection must show, not be replaced by a plain TCP one
+    s.settimeout(a.max)
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        rq = json.loads(line)
+        hdrs = {"Host": a.sni or a.host}
+        hdrs.update(rq.get("headers", {}))
+        body = rq.get("body")
+        t0 = time.monotonic()
+        try:
+            conn.request(rq.get("method", "GET"), rq["path"],
+                         body=body.encode() if body is not None else None, headers=hdrs)
+            r = conn.getresponse()
+            data = r.read()
+        except (OSError, http.client.HTTPException) as e:
+            print(json.dumps({"error": "%s: %s" % (type(e).__name__, e)}), flush=True)
+            return 1
+        got = {}
+        for k, v in r.getheaders():
+            k = k.lower()
+            got[k] = got[k] + ", " + v if k in got else v
+        print(json.dumps({"status": r.status, "headers": got,
+                          "body": data.decode("utf-8", "replace"),
+                          "ms": round((time.monotonic() - t0) * 1000.0, 3),
+                          "closed": bool(r.will_close)}), flush=True)
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--host", required=True)
@@ -181,10 +222,10 @@ def main():
     ap.add_argument("--path", default="/hold?client_id=x")
     ap.add_argument("--header", action="append", help="NAME: VALUE (hold)")
     ap.add_argument("--ready-file")
-    ap.add_argument("mode", choices=["raw", "slowloris", "trickle", "hold"])
+    ap.add_argument("mode", choices=["raw", "slowloris", "trickle", "hold", "seq"])
     a = ap.parse_args()
     modes = {"raw": mode_raw, "slowloris": mode_slowloris, "trickle": mode_trickle,
-             "hold": mode_hold}
+             "hold": mode_hold, "seq": mode_seq}
     return modes[a.mode](a)
 
 

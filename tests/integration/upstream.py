@@ -11,6 +11,7 @@ echo, and the same echo is appended as one line to --log when given:
    "body_length": 12, "body_sha256": "...",
    "conn": 3, "conn_requests": 1,               # connection number, requests on it so far
    "peer": "127.0.0.1:50000",
+   "upstream": "a",                             # --name, when given
    "client_cert_sha256": "...", "client_cert_subject": "CN=..."}   # TLS only
 
 Special paths (query parameters):
@@ -20,8 +21,15 @@ Special paths (query parameters):
   /status?code=N     the echo with status N
   /close             the echo with "Connection: close", then close
 
+What the tests control from outside (checked per request, after the request is read and logged):
+  --mode-file FILE   absent or empty: answer as above; "hang": accept and read requests but
+                     answer none until the file says otherwise; a status code such as "503":
+                     answer every request with the echo and that status
+  --accept-log FILE  one line per accepted TCP connection (count them: wc -l)
+
 usage: upstream.py [--host H] [--port P] [--tls --cert C --key K --client-ca CA]
-                   [--log FILE] [--ready-file FILE]
+                   [--log FILE] [--ready-file FILE] [--name NAME] [--mode-file FILE]
+                   [--accept-log FILE]
 """
 import argparse
 import hashlib
@@ -47,6 +55,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
     timeout = 300
 
     def setup(self):
+        if self.server.accept_log:
+            with LOG_LOCK, open(self.server.accept_log, "a") as f:
+                f.write("%s:%s\n" % self.client_address[:2])
         ctx = self.server.ssl_ctx
         if ctx is not None:
             self.request.settimeout(10)
@@ -99,6 +110,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             "conn_requests": self.conn_requests,
             "peer": "%s:%s" % self.client_address[:2],
         }
+        if self.server.name:
+            e["upstream"] = self.server.name
         if isinstance(self.request, ssl.SSLSocket):
             der = self.request.getpeercert(binary_form=True)
             if der:
@@ -122,6 +135,15 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
 
+    def mode(self):
+        if not self.server.mode_file:
+            return ""
+        try:
+            with open(self.server.mode_file) as f:
+                return f.read().strip()
+        except FileNotFoundError:
+            return ""
+
     def handle_any(self):
         self.conn_requests += 1
         body = self.read_body()
@@ -131,6 +153,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
         # The gateway may add a base path; match on the last segment.
         leaf = "/" + path.rstrip("/").rsplit("/", 1)[-1] if path else "/"
         e = self.echo(body)
+        mode = self.mode()
+        while mode == "hang":
+            time.sleep(0.05)
+            mode = self.mode()
+        if mode.isdigit():
+            self.send_body(int(mode), (json.dumps(e, indent=1) + "\n").encode())
+            return
         if leaf == "/slow":
             time.sleep(int(q.get("ms", "1000")) / 1000.0)
         if leaf == "/big":
@@ -186,6 +215,9 @@ def main():
     ap.add_argument("--client-ca", help="require a client certificate signed by this CA")
     ap.add_argument("--log", help="append each request's echo as a JSON line")
     ap.add_argument("--ready-file", help="created once listening")
+    ap.add_argument("--name", help="put into every echo as \"upstream\"")
+    ap.add_argument("--mode-file", help="hang or answer a fixed status while it says so")
+    ap.add_argument("--accept-log", help="append a line per accepted connection")
     ap.add_argument("-v", "--verbose", action="store_true")
     a = ap.parse_args()
 
@@ -194,6 +226,9 @@ def main():
     srv = Server((a.host, a.port), Handler)
     srv.verbose = a.verbose
     srv.log_path = a.log
+    srv.name = a.name
+    srv.mode_file = a.mode_file
+    srv.accept_log = a.accept_log
     srv.ssl_ctx = None
     if a.tls:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
