@@ -4,10 +4,8 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
-#include <libgen.h>
 #include <limits.h>
 #include <linux/if_link.h>
-#include <linux/magic.h>
 #include <linux/rtnetlink.h>
 #include <net/if.h>
 #include <netinet/in.h>
@@ -17,9 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/mount.h>
 #include <sys/stat.h>
-#include <sys/statfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -29,6 +25,7 @@
 #include <netlink/netlink.h>
 #include <netlink/socket.h>
 
+#include "bpffs.h"
 #include "cidr.h"
 #include "flow_index.h"
 #include "log.h"
@@ -144,63 +141,6 @@ const char *dataplane_mode(const struct dataplane *dp)
 
 /* --- bpffs and pins ----------------------------------------------------------------------- */
 
-static bool on_bpffs(const char *path)
-{
-	struct statfs st;
-
-	return statfs(path, &st) == 0 && st.f_type == BPF_FS_MAGIC;
-}
-
-static int mkdir_p(const char *path, mode_t mode)
-{
-	char tmp[PATH_MAX];
-
-	if (snprintf(tmp, sizeof(tmp), "%s", path) >= (int)sizeof(tmp))
-		return -1;
-	for (char *p = tmp + 1; *p; p++) {
-		if (*p != '/')
-			continue;
-		*p = '\0';
-		if (mkdir(tmp, mode) && errno != EEXIST)
-			return -1;
-		*p = '/';
-	}
-	return mkdir(tmp, mode) && errno != EEXIST ? -1 : 0;
-}
-
-/* The pin directory must be on bpffs; when its parent is not, mount one there (as bpftool and
- * Cilium do with /sys/fs/bpf). */
-static int ensure_bpffs(const char *pin_dir, char *err, size_t errlen)
-{
-	char copy[PATH_MAX], *parent;
-
-	if (on_bpffs(pin_dir))
-		return 0;
-	snprintf(copy, sizeof(copy), "%s", pin_dir);
-	parent = dirname(copy);
-	if (mkdir_p(parent, 0755)) {
-		snprintf(err, errlen, "bpf.pin_dir: cannot create %s: %s", parent, strerror(errno));
-		return -1;
-	}
-	if (!on_bpffs(parent)) {
-		if (mount("bpf", parent, "bpf", 0, "mode=0700")) {
-			snprintf(err, errlen, "bpf.pin_dir: cannot mount bpffs at %s: %s", parent,
-				 strerror(errno));
-			return -1;
-		}
-		log_info("xdp: mounted bpffs at %s", parent);
-	}
-	if (mkdir(pin_dir, 0700) && errno != EEXIST) {
-		snprintf(err, errlen, "bpf.pin_dir: cannot create %s: %s", pin_dir, strerror(errno));
-		return -1;
-	}
-	if (!on_bpffs(pin_dir)) {
-		snprintf(err, errlen, "bpf.pin_dir: %s is not on bpffs", pin_dir);
-		return -1;
-	}
-	return 0;
-}
-
 struct pinned_map {
 	const char *name;
 	struct bpf_map *(*get)(struct psd2edge_bpf *s);
@@ -228,31 +168,6 @@ static const struct pinned_map pinned_maps[] = {
 	{ PSD2_PIN_FLOW_INDEX, get_findex }, { PSD2_PIN_FLOW_INDEX_V6, get_findex6 },
 };
 #define N_PINNED (sizeof(pinned_maps) / sizeof(pinned_maps[0]))
-
-/* A pinned map left by an older layout cannot be reused: remove it, the daemon rebuilds its
- * content from the registry (clients, deny-list) or does not need it (flows, buckets). */
-static int drop_incompatible_pin(struct bpf_map *map, const char *path)
-{
-	struct bpf_map_info info = { 0 };
-	__u32 len = sizeof(info);
-	int fd = bpf_obj_get(path);
-
-	if (fd < 0)
-		return errno == ENOENT ? 0 : -1;
-	if (bpf_obj_get_info_by_fd(fd, &info, &len)) {
-		close(fd);
-		return -1;
-	}
-	close(fd);
-	if (info.type == bpf_map__type(map) && info.key_size == bpf_map__key_size(map) &&
-	    info.value_size == bpf_map__value_size(map) &&
-	    info.max_entries == bpf_map__max_entries(map) &&
-	    info.map_flags == bpf_map__map_flags(map))
-		return 0;
-	log_warn("xdp: pinned map %s has another layout (value %u bytes, want %u); replacing it",
-		 path, info.value_size, bpf_map__value_size(map));
-	return unlink(path);
-}
 
 static void unpin_all(const char *pin_dir)
 {
@@ -538,7 +453,7 @@ int dataplane_open_limits(const struct config *cfg, const struct dataplane_limit
 	}
 	snprintf(dp->pin_dir, sizeof(dp->pin_dir), "%s", cfg->bpf.pin_dir);
 	snprintf(dp->ifname, sizeof(dp->ifname), "%s", cfg->bpf.interface);
-	if (ensure_bpffs(dp->pin_dir, err, errlen))
+	if (bpffs_ensure_dir(dp->pin_dir, err, errlen))
 		goto fail;
 
 	dp->skel = psd2edge_bpf__open();
@@ -557,7 +472,7 @@ int dataplane_open_limits(const struct config *cfg, const struct dataplane_limit
 		struct bpf_map *m = pinned_maps[i].get(dp->skel);
 
 		snprintf(path, sizeof(path), "%s/%s", dp->pin_dir, pinned_maps[i].name);
-		if (drop_incompatible_pin(m, path))
+		if (bpffs_pin_check(m, path) < 0)
 			log_warn("xdp: cannot inspect pinned map %s: %s", path, strerror(errno));
 		if (bpf_map__set_pin_path(m, path)) {
 			snprintf(err, errlen, "bpf.pin_dir: bad pin path %s", path);
@@ -635,7 +550,7 @@ int dataplane_detach(const struct config *cfg, char *err, size_t errlen)
 		snprintf(err, errlen, "bpf.pin_dir: not set");
 		return -1;
 	}
-	if (on_bpffs(cfg->bpf.pin_dir))
+	if (bpffs_on(cfg->bpf.pin_dir))
 		unpin_all(cfg->bpf.pin_dir);
 	return 0;
 }
