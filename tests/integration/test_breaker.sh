@@ -46,9 +46,10 @@ retry_after() { sed -n 's/^[Rr]etry-[Aa]fter: *\([0-9]*\).*/\1/p' "$TEST_DIR/las
 
 log_lines() { if [ -f "$UPSTREAM_LOG" ]; then wc -l <"$UPSTREAM_LOG"; else echo 0; fi; }
 
-# breaker NAME FIELD: a field of NAME's entry in the pinned breakers map (bpftool, no daemon)
+# breaker NAME FIELD: a field of NAME's entry in the pinned breakers map (bpftool, no daemon;
+# its BTF-formatted output is JSON)
 breaker() {
-	bpftool -j map dump pinned "$PIN_DIR/breakers" 2>"$TEST_DIR/bpftool.err" | python3 -c '
+	bpftool map dump pinned "$PIN_DIR/breakers" 2>"$TEST_DIR/bpftool.err" | python3 -c '
 import json, sys
 for e in json.load(sys.stdin):
     v = e.get("formatted", e)["value"]

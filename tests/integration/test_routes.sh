@@ -98,7 +98,7 @@ routed "a run of slashes matches as one" //payments//1 b -
 
 refused 404 "a path without a route" /other/1
 assert_eq not_found "$(json_get "$LAST_BODY" error)" "no route: error not_found"
-assert_true "no route: error_description given" json_get "$LAST_BODY" error_description
+assert_eq "no route for this path" "$(json_get "$LAST_BODY" error_description)" "no route: error_description"
 refused 404 "/accountsx does not match /accounts" /accountsx
 refused 404 "/ has no route" /
 refused 400 "a path climbing above the root is refused" /accounts/../../payments/1
