@@ -28,6 +28,8 @@
 #include <sys/un.h>
 
 #include "http.h"
+#include "path.h"
+#include "psd2edge_abi.h"
 
 #define KEYPATH_MAX 160
 #define SHOW_MAX 64 /* bytes of a user-supplied value quoted in an error */
@@ -53,13 +55,13 @@ fail(struct loader *l, const char *path, const char *fmt, ...)
 	return -1;
 }
 
-/* "prefix.key", or "key" at top level. */
+/* "prefix.key", or "key" at top level; "..." at the end of one that does not fit. */
 static const char *keypath(char out[KEYPATH_MAX], const char *prefix, const char *key)
 {
-	if (prefix && *prefix)
-		snprintf(out, KEYPATH_MAX, "%s.%s", prefix, key);
-	else
-		snprintf(out, KEYPATH_MAX, "%s", key);
+	bool top = !prefix || !*prefix;
+	if (snprintf(out, KEYPATH_MAX, "%s%s%s", top ? "" : prefix, top ? "" : ".", key) >=
+	    KEYPATH_MAX)
+		memcpy(out + KEYPATH_MAX - 4, "...", 4);
 	return out;
 }
 
@@ -111,16 +113,69 @@ static int get_string(struct loader *l, json_t *obj, const char *prefix, const c
 }
 
 /* Fetches obj[key] as an object. 1 present, 0 absent (error when required), -1 on error. */
-static int get_object(struct loader *l, json_t *obj, const char *key, bool required, json_t **out)
+static int get_object(struct loader *l, json_t *obj, const char *prefix, const char *key,
+		      bool required, json_t **out)
 {
+	char p[KEYPATH_MAX];
 	json_t *v = json_object_get(obj, key);
 	*out = NULL;
 	if (!v)
-		return required ? fail(l, key, "missing") : 0;
+		return required ? fail(l, keypath(p, prefix, key), "missing") : 0;
 	if (!json_is_object(v))
-		return fail(l, key, "must be an object");
+		return fail(l, keypath(p, prefix, key), "must be an object");
 	*out = v;
 	return 1;
+}
+
+/* Fetches obj[key] as an integer in min..max. 1 present, 0 absent (error when required), -1 on
+ * error. */
+static int get_uint(struct loader *l, json_t *obj, const char *prefix, const char *key,
+		    bool required, uint64_t min, uint64_t max, uint64_t *out)
+{
+	char p[KEYPATH_MAX];
+	json_t *v = json_object_get(obj, key);
+	if (!v)
+		return required ? fail(l, keypath(p, prefix, key), "missing") : 0;
+	if (!json_is_integer(v) || json_integer_value(v) < 0 ||
+	    (uint64_t)json_integer_value(v) < min || (uint64_t)json_integer_value(v) > max)
+		return fail(l, keypath(p, prefix, key), "must be between %llu and %llu",
+			    (unsigned long long)min, (unsigned long long)max);
+	*out = (uint64_t)json_integer_value(v);
+	return 1;
+}
+
+/* get_uint into a uint32_t (max fits). */
+static int get_u32(struct loader *l, json_t *obj, const char *prefix, const char *key,
+		   bool required, uint32_t min, uint32_t max, uint32_t *out)
+{
+	uint64_t v;
+	int rc = get_uint(l, obj, prefix, key, required, min, max, &v);
+	if (rc > 0)
+		*out = (uint32_t)v;
+	return rc;
+}
+
+/* Fetches obj[key] as one of names (NULL-terminated), its index in *out. 1 present, 0 absent
+ * (error when required), -1 on error: "must be a, b or c, not 'd'". */
+static int get_keyword(struct loader *l, json_t *obj, const char *prefix, const char *key,
+		       bool required, const char *const *names, unsigned *out)
+{
+	char p[KEYPATH_MAX], s[SHOW_MAX + 4], list[128] = "";
+	const char *v;
+	int rc = get_string(l, obj, prefix, key, required, &v);
+	if (rc <= 0)
+		return rc;
+	for (unsigned i = 0; names[i]; i++) {
+		if (strcmp(names[i], v) == 0) {
+			*out = i;
+			return 1;
+		}
+	}
+	size_t n = 0;
+	for (unsigned i = 0; names[i] && n < sizeof(list); i++)
+		n += (size_t)snprintf(list + n, sizeof(list) - n, "%s%s",
+				      i == 0 ? "" : names[i + 1] ? ", " : " or ", names[i]);
+	return fail(l, keypath(p, prefix, key), "must be %s, not '%s'", list, show(s, v));
 }
 
 /* --- paths and files ---------------------------------------------------------------------- */
@@ -419,7 +474,8 @@ static int load_tls(struct loader *l, json_t *root)
 	X509 *cert = NULL;
 	STACK_OF(X509) *cas = NULL;
 	int rc = -1;
-	if (get_object(l, root, "tls", true, &obj) < 0 || check_unknown_keys(l, obj, "tls", keys) < 0)
+	if (get_object(l, root, NULL, "tls", true, &obj) < 0 ||
+	    check_unknown_keys(l, obj, "tls", keys) < 0)
 		return -1;
 	if (load_cert(l, obj, "tls", "cert", &cfg->tls.cert, &cert) < 0 ||
 	    load_key(l, obj, "tls", cert, &cfg->tls.key) < 0 ||
@@ -543,45 +599,163 @@ static int parse_url(struct loader *l, struct config_upstream *u, const char *ke
 	return 0;
 }
 
-/* The legacy single "upstream": the upstream named "default". */
-static int load_upstream(struct loader *l, json_t *root)
+/* Upstream and quota names: what psd2edgectl and bpftool show, and what routes refer to. */
+static bool name_ok(const char *name)
 {
-	static const char *const keys[] = {"url", "ca", "cert", "key", NULL};
-	struct config_upstream *u = &l->cfg->upstreams[0];
-	json_t *obj;
-	const char *url;
+	static const char chars[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-";
+	size_t len = strlen(name);
+	return len >= 1 && len <= CONFIG_NAME_MAX && strspn(name, chars) == len;
+}
+
+static int name_fail(struct loader *l, const char *path)
+{
+	return fail(l, path, "name must be 1 to %d characters of A-Z a-z 0-9 _ . -",
+		    CONFIG_NAME_MAX);
+}
+
+/* The index of the upstream called name, or -1. */
+static int upstream_index(const struct config *cfg, const char *name)
+{
+	for (unsigned i = 0; i < cfg->n_upstreams; i++)
+		if (strcmp(cfg->upstreams[i].name, name) == 0)
+			return (int)i;
+	return -1;
+}
+
+/* ca, cert and key of an https upstream; refused for http. */
+static int load_upstream_tls(struct loader *l, json_t *obj, const char *prefix,
+			     struct config_upstream *u)
+{
+	static const char *const keys[] = {"ca", "cert", "key"};
 	X509 *cert = NULL;
 	STACK_OF(X509) *cas = NULL;
 	int rc = -1;
-	if (get_object(l, root, "upstream", true, &obj) < 0 ||
-	    check_unknown_keys(l, obj, "upstream", keys) < 0 ||
-	    get_string(l, obj, "upstream", "url", true, &url) < 0)
-		return -1;
-	snprintf(u->name, sizeof(u->name), "default");
-	l->cfg->n_upstreams = 1;
-	u->url = strdup(url);
-	if (!u->url)
-		return fail(l, "upstream.url", "out of memory");
-	if (parse_url(l, u, "upstream.url", url) < 0)
-		return -1;
 	if (!u->https) {
-		for (const char *const *k = keys + 1; *k; k++) {
+		for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
 			char p[KEYPATH_MAX];
-			if (json_object_get(obj, *k))
-				return fail(l, keypath(p, "upstream", *k),
+			if (json_object_get(obj, keys[i]))
+				return fail(l, keypath(p, prefix, keys[i]),
 					    "only valid for https upstreams");
 		}
 		return 0;
 	}
-	if (load_ca_bundle(l, obj, "upstream", "ca", &u->ca, &cas) < 0 ||
-	    load_cert(l, obj, "upstream", "cert", &u->cert, &cert) < 0 ||
-	    load_key(l, obj, "upstream", cert, &u->key) < 0)
+	if (load_ca_bundle(l, obj, prefix, "ca", &u->ca, &cas) < 0 ||
+	    load_cert(l, obj, prefix, "cert", &u->cert, &cert) < 0 ||
+	    load_key(l, obj, prefix, cert, &u->key) < 0)
 		goto out;
 	rc = 0;
 out:
 	X509_free(cert);
 	sk_X509_pop_free(cas, X509_free);
 	return rc;
+}
+
+/* The upstream's optional "circuit_breaker"; it opens one way or both. */
+static int load_breaker(struct loader *l, json_t *up, const char *up_path,
+			struct config_breaker *b)
+{
+	static const char *const keys[] = {"consecutive_failures", "failure_ratio", "window_ms",
+					   "min_requests", "cooldown_ms", "probes", NULL};
+	static const char *const ratio_keys[] = {"window_ms", "min_requests"};
+	char path[KEYPATH_MAX], p[KEYPATH_MAX];
+	const char *prefix = keypath(path, up_path, "circuit_breaker");
+	json_t *obj;
+	int rc = get_object(l, up, up_path, "circuit_breaker", false, &obj);
+	if (rc <= 0)
+		return rc;
+	b->window_ms = 10000;
+	b->min_requests = 10;
+	b->cooldown_ms = 5000;
+	b->probes = 1;
+	if (check_unknown_keys(l, obj, prefix, keys) < 0 ||
+	    get_u32(l, obj, prefix, "consecutive_failures", false, 1, 1000000,
+		    &b->consecutive_failures) < 0 ||
+	    get_u32(l, obj, prefix, "failure_ratio", false, 1, 100, &b->failure_ratio_pct) < 0 ||
+	    get_u32(l, obj, prefix, "window_ms", false, 100, 3600000, &b->window_ms) < 0 ||
+	    get_u32(l, obj, prefix, "min_requests", false, 1, 1000000, &b->min_requests) < 0 ||
+	    get_u32(l, obj, prefix, "cooldown_ms", false, 100, 3600000, &b->cooldown_ms) < 0 ||
+	    get_u32(l, obj, prefix, "probes", false, 1, 1000, &b->probes) < 0)
+		return -1;
+	if (!b->consecutive_failures && !b->failure_ratio_pct)
+		return fail(l, prefix, "needs consecutive_failures or failure_ratio");
+	for (size_t i = 0; !b->failure_ratio_pct && i < sizeof(ratio_keys) / sizeof(ratio_keys[0]);
+	     i++)
+		if (json_object_get(obj, ratio_keys[i]))
+			return fail(l, keypath(p, prefix, ratio_keys[i]), "only with failure_ratio");
+	b->enabled = true;
+	return 0;
+}
+
+/* One upstream object at prefix ("upstream" or "upstreams.NAME"): the next of cfg->upstreams. */
+static int load_upstream_obj(struct loader *l, json_t *obj, const char *prefix, const char *name)
+{
+	static const char *const keys[] = {"url", "ca", "cert", "key", "connect_timeout_ms",
+					   "tls_timeout_ms", "response_timeout_ms", "pool_size",
+					   "circuit_breaker", NULL};
+	struct config_upstream *u = &l->cfg->upstreams[l->cfg->n_upstreams];
+	char p[KEYPATH_MAX];
+	const char *url;
+	if (check_unknown_keys(l, obj, prefix, keys) < 0 ||
+	    get_string(l, obj, prefix, "url", true, &url) < 0)
+		return -1;
+	snprintf(u->name, sizeof(u->name), "%s", name);
+	l->cfg->n_upstreams++; /* config_free frees what it holds from here on */
+	keypath(p, prefix, "url");
+	u->url = strdup(url);
+	if (!u->url)
+		return fail(l, p, "out of memory");
+	if (parse_url(l, u, p, url) < 0 || load_upstream_tls(l, obj, prefix, u) < 0 ||
+	    get_u32(l, obj, prefix, "connect_timeout_ms", false, 1, 600000,
+		    &u->connect_timeout_ms) < 0 ||
+	    get_u32(l, obj, prefix, "tls_timeout_ms", false, 1, 600000, &u->tls_timeout_ms) < 0 ||
+	    get_u32(l, obj, prefix, "response_timeout_ms", false, 1, 3600000,
+		    &u->response_timeout_ms) < 0 ||
+	    get_u32(l, obj, prefix, "pool_size", false, 1, 1024, &u->pool_size) < 0)
+		return -1;
+	return load_breaker(l, obj, prefix, &u->breaker);
+}
+
+/* The single "upstream": the upstream named "default". Optional when "upstreams" is given. */
+static int load_upstream(struct loader *l, json_t *root)
+{
+	json_t *obj;
+	int rc = get_object(l, root, NULL, "upstream", false, &obj);
+	if (rc < 0)
+		return -1;
+	if (rc == 0)
+		return json_object_get(root, "upstreams") ? 0 :
+			fail(l, "upstream", "missing (give upstream or upstreams)");
+	return load_upstream_obj(l, obj, "upstream", "default");
+}
+
+/* "upstreams": name -> upstream, after the "default" of "upstream". */
+static int load_upstreams(struct loader *l, json_t *root)
+{
+	struct config *cfg = l->cfg;
+	size_t room = CONFIG_MAX_UPSTREAMS - cfg->n_upstreams;
+	const char *name;
+	json_t *obj, *v;
+	int rc = get_object(l, root, NULL, "upstreams", false, &obj);
+	if (rc <= 0)
+		return rc;
+	if (json_object_size(obj) == 0)
+		return fail(l, "upstreams", "must not be empty");
+	if (json_object_size(obj) > room)
+		return fail(l, "upstreams", "at most %zu upstreams%s", room,
+			    cfg->n_upstreams ? " besides upstream" : "");
+	json_object_foreach(obj, name, v) {
+		char p[KEYPATH_MAX], s[SHOW_MAX + 4];
+		keypath(p, "upstreams", show(s, name));
+		if (!name_ok(name))
+			return name_fail(l, p);
+		if (upstream_index(cfg, name) >= 0)
+			return fail(l, p, "the name of upstream (the single upstream is named default)");
+		if (!json_is_object(v))
+			return fail(l, p, "must be an object");
+		if (load_upstream_obj(l, v, p, name) < 0)
+			return -1;
+	}
+	return 0;
 }
 
 /* --- client_id ---------------------------------------------------------------------------- */
@@ -664,6 +838,193 @@ static int load_client_id(struct loader *l, json_t *root)
 				return fail(l, p, "duplicate of client_id[%zu]", j);
 		cfg->n_client_id++;
 	}
+	return 0;
+}
+
+/* --- routes ------------------------------------------------------------------------------ */
+
+/* A route's prefix, in the one spelling route_match compares (route.h): unreserved characters
+ * and single '/' between segments, no dot segment, no trailing '/' (but "/"). */
+static int load_prefix(struct loader *l, json_t *route, const char *route_path,
+		       char out[CONFIG_ROUTE_PREFIX_MAX + 1])
+{
+	static const char allowed[] =
+		"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~/";
+	char p[KEYPATH_MAX], normal[CONFIG_ROUTE_PREFIX_MAX + 1];
+	const char *v, *why;
+	if (get_string(l, route, route_path, "prefix", true, &v) < 0)
+		return -1;
+	keypath(p, route_path, "prefix");
+	size_t len = strlen(v);
+	if (v[0] != '/')
+		return fail(l, p, "must start with '/'");
+	if (len > CONFIG_ROUTE_PREFIX_MAX)
+		return fail(l, p, "too long (at most %d bytes)", CONFIG_ROUTE_PREFIX_MAX);
+	if (strspn(v, allowed) != len)
+		return fail(l, p, "only letters, digits, '-', '.', '_', '~' and '/', none "
+			    "percent-encoded (a route matches their encoded forms too)");
+	if (strstr(v, "//"))
+		return fail(l, p, "empty segment (a route matches '//' as '/')");
+	ssize_t n = path_normalize(v, len, normal, &why);
+	if (n < 0)
+		return fail(l, p, "%s", why);
+	if ((size_t)n != len || memcmp(normal, v, len) != 0)
+		return fail(l, p, "has dot segments: a request for it reads '%.*s'", (int)n, normal);
+	if (len > 1 && v[len - 1] == '/')
+		len--;
+	memcpy(out, v, len);
+	out[len] = '\0';
+	return 0;
+}
+
+/* A route's optional "quota". Routes whose quotas share a name share counters, so they must
+ * count alike. */
+static int load_quota(struct loader *l, json_t *route, const char *route_path, unsigned index)
+{
+	static const char *const keys[] = {"limit", "window", "rolling_seconds", "key", "name",
+					   "headers", NULL};
+	static const char *const windows[] = {"minute", "hour", "day", "rolling", NULL};
+	static const struct {
+		uint32_t window, seconds;
+	} window_kinds[] = {
+		{PSD2_QUOTA_MINUTE, 60}, {PSD2_QUOTA_HOUR, 3600}, {PSD2_QUOTA_DAY, 86400},
+		{PSD2_QUOTA_ROLLING, 0},
+	};
+	static const char *const headers[] = {"draft", "x", "none", NULL};
+	static const enum config_ratelimit_headers header_kinds[] = {
+		RATELIMIT_HEADERS_DRAFT, RATELIMIT_HEADERS_X, RATELIMIT_HEADERS_NONE,
+	};
+	struct config_route *r = &l->cfg->routes[index];
+	struct config_quota *q = &r->quota;
+	char path[KEYPATH_MAX], p[KEYPATH_MAX], s[SHOW_MAX + 4];
+	const char *prefix = keypath(path, route_path, "quota"), *key, *name;
+	unsigned window, hdrs = 0; /* draft */
+	json_t *obj;
+	int rc = get_object(l, route, route_path, "quota", false, &obj);
+	if (rc <= 0)
+		return rc;
+	if (check_unknown_keys(l, obj, prefix, keys) < 0 ||
+	    get_uint(l, obj, prefix, "limit", true, 1, 1000000000, &q->limit) < 0 ||
+	    get_keyword(l, obj, prefix, "window", true, windows, &window) < 0)
+		return -1;
+	q->window = window_kinds[window].window;
+	q->window_seconds = window_kinds[window].seconds;
+	if (q->window == PSD2_QUOTA_ROLLING) {
+		if (get_u32(l, obj, prefix, "rolling_seconds", true, 60, 31 * 86400,
+			    &q->window_seconds) < 0)
+			return -1;
+	} else if (json_object_get(obj, "rolling_seconds")) {
+		return fail(l, keypath(p, prefix, "rolling_seconds"), "only with window rolling");
+	}
+	if (get_string(l, obj, prefix, "key", false, &key) < 0 ||
+	    (key && parse_source(l, keypath(p, prefix, "key"), key, &q->key) < 0) ||
+	    get_string(l, obj, prefix, "name", false, &name) < 0)
+		return -1;
+	q->per_key = key != NULL;
+	keypath(p, prefix, "name");
+	if (name && !name_ok(name))
+		return name_fail(l, p);
+	if (!name && strlen(r->prefix) > CONFIG_NAME_MAX)
+		return fail(l, p, "missing: the prefix is too long to name the quota (at most %d "
+			    "bytes)", CONFIG_NAME_MAX);
+	snprintf(q->name, sizeof(q->name), "%s", name ? name : r->prefix);
+	if (get_keyword(l, obj, prefix, "headers", false, headers, &hdrs) < 0)
+		return -1;
+	q->headers = header_kinds[hdrs];
+	for (unsigned j = 0; j < index; j++) {
+		const struct config_quota *o = &l->cfg->routes[j].quota;
+		if (o->limit && strcmp(o->name, q->name) == 0 &&
+		    (o->limit != q->limit || o->window != q->window ||
+		     o->window_seconds != q->window_seconds))
+			return fail(l, prefix, "shares the name '%s' with routes[%u].quota, whose "
+				    "limit or window differs", show(s, q->name), j);
+	}
+	return 0;
+}
+
+/* A route's optional "spike_arrest". */
+static int load_spike_arrest(struct loader *l, json_t *route, const char *route_path,
+			     struct config_spike_arrest *sa)
+{
+	static const char *const keys[] = {"rate", "per", "burst", NULL};
+	static const char *const periods[] = {"second", "minute", NULL};
+	static const uint32_t period_ms[] = {1000, 60000};
+	char path[KEYPATH_MAX];
+	const char *prefix = keypath(path, route_path, "spike_arrest");
+	unsigned per = 0; /* second */
+	json_t *obj;
+	int rc = get_object(l, route, route_path, "spike_arrest", false, &obj);
+	if (rc <= 0)
+		return rc;
+	sa->burst = 1;
+	if (check_unknown_keys(l, obj, prefix, keys) < 0 ||
+	    get_uint(l, obj, prefix, "rate", true, 1, 1000000, &sa->rate) < 0 ||
+	    get_keyword(l, obj, prefix, "per", false, periods, &per) < 0 ||
+	    get_uint(l, obj, prefix, "burst", false, 1, 1000000, &sa->burst) < 0)
+		return -1;
+	sa->period_ms = period_ms[per];
+	return 0;
+}
+
+static int load_route(struct loader *l, json_t *obj, unsigned index)
+{
+	static const char *const keys[] = {"prefix", "upstream", "quota", "spike_arrest", NULL};
+	struct config *cfg = l->cfg;
+	struct config_route *r = &cfg->routes[index];
+	char rp[KEYPATH_MAX], p[KEYPATH_MAX], s[SHOW_MAX + 4];
+	const char *upstream;
+	snprintf(rp, sizeof(rp), "routes[%u]", index);
+	if (!json_is_object(obj))
+		return fail(l, rp, "must be an object");
+	if (check_unknown_keys(l, obj, rp, keys) < 0 || load_prefix(l, obj, rp, r->prefix) < 0)
+		return -1;
+	for (unsigned j = 0; j < index; j++)
+		if (strcasecmp(cfg->routes[j].prefix, r->prefix) == 0)
+			return fail(l, keypath(p, rp, "prefix"), "duplicate of routes[%u]%s", j,
+				    strcmp(cfg->routes[j].prefix, r->prefix) ?
+					    " (routes match letters in either case)" : "");
+	if (get_string(l, obj, rp, "upstream", true, &upstream) < 0)
+		return -1;
+	int u = upstream_index(cfg, upstream);
+	if (u < 0)
+		return fail(l, keypath(p, rp, "upstream"), "unknown upstream '%s'",
+			    show(s, upstream));
+	r->upstream = (unsigned)u;
+	return load_quota(l, obj, rp, index) < 0 ||
+			       load_spike_arrest(l, obj, rp, &r->spike_arrest) < 0 ? -1 : 0;
+}
+
+/* Longest prefix first, so that route_match takes the first that matches (route.h); stable. */
+static void sort_routes(struct config *cfg)
+{
+	for (unsigned i = 1; i < cfg->n_routes; i++) {
+		struct config_route r = cfg->routes[i];
+		size_t len = strlen(r.prefix);
+		unsigned j = i;
+		for (; j > 0 && strlen(cfg->routes[j - 1].prefix) < len; j--)
+			cfg->routes[j] = cfg->routes[j - 1];
+		cfg->routes[j] = r;
+	}
+}
+
+/* "routes", required with "upstreams" (else only the first would ever be reached); without
+ * both, finish_upstreams routes "/" to the single upstream. */
+static int load_routes(struct loader *l, json_t *root)
+{
+	struct config *cfg = l->cfg;
+	if (!json_object_get(root, "routes"))
+		return json_object_get(root, "upstreams") ?
+			fail(l, "routes", "missing (required with upstreams)") : 0;
+	json_t *arr = load_array(l, root, "routes", CONFIG_MAX_ROUTES, "routes"), *v;
+	if (!arr)
+		return -1;
+	size_t i;
+	json_array_foreach(arr, i, v) {
+		if (load_route(l, v, (unsigned)i) < 0)
+			return -1;
+		cfg->n_routes++;
+	}
+	sort_routes(cfg);
 	return 0;
 }
 
@@ -808,31 +1169,25 @@ static int load_bpf(struct loader *l, json_t *root)
 {
 	static const char *const keys[] = {"pin_dir", "interface", "mode", "src_rate",
 					   "client_rate", NULL};
+	static const char *const modes[] = {"native", "generic", "off", NULL};
+	static const enum bpf_mode mode_values[] = {BPF_MODE_NATIVE, BPF_MODE_GENERIC, BPF_MODE_OFF};
 	struct config *cfg = l->cfg;
 	json_t *obj;
-	const char *pin_dir = "/sys/fs/bpf/psd2edge", *iface = NULL, *mode = NULL;
+	const char *pin_dir = "/sys/fs/bpf/psd2edge", *iface = NULL;
 	char s[SHOW_MAX + 4];
-	int rc = get_object(l, root, "bpf", false, &obj);
+	int rc = get_object(l, root, NULL, "bpf", false, &obj);
 	if (rc < 0)
 		return -1;
 	cfg->bpf.mode = BPF_MODE_OFF;
 	if (rc > 0) {
-		cfg->bpf.mode = BPF_MODE_NATIVE;
 		const char *dir;
+		unsigned mode = 0; /* native */
 		if (check_unknown_keys(l, obj, "bpf", keys) < 0 ||
 		    get_string(l, obj, "bpf", "pin_dir", false, &dir) < 0 ||
 		    get_string(l, obj, "bpf", "interface", false, &iface) < 0 ||
-		    get_string(l, obj, "bpf", "mode", false, &mode) < 0)
+		    get_keyword(l, obj, "bpf", "mode", false, modes, &mode) < 0)
 			return -1;
-		if (!mode || strcmp(mode, "native") == 0)
-			cfg->bpf.mode = BPF_MODE_NATIVE;
-		else if (strcmp(mode, "generic") == 0)
-			cfg->bpf.mode = BPF_MODE_GENERIC;
-		else if (strcmp(mode, "off") == 0)
-			cfg->bpf.mode = BPF_MODE_OFF;
-		else
-			return fail(l, "bpf.mode", "must be native, generic or off, not '%s'",
-				    show(s, mode));
+		cfg->bpf.mode = mode_values[mode];
 		if (dir)
 			pin_dir = dir;
 	}
@@ -899,23 +1254,19 @@ static int load_limits(struct loader *l, json_t *root)
 		limit_store(l->cfg, &limit_specs[i], limit_specs[i].def);
 	}
 	keys[N_LIMITS] = NULL;
-	int rc = get_object(l, root, "limits", false, &obj);
+	int rc = get_object(l, root, NULL, "limits", false, &obj);
 	if (rc <= 0)
 		return rc;
 	if (check_unknown_keys(l, obj, "limits", keys) < 0)
 		return -1;
 	for (size_t i = 0; i < N_LIMITS; i++) {
 		const struct limit_spec *ls = &limit_specs[i];
-		char p[KEYPATH_MAX];
-		json_t *v = json_object_get(obj, ls->key);
-		if (!v)
-			continue;
-		keypath(p, "limits", ls->key);
-		if (!json_is_integer(v) || json_integer_value(v) < (json_int_t)ls->min ||
-		    (uint64_t)json_integer_value(v) > ls->max)
-			return fail(l, p, "must be between %llu and %llu", (unsigned long long)ls->min,
-				    (unsigned long long)ls->max);
-		limit_store(l->cfg, ls, (uint64_t)json_integer_value(v));
+		uint64_t v;
+		rc = get_uint(l, obj, "limits", ls->key, false, ls->min, ls->max, &v);
+		if (rc < 0)
+			return -1;
+		if (rc > 0)
+			limit_store(l->cfg, ls, v);
 	}
 	/* The target is part of the head: the default follows a smaller head, a larger value
 	 * given could never apply. */
@@ -1000,7 +1351,7 @@ static int load_http(struct loader *l, json_t *root)
 	struct config *cfg = l->cfg;
 	json_t *obj = NULL, *methods = NULL, *drop = NULL, *v;
 	size_t i;
-	if (get_object(l, root, "http", false, &obj) < 0 ||
+	if (get_object(l, root, NULL, "http", false, &obj) < 0 ||
 	    (obj && (check_unknown_keys(l, obj, "http", keys) < 0 ||
 		     get_array(l, obj, "http.methods", "methods", HTTP_METHOD_COUNT, &methods) < 0 ||
 		     get_array(l, obj, "http.drop_headers", "drop_headers", CONFIG_MAX_DROP_HEADERS,
@@ -1057,16 +1408,11 @@ static int load_misc(struct loader *l, json_t *root)
 		if (!cfg->access_log)
 			return fail(l, "access_log", "out of memory");
 	}
-	if (get_string(l, root, NULL, "log_level", false, &v) < 0)
+	static const char *const levels[] = {"debug", "info", "warn", "error", NULL};
+	unsigned level = 1; /* info */
+	if (get_keyword(l, root, NULL, "log_level", false, levels, &level) < 0)
 		return -1;
-	if (!v)
-		v = "info";
-	if (strcmp(v, "debug") != 0 && strcmp(v, "info") != 0 && strcmp(v, "warn") != 0 &&
-	    strcmp(v, "error") != 0) {
-		char s[SHOW_MAX + 4];
-		return fail(l, "log_level", "must be debug, info, warn or error, not '%s'", show(s, v));
-	}
-	cfg->log_level = strdup(v);
+	cfg->log_level = strdup(levels[level]);
 	if (!cfg->log_level)
 		return fail(l, "log_level", "out of memory");
 	return 0;
@@ -1123,15 +1469,16 @@ static int finish_upstreams(struct loader *l, json_t *root)
 int config_load(const char *path, struct config *cfg, char *err, size_t errlen)
 {
 	static const char *const top_keys[] = {
-		"listen", "tls", "upstream", "client_id", "registry", "control_socket",
-		"control_group", "control_readonly_group", "bpf", "limits", "http", "workers",
-		"access_log", "log_level", NULL,
+		"listen", "tls", "upstream", "upstreams", "routes", "client_id", "registry",
+		"control_socket", "control_group", "control_readonly_group", "bpf", "limits",
+		"http", "workers", "access_log", "log_level", NULL,
 	};
 	static int (*const loaders[])(struct loader *, json_t *) = {
 		/* schema order: control covers control_socket, control_group and
 		 * control_readonly_group, misc covers workers, access_log and log_level */
-		load_listen, load_tls, load_upstream, load_client_id, load_registry,
-		load_control, load_bpf, load_limits, load_http, load_misc, finish_upstreams,
+		load_listen, load_tls, load_upstream, load_upstreams, load_routes, load_client_id,
+		load_registry, load_control, load_bpf, load_limits, load_http, load_misc,
+		finish_upstreams,
 	};
 	struct loader l = {.cfg = cfg, .err = err, .errlen = errlen};
 	json_t *root = NULL;

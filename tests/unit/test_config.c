@@ -23,6 +23,7 @@
 
 #include "config.h"
 #include "http.h"
+#include "psd2edge_abi.h"
 
 static char tmpdir[64];
 
@@ -572,6 +573,504 @@ static void test_upstream_tls(void **state)
 	expect_error(root, "upstream.cert: no certificate in file");
 }
 
+/* --- upstreams, routes ------------------------------------------------------------------------ */
+
+static json_t *parse(const char *text)
+{
+	json_error_t jerr;
+	json_t *v = json_loads(text, JSON_DECODE_ANY, &jerr);
+	if (!v)
+		fail_msg("fixture is not JSON (%s): %s", jerr.text, text);
+	return v;
+}
+
+/* The minimal file with a named upstream and two routes, one to each upstream. */
+static json_t *routed_config(void)
+{
+	json_t *root = minimal_config();
+	set(root, NULL, "upstreams", parse("{\"accounts\": {\"url\": \"http://127.0.0.1:8081/acc\"}}"));
+	set(root, NULL, "routes", parse("[{\"prefix\": \"/accounts\", \"upstream\": \"accounts\"},"
+					" {\"prefix\": \"/\", \"upstream\": \"default\"}]"));
+	return root;
+}
+
+/* {"u0": {...}, ..., "u<n-1>": {...}} */
+static json_t *numbered_upstreams(int n)
+{
+	json_t *obj = json_object();
+	for (int i = 0; i < n; i++) {
+		char name[16];
+		snprintf(name, sizeof(name), "u%d", i);
+		json_object_set_new(obj, name, json_pack("{s:s}", "url", "http://127.0.0.1:8081"));
+	}
+	return obj;
+}
+
+static void test_upstreams(void **state)
+{
+	(void)state;
+	struct config cfg;
+
+	/* The single upstream alone: named default, routed from "/", timeouts from limits. */
+	expect_ok(minimal_config(), &cfg);
+	assert_int_equal(cfg.n_upstreams, 1);
+	assert_string_equal(cfg.upstreams[0].name, "default");
+	assert_int_equal(cfg.upstreams[0].connect_timeout_ms, 5000);
+	assert_int_equal(cfg.upstreams[0].tls_timeout_ms, 5000);
+	assert_int_equal(cfg.upstreams[0].response_timeout_ms, 30000);
+	assert_int_equal(cfg.upstreams[0].pool_size, CONFIG_POOL_SIZE_DEFAULT);
+	assert_false(cfg.upstreams[0].breaker.enabled);
+	assert_int_equal(cfg.n_routes, 1);
+	assert_string_equal(cfg.routes[0].prefix, "/");
+	assert_int_equal(cfg.routes[0].upstream, 0);
+	config_free(&cfg);
+
+	/* Every key of an upstream (upstream takes them too); upstream first, then upstreams in
+	 * the file's order. */
+	json_t *root = routed_config();
+	set(root, NULL, "limits", json_pack("{s:i,s:i}", "upstream_connect_timeout_ms", 700,
+					    "upstream_timeout_ms", 9000));
+	set(root, "upstream", "pool_size", json_integer(4));
+	set(root, "upstreams", "payments", parse(
+		"{\"url\": \"https://127.0.0.1:9443/pay/\", \"ca\": \"ca.pem\", \"cert\": \"server.pem\","
+		" \"key\": \"server.key\", \"connect_timeout_ms\": 2000, \"tls_timeout_ms\": 3000,"
+		" \"response_timeout_ms\": 60000, \"pool_size\": 1024,"
+		" \"circuit_breaker\": {\"consecutive_failures\": 5, \"failure_ratio\": 50,"
+		"   \"window_ms\": 20000, \"min_requests\": 20, \"cooldown_ms\": 100, \"probes\": 3}}"));
+	set(root, "upstreams", "hub-2.v1_x", parse(
+		"{\"url\": \"http://127.0.0.1:8082\", \"tls_timeout_ms\": 1,"
+		" \"circuit_breaker\": {\"failure_ratio\": 100}}"));
+	set(root, "upstreams", "bank", parse(
+		"{\"url\": \"http://127.0.0.1:8083\", \"circuit_breaker\": {\"consecutive_failures\": 1}}"));
+	expect_ok(root, &cfg);
+	static const char *const names[] = {"default", "accounts", "payments", "hub-2.v1_x", "bank"};
+	assert_int_equal(cfg.n_upstreams, 5);
+	for (unsigned i = 0; i < 5; i++)
+		assert_string_equal(cfg.upstreams[i].name, names[i]);
+	const struct config_upstream *d = &cfg.upstreams[0], *a = &cfg.upstreams[1],
+				     *p = &cfg.upstreams[2], *h = &cfg.upstreams[3],
+				     *b = &cfg.upstreams[4];
+	assert_int_equal(d->pool_size, 4);
+	assert_int_equal(d->connect_timeout_ms, 700);
+	assert_false(a->https);
+	assert_int_equal(a->port, 8081);
+	assert_string_equal(a->base_path, "/acc");
+	assert_int_equal(a->connect_timeout_ms, 700);
+	assert_int_equal(a->tls_timeout_ms, 700);
+	assert_int_equal(a->response_timeout_ms, 9000);
+	assert_int_equal(a->pool_size, CONFIG_POOL_SIZE_DEFAULT);
+	assert_false(a->breaker.enabled);
+	assert_true(p->https);
+	assert_string_equal(p->base_path, "/pay");
+	assert_non_null(p->ca);
+	assert_non_null(p->cert);
+	assert_non_null(p->key);
+	assert_int_equal(p->connect_timeout_ms, 2000);
+	assert_int_equal(p->tls_timeout_ms, 3000);
+	assert_int_equal(p->response_timeout_ms, 60000);
+	assert_int_equal(p->pool_size, 1024);
+	assert_true(p->breaker.enabled);
+	assert_int_equal(p->breaker.consecutive_failures, 5);
+	assert_int_equal(p->breaker.failure_ratio_pct, 50);
+	assert_int_equal(p->breaker.window_ms, 20000);
+	assert_int_equal(p->breaker.min_requests, 20);
+	assert_int_equal(p->breaker.cooldown_ms, 100);
+	assert_int_equal(p->breaker.probes, 3);
+	assert_int_equal(h->tls_timeout_ms, 1);
+	assert_int_equal(h->connect_timeout_ms, 700);
+	assert_true(h->breaker.enabled); /* by the ratio alone; the rest defaults */
+	assert_int_equal(h->breaker.consecutive_failures, 0);
+	assert_int_equal(h->breaker.failure_ratio_pct, 100);
+	assert_int_equal(h->breaker.window_ms, 10000);
+	assert_int_equal(h->breaker.min_requests, 10);
+	assert_int_equal(h->breaker.cooldown_ms, 5000);
+	assert_int_equal(h->breaker.probes, 1);
+	assert_true(b->breaker.enabled); /* by a run of failures alone */
+	assert_int_equal(b->breaker.consecutive_failures, 1);
+	assert_int_equal(b->breaker.failure_ratio_pct, 0);
+	config_free(&cfg);
+
+	/* upstreams without upstream: the first named one is upstreams[0]. */
+	root = routed_config();
+	set(root, NULL, "upstream", NULL);
+	set(root, NULL, "routes", parse("[{\"prefix\": \"/\", \"upstream\": \"accounts\"}]"));
+	expect_ok(root, &cfg);
+	assert_int_equal(cfg.n_upstreams, 1);
+	assert_string_equal(cfg.upstreams[0].name, "accounts");
+	assert_int_equal(cfg.routes[0].upstream, 0);
+	config_free(&cfg);
+
+	/* As many as fit, upstream among them. */
+	root = routed_config();
+	set(root, NULL, "upstreams", numbered_upstreams(CONFIG_MAX_UPSTREAMS - 1));
+	set(root, NULL, "routes", parse("[{\"prefix\": \"/\", \"upstream\": \"u30\"}]"));
+	expect_ok(root, &cfg);
+	assert_int_equal(cfg.n_upstreams, CONFIG_MAX_UPSTREAMS);
+	assert_int_equal(cfg.routes[0].upstream, CONFIG_MAX_UPSTREAMS - 1);
+	config_free(&cfg);
+
+	char long_name[128];
+	snprintf(long_name, sizeof(long_name), "{\"%064d\": {\"url\": \"http://127.0.0.1\"}}", 0);
+	const struct {
+		const char *upstreams, *err;
+	} bad[] = {
+		{"[]", "upstreams: must be an object"},
+		{"{}", "upstreams: must not be empty"},
+		{"{\"bad name\": {}}",
+		 "upstreams.bad name: name must be 1 to 63 characters of A-Z a-z 0-9 _ . -"},
+		{"{\"a/b\": {}}", "upstreams.a/b: name must be 1 to 63 characters of A-Z a-z 0-9 _ . -"},
+		{"{\"\": {}}", "upstreams.: name must be 1 to 63 characters of A-Z a-z 0-9 _ . -"},
+		{"{\"default\": {\"url\": \"http://127.0.0.1\"}}",
+		 "upstreams.default: the name of upstream (the single upstream is named default)"},
+		{"{\"a\": \"http://127.0.0.1\"}", "upstreams.a: must be an object"},
+		{"{\"a\": {}}", "upstreams.a.url: missing"},
+		{"{\"a\": {\"url\": \"ftp://127.0.0.1\"}}",
+		 "upstreams.a.url: scheme must be http or https"},
+		{"{\"a\": {\"url\": \"http://127.0.0.1\", \"sni\": \"bank\"}}",
+		 "upstreams.a.sni: unknown key"},
+		{"{\"a\": {\"url\": \"http://127.0.0.1\", \"ca\": \"ca.pem\"}}",
+		 "upstreams.a.ca: only valid for https upstreams"},
+		{"{\"a\": {\"url\": \"https://127.0.0.1\", \"ca\": \"ca.pem\", \"cert\": \"server.pem\"}}",
+		 "upstreams.a.key: missing"},
+		{"{\"a\": {\"url\": \"https://127.0.0.1\", \"ca\": \"ca.pem\", \"cert\": \"server.pem\","
+		 " \"key\": \"other.key\"}}",
+		 "upstreams.a.key: does not match upstreams.a.cert"},
+		{"{\"a\": {\"url\": \"http://127.0.0.1\", \"connect_timeout_ms\": 0}}",
+		 "upstreams.a.connect_timeout_ms: must be between 1 and 600000"},
+		{"{\"a\": {\"url\": \"http://127.0.0.1\", \"tls_timeout_ms\": 600001}}",
+		 "upstreams.a.tls_timeout_ms: must be between 1 and 600000"},
+		{"{\"a\": {\"url\": \"http://127.0.0.1\", \"response_timeout_ms\": \"30s\"}}",
+		 "upstreams.a.response_timeout_ms: must be between 1 and 3600000"},
+		{"{\"a\": {\"url\": \"http://127.0.0.1\", \"pool_size\": 0}}",
+		 "upstreams.a.pool_size: must be between 1 and 1024"},
+		{"{\"a\": {\"url\": \"http://127.0.0.1\", \"pool_size\": 1025}}",
+		 "upstreams.a.pool_size: must be between 1 and 1024"},
+		{"{\"a\": {\"url\": \"http://127.0.0.1\", \"circuit_breaker\": true}}",
+		 "upstreams.a.circuit_breaker: must be an object"},
+		{"{\"a\": {\"url\": \"http://127.0.0.1\", \"circuit_breaker\": {}}}",
+		 "upstreams.a.circuit_breaker: needs consecutive_failures or failure_ratio"},
+		{"{\"a\": {\"url\": \"http://127.0.0.1\", \"circuit_breaker\": {\"probes\": 2}}}",
+		 "upstreams.a.circuit_breaker: needs consecutive_failures or failure_ratio"},
+		{"{\"a\": {\"url\": \"http://127.0.0.1\", \"circuit_breaker\": {\"failures\": 2}}}",
+		 "upstreams.a.circuit_breaker.failures: unknown key"},
+		{"{\"a\": {\"url\": \"http://127.0.0.1\","
+		 " \"circuit_breaker\": {\"consecutive_failures\": 0}}}",
+		 "upstreams.a.circuit_breaker.consecutive_failures: must be between 1 and 1000000"},
+		{"{\"a\": {\"url\": \"http://127.0.0.1\", \"circuit_breaker\": {\"failure_ratio\": 0}}}",
+		 "upstreams.a.circuit_breaker.failure_ratio: must be between 1 and 100"},
+		{"{\"a\": {\"url\": \"http://127.0.0.1\", \"circuit_breaker\": {\"failure_ratio\": 101}}}",
+		 "upstreams.a.circuit_breaker.failure_ratio: must be between 1 and 100"},
+		{"{\"a\": {\"url\": \"http://127.0.0.1\", \"circuit_breaker\": {\"failure_ratio\": 0.5}}}",
+		 "upstreams.a.circuit_breaker.failure_ratio: must be between 1 and 100"},
+		{"{\"a\": {\"url\": \"http://127.0.0.1\","
+		 " \"circuit_breaker\": {\"failure_ratio\": 50, \"window_ms\": 99}}}",
+		 "upstreams.a.circuit_breaker.window_ms: must be between 100 and 3600000"},
+		{"{\"a\": {\"url\": \"http://127.0.0.1\","
+		 " \"circuit_breaker\": {\"failure_ratio\": 50, \"min_requests\": 0}}}",
+		 "upstreams.a.circuit_breaker.min_requests: must be between 1 and 1000000"},
+		{"{\"a\": {\"url\": \"http://127.0.0.1\","
+		 " \"circuit_breaker\": {\"consecutive_failures\": 5, \"cooldown_ms\": 3600001}}}",
+		 "upstreams.a.circuit_breaker.cooldown_ms: must be between 100 and 3600000"},
+		{"{\"a\": {\"url\": \"http://127.0.0.1\","
+		 " \"circuit_breaker\": {\"consecutive_failures\": 5, \"probes\": 0}}}",
+		 "upstreams.a.circuit_breaker.probes: must be between 1 and 1000"},
+		{"{\"a\": {\"url\": \"http://127.0.0.1\","
+		 " \"circuit_breaker\": {\"consecutive_failures\": 5, \"window_ms\": 1000}}}",
+		 "upstreams.a.circuit_breaker.window_ms: only with failure_ratio"},
+		{"{\"a\": {\"url\": \"http://127.0.0.1\","
+		 " \"circuit_breaker\": {\"consecutive_failures\": 5, \"min_requests\": 3}}}",
+		 "upstreams.a.circuit_breaker.min_requests: only with failure_ratio"},
+		{long_name, "upstreams.0000000000000000000000000000000000000000000000000000000000000000: "
+			    "name must be 1 to 63 characters of A-Z a-z 0-9 _ . -"},
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		root = routed_config();
+		set(root, NULL, "upstreams", parse(bad[i].upstreams));
+		expect_error(root, bad[i].err);
+	}
+
+	root = routed_config();
+	set(root, NULL, "upstreams", numbered_upstreams(CONFIG_MAX_UPSTREAMS));
+	expect_error(root, "upstreams: at most 31 upstreams besides upstream");
+	root = routed_config();
+	set(root, NULL, "upstream", NULL);
+	set(root, NULL, "upstreams", numbered_upstreams(CONFIG_MAX_UPSTREAMS + 1));
+	expect_error(root, "upstreams: at most 32 upstreams");
+	root = routed_config();
+	set(root, NULL, "upstream", NULL);
+	set(root, NULL, "upstreams", NULL);
+	expect_error(root, "upstream: missing (give upstream or upstreams)");
+	root = routed_config();
+	set(root, NULL, "routes", NULL);
+	expect_error(root, "routes: missing (required with upstreams)");
+	/* The single upstream is checked first. */
+	root = routed_config();
+	set(root, "upstream", "url", json_string("ftp://127.0.0.1"));
+	set(root, NULL, "upstreams", json_object());
+	expect_error(root, "upstream.url: scheme must be http or https");
+}
+
+static void test_routes(void **state)
+{
+	(void)state;
+	struct config cfg;
+
+	/* Every key; longest prefix first after loading (the file's order among equals). */
+	json_t *root = routed_config();
+	set(root, NULL, "routes", parse(
+		"[{\"prefix\": \"/\", \"upstream\": \"default\"},"
+		" {\"prefix\": \"/accounts/\", \"upstream\": \"accounts\","
+		"  \"quota\": {\"limit\": 4, \"window\": \"day\", \"key\": \"header:X-Account-Id\","
+		"             \"name\": \"ais\", \"headers\": \"x\"},"
+		"  \"spike_arrest\": {\"rate\": 10, \"per\": \"second\", \"burst\": 20}},"
+		" {\"prefix\": \"/v1/payments\", \"upstream\": \"default\","
+		"  \"quota\": {\"limit\": 1000000000, \"window\": \"rolling\", \"rolling_seconds\": 2678400,"
+		"             \"headers\": \"none\"},"
+		"  \"spike_arrest\": {\"rate\": 1000000, \"per\": \"minute\"}},"
+		" {\"prefix\": \"/balances\", \"upstream\": \"accounts\","
+		"  \"quota\": {\"limit\": 4, \"window\": \"day\", \"name\": \"ais\"}},"
+		" {\"prefix\": \"/Cards~1.x_y-z\", \"upstream\": \"accounts\","
+		"  \"quota\": {\"limit\": 1, \"window\": \"minute\", \"key\": \"query:iban\"}},"
+		" {\"prefix\": \"/h\", \"upstream\": \"default\","
+		"  \"quota\": {\"limit\": 7, \"window\": \"hour\", \"key\": \"form:account\"}}]"));
+	expect_ok(root, &cfg);
+	static const char *const order[] = {"/Cards~1.x_y-z", "/v1/payments", "/accounts",
+					    "/balances", "/h", "/"};
+	assert_int_equal(cfg.n_routes, 6);
+	for (unsigned i = 0; i < 6; i++)
+		assert_string_equal(cfg.routes[i].prefix, order[i]);
+	const struct config_route *cards = &cfg.routes[0], *pay = &cfg.routes[1],
+				  *acc = &cfg.routes[2], *bal = &cfg.routes[3], *h = &cfg.routes[4],
+				  *all = &cfg.routes[5];
+	assert_int_equal(acc->upstream, 1);
+	assert_int_equal(acc->quota.limit, 4);
+	assert_int_equal(acc->quota.window, PSD2_QUOTA_DAY);
+	assert_int_equal(acc->quota.window_seconds, 86400);
+	assert_true(acc->quota.per_key);
+	assert_int_equal(acc->quota.key.kind, CID_SOURCE_HEADER);
+	assert_string_equal(acc->quota.key.name, "x-account-id");
+	assert_string_equal(acc->quota.name, "ais");
+	assert_int_equal(acc->quota.headers, RATELIMIT_HEADERS_X);
+	assert_int_equal(acc->spike_arrest.rate, 10);
+	assert_int_equal(acc->spike_arrest.period_ms, 1000);
+	assert_int_equal(acc->spike_arrest.burst, 20);
+	assert_int_equal(pay->upstream, 0);
+	assert_int_equal(pay->quota.limit, 1000000000);
+	assert_int_equal(pay->quota.window, PSD2_QUOTA_ROLLING);
+	assert_int_equal(pay->quota.window_seconds, 2678400);
+	assert_false(pay->quota.per_key);
+	assert_string_equal(pay->quota.name, "/v1/payments"); /* the prefix by default */
+	assert_int_equal(pay->quota.headers, RATELIMIT_HEADERS_NONE);
+	assert_int_equal(pay->spike_arrest.rate, 1000000);
+	assert_int_equal(pay->spike_arrest.period_ms, 60000);
+	assert_int_equal(pay->spike_arrest.burst, 1);
+	assert_string_equal(bal->quota.name, "ais");
+	assert_false(bal->quota.per_key);
+	assert_int_equal(bal->quota.headers, RATELIMIT_HEADERS_DRAFT);
+	assert_int_equal(bal->spike_arrest.rate, 0); /* none */
+	assert_int_equal(cards->quota.window, PSD2_QUOTA_MINUTE);
+	assert_int_equal(cards->quota.window_seconds, 60);
+	assert_int_equal(cards->quota.key.kind, CID_SOURCE_QUERY);
+	assert_string_equal(cards->quota.key.name, "iban");
+	assert_string_equal(cards->quota.name, "/Cards~1.x_y-z");
+	assert_int_equal(h->quota.window, PSD2_QUOTA_HOUR);
+	assert_int_equal(h->quota.window_seconds, 3600);
+	assert_int_equal(h->quota.key.kind, CID_SOURCE_FORM);
+	assert_int_equal(all->upstream, 0);
+	assert_int_equal(all->quota.limit, 0); /* none */
+	config_free(&cfg);
+
+	/* routes without upstreams route to the single upstream by its name; no "/" is needed;
+	 * a quota name of 63 characters (the prefix's) is accepted. */
+	char prefix63[80];
+	snprintf(prefix63, sizeof(prefix63), "/%062d", 0);
+	root = minimal_config();
+	set(root, NULL, "routes", json_pack("[{s:s,s:s,s:{s:i,s:s}}]", "prefix", prefix63,
+					    "upstream", "default", "quota", "limit", 1, "window",
+					    "day"));
+	expect_ok(root, &cfg);
+	assert_int_equal(cfg.n_routes, 1);
+	assert_string_equal(cfg.routes[0].quota.name, prefix63);
+	config_free(&cfg);
+
+	/* As many routes as fit. */
+	json_t *many = json_array();
+	for (int i = 0; i < CONFIG_MAX_ROUTES; i++) {
+		char prefix[16];
+		snprintf(prefix, sizeof(prefix), "/r%d", i);
+		json_array_append_new(many, json_pack("{s:s,s:s}", "prefix", prefix, "upstream",
+						      "default"));
+	}
+	root = routed_config();
+	set(root, NULL, "routes", json_deep_copy(many));
+	expect_ok(root, &cfg);
+	assert_int_equal(cfg.n_routes, CONFIG_MAX_ROUTES);
+	config_free(&cfg);
+	json_array_append_new(many, json_pack("{s:s,s:s}", "prefix", "/", "upstream", "default"));
+	root = routed_config();
+	set(root, NULL, "routes", many);
+	expect_error(root, "routes: at most 128 routes");
+}
+
+/* routes[0] (the route being checked) and, for clashes, routes[1]: each row gives one route
+ * as JSON text; a second route, when given, comes first in the file. */
+static void test_route_refusals(void **state)
+{
+	(void)state;
+	char long_prefix[300], prefix64[160], name64[80], long_route[400], name_route[200];
+	memset(long_prefix, 'a', 256);
+	long_prefix[0] = '/';
+	long_prefix[256] = '\0';
+	snprintf(long_route, sizeof(long_route), "{\"prefix\": \"%s\", \"upstream\": \"default\"}",
+		 long_prefix);
+	snprintf(prefix64, sizeof(prefix64),
+		 "{\"prefix\": \"/%063d\", \"upstream\": \"default\","
+		 " \"quota\": {\"limit\": 1, \"window\": \"day\"}}", 0);
+	snprintf(name64, sizeof(name64), "%064d", 0);
+	snprintf(name_route, sizeof(name_route),
+		 "{\"prefix\": \"/a\", \"upstream\": \"default\","
+		 " \"quota\": {\"limit\": 1, \"window\": \"day\", \"name\": \"%s\"}}", name64);
+#define ROUTE(extra) "{\"prefix\": \"/a\", \"upstream\": \"default\"" extra "}"
+#define QUOTA(q) ROUTE(", \"quota\": {" q "}")
+#define SPIKE(s) ROUTE(", \"spike_arrest\": {" s "}")
+	const struct {
+		const char *first; /* NULL: the route alone */
+		const char *route, *err;
+	} bad[] = {
+		{NULL, "\"/a\"", "routes[0]: must be an object"},
+		{NULL, ROUTE(", \"policy\": 1"), "routes[0].policy: unknown key"},
+		{NULL, "{\"upstream\": \"default\"}", "routes[0].prefix: missing"},
+		{NULL, "{\"prefix\": 1, \"upstream\": \"default\"}", "routes[0].prefix: must be a string"},
+		{NULL, "{\"prefix\": \"accounts\", \"upstream\": \"default\"}",
+		 "routes[0].prefix: must start with '/'"},
+		{NULL, long_route, "routes[0].prefix: too long (at most 255 bytes)"},
+		{NULL, "{\"prefix\": \"/%61ccounts\", \"upstream\": \"default\"}",
+		 "routes[0].prefix: only letters, digits, '-', '.', '_', '~' and '/', none "
+		 "percent-encoded (a route matches their encoded forms too)"},
+		{NULL, "{\"prefix\": \"/a;b\", \"upstream\": \"default\"}",
+		 "routes[0].prefix: only letters, digits, '-', '.', '_', '~' and '/', none "
+		 "percent-encoded (a route matches their encoded forms too)"},
+		{NULL, "{\"prefix\": \"/a b\", \"upstream\": \"default\"}",
+		 "routes[0].prefix: only letters, digits, '-', '.', '_', '~' and '/', none "
+		 "percent-encoded (a route matches their encoded forms too)"},
+		{NULL, "{\"prefix\": \"/a/b?c\", \"upstream\": \"default\"}",
+		 "routes[0].prefix: only letters, digits, '-', '.', '_', '~' and '/', none "
+		 "percent-encoded (a route matches their encoded forms too)"},
+		{NULL, "{\"prefix\": \"/a//b\", \"upstream\": \"default\"}",
+		 "routes[0].prefix: empty segment (a route matches '//' as '/')"},
+		{NULL, "{\"prefix\": \"/payments/../accounts\", \"upstream\": \"default\"}",
+		 "routes[0].prefix: has dot segments: a request for it reads '/accounts'"},
+		{NULL, "{\"prefix\": \"/a/./b\", \"upstream\": \"default\"}",
+		 "routes[0].prefix: has dot segments: a request for it reads '/a/b'"},
+		{NULL, "{\"prefix\": \"/a/.\", \"upstream\": \"default\"}",
+		 "routes[0].prefix: has dot segments: a request for it reads '/a/'"},
+		{NULL, "{\"prefix\": \"/..\", \"upstream\": \"default\"}",
+		 "routes[0].prefix: path climbs above its root"},
+		{NULL, "{\"prefix\": \"/a/...\", \"upstream\": \"default\"}",
+		 "routes[0].prefix: segment of dots only in path"},
+		{ROUTE(""), ROUTE(""), "routes[1].prefix: duplicate of routes[0]"},
+		{ROUTE(""), "{\"prefix\": \"/a/\", \"upstream\": \"default\"}",
+		 "routes[1].prefix: duplicate of routes[0]"},
+		{ROUTE(""), "{\"prefix\": \"/A\", \"upstream\": \"default\"}",
+		 "routes[1].prefix: duplicate of routes[0] (routes match letters in either case)"},
+		{NULL, "{\"prefix\": \"/a\"}", "routes[0].upstream: missing"},
+		{ROUTE(""), "{\"prefix\": \"/b\", \"upstream\": \"x\"}",
+		 "routes[1].upstream: unknown upstream 'x'"},
+		{NULL, "{\"prefix\": \"/a\", \"upstream\": \"Accounts\"}",
+		 "routes[0].upstream: unknown upstream 'Accounts'"},
+		{NULL, ROUTE(", \"quota\": 4"), "routes[0].quota: must be an object"},
+		{NULL, QUOTA(""), "routes[0].quota.limit: missing"},
+		{NULL, QUOTA("\"limit\": 1, \"window\": \"day\", \"per\": \"client\""),
+		 "routes[0].quota.per: unknown key"},
+		{NULL, QUOTA("\"limit\": 0, \"window\": \"day\""),
+		 "routes[0].quota.limit: must be between 1 and 1000000000"},
+		{NULL, QUOTA("\"limit\": 1000000001, \"window\": \"day\""),
+		 "routes[0].quota.limit: must be between 1 and 1000000000"},
+		{NULL, QUOTA("\"limit\": -4, \"window\": \"day\""),
+		 "routes[0].quota.limit: must be between 1 and 1000000000"},
+		{NULL, QUOTA("\"limit\": 4"), "routes[0].quota.window: missing"},
+		{NULL, QUOTA("\"limit\": 4, \"window\": \"week\""),
+		 "routes[0].quota.window: must be minute, hour, day or rolling, not 'week'"},
+		{NULL, QUOTA("\"limit\": 4, \"window\": \"rolling\""),
+		 "routes[0].quota.rolling_seconds: missing"},
+		{NULL, QUOTA("\"limit\": 4, \"window\": \"rolling\", \"rolling_seconds\": 59"),
+		 "routes[0].quota.rolling_seconds: must be between 60 and 2678400"},
+		{NULL, QUOTA("\"limit\": 4, \"window\": \"rolling\", \"rolling_seconds\": 2678401"),
+		 "routes[0].quota.rolling_seconds: must be between 60 and 2678400"},
+		{NULL, QUOTA("\"limit\": 4, \"window\": \"day\", \"rolling_seconds\": 3600"),
+		 "routes[0].quota.rolling_seconds: only with window rolling"},
+		{NULL, QUOTA("\"limit\": 4, \"window\": \"day\", \"key\": \"cookie:account\""),
+		 "routes[0].quota.key: unknown source kind 'cookie'"},
+		{NULL, QUOTA("\"limit\": 4, \"window\": \"day\", \"key\": \"x-account-id\""),
+		 "routes[0].quota.key: expected KIND:NAME (form, query or header)"},
+		{NULL, QUOTA("\"limit\": 4, \"window\": \"day\", \"key\": \"header:x_account_id\""),
+		 "routes[0].quota.key: header names with '_' are refused in requests; use '-'"},
+		{NULL, QUOTA("\"limit\": 4, \"window\": \"day\", \"name\": \"a b\""),
+		 "routes[0].quota.name: name must be 1 to 63 characters of A-Z a-z 0-9 _ . -"},
+		{NULL, QUOTA("\"limit\": 4, \"window\": \"day\", \"name\": \"/a\""),
+		 "routes[0].quota.name: name must be 1 to 63 characters of A-Z a-z 0-9 _ . -"},
+		{NULL, name_route,
+		 "routes[0].quota.name: name must be 1 to 63 characters of A-Z a-z 0-9 _ . -"},
+		{NULL, prefix64,
+		 "routes[0].quota.name: missing: the prefix is too long to name the quota (at most "
+		 "63 bytes)"},
+		{NULL, QUOTA("\"limit\": 4, \"window\": \"day\", \"headers\": \"ietf\""),
+		 "routes[0].quota.headers: must be draft, x or none, not 'ietf'"},
+		{QUOTA("\"limit\": 4, \"window\": \"day\", \"name\": \"ais\""),
+		 "{\"prefix\": \"/b\", \"upstream\": \"default\","
+		 " \"quota\": {\"limit\": 5, \"window\": \"day\", \"name\": \"ais\"}}",
+		 "routes[1].quota: shares the name 'ais' with routes[0].quota, whose limit or window "
+		 "differs"},
+		{QUOTA("\"limit\": 4, \"window\": \"day\", \"name\": \"ais\""),
+		 "{\"prefix\": \"/b\", \"upstream\": \"default\","
+		 " \"quota\": {\"limit\": 4, \"window\": \"hour\", \"name\": \"ais\"}}",
+		 "routes[1].quota: shares the name 'ais' with routes[0].quota, whose limit or window "
+		 "differs"},
+		{QUOTA("\"limit\": 4, \"window\": \"rolling\", \"rolling_seconds\": 60, \"name\": \"q\""),
+		 "{\"prefix\": \"/b\", \"upstream\": \"default\", \"quota\": {\"limit\": 4,"
+		 " \"window\": \"rolling\", \"rolling_seconds\": 120, \"name\": \"q\"}}",
+		 "routes[1].quota: shares the name 'q' with routes[0].quota, whose limit or window "
+		 "differs"},
+		{NULL, ROUTE(", \"spike_arrest\": []"), "routes[0].spike_arrest: must be an object"},
+		{NULL, SPIKE(""), "routes[0].spike_arrest.rate: missing"},
+		{NULL, SPIKE("\"rate\": 1, \"period\": \"second\""),
+		 "routes[0].spike_arrest.period: unknown key"},
+		{NULL, SPIKE("\"rate\": 0"), "routes[0].spike_arrest.rate: must be between 1 and 1000000"},
+		{NULL, SPIKE("\"rate\": 1000001"),
+		 "routes[0].spike_arrest.rate: must be between 1 and 1000000"},
+		{NULL, SPIKE("\"rate\": 10, \"per\": \"hour\""),
+		 "routes[0].spike_arrest.per: must be second or minute, not 'hour'"},
+		{NULL, SPIKE("\"rate\": 10, \"burst\": 0"),
+		 "routes[0].spike_arrest.burst: must be between 1 and 1000000"},
+		{NULL, SPIKE("\"rate\": 10, \"burst\": 1000001"),
+		 "routes[0].spike_arrest.burst: must be between 1 and 1000000"},
+	};
+#undef ROUTE
+#undef QUOTA
+#undef SPIKE
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		json_t *root = routed_config(), *routes = json_array();
+		if (bad[i].first)
+			json_array_append_new(routes, parse(bad[i].first));
+		json_array_append_new(routes, parse(bad[i].route));
+		set(root, NULL, "routes", routes);
+		expect_error(root, bad[i].err);
+	}
+
+	struct {
+		json_t *routes;
+		const char *err;
+	} shape[] = {
+		{json_object(), "routes: must be an array"},
+		{json_array(), "routes: must not be empty"},
+	};
+	for (size_t i = 0; i < sizeof(shape) / sizeof(shape[0]); i++) {
+		json_t *root = routed_config();
+		set(root, NULL, "routes", shape[i].routes);
+		expect_error(root, shape[i].err);
+	}
+}
+
 /* --- tls files ------------------------------------------------------------------------------- */
 
 static void test_tls_files(void **state)
@@ -851,6 +1350,16 @@ static void test_first_wrong_key_wins(void **state)
 	set(root, NULL, "log_level", json_string("loud"));
 	set(root, NULL, "workers", json_integer(-1));
 	expect_error(root, "workers: must be between 0 and 256 (0: one per CPU)");
+	/* upstream, upstreams, routes, then client_id. */
+	root = routed_config();
+	set(root, NULL, "client_id", json_array());
+	set(root, NULL, "routes", json_array());
+	set(root, "upstreams", "accounts", json_object());
+	expect_error(root, "upstreams.accounts.url: missing");
+	root = routed_config();
+	set(root, NULL, "client_id", json_array());
+	set(root, NULL, "routes", json_array());
+	expect_error(root, "routes: must not be empty");
 	/* Within tls: cert, key, client_ca, crl. */
 	root = full_config();
 	set(root, "tls", "crl", json_string("nope.crl"));
@@ -1199,6 +1708,9 @@ int main(void)
 		cmocka_unit_test(test_relative_paths),
 		cmocka_unit_test(test_upstream_url),
 		cmocka_unit_test(test_upstream_tls),
+		cmocka_unit_test(test_upstreams),
+		cmocka_unit_test(test_routes),
+		cmocka_unit_test(test_route_refusals),
 		cmocka_unit_test(test_tls_files),
 		cmocka_unit_test(test_permission_denied),
 		cmocka_unit_test(test_listen),
