@@ -30,6 +30,12 @@ check good-https "{\"upstream\": {\"url\": \"https://127.0.0.1:9443\", \"ca\": \
 assert_eq 0 "$CHECK_RC" "good https config accepted ($CHECK_OUT)"
 check good-nocrl '{"tls": {"crl": null}}'
 assert_eq 0 "$CHECK_RC" "config without a CRL accepted ($CHECK_OUT)"
+check good-routes '{"upstreams": {"accounts": {"url": "http://127.0.0.1:8081",
+	"circuit_breaker": {"consecutive_failures": 5}}},
+	"routes": [{"prefix": "/accounts", "upstream": "accounts",
+	            "quota": {"limit": 4, "window": "day", "key": "header:x-account-id"}},
+	           {"prefix": "/", "upstream": "default"}]}'
+assert_eq 0 "$CHECK_RC" "config with upstreams and routes accepted ($CHECK_OUT)"
 
 bad upstream-ca "upstream.ca: file not found" "{\"upstream\": {\"url\": \"https://127.0.0.1:9443\",
 	\"ca\": \"$TEST_DIR/missing-ca.pem\", \"cert\": \"$PKI/gateway-qwac.pem\", \"key\": \"$PKI/gateway-qwac.key\"}}"
@@ -45,6 +51,13 @@ bad no-upstream "upstream" '{"upstream": null}'
 bad no-tls "tls" '{"tls": null}'
 bad limits-type "limits.max_header_bytes" '{"limits": {"max_header_bytes": "big"}}'
 bad workers "workers" '{"workers": -1}'
+bad route-upstream "routes[1].upstream: unknown upstream 'acounts'" '{"upstreams": {"accounts":
+	{"url": "http://127.0.0.1:8081"}}, "routes": [{"prefix": "/", "upstream": "default"},
+	{"prefix": "/accounts", "upstream": "acounts"}]}'
+bad route-duplicate "routes[1].prefix: duplicate of routes[0]" '{"routes": [
+	{"prefix": "/accounts", "upstream": "default"}, {"prefix": "/accounts/", "upstream": "default"}]}'
+bad quota-limit "routes[0].quota.limit: must be between 1 and 1000000000" '{"routes": [
+	{"prefix": "/", "upstream": "default", "quota": {"limit": 0, "window": "day"}}]}'
 
 printf '{"listen": [' >"$TEST_DIR/broken.json"
 "$PSD2EDGED" --check-config "$TEST_DIR/broken.json" >/dev/null 2>&1
