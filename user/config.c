@@ -602,7 +602,8 @@ static int parse_url(struct loader *l, struct config_upstream *u, const char *ke
 /* Upstream and quota names: what psd2edgectl and bpftool show, and what routes refer to. */
 static bool name_ok(const char *name)
 {
-	static const char chars[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-";
+	static const char chars[] =
+		"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-";
 	size_t len = strlen(name);
 	return len >= 1 && len <= CONFIG_NAME_MAX && strspn(name, chars) == len;
 }
@@ -681,7 +682,8 @@ static int load_breaker(struct loader *l, json_t *up, const char *up_path,
 	for (size_t i = 0; !b->failure_ratio_pct && i < sizeof(ratio_keys) / sizeof(ratio_keys[0]);
 	     i++)
 		if (json_object_get(obj, ratio_keys[i]))
-			return fail(l, keypath(p, prefix, ratio_keys[i]), "only with failure_ratio");
+			return fail(l, keypath(p, prefix, ratio_keys[i]),
+				    "only with failure_ratio");
 	b->enabled = true;
 	return 0;
 }
@@ -749,7 +751,8 @@ static int load_upstreams(struct loader *l, json_t *root)
 		if (!name_ok(name))
 			return name_fail(l, p);
 		if (upstream_index(cfg, name) >= 0)
-			return fail(l, p, "the name of upstream (the single upstream is named default)");
+			return fail(l, p,
+				    "the name of upstream (the single upstream is named default)");
 		if (!json_is_object(v))
 			return fail(l, p, "must be an object");
 		if (load_upstream_obj(l, v, p, name) < 0)
@@ -869,7 +872,8 @@ static int load_prefix(struct loader *l, json_t *route, const char *route_path,
 	if (n < 0)
 		return fail(l, p, "%s", why);
 	if ((size_t)n != len || memcmp(normal, v, len) != 0)
-		return fail(l, p, "has dot segments: a request for it reads '%.*s'", (int)n, normal);
+		return fail(l, p, "has dot segments: a request for it reads '%.*s'", (int)n,
+			    normal);
 	if (len > 1 && v[len - 1] == '/')
 		len--;
 	memcpy(out, v, len);

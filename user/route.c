@@ -39,7 +39,8 @@ static bool prefix_matches(const char *prefix, const char *path, size_t len)
 				return false;
 			while (j < len && path[j] == '/')
 				j++;
-		} else if (ascii_lower(path_char(path, len, &j)) != ascii_lower((unsigned char)*p)) {
+		} else if (ascii_lower(path_char(path, len, &j)) !=
+			   ascii_lower((unsigned char)*p)) {
 			return false;
 		}
 	}

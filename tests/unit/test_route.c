@@ -104,7 +104,8 @@ static void check_cases(const char *const *prefixes, size_t n_prefixes,
 			continue;
 		}
 		if (c->want && strcmp(c->want, "400") == 0)
-			fail_msg("'%s': normalised to '%.*s', want refused", c->target, (int)n, target);
+			fail_msg("'%s': normalised to '%.*s', want refused", c->target, (int)n,
+				 target);
 		memcpy(target + n, c->target + path_len, len - path_len); /* the query as is */
 		int r = route_match(&cfg, target, (size_t)n + len - path_len);
 		const char *got = r < 0 ? NULL : cfg.routes[r].prefix;
