@@ -91,6 +91,22 @@ static const char *const migrations[] = {
 	" (CAST(substr(cidr, instr(cidr, '/') + 1) AS INTEGER) - 96)"
 	" WHERE cidr LIKE '::ffff:%.%/%';"
 	"DELETE FROM deny WHERE cidr LIKE '::ffff:%.%/%';",
+	/* 4: the checkpoint of the pinned quota map (user/policy_store.c), one row per map entry.
+	 * slot is the entry's index: an entry reused for another counter replaces the row of the
+	 * counter it held, so the table never holds more than the map. */
+	"CREATE TABLE quota_counters ("
+	" name TEXT NOT NULL,"
+	" client_id TEXT NOT NULL,"
+	" key TEXT NOT NULL,"
+	" slot INTEGER UNIQUE NOT NULL CHECK (slot >= 0),"
+	" \"limit\" INTEGER NOT NULL CHECK (\"limit\" >= 0),"
+	" window INTEGER NOT NULL,"
+	" window_seconds INTEGER NOT NULL CHECK (window_seconds >= 0),"
+	" window_start INTEGER NOT NULL,"
+	" count INTEGER NOT NULL CHECK (count >= 0),"
+	" sub BLOB NOT NULL,"
+	" updated INTEGER NOT NULL,"
+	" PRIMARY KEY (name, client_id, key));",
 };
 _Static_assert(sizeof(migrations) / sizeof(migrations[0]) == REGISTRY_SCHEMA_VERSION,
 	       "one migration step per schema version");
@@ -635,6 +651,21 @@ static int audit_add(struct registry *reg, uid_t uid, const char *action, const 
 }
 
 /* --- mutations -------------------------------------------------------------------------- */
+
+int registry_audit_record(struct registry *reg, uid_t uid, const char *action,
+			  const char *client_id, const char *detail, char *err, size_t errlen)
+{
+	size_t action_max = sizeof(((struct registry_audit_entry *)0)->action) - 1;
+	if (!action || !action[0] || strlen(action) > action_max)
+		return set_err(err, errlen, REG_ERR_INVALID, "invalid audit action");
+	if (client_id[0]) {
+		int rc = check_client_id(client_id, err, errlen);
+		if (rc != REG_OK)
+			return rc;
+	}
+	/* One statement: SQLite commits it on its own, durably (synchronous=FULL). */
+	return audit_add(reg, uid, action, client_id, "", detail, err, errlen);
+}
 
 int registry_bind(struct registry *reg, const char *client_id, const struct cert_info *ci,
 		  const char *pem, bool rotate, uid_t uid, uint32_t *slot, char *err, size_t errlen)
@@ -1367,4 +1398,121 @@ out:
 	*out = list;
 	*n = count;
 	return ret;
+}
+
+/* --- quota counters ------------------------------------------------------------------- */
+
+#define QUOTA_COLUMNS                                                                      \
+	"name, client_id, key, slot, \"limit\", window, window_seconds, window_start, count, " \
+	"sub, updated"
+
+static int quota_bind(sqlite3_stmt *st, const struct registry_quota *row)
+{
+	const struct psd2_quota *q = &row->q;
+	int rc = sqlite3_bind_text(st, 1, q->name, -1, SQLITE_STATIC);
+
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_text(st, 2, q->client_id, -1, SQLITE_STATIC);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_text(st, 3, q->key, -1, SQLITE_STATIC);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(st, 4, row->slot);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(st, 5, (int64_t)q->limit);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(st, 6, q->window);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(st, 7, q->window_seconds);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(st, 8, q->window_start);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(st, 9, (int64_t)q->count);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_blob(st, 10, q->sub, sizeof(q->sub), SQLITE_STATIC);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(st, 11, q->updated);
+	return rc;
+}
+
+int registry_quota_save(struct registry *reg, const struct registry_quota *rows, size_t n,
+			char *err, size_t errlen)
+{
+	sqlite3_stmt *st = NULL;
+	int rc = txn_begin(reg, err, errlen);
+
+	if (rc != REG_OK)
+		return rc;
+	/* REPLACE drops every row in the way: the slot's previous counter and this counter's
+	 * row under another slot. */
+	rc = db_check(reg,
+		      sqlite3_prepare_v2(reg->db,
+					 "INSERT OR REPLACE INTO quota_counters (" QUOTA_COLUMNS
+					 ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+					 -1, &st, NULL),
+		      SQLITE_OK, err, errlen);
+	for (size_t i = 0; rc == REG_OK && i < n; i++) {
+		rc = db_check(reg, quota_bind(st, &rows[i]), SQLITE_OK, err, errlen);
+		if (rc == REG_OK)
+			rc = db_check(reg, sqlite3_step(st), SQLITE_DONE, err, errlen);
+		sqlite3_reset(st);
+	}
+	sqlite3_finalize(st);
+	if (rc == REG_OK)
+		rc = txn_commit(reg, err, errlen);
+	if (rc != REG_OK)
+		txn_rollback(reg);
+	return rc;
+}
+
+/* A text column into a fixed field: false when it does not fit whole (a truncated identity
+ * would merge two counters). */
+static bool col_text_fits(sqlite3_stmt *st, int col, char *out, size_t outlen)
+{
+	const unsigned char *s = sqlite3_column_text(st, col);
+	int len = sqlite3_column_bytes(st, col);
+
+	if (!s || len < 0 || (size_t)len >= outlen || strlen((const char *)s) != (size_t)len)
+		return false;
+	memcpy(out, s, (size_t)len + 1);
+	return true;
+}
+
+static bool quota_from_row(sqlite3_stmt *st, struct registry_quota *row)
+{
+	struct psd2_quota *q = &row->q;
+	int64_t slot = sqlite3_column_int64(st, 3);
+
+	memset(row, 0, sizeof(*row));
+	if (!col_text_fits(st, 0, q->name, sizeof(q->name)) || !q->name[0] ||
+	    !col_text_fits(st, 1, q->client_id, sizeof(q->client_id)) ||
+	    !col_text_fits(st, 2, q->key, sizeof(q->key)) || slot < 0 || slot > UINT32_MAX ||
+	    sqlite3_column_bytes(st, 9) != (int)sizeof(q->sub))
+		return false;
+	row->slot = (uint32_t)slot;
+	q->limit = (uint64_t)sqlite3_column_int64(st, 4);
+	q->window = (uint32_t)sqlite3_column_int64(st, 5);
+	q->window_seconds = (uint32_t)sqlite3_column_int64(st, 6);
+	q->window_start = sqlite3_column_int64(st, 7);
+	q->count = (uint64_t)sqlite3_column_int64(st, 8);
+	memcpy(q->sub, sqlite3_column_blob(st, 9), sizeof(q->sub));
+	q->updated = sqlite3_column_int64(st, 10);
+	return true;
+}
+
+int registry_quota_load(struct registry *reg, registry_quota_fn *fn, void *arg)
+{
+	sqlite3_stmt *st = NULL;
+	int rc;
+
+	if (db_prepare(reg, &st, "SELECT " QUOTA_COLUMNS " FROM quota_counters ORDER BY slot", "") !=
+	    SQLITE_OK)
+		return REG_ERR_IO;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		struct registry_quota row;
+
+		if (quota_from_row(st, &row))
+			fn(arg, &row);
+	}
+	sqlite3_finalize(st);
+	return rc == SQLITE_DONE ? REG_OK : REG_ERR_IO;
 }

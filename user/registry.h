@@ -1,7 +1,8 @@
-/* The durable registry: clients, their bound certificates, the deny-list and an audit trail,
- * in SQLite (WAL, synchronous=FULL), plus an in-memory index by thumbprint that the workers
- * read on every request. Every mutation commits before it returns (and only then is
- * acknowledged) and is recorded in the audit trail with the peer uid that made it.
+/* The durable registry: clients, their bound certificates, the deny-list, an audit trail and
+ * the checkpoint of the quota counters, in SQLite (WAL, synchronous=FULL), plus an in-memory
+ * index by thumbprint that the workers read on every request. Every mutation commits before
+ * it returns (and only then is acknowledged) and is recorded in the audit trail with the peer
+ * uid that made it.
  *
  * Threads: mutations and listings run on one thread (the control plane); registry_lookup()
  * may be called from any thread at any time. */
@@ -15,8 +16,9 @@
 #include <sys/types.h>
 
 #include "cert.h"
+#include "psd2edge_abi.h"
 
-#define REGISTRY_SCHEMA_VERSION 3
+#define REGISTRY_SCHEMA_VERSION 4
 #define REGISTRY_CLIENT_ID_MAX 64 /* bytes, printable ASCII without space, '"' or '\' */
 #define REGISTRY_MAX_ACTIVE_CERTS 2 /* one, plus one during a rotation */
 #define REGISTRY_SLOT_MAX 65535 /* highest client slot: the BPF clients map has this + 1 entries */
@@ -91,7 +93,8 @@ struct registry_audit_entry {
 	int64_t id, ts;
 	uid_t uid;
 	char action[32]; /* bind, rotate, unbind, unbind-cert, revoke, deny-add, deny-del,
-			  * limit-set, limit-del, src-rate-set, src-rate-del */
+			  * limit-set, limit-del, src-rate-set, src-rate-del, quota-reset,
+			  * breaker-reset */
 	char client_id[REGISTRY_CLIENT_ID_MAX + 1];
 	char thumb_hex[CERT_THUMB_HEX_LEN + 1]; /* "" when not about one certificate */
 	char detail[256];
@@ -171,6 +174,11 @@ void registry_clients_free(struct registry_client *list, size_t n);
 /* Newest first; client_id NULL for all; at most limit entries. */
 int registry_audit(struct registry *reg, const char *client_id, size_t limit,
 		   struct registry_audit_entry **out, size_t *n);
+/* Records a change to state kept outside the registry (quota counters and breakers live in
+ * pinned BPF maps) in the audit trail: the caller makes the change only once this committed.
+ * client_id "" when the change is about no client. */
+int registry_audit_record(struct registry *reg, uid_t uid, const char *action,
+			  const char *client_id, const char *detail, char *err, size_t errlen);
 
 /* Deny-list: CIDRs stored in the canonical text form of cidr_canonical() ("10.0.0.0/8",
  * "2001:db8::/32"; "::ffff:192.0.2.7" is stored as "192.0.2.7/32"). add and del take any
@@ -178,6 +186,22 @@ int registry_audit(struct registry *reg, const char *client_id, size_t limit,
 int registry_deny_add(struct registry *reg, const char *cidr, uid_t uid, char *err, size_t errlen);
 int registry_deny_del(struct registry *reg, const char *cidr, uid_t uid, char *err, size_t errlen);
 int registry_deny_list(struct registry *reg, char ***out, size_t *n); /* free each and the array */
+
+/* Quota counters: the checkpoint of the pinned `quota` map (user/policy_store.c), one row per
+ * map entry, read back when the map is new (after a reboot). Not audited: a copy, written
+ * every second, of state that lives in the map. */
+struct registry_quota {
+	uint32_t slot;       /* the entry's index in the map */
+	struct psd2_quota q; /* lock is not kept */
+};
+/* Saves the rows in one transaction; each replaces the row of its slot and the row of its
+ * (name, client_id, key). */
+int registry_quota_save(struct registry *reg, const struct registry_quota *rows, size_t n,
+			char *err, size_t errlen);
+/* Calls fn for each stored counter by slot; a row that does not fit struct psd2_quota is
+ * skipped. */
+typedef void registry_quota_fn(void *arg, const struct registry_quota *row);
+int registry_quota_load(struct registry *reg, registry_quota_fn *fn, void *arg);
 
 /* PEMs of every active certificate, for re-verification when the CA bundle or CRL changes. */
 typedef void registry_cert_fn(void *arg, const struct registry_cert *c, const char *pem);

@@ -176,7 +176,7 @@ static void side_text(struct fx *f, const char *sql, char *out, size_t outlen)
 static void test_open_schema(void **state)
 {
 	struct fx *f = *state;
-	char s[64], err[256];
+	char s[128], err[256];
 	struct stat sb;
 
 	char parent[128];
@@ -192,7 +192,8 @@ static void test_open_schema(void **state)
 		  "SELECT group_concat(name, ',') FROM (SELECT name FROM sqlite_master"
 		  " WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name)",
 		  s, sizeof(s));
-	assert_string_equal(s, "audit,certificates,client_limits,clients,deny,settings");
+	assert_string_equal(s, "audit,certificates,client_limits,clients,deny,quota_counters,"
+			       "settings");
 
 	/* Reopening an up-to-date database changes nothing. */
 	reg_reopen(f);
@@ -1098,6 +1099,94 @@ static void test_src_rate(void **state)
 	free(e);
 }
 
+struct quota_rows {
+	struct registry_quota row[8];
+	size_t n;
+};
+
+static void quota_collect(void *arg, const struct registry_quota *row)
+{
+	struct quota_rows *got = arg;
+	assert_true(got->n < sizeof(got->row) / sizeof(got->row[0]));
+	got->row[got->n++] = *row;
+}
+
+static void quota_load(struct fx *f, struct quota_rows *got)
+{
+	got->n = 0;
+	assert_int_equal(registry_quota_load(f->reg, quota_collect, got), REG_OK);
+}
+
+static struct registry_quota quota_row(uint32_t slot, const char *name, const char *client_id,
+				       const char *key, uint64_t count)
+{
+	struct registry_quota r = {.slot = slot};
+	snprintf(r.q.name, sizeof(r.q.name), "%s", name);
+	snprintf(r.q.client_id, sizeof(r.q.client_id), "%s", client_id);
+	snprintf(r.q.key, sizeof(r.q.key), "%s", key);
+	r.q.limit = 4;
+	r.q.window = PSD2_QUOTA_ROLLING;
+	r.q.window_seconds = 3600;
+	r.q.window_start = 1700000000;
+	r.q.count = count;
+	for (unsigned i = 0; i <= PSD2_QUOTA_SUBWINDOWS; i++)
+		r.q.sub[i] = i * 1000003u;
+	r.q.updated = 1700000123;
+	return r;
+}
+
+/* The checkpoint mirrors the map: a row per slot, every field back as saved (lock aside), an
+ * entry reused for another counter replaces its row, a failed save changes nothing. */
+static void test_quota_checkpoint(void **state)
+{
+	struct fx *f = *state;
+	struct quota_rows got;
+	char err[256] = "";
+
+	quota_load(f, &got);
+	assert_int_equal(got.n, 0);
+	struct registry_quota rows[] = {
+		quota_row(0, "ais", "tpp-1", "", 3),
+		quota_row(5, "ais", "tpp-1", "DE89370400440532013000", 1),
+	};
+	rows[0].q.lock = 1;
+	expect(registry_quota_save(f->reg, rows, 2, err, sizeof(err)), REG_OK, err, NULL);
+	reg_reopen(f);
+	quota_load(f, &got);
+	assert_int_equal(got.n, 2);
+	rows[0].q.lock = 0;
+	assert_memory_equal(&got.row[0], &rows[0], sizeof(rows[0]));
+	assert_memory_equal(&got.row[1], &rows[1], sizeof(rows[1]));
+
+	/* Slot 0 now holds another counter; the keyed counter moved to slot 7. */
+	struct registry_quota moved[] = {
+		quota_row(0, "pis", "tpp-2", "", 9),
+		quota_row(7, "ais", "tpp-1", "DE89370400440532013000", 2),
+	};
+	expect(registry_quota_save(f->reg, moved, 2, err, sizeof(err)), REG_OK, err, NULL);
+	quota_load(f, &got);
+	assert_int_equal(got.n, 2);
+	assert_memory_equal(&got.row[0], &moved[0], sizeof(moved[0]));
+	assert_memory_equal(&got.row[1], &moved[1], sizeof(moved[1]));
+
+	/* A row the database refuses (a count beyond INT64_MAX) rolls back the whole save. */
+	struct registry_quota bad[] = {
+		quota_row(1, "ais", "tpp-3", "", 1),
+		quota_row(2, "ais", "tpp-4", "", UINT64_MAX),
+	};
+	expect(registry_quota_save(f->reg, bad, 2, err, sizeof(err)), REG_ERR_IO, err,
+	       "constraint");
+	quota_load(f, &got);
+	assert_int_equal(got.n, 2);
+
+	/* A row whose name does not fit the map's field is not loaded truncated. */
+	side_exec(f, "INSERT INTO quota_counters VALUES ('" /* 64 bytes */
+		     "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa',"
+		     " 'tpp-5', '', 3, 4, 1, 60, 0, 1, zeroblob(68), 0)");
+	quota_load(f, &got);
+	assert_int_equal(got.n, 2);
+}
+
 /* The schema as build 1 created it (never edit: it is what is on disk out there). */
 static const char schema_v1[] =
 	"CREATE TABLE clients ("
@@ -1159,7 +1248,8 @@ static void test_migrate_v1(void **state)
 		  "SELECT group_concat(name, ',') FROM (SELECT name FROM sqlite_master"
 		  " WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name)",
 		  s, sizeof(s));
-	assert_string_equal(s, "audit,certificates,client_limits,clients,deny,settings");
+	assert_string_equal(s, "audit,certificates,client_limits,clients,deny,quota_counters,"
+			       "settings");
 
 	/* Everything kept: the binding (in the index too), the deny-list (its IPv4-mapped
 	 * prefixes as the IPv4 ones they stand for), the audit trail. */
@@ -1214,6 +1304,7 @@ int main(void)
 		T(test_deny),
 		T(test_limits),
 		T(test_src_rate),
+		T(test_quota_checkpoint),
 		T(test_migrate_v1),
 		T(test_concurrent_lookups),
 		T(test_durability_kill9),
