@@ -76,7 +76,7 @@ $(BUILD)/asan/test_%: tests/unit/test_%.c tests/unit/test_%.deps \
 unit: $(UNIT_TESTS) $(BPF_OBJS)
 
 # --- fuzz targets (libFuzzer) ---------------------------------------------------------
-$(BUILD)/fuzz/obj/%.o: user/%.c $(wildcard user/*.h include/*.h) | $(BUILD)/fuzz/obj
+$(BUILD)/fuzz/obj/%.o: user/%.c $(wildcard user/*.h include/*.h) $(BPF_SKELS) | $(BUILD)/fuzz/obj
 	$(CLANG) $(ALL_CFLAGS) $(FUZZ_FLAGS) -c $< -o $@
 
 $(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz_%.deps \

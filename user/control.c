@@ -22,9 +22,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "breaker.h"
 #include "buf.h"
 #include "cidr.h"
+#include "config.h"
 #include "log.h"
+#include "policy_store.h"
+#include "quota.h"
+#include "spinlock.h"
 
 #define CONTROL_AUDIT_DEFAULT 50
 #define CONTROL_AUDIT_MAX 10000
@@ -447,13 +452,14 @@ static json_t *cmd_list(struct request *rq)
 		   : NULL;
 }
 
-static json_t *cmd_show(struct request *rq)
+/* The client named by the client_id field, loaded into *c (free with registry_client_free);
+ * NULL with rq->err set when the field is invalid or the registry has no such client. */
+static const char *known_client_field(struct request *rq, struct registry_client *c)
 {
 	const char *id = client_id_field(rq);
 	if (!id)
 		return NULL;
-	struct registry_client c;
-	int st = registry_get_client(rq->ctx->reg, id, &c);
+	int st = registry_get_client(rq->ctx->reg, id, c);
 	if (st == REG_ERR_NOT_FOUND) {
 		rq_fail(rq, "no such client '%s'", id);
 		return NULL;
@@ -462,6 +468,14 @@ static json_t *cmd_show(struct request *rq)
 		rq_fail_reg(rq, st, NULL);
 		return NULL;
 	}
+	return id;
+}
+
+static json_t *cmd_show(struct request *rq)
+{
+	struct registry_client c;
+	if (!known_client_field(rq, &c))
+		return NULL;
 	json_t *o = registry_client_json(&c);
 	if (o && rq->ctx->hooks.fill_client)
 		rq->ctx->hooks.fill_client(rq->ctx->hooks.arg, c.slot, o);
@@ -673,6 +687,214 @@ static json_t *cmd_stats(struct request *rq)
 	return o;
 }
 
+/* --- quota counters and circuit breakers (the pinned maps, through the policy store) ---- */
+
+static struct policy_store *policy_store_of(struct request *rq)
+{
+	if (!rq->ctx->policy)
+		rq_fail(rq, "no quota/breaker state: bpf.pin_dir is not set");
+	return rq->ctx->policy;
+}
+
+/* The optional key field (a quota key value, "" for the counters per client_id only); *key
+ * NULL for every key. */
+static int quota_key_field(struct request *rq, const char **key)
+{
+	*key = str_field(rq, "key");
+	if (*key && strlen(*key) > CONFIG_QUOTA_KEY_MAX) {
+		rq_fail(rq, "invalid key: a quota key value has at most %d bytes",
+			CONFIG_QUOTA_KEY_MAX);
+		return -1;
+	}
+	return 0;
+}
+
+static const char *quota_window_name(uint32_t window)
+{
+	switch (window) {
+	case PSD2_QUOTA_MINUTE: return "minute";
+	case PSD2_QUOTA_HOUR: return "hour";
+	case PSD2_QUOTA_DAY: return "day";
+	case PSD2_QUOTA_ROLLING: return "rolling";
+	default: return "unknown";
+	}
+}
+
+/* Copies of the counters a quota_each visit saw, each taken under its entry's lock. */
+struct quota_copies {
+	struct psd2_quota *q;
+	size_t n, cap;
+	bool oom;
+};
+
+static void quota_copy(struct psd2_quota *q, void *arg)
+{
+	struct quota_copies *c = arg;
+	if (c->n == c->cap) {
+		size_t cap = c->cap ? c->cap * 2 : 16;
+		struct psd2_quota *grown = realloc(c->q, cap * sizeof(*grown));
+		if (!grown) {
+			c->oom = true;
+			return;
+		}
+		c->q = grown;
+		c->cap = cap;
+	}
+	struct psd2_quota *copy = &c->q[c->n++];
+	spin_lock(&q->lock);
+	*copy = *q;
+	spin_unlock(&q->lock);
+	/* Text read from shared memory: bounded before it is used as strings. */
+	copy->name[sizeof(copy->name) - 1] = '\0';
+	copy->client_id[sizeof(copy->client_id) - 1] = '\0';
+	copy->key[sizeof(copy->key) - 1] = '\0';
+}
+
+static int quota_order(const void *a, const void *b)
+{
+	const struct psd2_quota *x = a, *y = b;
+	int r = strcmp(x->name, y->name);
+	return r ? r : strcmp(x->key, y->key);
+}
+
+/* A counter as quota_peek sees it at now, judged by the rule written into the entry when it
+ * was last counted: the configuration may no longer name the quota. */
+static json_t *quota_json(const struct psd2_quota *q, int64_t now)
+{
+	struct quota_rule rule = {
+		.limit = q->limit, .window = q->window, .window_seconds = q->window_seconds};
+	struct quota_state st;
+	quota_peek(q, &rule, now, &st);
+	return json_pack("{s:o, s:o, s:o, s:I, s:s, s:I, s:I, s:I, s:I, s:o}", "name",
+			 json_text(q->name), "client_id", json_text(q->client_id), "key",
+			 json_text(q->key), "limit", (json_int_t)st.limit,
+			 "window", quota_window_name(q->window), "window_seconds",
+			 (json_int_t)q->window_seconds, "used", (json_int_t)st.used, "remaining",
+			 (json_int_t)st.remaining, "reset_in", (json_int_t)st.reset, "reset_at",
+			 json_time(now + st.reset));
+}
+
+static json_t *cmd_quota_show(struct request *rq)
+{
+	struct policy_store *ps = policy_store_of(rq);
+	struct registry_client c;
+	const char *key, *id;
+	if (!ps || quota_key_field(rq, &key) < 0 || !(id = known_client_field(rq, &c)))
+		return NULL;
+	registry_client_free(&c);
+	struct quota_copies copies = {0};
+	policy_store_quota_each(ps, id, key, quota_copy, &copies);
+	json_t *arr = copies.oom ? NULL : json_array();
+	if (arr && copies.n) {
+		qsort(copies.q, copies.n, sizeof(*copies.q), quota_order);
+		int64_t now = time(NULL);
+		for (size_t i = 0; i < copies.n; i++) {
+			/* Allocated for a request that has not counted yet: no rule to judge by. */
+			if (!copies.q[i].window_seconds)
+				continue;
+			json_array_append_new(arr, quota_json(&copies.q[i], now));
+		}
+	}
+	free(copies.q);
+	return arr;
+}
+
+/* Zeroes a counter; counts it in *arg when quota-show would list it (it was counted in). */
+static void quota_zero(struct psd2_quota *q, void *arg)
+{
+	size_t *n = arg;
+	spin_lock(&q->lock);
+	if (q->window_seconds)
+		(*n)++;
+	quota_clear(q);
+	spin_unlock(&q->lock);
+}
+
+static json_t *cmd_quota_reset(struct request *rq)
+{
+	struct policy_store *ps = policy_store_of(rq);
+	struct registry_client c;
+	const char *key, *id;
+	if (!ps || quota_key_field(rq, &key) < 0 || !(id = known_client_field(rq, &c)))
+		return NULL;
+	registry_client_free(&c);
+	char detail[CONFIG_QUOTA_KEY_MAX + 64], err[256] = "";
+	if (key)
+		snprintf(detail, sizeof(detail), "quota counters of key '%s'", key);
+	else
+		snprintf(detail, sizeof(detail), "every quota counter");
+	int st = registry_audit_record(rq->ctx->reg, rq->uid, "quota-reset", id, detail, err,
+				       sizeof(err));
+	if (st != REG_OK) {
+		rq_fail_reg(rq, st, err);
+		return NULL;
+	}
+	size_t n = 0;
+	policy_store_quota_each(ps, id, key, quota_zero, &n);
+	return json_pack("{s:s, s:o, s:I}", "client_id", id, "key",
+			 key ? json_string(key) : json_null(), "reset", (json_int_t)n);
+}
+
+/* A consistent copy of a breaker entry (the workers change it under its lock). */
+static struct psd2_breaker breaker_copy(struct psd2_breaker *b)
+{
+	spin_lock(&b->lock);
+	struct psd2_breaker copy = *b;
+	spin_unlock(&b->lock);
+	return copy;
+}
+
+static json_t *cmd_breaker_list(struct request *rq)
+{
+	struct policy_store *ps = policy_store_of(rq);
+	if (!ps)
+		return NULL;
+	json_t *arr = json_array();
+	for (unsigned i = 0; arr && i < rq->ctx->n_upstreams; i++) {
+		struct psd2_breaker b = breaker_copy(policy_store_breaker(ps, i));
+		json_array_append_new(
+			arr, json_pack("{s:s, s:s, s:I, s:I, s:I, s:o, s:I, s:I}", "name",
+				       rq->ctx->upstreams[i].name, "state", breaker_state_name(b.state),
+				       "consecutive_failures", (json_int_t)b.consecutive_failures,
+				       "window_requests", (json_int_t)b.window_requests,
+				       "window_failures", (json_int_t)b.window_failures, "opened_at",
+				       b.opened_at_ms ? json_time(b.opened_at_ms / 1000) : json_null(),
+				       "opened_total", (json_int_t)b.opened_total, "rejected_total",
+				       (json_int_t)b.rejected_total));
+	}
+	return arr;
+}
+
+static json_t *cmd_breaker_reset(struct request *rq)
+{
+	struct policy_store *ps = policy_store_of(rq);
+	if (!ps)
+		return NULL;
+	const char *name = str_field(rq, "upstream");
+	unsigned i = 0;
+	while (i < rq->ctx->n_upstreams && strcmp(rq->ctx->upstreams[i].name, name) != 0)
+		i++;
+	if (i == rq->ctx->n_upstreams) {
+		char e[CONTROL_ECHO_MAX + 8];
+		echo_text(name, e, sizeof(e));
+		rq_fail(rq, "no such upstream '%s'", e);
+		return NULL;
+	}
+	struct psd2_breaker *b = policy_store_breaker(ps, i);
+	const char *was = breaker_state_name(breaker_copy(b).state);
+	char detail[CONFIG_NAME_MAX + 64], err[256] = "";
+	snprintf(detail, sizeof(detail), "upstream %s (was %s)", name, was);
+	int st = registry_audit_record(rq->ctx->reg, rq->uid, "breaker-reset", "", detail, err,
+				       sizeof(err));
+	if (st != REG_OK) {
+		rq_fail_reg(rq, st, err);
+		return NULL;
+	}
+	breaker_reset(b);
+	return json_pack("{s:s, s:s, s:s}", "upstream", name, "state",
+			 breaker_state_name(PSD2_BREAKER_CLOSED), "was", was);
+}
+
 static const struct command commands[] = {
 	{"bind", CONTROL_ACCESS_WRITE, cmd_bind,
 	 {{"client_id", F_STRING, true}, {"cert_pem", F_STRING, true}, {"rotate", F_BOOL, false}}},
@@ -695,6 +917,12 @@ static const struct command commands[] = {
 	 {{"per_sec", F_INT, true}, {"burst", F_INT, true}}},
 	{"src-rate-del", CONTROL_ACCESS_WRITE, cmd_src_rate_del, {{0}}},
 	{"stats", CONTROL_ACCESS_READ, cmd_stats, {{0}}},
+	{"quota-show", CONTROL_ACCESS_READ, cmd_quota_show,
+	 {{"client_id", F_STRING, true}, {"key", F_STRING, false}}},
+	{"quota-reset", CONTROL_ACCESS_WRITE, cmd_quota_reset,
+	 {{"client_id", F_STRING, true}, {"key", F_STRING, false}}},
+	{"breaker-list", CONTROL_ACCESS_READ, cmd_breaker_list, {{0}}},
+	{"breaker-reset", CONTROL_ACCESS_WRITE, cmd_breaker_reset, {{"upstream", F_STRING, true}}},
 };
 
 static const char *const type_names[] = {"a string", "a boolean", "an integer"};

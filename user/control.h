@@ -49,16 +49,25 @@ struct control_hooks {
 	void (*fill_client)(void *arg, uint32_t slot, json_t *obj);
 };
 
+struct policy_store;
+struct config_upstream;
+
 struct control_ctx {
 	struct registry *reg;
 	struct cert_store *trust; /* client CA bundle + CRL: a bound certificate must chain to it */
 	struct control_hooks hooks;
+	/* Quota counters and circuit breakers (quota show/reset, breaker list/reset); NULL when
+	 * bpf.pin_dir is not set, and those commands are refused. */
+	struct policy_store *policy;
+	const struct config_upstream *upstreams; /* the breakers' upstreams: the store's indexes */
+	unsigned n_upstreams;
 };
 
 /* What a peer may do. Ordered: each level may do everything the ones below may. */
 enum control_access {
 	CONTROL_ACCESS_NONE,  /* refused at connect */
-	CONTROL_ACCESS_READ,  /* the commands that change nothing: list, show, audit, deny-list, stats */
+	CONTROL_ACCESS_READ,  /* the commands that change nothing: list, show, audit, deny-list,
+			       * stats, quota-show, breaker-list */
 	CONTROL_ACCESS_WRITE, /* every command */
 };
 

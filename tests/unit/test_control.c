@@ -20,14 +20,21 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "breaker.h"
 #include "control.h"
 #include "ctl_client.h"
+#include "policy_store.h"
+#include "precondition.h"
+#include "quota.h"
+#include "spinlock.h"
 #include "testpki.h"
 
 /* --- a throwaway PKI ---------------------------------------------------------------------- */
@@ -128,6 +135,9 @@ struct rec_event {
 struct fixture {
 	char dir[64];
 	char db[128];
+	char bpffs[96];    /* store fixture: a bpffs of its own, in a private mount namespace */
+	char pin_dir[128];
+	struct config cfg; /* store fixture: pin_dir and the upstreams */
 	struct control_ctx ctx;
 	struct rec_event ev[32];
 	int n_ev;
@@ -259,7 +269,8 @@ static char *snapshot(struct fixture *fx)
 	int saved = fx->n_ev;
 	json_t *l = ok(fx, json_pack("{s:s}", "cmd", "list"));
 	json_t *d = ok(fx, json_pack("{s:s}", "cmd", "deny-list"));
-	json_t *all = json_pack("{s:o, s:o}", "list", l, "deny", d);
+	json_t *a = ok(fx, json_pack("{s:s, s:i}", "cmd", "audit", "limit", 10000));
+	json_t *all = json_pack("{s:o, s:o, s:o}", "list", l, "deny", d, "audit", a);
 	char *s = json_dumps(all, JSON_COMPACT | JSON_SORT_KEYS);
 	json_decref(all);
 	assert_int_equal(fx->n_ev, saved);
@@ -1299,6 +1310,341 @@ static void test_socket_dir_checks(void **state)
 	assert_non_null(strstr(err, "must be absolute"));
 }
 
+/* --- quota counters and circuit breakers ------------------------------------------------------ */
+
+#define STORE_ABSENT "no quota/breaker state: bpf.pin_dir is not set"
+
+/* Without bpf.pin_dir there is no policy store: the four commands are refused and change
+ * nothing; a reader is still refused a reset for its access first. */
+static void test_policy_absent(void **state)
+{
+	struct fixture *fx = *state;
+	bind_ok(fx, "tpp-a", GOOD1, -1);
+	const char *const lines[] = {
+		"{\"cmd\":\"quota-show\",\"client_id\":\"tpp-a\"}",
+		"{\"cmd\":\"quota-reset\",\"client_id\":\"tpp-a\",\"key\":\"acc-1\"}",
+		"{\"cmd\":\"breaker-list\"}",
+		"{\"cmd\":\"breaker-reset\",\"upstream\":\"default\"}",
+	};
+	for (size_t i = 0; i < sizeof(lines) / sizeof(lines[0]); i++)
+		refused_line(fx, lines[i], STORE_ABSENT);
+	refused_line_as(fx, lines[0], CONTROL_ACCESS_READ, STORE_ABSENT);
+	refused_line_as(fx, lines[1], CONTROL_ACCESS_READ, "permission denied: quota-reset");
+	refused_line_as(fx, lines[3], CONTROL_ACCESS_READ, "permission denied: breaker-reset");
+}
+
+static const struct config_breaker accounts_breaker = {
+	.enabled = true, .consecutive_failures = 2, .window_ms = 10000, .min_requests = 10,
+	.cooldown_ms = 3600000, .probes = 1};
+
+/* fx_setup plus a policy store on a bpffs of the test's own (a private mount namespace, as in
+ * test_dataplane), with two upstreams: "default" without a breaker and "accounts" with one. */
+static int store_setup(void **state)
+{
+	static bool unshared;
+	fx_setup(state);
+	struct fixture *fx = *state;
+	if (geteuid() != 0)
+		return 0; /* the test reports the missing precondition */
+	if (!unshared) {
+		if (unshare(CLONE_NEWNS) || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL))
+			return 0;
+		unshared = true;
+	}
+	snprintf(fx->bpffs, sizeof(fx->bpffs), "%s/bpf", fx->dir);
+	snprintf(fx->pin_dir, sizeof(fx->pin_dir), "%s/psd2edge", fx->bpffs);
+	fx->cfg.bpf.pin_dir = fx->pin_dir;
+	fx->cfg.n_upstreams = 2;
+	snprintf(fx->cfg.upstreams[0].name, sizeof(fx->cfg.upstreams[0].name), "default");
+	snprintf(fx->cfg.upstreams[1].name, sizeof(fx->cfg.upstreams[1].name), "accounts");
+	fx->cfg.upstreams[1].breaker = accounts_breaker;
+	char err[256] = "";
+	if (policy_store_open(&fx->cfg, fx->ctx.reg, &fx->ctx.policy, err, sizeof(err)) < 0) {
+		print_message("policy_store_open: %s\n", err);
+		return 0;
+	}
+	fx->ctx.upstreams = fx->cfg.upstreams;
+	fx->ctx.n_upstreams = fx->cfg.n_upstreams;
+	return 0;
+}
+
+static int store_teardown(void **state)
+{
+	struct fixture *fx = *state;
+	policy_store_close(fx->ctx.policy);
+	if (fx->bpffs[0]) {
+		umount2(fx->bpffs, MNT_DETACH);
+		rmdir(fx->bpffs);
+	}
+	return fx_teardown(state);
+}
+
+static void need_store(struct fixture *fx)
+{
+	if (!fx->ctx.policy)
+		precondition_missing("root, a private mount namespace and bpffs for the policy store");
+}
+
+/* Counts n requests of client_id (key) against quota name under rule r, as a worker would. */
+static void count(struct fixture *fx, const char *name, const char *client_id, const char *key,
+		  const struct quota_rule *r, int n)
+{
+	struct psd2_quota *q = policy_store_quota(fx->ctx.policy, name, client_id, key, true);
+	assert_non_null(q);
+	for (int i = 0; i < n; i++) {
+		struct quota_state st;
+		spin_lock(&q->lock);
+		bool taken = quota_take(q, r, time(NULL), &st);
+		spin_unlock(&q->lock);
+		assert_true(taken);
+	}
+}
+
+static json_t *quota_show(struct fixture *fx, const char *client_id, const char *key)
+{
+	json_t *req = json_pack("{s:s, s:s}", "cmd", "quota-show", "client_id", client_id);
+	if (key)
+		json_object_set_new(req, "key", json_string(key));
+	json_t *r = ok(fx, req);
+	assert_true(json_is_array(r));
+	return r;
+}
+
+/* "name/key used" of every counter quota-show lists, in its order, space-separated. */
+static char *quota_used(struct fixture *fx, const char *client_id, const char *key)
+{
+	json_t *arr = quota_show(fx, client_id, key), *q;
+	char *out = calloc(1, 1024);
+	assert_non_null(out);
+	size_t i, len = 0;
+	json_array_foreach(arr, i, q) {
+		len += (size_t)snprintf(out + len, 1024 - len, "%s%s/%s %" JSON_INTEGER_FORMAT,
+					i ? " " : "", json_string_value(json_object_get(q, "name")),
+					json_string_value(json_object_get(q, "key")),
+					json_integer_value(json_object_get(q, "used")));
+		assert_true(len < 1024);
+	}
+	json_decref(arr);
+	return out;
+}
+
+static void assert_quota_used(struct fixture *fx, const char *client_id, const char *key,
+			      const char *want)
+{
+	char *got = quota_used(fx, client_id, key);
+	assert_string_equal(got, want);
+	free(got);
+}
+
+/* The newest audit entry: action, client_id and detail. */
+static void assert_last_audit(struct fixture *fx, const char *action, const char *client_id,
+			      const char *detail)
+{
+	json_t *r = ok(fx, json_pack("{s:s, s:i}", "cmd", "audit", "limit", 1));
+	json_t *e = json_array_get(json_object_get(r, "entries"), 0);
+	assert_non_null(e);
+	assert_string_equal(json_string_value(json_object_get(e, "action")), action);
+	assert_string_equal(json_string_value(json_object_get(e, "client_id")), client_id);
+	assert_string_equal(json_string_value(json_object_get(e, "detail")), detail);
+	json_decref(r);
+}
+
+static void test_quota_commands(void **state)
+{
+	struct fixture *fx = *state;
+	need_store(fx);
+	bind_ok(fx, "tpp-a", GOOD1, -1);
+	bind_ok(fx, "tpp-b", GOOD2, -1);
+	refused_line(fx, "{\"cmd\":\"quota-show\",\"client_id\":\"nobody\"}",
+		     "no such client 'nobody'");
+	refused_line(fx, "{\"cmd\":\"quota-reset\",\"client_id\":\"nobody\"}",
+		     "no such client 'nobody'");
+	assert_quota_used(fx, "tpp-a", NULL, "");
+
+	/* A rolling window of 30 days keeps every count of the test; a UTC day may end during it,
+	 * so the daily counter's used is only checked against its remaining. */
+	const struct quota_rule rolling = {.limit = 5, .window = PSD2_QUOTA_ROLLING,
+					   .window_seconds = 30 * 86400};
+	const struct quota_rule daily = {.limit = 4, .window = PSD2_QUOTA_DAY, .window_seconds = 86400};
+	count(fx, "psu", "tpp-a", "", &rolling, 2);
+	count(fx, "ais", "tpp-a", "acc-2", &rolling, 3);
+	count(fx, "ais", "tpp-a", "acc-1", &rolling, 1);
+	count(fx, "daily", "tpp-a", "", &daily, 1);
+	count(fx, "ais", "tpp-b", "acc-1", &rolling, 1);
+	/* Allocated for a request that has not counted yet: nothing to show or reset. */
+	assert_non_null(policy_store_quota(fx->ctx.policy, "ais", "tpp-a", "acc-3", true));
+
+	const struct {
+		const char *name, *key, *window;
+		json_int_t limit, window_seconds, used; /* used -1: the daily one */
+	} rows[] = {
+		{"ais", "acc-1", "rolling", 5, 30 * 86400, 1},
+		{"ais", "acc-2", "rolling", 5, 30 * 86400, 3},
+		{"daily", "", "day", 4, 86400, -1},
+		{"psu", "", "rolling", 5, 30 * 86400, 2},
+	};
+	json_t *arr = quota_show(fx, "tpp-a", NULL), *q;
+	assert_int_equal(json_array_size(arr), sizeof(rows) / sizeof(rows[0]));
+	size_t i;
+	json_array_foreach(arr, i, q) {
+		assert_string_equal(json_string_value(json_object_get(q, "name")), rows[i].name);
+		assert_string_equal(json_string_value(json_object_get(q, "client_id")), "tpp-a");
+		assert_string_equal(json_string_value(json_object_get(q, "key")), rows[i].key);
+		assert_string_equal(json_string_value(json_object_get(q, "window")), rows[i].window);
+		assert_int_equal(json_integer_value(json_object_get(q, "limit")), rows[i].limit);
+		assert_int_equal(json_integer_value(json_object_get(q, "window_seconds")),
+				 rows[i].window_seconds);
+		json_int_t used = json_integer_value(json_object_get(q, "used"));
+		json_int_t remaining = json_integer_value(json_object_get(q, "remaining"));
+		json_int_t reset_in = json_integer_value(json_object_get(q, "reset_in"));
+		if (rows[i].used >= 0)
+			assert_int_equal(used, rows[i].used);
+		assert_int_equal(used + remaining, rows[i].limit);
+		/* A rolling window frees its oldest sub-window whole, up to one after its end. */
+		assert_true(reset_in >= 1 &&
+			    reset_in <= rows[i].window_seconds +
+						rows[i].window_seconds / PSD2_QUOTA_SUBWINDOWS);
+		assert_true(json_is_string(json_object_get(q, "reset_at")));
+		assert_int_equal(json_object_size(q), 10);
+	}
+	json_decref(arr);
+
+	/* --key selects one key value; "" the counters per client_id alone. */
+	assert_quota_used(fx, "tpp-a", "acc-2", "ais/acc-2 3");
+	assert_quota_used(fx, "tpp-a", "zzz", "");
+	assert_quota_used(fx, "tpp-b", NULL, "ais/acc-1 1");
+	char *per_client = quota_used(fx, "tpp-a", "");
+	assert_non_null(strstr(per_client, "daily/ "));
+	assert_non_null(strstr(per_client, "psu/ 2"));
+	free(per_client);
+	char long_key[CONFIG_QUOTA_KEY_MAX + 2];
+	memset(long_key, 'k', sizeof(long_key) - 1);
+	long_key[sizeof(long_key) - 1] = '\0';
+	refused(fx, json_pack("{s:s, s:s, s:s}", "cmd", "quota-reset", "client_id", "tpp-a", "key",
+			      long_key),
+		"invalid key: a quota key value has at most 128 bytes");
+	refused_line(fx, "{\"cmd\":\"quota-reset\",\"client_id\":\"tpp-a\",\"key\":1}",
+		     "field key must be a string");
+
+	/* A reader may look, not reset; a refused reset changes no counter. */
+	const char *reset_acc2 = "{\"cmd\":\"quota-reset\",\"client_id\":\"tpp-a\",\"key\":\"acc-2\"}";
+	json_t *r = call_as(fx, "{\"cmd\":\"quota-show\",\"client_id\":\"tpp-a\"}",
+			    CONTROL_ACCESS_READ);
+	assert_true(json_is_true(json_object_get(r, "ok")));
+	json_decref(r);
+	refused_line_as(fx, reset_acc2, CONTROL_ACCESS_READ,
+			"permission denied: quota-reset changes state");
+	assert_quota_used(fx, "tpp-a", "acc-2", "ais/acc-2 3");
+
+	r = ok(fx, json_loads(reset_acc2, 0, NULL));
+	assert_int_equal(json_integer_value(json_object_get(r, "reset")), 1);
+	assert_string_equal(json_string_value(json_object_get(r, "key")), "acc-2");
+	assert_string_equal(json_string_value(json_object_get(r, "client_id")), "tpp-a");
+	json_decref(r);
+	assert_last_audit(fx, "quota-reset", "tpp-a", "quota counters of key 'acc-2'");
+	assert_quota_used(fx, "tpp-a", "acc-2", "ais/acc-2 0");
+	assert_quota_used(fx, "tpp-a", "acc-1", "ais/acc-1 1");
+	assert_quota_used(fx, "tpp-b", NULL, "ais/acc-1 1");
+
+	r = ok(fx, json_pack("{s:s, s:s}", "cmd", "quota-reset", "client_id", "tpp-a"));
+	assert_int_equal(json_integer_value(json_object_get(r, "reset")), 4);
+	assert_true(json_is_null(json_object_get(r, "key")));
+	json_decref(r);
+	assert_last_audit(fx, "quota-reset", "tpp-a", "every quota counter");
+	assert_quota_used(fx, "tpp-a", NULL, "ais/acc-1 0 ais/acc-2 0 daily/ 0 psu/ 0");
+	assert_quota_used(fx, "tpp-b", NULL, "ais/acc-1 1");
+	assert_int_equal(fx->n_ev, 2); /* the two binds: the maps are changed directly */
+}
+
+static json_t *breaker_row(json_t *list, const char *name)
+{
+	size_t i;
+	json_t *b;
+	json_array_foreach(list, i, b)
+		if (strcmp(json_string_value(json_object_get(b, "name")), name) == 0)
+			return b;
+	fail_msg("breaker-list has no row %s", name);
+	return NULL;
+}
+
+static void test_breaker_commands(void **state)
+{
+	struct fixture *fx = *state;
+	need_store(fx);
+	json_t *list = ok(fx, json_pack("{s:s}", "cmd", "breaker-list"));
+	assert_int_equal(json_array_size(list), 2);
+	/* In the configuration's order. */
+	assert_string_equal(json_string_value(json_object_get(json_array_get(list, 0), "name")),
+			    "default");
+	assert_string_equal(json_string_value(json_object_get(json_array_get(list, 1), "name")),
+			    "accounts");
+	json_decref(list);
+
+	/* Two failures in a row open "accounts"; one more request is refused while open. */
+	struct psd2_breaker *b = policy_store_breaker(fx->ctx.policy, 1);
+	uint32_t retry = 0;
+	int64_t now_ms = (int64_t)time(NULL) * 1000;
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(breaker_admit(b, &accounts_breaker, now_ms, &retry), BREAKER_PASS);
+		breaker_record(b, &accounts_breaker, false, true, now_ms);
+	}
+	assert_int_equal(breaker_admit(b, &accounts_breaker, now_ms, &retry), BREAKER_REFUSE);
+
+	const struct breaker_want {
+		const char *name, *state;
+		json_int_t failures, opened_total, rejected_total;
+		bool opened_at;
+	} before[] = {
+		{"default", "closed", 0, 0, 0, false},
+		{"accounts", "open", 2, 1, 1, true},
+	}, after[] = {
+		{"default", "closed", 0, 0, 0, false},
+		{"accounts", "closed", 0, 1, 1, false}, /* totals kept */
+	};
+	for (int round = 0; round < 2; round++) {
+		list = ok(fx, json_pack("{s:s}", "cmd", "breaker-list"));
+		for (size_t i = 0; i < 2; i++) {
+			const struct breaker_want *want = round ? &after[i] : &before[i];
+			json_t *row = breaker_row(list, want->name);
+			assert_string_equal(json_string_value(json_object_get(row, "state")),
+					    want->state);
+			assert_int_equal(json_integer_value(json_object_get(row, "consecutive_failures")),
+					 want->failures);
+			assert_int_equal(json_integer_value(json_object_get(row, "opened_total")),
+					 want->opened_total);
+			assert_int_equal(json_integer_value(json_object_get(row, "rejected_total")),
+					 want->rejected_total);
+			assert_true(want->opened_at ? json_is_string(json_object_get(row, "opened_at"))
+						    : json_is_null(json_object_get(row, "opened_at")));
+			assert_true(json_is_integer(json_object_get(row, "window_requests")));
+			assert_true(json_is_integer(json_object_get(row, "window_failures")));
+			assert_int_equal(json_object_size(row), 8);
+		}
+		json_decref(list);
+		if (round)
+			break;
+
+		json_t *r = call_as(fx, "{\"cmd\":\"breaker-list\"}", CONTROL_ACCESS_READ);
+		assert_true(json_is_true(json_object_get(r, "ok")));
+		json_decref(r);
+		const char *reset = "{\"cmd\":\"breaker-reset\",\"upstream\":\"accounts\"}";
+		refused_line_as(fx, reset, CONTROL_ACCESS_READ,
+				"permission denied: breaker-reset changes state");
+		refused_line(fx, "{\"cmd\":\"breaker-reset\",\"upstream\":\"nope\"}",
+			     "no such upstream 'nope'");
+		refused_line(fx, "{\"cmd\":\"breaker-reset\"}", "missing field upstream");
+		assert_int_equal(b->state, PSD2_BREAKER_OPEN); /* the refusals left it open */
+		r = ok(fx, json_loads(reset, 0, NULL));
+		assert_string_equal(json_string_value(json_object_get(r, "upstream")), "accounts");
+		assert_string_equal(json_string_value(json_object_get(r, "state")), "closed");
+		assert_string_equal(json_string_value(json_object_get(r, "was")), "open");
+		json_decref(r);
+		assert_last_audit(fx, "breaker-reset", "", "upstream accounts (was open)");
+	}
+	assert_int_equal(breaker_admit(b, &accounts_breaker, now_ms, &retry), BREAKER_PASS);
+	assert_int_equal(fx->n_ev, 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1315,6 +1661,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_socket_group_and_stale, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_socket_peer_groups, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_socket_dir_checks, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_policy_absent, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_quota_commands, store_setup, store_teardown),
+		cmocka_unit_test_setup_teardown(test_breaker_commands, store_setup, store_teardown),
 	};
 	return cmocka_run_group_tests(tests, pki_setup, pki_teardown);
 }
