@@ -38,6 +38,7 @@ struct args {
 	const char *limit;
 	const char *pps, *bps, *burst, *burst_bytes, *per_sec; /* limit set / limit src */
 	bool src_default;
+	const char *key; /* quota show / reset */
 };
 
 enum opt_kind { OPT_FLAG, OPT_VALUE };
@@ -317,6 +318,13 @@ static int build_limit_src(const struct args *a, json_t *req)
 	return 0;
 }
 
+static int build_quota(const struct args *a, json_t *req)
+{
+	if (a->key)
+		json_object_set_new(req, "key", json_string(a->key));
+	return 0;
+}
+
 /* --- result printers ------------------------------------------------------------------- */
 
 /* "pps 100, bps 0, burst 10, burst_bytes 0" for a limit object, "default" for null. */
@@ -544,6 +552,80 @@ static void print_deny_list(const struct args *a, json_t *r)
 	}
 }
 
+/* Nothing at all for no counters: a script tests the output for emptiness. */
+static void print_quota_show(const struct args *a, json_t *r)
+{
+	(void)a;
+	if (!json_array_size(r))
+		return;
+	static const char *const hdr[] = {"NAME", "KEY",       "LIMIT",     "WINDOW",
+					  "USED", "REMAINING", "RESETS_IN", "RESETS_AT"};
+	struct table t = {.ncols = 8};
+	table_header(&t, hdr);
+	size_t i;
+	json_t *q;
+	json_array_foreach(r, i, q) {
+		const char *key = jstr(q, "key");
+		char window[48], reset[32];
+		if (strcmp(jstr(q, "window"), "rolling") == 0)
+			snprintf(window, sizeof(window), "rolling %" JSON_INTEGER_FORMAT "s",
+				 json_integer_value(json_object_get(q, "window_seconds")));
+		else
+			snprintf(window, sizeof(window), "%s", jstr(q, "window"));
+		snprintf(reset, sizeof(reset), "%" JSON_INTEGER_FORMAT "s",
+			 json_integer_value(json_object_get(q, "reset_in")));
+		char *row[] = {jval(q, "name"),      clean(*key ? key : "-"), jval(q, "limit"),
+			       clean(window),        jval(q, "used"),         jval(q, "remaining"),
+			       clean(reset),         jval(q, "reset_at")};
+		table_row(&t, row);
+	}
+	table_print(&t);
+}
+
+static void print_quota_reset(const struct args *a, json_t *r)
+{
+	(void)a;
+	json_int_t n = json_integer_value(json_object_get(r, "reset"));
+	char *id = jval(r, "client_id");
+	json_t *key = json_object_get(r, "key");
+	char *k = json_is_string(key) ? jval(r, "key") : NULL;
+	printf("reset %" JSON_INTEGER_FORMAT " quota counter%s of %s%s%s\n", n, n == 1 ? "" : "s",
+	       id, k ? " with key " : "", k ? k : "");
+	free(id), free(k);
+}
+
+static void print_breaker_list(const struct args *a, json_t *r)
+{
+	(void)a;
+	static const char *const hdr[] = {"UPSTREAM",        "STATE",     "FAILURES",
+					  "WINDOW_REQUESTS", "WINDOW_FAILURES", "OPENED_AT",
+					  "OPENED_TOTAL",    "REJECTED_TOTAL"};
+	struct table t = {.ncols = 8};
+	table_header(&t, hdr);
+	size_t i;
+	json_t *b;
+	json_array_foreach(r, i, b) {
+		char *row[] = {jval(b, "name"),
+			       jval(b, "state"),
+			       jval(b, "consecutive_failures"),
+			       jval(b, "window_requests"),
+			       jval(b, "window_failures"),
+			       jval(b, "opened_at"),
+			       jval(b, "opened_total"),
+			       jval(b, "rejected_total")};
+		table_row(&t, row);
+	}
+	table_print(&t);
+}
+
+static void print_breaker_reset(const struct args *a, json_t *r)
+{
+	(void)a;
+	char *name = jval(r, "upstream"), *was = jval(r, "was");
+	printf("closed the circuit breaker of upstream %s (was %s)\n", name, was);
+	free(name), free(was);
+}
+
 /* Nested figures (xdp.packets.drop_deny, per_worker.1.sessions) become dotted names so that
  * every counter is one greppable line. */
 static void stats_rows(struct table *t, const char *prefix, json_t *parent, const char *key)
@@ -617,6 +699,10 @@ static const struct opt limit_src_opts[] = {
 	FLAG("default", src_default, "forget the run-time rate: bpf.src_rate applies again"),
 	{0},
 };
+static const struct opt quota_opts[] = {
+	VALUE("key", key, "VALUE", "only the counters of this key value (\"\": those per client_id)"),
+	{0},
+};
 static const struct opt no_opts[] = {{0}};
 
 static const struct subcmd subcmds[] = {
@@ -653,6 +739,17 @@ static const struct subcmd subcmds[] = {
 	 {NULL}, limit_src_opts, build_limit_src, print_limit_src},
 	{"stats", "stats", "", "daemon counters and registry figures", 0, 0, {NULL}, no_opts,
 	 NULL, print_stats},
+	{"quota show", "quota-show", "CLIENT_ID [--key VALUE]",
+	 "a client's quota counters: used and remaining in the window, when it resets", 1, 1,
+	 {"client_id"}, quota_opts, build_quota, print_quota_show},
+	{"quota reset", "quota-reset", "CLIENT_ID [--key VALUE]",
+	 "zero a client's quota counters (all of them, or those of one key value)", 1, 1,
+	 {"client_id"}, quota_opts, build_quota, print_quota_reset},
+	{"breaker list", "breaker-list", "", "the circuit breaker of every upstream", 0, 0,
+	 {NULL}, no_opts, NULL, print_breaker_list},
+	{"breaker reset", "breaker-reset", "NAME",
+	 "close an upstream's circuit breaker (its counts cleared, totals kept)", 1, 1,
+	 {"upstream"}, no_opts, NULL, print_breaker_reset},
 };
 #define N_SUBCMDS (sizeof(subcmds) / sizeof(subcmds[0]))
 
@@ -859,6 +956,10 @@ int main(int argc, char **argv)
 			fail_msg("deny needs add CIDR, del CIDR or list");
 		else if (strcmp(argv[i], "limit") == 0)
 			fail_msg("limit needs set CLIENT_ID, del CLIENT_ID or src");
+		else if (strcmp(argv[i], "quota") == 0)
+			fail_msg("quota needs show CLIENT_ID or reset CLIENT_ID");
+		else if (strcmp(argv[i], "breaker") == 0)
+			fail_msg("breaker needs list or reset NAME");
 		else
 			fail_msg("unknown command '%s' (try --help)", argv[i]);
 		return EXIT_USAGE;
