@@ -3,7 +3,8 @@
 # --json output that parses, every bind refusal leaving the registry unchanged (another CA,
 # expired, CRL-revoked, not a certificate, bound to another client, second without --rotate,
 # third with --rotate, already revoked), rotation, unbind of one certificate and of a client,
-# revoke, deny-list, stats, and an audit trail that records the uid. Also the control socket
+# revoke, deny-list, stats, quota show/reset and breaker list/reset (output, unknown names,
+# audit), and an audit trail that records the uid. Also the control socket
 # itself: mode 0600, malformed JSON answered with ok:false, other users refused.
 # shellcheck source=tests/integration/lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -135,6 +136,34 @@ expect 0 "audit tpp1" audit tpp1
 assert_contains "$CTL_OUT" bind "human audit output shows the actions"
 expect 0 "audit tpp1 --json" audit tpp1 --json
 assert_not_contains "$CTL_OUT" '"client_id": "tpp2"' "audit CLIENT_ID is filtered"
+
+# --- quota and circuit breaker state (the pinned maps under bpf.pin_dir) -----------------------------
+expect 0 "quota show of a client with no counters" quota show tpp1
+assert_eq "" "$CTL_OUT" "quota show: no counters, no output"
+expect 0 "quota show --json" quota show tpp1 --json
+assert_eq "[]" "$CTL_OUT" "quota show --json: no counters, []"
+refused "quota show of an unknown client" quota show nobody
+assert_contains "$CTL_ERR" "no such client 'nobody'" "quota show names the unknown client"
+refused "quota reset of an unknown client" quota reset nobody
+expect 0 "quota reset" quota reset tpp1 --key A
+assert_eq "reset 0 quota counters of tpp1 with key A" "$CTL_OUT" "quota reset says what it reset"
+expect 2 "quota without show or reset" quota
+expect 0 "breaker list" breaker list
+assert_true "breaker list: a row 'default closed' under its header" python3 -c '
+import re, sys
+sys.exit(0 if re.search(r"^UPSTREAM\s+STATE\s.*\n^default\s+closed\s", sys.argv[1], re.M) else 1)' "$CTL_OUT"
+refused "breaker reset of an unknown upstream" breaker reset nope
+assert_contains "$CTL_ERR" "no such upstream 'nope'" "breaker reset names the unknown upstream"
+expect 0 "breaker reset" breaker reset default
+assert_eq "closed the circuit breaker of upstream default (was closed)" "$CTL_OUT" \
+	"breaker reset says what it did"
+ctl audit --limit 2 --json >"$TEST_DIR/audit-policy.json"
+assert_eq "breaker-reset upstream default (was closed)" \
+	"$(json_get "$TEST_DIR/audit-policy.json" entries.0.action) $(json_get "$TEST_DIR/audit-policy.json" entries.0.detail)" \
+	"breaker reset is in the audit trail"
+assert_eq "quota-reset tpp1 quota counters of key 'A'" \
+	"$(json_get "$TEST_DIR/audit-policy.json" entries.1.action) $(json_get "$TEST_DIR/audit-policy.json" entries.1.client_id) $(json_get "$TEST_DIR/audit-policy.json" entries.1.detail)" \
+	"quota reset is in the audit trail"
 
 # --- the socket ---------------------------------------------------------------------------------------
 assert_eq 600 "$(stat -c %a "$CTL_SOCKET")" "control socket mode 0600"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Who may do what on the control socket, with real users: a throwaway read-only user (member of
-# control_readonly_group as a supplementary group) can list, show, audit, read the deny-list and
-# the stats, and every command that changes state is refused with exit 1 and the registry left
+# control_readonly_group as a supplementary group) can list, show, audit, read the deny-list,
+# the stats, the quota counters and the breakers, and every command that changes state is refused with exit 1 and the registry left
 # as it was; a throwaway admin user (control_group as its primary group) can change state; a
 # user in neither group is refused. The socket's mode lets both groups connect (0666 with both,
 # 0660 and the group's with the read-only group alone). And the socket's directory: a symbolic
@@ -113,6 +113,8 @@ reads "show" show tpp1
 reads "audit" audit
 reads "deny list" deny list
 reads "stats" stats
+reads "quota show" quota show tpp1
+reads "breaker list" breaker list
 refused "bind" bind tpp2 "$TEST_DIR/tpp2.pem"
 refused "bind --rotate" bind tpp1 "$TEST_DIR/tpp3.pem" --rotate
 refused "unbind" unbind tpp1
@@ -120,6 +122,8 @@ refused "revoke" revoke tpp1
 refused "deny add" deny add 192.0.2.0/24
 refused "limit set" limit set tpp1 --pps 10
 refused "limit src" limit src --per-sec 10 --burst 5
+refused "quota reset" quota reset tpp1
+refused "breaker reset" breaker reset default
 assert_eq "$before" "$(snapshot)" "the read-only user changed nothing (clients, deny-list, audit)"
 
 as "$ADMIN_USER" bind tpp2 "$TEST_DIR/tpp2.pem"
