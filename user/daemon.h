@@ -10,11 +10,13 @@
 
 #include "cert.h"
 #include "config.h"
+#include "exchange.h"
 #include "registry.h"
 
 struct worker;
 struct dataplane;
 struct denyset;
+struct policy_store;
 struct tls_fastpath;
 
 /* What every worker shares about one configured upstream. */
@@ -30,6 +32,8 @@ struct daemon {
 	SSL_CTX *server_ctx;
 	struct tls_fastpath *fastpath; /* bound certificates accepted by thumbprint */
 	struct daemon_upstream upstreams[CONFIG_MAX_UPSTREAMS]; /* as cfg.upstreams */
+	struct policy_store *policy; /* quota and breaker state; NULL without bpf.pin_dir */
+	struct route_table routes;   /* per-route policies and counters */
 	struct dataplane *dp;
 	struct denyset *deny; /* the deny-list, checked at every accept (own locking) */
 	struct worker *workers;

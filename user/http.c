@@ -973,7 +973,7 @@ fail:
 static const char *const response_drop[] = {"content-length", "x-request-id"};
 
 int http_write_response_head(const struct http_msg *resp, bool keep_alive, const char *request_id,
-			     struct buf *out, bool *chunked_out)
+			     const struct buf *extra, struct buf *out, bool *chunked_out)
 {
 	if (resp->state != HTTP_MSG_BODY && resp->state != HTTP_MSG_DONE)
 		return -1;
@@ -991,6 +991,8 @@ int http_write_response_head(const struct http_msg *resp, bool keep_alive, const
 			  NULL, 0) < 0)
 		goto fail;
 	if (request_id && *request_id && write_field(out, "X-Request-Id", request_id) < 0)
+		goto fail;
+	if (extra && buf_append(out, buf_head(extra), extra->len) < 0)
 		goto fail;
 	int rc = 0;
 	if (code < 200 || code == 204) {
@@ -1027,10 +1029,9 @@ int http_write_chunk(struct buf *out, const char *data, size_t len)
 	return 0;
 }
 
-/* http_write_error with an optional Allow header (allow_methods 0: none). */
-static int write_error(struct buf *out, int status, const char *error, const char *description,
-		       unsigned retry_after, uint64_t allow_methods, bool keep_alive,
-		       const char *request_id)
+int http_write_error(struct buf *out, int status, const char *error, const char *description,
+		     unsigned retry_after, const struct buf *extra, bool keep_alive,
+		     const char *request_id)
 {
 	struct buf body = {0};
 	size_t start = out->len;
@@ -1046,18 +1047,8 @@ static int write_error(struct buf *out, int status, const char *error, const cha
 		goto out;
 	if (retry_after && buf_printf(out, "Retry-After: %u\r\n", retry_after) < 0)
 		goto out;
-	if (allow_methods) {
-		const char *sep = "Allow: ";
-		for (unsigned m = 0; m < HTTP_METHOD_COUNT; m++) {
-			if (!(allow_methods & HTTP_METHOD_BIT(m)))
-				continue;
-			if (buf_printf(out, "%s%s", sep, http_method_str((enum http_method)m)) < 0)
-				goto out;
-			sep = ", ";
-		}
-		if (buf_append(out, "\r\n", 2) < 0)
-			goto out;
-	}
+	if (extra && buf_append(out, buf_head(extra), extra->len) < 0)
+		goto out;
 	if (request_id && *request_id && safe_value(request_id) &&
 	    buf_printf(out, "X-Request-Id: %s\r\n", request_id) < 0)
 		goto out;
@@ -1073,17 +1064,23 @@ out:
 	return rc;
 }
 
-int http_write_error(struct buf *out, int status, const char *error, const char *description,
-		     unsigned retry_after, bool keep_alive, const char *request_id)
+int http_append_allow(struct buf *headers, uint64_t methods)
 {
-	return write_error(out, status, error, description, retry_after, 0, keep_alive, request_id);
-}
-
-int http_write_method_not_allowed(struct buf *out, uint64_t methods, const char *request_id)
-{
+	size_t start = headers->len;
 	methods = (methods ? methods : HTTP_DEFAULT_METHODS) & ~HTTP_METHODS_NEVER;
-	return write_error(out, 405, "invalid_request", "method not allowed", 0, methods, false,
-			   request_id);
+	const char *sep = "Allow: ";
+	for (unsigned m = 0; m < HTTP_METHOD_COUNT; m++) {
+		if (!(methods & HTTP_METHOD_BIT(m)))
+			continue;
+		if (buf_printf(headers, "%s%s", sep, http_method_str((enum http_method)m)) < 0)
+			goto fail;
+		sep = ", ";
+	}
+	if (buf_append(headers, "\r\n", 2) == 0)
+		return 0;
+fail:
+	headers->len = start;
+	return -1;
 }
 
 const char *http_status_text(int status)

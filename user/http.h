@@ -154,20 +154,22 @@ struct http_forward {
  * (Rack, gunicorn, PHP) read X_Client_Id as X-Client-Id. */
 int http_write_request_head(const struct http_msg *req, const struct http_forward *fwd,
 			    struct buf *out);
-/* Writes the response head for the client: status line, end-to-end headers, framing
- * (Content-Length when known, else chunked to a keep-alive HTTP/1.1 client, else close) and
- * Connection. *chunked_out tells the caller whether body pieces must be written as chunks. */
+/* Writes the response head for the client: status line, end-to-end headers, the gateway's
+ * extra header lines (may be NULL), framing (Content-Length when known, else chunked to a
+ * keep-alive HTTP/1.1 client, else close) and Connection. *chunked_out tells the caller
+ * whether body pieces must be written as chunks. */
 int http_write_response_head(const struct http_msg *resp, bool keep_alive, const char *request_id,
-			     struct buf *out, bool *chunked_out);
+			     const struct buf *extra, struct buf *out, bool *chunked_out);
 /* One chunk; len 0 writes the last chunk. */
 int http_write_chunk(struct buf *out, const char *data, size_t len);
 /* A complete error response with a JSON body {"error":...,"error_description":...};
- * retry_after 0 omits Retry-After. */
+ * retry_after 0 omits Retry-After; extra: header lines ("Name: value\r\n") to add, or NULL. */
 int http_write_error(struct buf *out, int status, const char *error, const char *description,
-		     unsigned retry_after, bool keep_alive, const char *request_id);
-/* 405 for a method outside methods (a set of HTTP_METHOD_BIT), with the JSON body and an
- * Allow header listing them; the connection is to close. */
-int http_write_method_not_allowed(struct buf *out, uint64_t methods, const char *request_id);
+		     unsigned retry_after, const struct buf *extra, bool keep_alive,
+		     const char *request_id);
+/* Appends the Allow header line of a 405: the methods let through (a set of HTTP_METHOD_BIT,
+ * 0 for HTTP_DEFAULT_METHODS) but those never forwarded. */
+int http_append_allow(struct buf *headers, uint64_t methods);
 const char *http_status_text(int status);
 
 #endif

@@ -21,6 +21,7 @@
 #include "ev.h"
 #include "ktls.h"
 #include "log.h"
+#include "policy_store.h"
 #include "registry.h"
 #include "stats.h"
 #include "tls.h"
@@ -185,6 +186,7 @@ static void daemon_fill_stats(void *arg, json_t *obj)
 	json_object_set_new(obj, "per_worker", per_worker);
 	dataplane_fill_stats(d->dp, obj);
 	ktls_stats_fill(obj);
+	route_table_fill_stats(&d->routes, obj);
 }
 
 static int daemon_wait_workers(struct daemon *d)
@@ -222,14 +224,19 @@ static void daemon_on_link_event(struct ev_loop *loop, int fd, int mask, void *a
 	dataplane_link_ready(arg);
 }
 
-#define CLIENT_COUNTERS_PERIOD_MS 1000
+#define EVERY_SECOND_MS 1000
 
-static int64_t daemon_on_counters_timer(struct ev_loop *loop, struct ev_timer *t, void *arg)
+/* The clients map's counters, and the quota checkpoint: a power cut loses at most the
+ * requests counted in the last second. */
+static int64_t daemon_on_second(struct ev_loop *loop, struct ev_timer *t, void *arg)
 {
+	struct daemon *d = arg;
 	(void)loop;
 	(void)t;
-	dataplane_client_counters_refresh(arg);
-	return CLIENT_COUNTERS_PERIOD_MS;
+	dataplane_client_counters_refresh(d->dp);
+	if (d->policy)
+		policy_store_checkpoint(d->policy);
+	return EVERY_SECOND_MS;
 }
 
 static enum log_level parse_log_level(const char *s)
@@ -314,6 +321,11 @@ static int daemon_run(struct daemon *d)
 		log_error("registry: cannot load the deny-list");
 		goto out;
 	}
+	if (d->cfg.bpf.pin_dir &&
+	    policy_store_open(&d->cfg, d->reg, &d->policy, err, sizeof(err)) < 0) {
+		log_error("%s", err);
+		goto out;
+	}
 	struct dataplane_limits lim;
 	daemon_dataplane_limits(d, &lim);
 	if (dataplane_open_limits(&d->cfg, &lim, &d->dp, err, sizeof(err)) < 0) {
@@ -323,6 +335,10 @@ static int daemon_run(struct daemon *d)
 	if (dataplane_sync_clients(d->dp, d->reg) < 0)
 		log_warn("bpf: the maps could not be fully rebuilt from the registry");
 
+	if (route_table_init(&d->routes, &d->cfg, d->policy, err, sizeof(err)) < 0) {
+		log_error("%s", err);
+		goto out;
+	}
 	d->n_workers = d->cfg.workers ? d->cfg.workers : (unsigned)sysconf(_SC_NPROCESSORS_ONLN);
 	if (d->n_workers < 1)
 		d->n_workers = 1;
@@ -352,9 +368,10 @@ static int daemon_run(struct daemon *d)
 	int link_fd = dataplane_link_fd(d->dp);
 	if (link_fd >= 0 && ev_set(loop, link_fd, EV_READ, daemon_on_link_event, d->dp) < 0)
 		log_warn("bpf: interface notifications unavailable: %s", strerror(errno));
-	if (dataplane_active(d->dp) &&
-	    !ev_timer_add(loop, CLIENT_COUNTERS_PERIOD_MS, daemon_on_counters_timer, d->dp))
-		log_warn("bpf: no timer for the clients map's counters: %s", strerror(errno));
+	if ((dataplane_active(d->dp) || d->policy) &&
+	    !ev_timer_add(loop, EVERY_SECOND_MS, daemon_on_second, d))
+		log_warn("bpf: no timer for the clients map's counters and the quota checkpoint: %s",
+			 strerror(errno));
 	for (; started < d->n_workers; started++) {
 		if (worker_start(&d->workers[started]) < 0) {
 			log_error("cannot start worker %u", started);
@@ -367,6 +384,9 @@ static int daemon_run(struct daemon *d)
 		.trust = d->trust,
 		.hooks = {.arg = d, .on_event = daemon_on_control_event, .fill_stats = daemon_fill_stats,
 			  .fill_client = daemon_fill_client},
+		.policy = d->policy,
+		.upstreams = d->cfg.upstreams,
+		.n_upstreams = d->cfg.n_upstreams,
 	};
 	struct control_groups groups = {.admin = d->cfg.control_gid,
 					.readonly = d->cfg.control_readonly_gid};
@@ -392,6 +412,8 @@ out:
 		if (daemon_wait_workers(d) > 0) {
 			/* In-flight requests outlived the drain timeout: exit without them. */
 			log_warn("drain timeout: exiting with requests in flight");
+			if (d->policy)
+				policy_store_checkpoint(d->policy);
 			_exit(rc);
 		}
 		log_info("drained");
@@ -400,6 +422,7 @@ out:
 		if (d->workers[i].loop)
 			worker_free(&d->workers[i]);
 	free(d->workers);
+	route_table_free(&d->routes);
 	denyset_free(d->deny);
 	if (loop)
 		ev_loop_free(loop);
@@ -407,6 +430,7 @@ out:
 		close(sfd);
 	/* The program and pinned maps stay: enforcement has no gap across a restart. */
 	dataplane_close(d->dp, false);
+	policy_store_close(d->policy); /* the last checkpoint */
 	registry_close(d->reg);
 	SSL_CTX_free(d->server_ctx);
 	tls_fastpath_free(d->fastpath);

@@ -19,7 +19,7 @@
 #include "denyset.h"
 #include "ev.h"
 #include "log.h"
-#include "proxy.h"
+#include "session.h"
 #include "stats.h"
 
 #define WORKER_SWEEP_MS 100
@@ -64,9 +64,9 @@ static void worker_link(struct worker *w, struct session *s)
  * request must not cost a walk over all of them. */
 static void worker_reap(struct worker *w)
 {
-	if (!w->n_dead)
+	if (!w->env.n_dead)
 		return;
-	w->n_dead = 0;
+	w->env.n_dead = 0;
 	struct session *s = w->sessions;
 	while (s) {
 		struct session *next = s->next;
@@ -91,7 +91,7 @@ static void worker_before_sleep(struct ev_loop *loop, void *arg)
 	struct worker *w = arg;
 	log_access_flush(&w->access_log);
 	worker_reap(w);
-	if (w->draining && w->n_sessions == 0)
+	if (w->env.draining && w->n_sessions == 0)
 		ev_stop(loop);
 }
 
@@ -147,7 +147,7 @@ static void worker_on_accept(struct ev_loop *loop, int fd, int mask, void *arg)
 			close(cfd);
 			continue;
 		}
-		struct session *s = session_new(w, cfd, &peer);
+		struct session *s = session_new(&w->env, cfd, &peer);
 		if (s)
 			worker_link(w, s);
 	}
@@ -167,7 +167,7 @@ static void worker_stop_listening(struct worker *w)
 static void worker_run_cmd(struct worker *w, const struct worker_cmd *cmd)
 {
 	if (cmd->kind == WORKER_DRAIN) {
-		w->draining = true;
+		w->env.draining = true;
 		worker_stop_listening(w);
 		for (struct session *s = w->sessions; s; s = s->next)
 			session_drain(s);
@@ -236,8 +236,8 @@ int worker_init(struct worker *w, struct daemon *d, unsigned id, char *err, size
 	for (unsigned i = 0; i < CONFIG_MAX_LISTEN; i++)
 		w->listen_fds[i] = -1;
 	pthread_mutex_init(&w->cmd_lock, NULL);
-	if (getrandom(&w->request_id_salt, sizeof(w->request_id_salt), 0) !=
-	    sizeof(w->request_id_salt)) {
+	if (getrandom(&w->env.request_id_salt, sizeof(w->env.request_id_salt), 0) !=
+	    sizeof(w->env.request_id_salt)) {
 		snprintf(err, errlen, "getrandom: %s", strerror(errno));
 		return -1;
 	}
@@ -267,6 +267,18 @@ int worker_init(struct worker *w, struct daemon *d, unsigned id, char *err, size
 		return -1;
 	}
 	ev_set_before_sleep(w->loop, worker_before_sleep, w);
+	for (unsigned i = 0; i < d->cfg.n_upstreams; i++)
+		upconn_pool_init(&w->pools[i], w->loop, &d->cfg.upstreams[i], d->upstreams[i].ctx,
+				 d->upstreams[i].host_header);
+	w->env.cfg = &d->cfg;
+	w->env.loop = w->loop;
+	w->env.server_ctx = d->server_ctx;
+	w->env.reg = d->reg;
+	w->env.dp = d->dp;
+	w->env.routes = &d->routes;
+	w->env.pools = w->pools;
+	w->env.access_log = &w->access_log;
+	w->env.worker_id = id;
 	return 0;
 }
 
@@ -314,6 +326,8 @@ void worker_free(struct worker *w)
 		s = next;
 	}
 	w->sessions = NULL;
+	for (unsigned i = 0; i < w->d->cfg.n_upstreams; i++)
+		upconn_pool_free(&w->pools[i]);
 	worker_stop_listening(w);
 	while (w->cmds) {
 		struct worker_cmd *next = w->cmds->next;

@@ -13,10 +13,11 @@
 #include "config.h"
 #include "log.h"
 #include "registry.h"
+#include "session.h"
+#include "upconn.h"
 
 struct daemon;
 struct ev_loop;
-struct session;
 
 enum worker_cmd_kind {
 	WORKER_CUT_CLIENT, /* close every session proven as client_id */
@@ -41,14 +42,12 @@ struct worker {
 	int wake_fd; /* eventfd: commands are queued */
 	pthread_mutex_t cmd_lock;
 	struct worker_cmd *cmds;
-	struct session *sessions; /* doubly linked */
-	unsigned n_dead;          /* of them closed since the last reap (session_close counts) */
+	struct session *sessions; /* doubly linked; env.n_dead of them closed since the last reap */
 	_Atomic unsigned n_sessions; /* written by the worker, read by `stats` */
-	bool draining;
+	struct session_env env;      /* what its sessions see of it */
+	struct upconn_pool pools[CONFIG_MAX_UPSTREAMS]; /* idle upstream connections */
 	struct log_ratelimit deny_log; /* lines about peers refused by the deny-list */
 	struct buf access_log;         /* access-log lines of this loop pass (log_access_commit) */
-	uint64_t request_seq;
-	uint64_t request_id_salt;
 };
 
 /* Binds the listeners (so the caller knows the daemon can serve) and creates the loop. */

@@ -122,7 +122,7 @@ static void check_head(struct http_msg *m, bool response)
 		check_forwarded_target(h, out.len);
 	} else {
 		bool chunked;
-		if (http_write_response_head(m, m->keep_alive, "rid", &out, &chunked) < 0)
+		if (http_write_response_head(m, m->keep_alive, "rid", NULL, &out, &chunked) < 0)
 			abort();
 	}
 	buf_free(&out);
@@ -173,7 +173,7 @@ static void run(const uint8_t *data, size_t len, size_t split, uint8_t flags, st
 				struct buf out = {0};
 				if (!m.error_reason || m.error_status < 400 ||
 				    http_write_error(&out, m.error_status, "invalid_request",
-						     m.error_reason, 0, false, "rid") < 0)
+						     m.error_reason, 0, NULL, false, "rid") < 0)
 					abort();
 				buf_free(&out);
 			} else if (!response && head_seen) {

@@ -142,6 +142,6 @@ seen=$(wc -l <"$DAEMON_LOG")
 assert_eq "HTTP/1.1 502 Bad Gateway" "$(s_client "${TPP1[@]}")" \
 	"upstream with an RSA-1024 certificate: 502"
 assert_true "the daemon logs why the upstream was refused" \
-	wait_until 5 log_since "$seen" "upstream: TLS handshake failed: certificate verify failed: EE certificate key too weak"
+	wait_until 5 log_since "$seen" "upstream default: TLS handshake failed: certificate verify failed: EE certificate key too weak"
 
 finish

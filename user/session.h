@@ -1,8 +1,12 @@
-/* A session: one TPP connection and the upstream connection it uses. It reads a request,
- * runs the pipeline once the head (or a form body) is known, forwards the request, relays the
- * response, and loops for keep-alive. States advance only inside session_step(). */
-#ifndef PSD2EDGE_PROXY_H
-#define PSD2EDGE_PROXY_H
+/* A session: one TPP connection. It reads a request, proves the TPP's identity once the head
+ * (or a form body) is known, lets the route's policies judge it (exchange.h), forwards it on a
+ * connection checked out of the worker's pool for the route's upstream (upconn.h), relays the
+ * response, and loops for keep-alive. States advance only inside session_step().
+ *
+ * A session reaches the process around it only through its session_env: the worker gives its
+ * own, and unit tests build one to run sessions over socketpairs without a daemon. */
+#ifndef PSD2EDGE_SESSION_H
+#define PSD2EDGE_SESSION_H
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -10,12 +14,33 @@
 
 #include "buf.h"
 #include "cert.h"
+#include "config.h"
 #include "conn.h"
+#include "exchange.h"
 #include "http.h"
 #include "registry.h"
 #include "splice_fwd.h"
+#include "upconn.h"
 
-struct worker;
+struct dataplane;
+struct ev_loop;
+
+/* Everything a session uses that is not its own. */
+struct session_env {
+	const struct config *cfg;
+	struct ev_loop *loop;
+	SSL_CTX *server_ctx;  /* NULL: plain TCP clients (tests) */
+	struct registry *reg; /* bindings the identity check reads */
+	struct dataplane *dp; /* NULL: no data plane (flows are not reported) */
+	struct route_table *routes;
+	struct upconn_pool *pools; /* one per cfg->upstreams, this worker's */
+	struct buf *access_log;    /* lines of this loop pass (log_access_commit) */
+	unsigned worker_id;
+	uint64_t request_id_salt;
+	uint64_t request_seq;
+	unsigned n_dead; /* sessions closed since the owner last freed them */
+	bool draining;   /* finish in-flight requests, then close */
+};
 
 /* Which body, if any, is moving socket-to-socket through the session's pipe. */
 enum session_splice { SPLICE_NONE, SPLICE_REQUEST_BODY, SPLICE_RESPONSE_BODY };
@@ -28,12 +53,13 @@ enum session_state {
 	SESSION_READ_HEAD, /* waiting for / reading a request head */
 	SESSION_READ_FORM, /* buffering an urlencoded body that carries the client_id */
 	SESSION_FORWARD,   /* request accepted: streaming it upstream, relaying the response */
+	SESSION_DISCARD,   /* refused while its body was still coming: reading it to drop it */
 	SESSION_CLOSING,   /* flushing a final response, then close */
 };
 
 struct session {
 	struct session *prev, *next; /* worker's list */
-	struct worker *w;
+	struct session_env *env;
 	enum session_state state;
 	bool dead; /* closed; freed by the worker outside any callback */
 
@@ -52,10 +78,9 @@ struct session {
 	uint32_t slot;
 	bool flow_added;
 
-	struct conn up;
-	bool up_open, up_connecting, up_eof;
+	struct upconn *up; /* checked out for the current exchange, else NULL */
 
-	struct buf c_in, c_out, u_in, u_out;
+	struct buf c_in, c_out;
 	struct splice_fwd splice;   /* pipe created on first use */
 	bool splice_open;
 	enum session_splice splicing;
@@ -64,6 +89,7 @@ struct session {
 	struct http_msg req, resp;
 
 	/* current request */
+	struct exchange x;
 	char request_id[33];
 	bool req_done;        /* whole request handed to u_out */
 	bool resp_head_sent;
@@ -79,7 +105,7 @@ struct session {
 };
 
 /* Takes ownership of fd (accepted, non-blocking). NULL when out of memory (fd closed). */
-struct session *session_new(struct worker *w, int fd, const struct sockaddr_storage *peer);
+struct session *session_new(struct session_env *env, int fd, const struct sockaddr_storage *peer);
 /* Enforces the session's current deadline (handshake, head, idle, upstream response). */
 void session_check_deadline(struct session *s, int64_t now_ms);
 /* Closes both connections at once (control-plane cut, shutdown). */

@@ -1,4 +1,4 @@
-#include "proxy.h"
+#include "session.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -11,13 +11,11 @@
 #include <unistd.h>
 
 #include "clientid.h"
-#include "daemon.h"
 #include "dataplane.h"
 #include "ev.h"
 #include "log.h"
 #include "pipeline.h"
 #include "stats.h"
-#include "worker.h"
 
 /* Output queued beyond this stops reading from the other side (backpressure). */
 #define SESSION_HIGH_WATER (256 * 1024)
@@ -38,23 +36,28 @@ static void session_on_event(struct ev_loop *loop, int fd, int mask, void *arg)
 	if (mask & EV_READ) {
 		if (fd == s->client.fd)
 			conn_set_readable(&s->client);
-		else if (s->up_open && fd == s->up.fd)
-			conn_set_readable(&s->up);
+		else if (s->up && fd == s->up->c.fd)
+			conn_set_readable(&s->up->c);
 	}
 	session_step(s);
 }
 
 static const struct config *session_cfg(const struct session *s)
 {
-	return &s->w->d->cfg;
+	return s->env->cfg;
+}
+
+static const struct config_upstream *session_upstream_cfg(const struct session *s)
+{
+	return &s->env->cfg->upstreams[s->x.route->cfg->upstream];
 }
 
 static void session_new_request_id(struct session *s)
 {
-	struct worker *w = s->w;
+	struct session_env *env = s->env;
 	snprintf(s->request_id, sizeof(s->request_id), "%016llx%04x%012llx",
-		 (unsigned long long)w->request_id_salt, w->id & 0xffff,
-		 (unsigned long long)(++w->request_seq & 0xffffffffffffULL));
+		 (unsigned long long)env->request_id_salt, env->worker_id & 0xffff,
+		 (unsigned long long)(++env->request_seq & 0xffffffffffffULL));
 }
 
 static void session_count_status(unsigned status)
@@ -84,7 +87,7 @@ static void session_log_request(struct session *s)
 		path[n] = '\0';
 	}
 	int64_t now = ev_now_ms();
-	struct buf *batch = &s->w->access_log;
+	struct buf *batch = s->env->access_log;
 	size_t line_start = batch->len;
 	/* request_id, the thumbprint and the method are the gateway's own text: no escape needed. */
 	if (buf_printf(batch, "{\"request_id\":\"%s\",\"client_id\":", s->request_id) < 0 ||
@@ -94,6 +97,8 @@ static void session_log_request(struct session *s)
 	    buf_printf(batch, ",\"method\":\"%s\",\"path\":",
 		       has_head ? http_method_str(s->req.method) : "") < 0 ||
 	    buf_append_json_string(batch, path) < 0 ||
+	    (s->x.route && (buf_append_str(batch, ",\"route\":") < 0 ||
+			    buf_append_json_string(batch, s->x.route->cfg->prefix) < 0)) ||
 	    buf_printf(batch, ",\"status\":%u,\"verdict\":", s->status) < 0 ||
 	    buf_append_json_string(batch, s->verdict) < 0 ||
 	    buf_printf(batch, ",\"latency_ms\":%lld,\"bytes_in\":%llu,\"bytes_out\":%llu}\n",
@@ -105,55 +110,26 @@ static void session_log_request(struct session *s)
 	session_count_status(s->status);
 }
 
-static void session_close_upstream(struct session *s)
+/* The current exchange's upstream connection is not to be trusted with another request. */
+static void session_drop_upstream(struct session *s)
 {
-	if (!s->up_open)
+	if (!s->up)
 		return;
-	ev_set(s->w->loop, s->up.fd, EV_NONE, NULL, NULL);
-	conn_close(&s->up);
-	s->up_open = s->up_connecting = s->up_eof = false;
-	buf_reset(&s->u_in);
-	buf_reset(&s->u_out);
+	upconn_close(s->up);
+	s->up = NULL;
 }
 
-/* Bytes after a complete response were asked for by nobody: read as the next response, they
- * would hand a later request another request's answer. Their connection is never reused. */
-static void session_drop_upstream_leftovers(struct session *s)
+/* The exchange's outcome is known: policies and route counters learn it (once). */
+static void session_complete_exchange(struct session *s, enum exchange_result result)
 {
-	STATS_INC(upstream_leftovers);
-	log_warn("upstream sent %zu bytes beyond a complete response%s%s; connection dropped",
-		 s->u_in.len, s->request_id[0] ? " to request " : "", s->request_id);
-	session_close_upstream(s);
-}
-
-/* Nothing is expected from an upstream between exchanges: bytes or EOF end its connection. */
-static void session_check_idle_upstream(struct session *s)
-{
-	if (s->u_in.len)
-		session_drop_upstream_leftovers(s);
-	else if (s->up_eof)
-		session_close_upstream(s);
-}
-
-/* Reads what the upstream sent into u_in, until it would block, its EOF or the high-water mark. */
-static bool session_read_upstream(struct session *s)
-{
-	bool progress = false;
-	char tmp[SESSION_READ_CHUNK];
-	while (!s->up_eof && s->splicing != SPLICE_RESPONSE_BODY && s->u_in.len < SESSION_HIGH_WATER &&
-	       conn_may_read(&s->up)) {
-		ssize_t n = conn_read(&s->up, tmp, sizeof(tmp));
-		if (n > 0) {
-			buf_append(&s->u_in, tmp, (size_t)n);
-			progress = true;
-			continue;
-		}
-		if (n < 0 && errno == EAGAIN)
-			break;
-		s->up_eof = true;
-		progress = true;
-	}
-	return progress;
+	if (!s->x.pending)
+		return;
+	struct exchange_outcome o = {
+		.result = result,
+		.status = s->status,
+		.upstream_ms = s->forward_start_ms ? ev_now_ms() - s->forward_start_ms : 0,
+	};
+	exchange_complete(&s->x, &o);
 }
 
 void session_close(struct session *s)
@@ -161,12 +137,13 @@ void session_close(struct session *s)
 	if (s->dead)
 		return;
 	s->dead = true;
-	s->w->n_dead++; /* freed by the worker before its loop sleeps */
+	s->env->n_dead++; /* freed by the worker before its loop sleeps */
 	if (s->flow_added)
-		dataplane_flow_del(s->w->d->dp, (struct sockaddr *)&s->peer,
+		dataplane_flow_del(s->env->dp, (struct sockaddr *)&s->peer,
 				   (struct sockaddr *)&s->local);
-	session_close_upstream(s);
-	ev_set(s->w->loop, s->client.fd, EV_NONE, NULL, NULL);
+	session_complete_exchange(s, EXCHANGE_NOT_FORWARDED);
+	session_drop_upstream(s);
+	ev_set(s->env->loop, s->client.fd, EV_NONE, NULL, NULL);
 	conn_close(&s->client);
 	STATS_DEC(connections_open);
 }
@@ -177,11 +154,19 @@ void session_free(struct session *s)
 		splice_fwd_close(&s->splice);
 	buf_free(&s->c_in);
 	buf_free(&s->c_out);
-	buf_free(&s->u_in);
-	buf_free(&s->u_out);
+	exchange_free(&s->x);
 	http_msg_free(&s->req);
 	http_msg_free(&s->resp);
 	free(s);
+}
+
+/* Headers every response to the current request carries: what the route's policies added
+ * (RateLimit), and Allow on a 405. */
+static const struct buf *session_extra_headers(struct session *s, int status)
+{
+	if (status == 405)
+		http_append_allow(&s->x.resp_headers, s->req_limits.methods);
+	return s->x.resp_headers.len ? &s->x.resp_headers : NULL;
 }
 
 /* A locally generated final response; the connection closes once it is written. */
@@ -190,12 +175,9 @@ static void session_respond_error(struct session *s, int status, const char *err
 {
 	if (!s->request_id[0])
 		session_new_request_id(s);
-	session_close_upstream(s);
-	if (status == 405)
-		http_write_method_not_allowed(&s->c_out, s->req_limits.methods, s->request_id);
-	else
-		http_write_error(&s->c_out, status, error, description, retry_after, false,
-				 s->request_id);
+	session_drop_upstream(s);
+	http_write_error(&s->c_out, status, error, description, retry_after,
+			 session_extra_headers(s, status), false, s->request_id);
 	s->status = (unsigned)status;
 	if (!s->verdict)
 		s->verdict = error;
@@ -204,9 +186,40 @@ static void session_respond_error(struct session *s, int status, const char *err
 	s->close_after_flush = true;
 }
 
-static void session_upstream_fail(struct session *s, int status, const char *why)
+static void session_reset_request(struct session *s);
+
+/* A request refused by a route or a policy (404, 429, 503) is a well-framed request: the
+ * connection goes on. A body still coming is read and dropped first; one the client waits to
+ * send (Expect: 100-continue) will never come, so that connection closes. */
+static void session_refuse(struct session *s, const struct policy_request *pr)
 {
-	log_warn("request %s: upstream: %s", s->request_id, why);
+	bool body_pending = s->req.state != HTTP_MSG_DONE;
+	if (body_pending && s->req.expect_continue) {
+		session_respond_error(s, pr->status, pr->error, pr->description, pr->retry_after);
+		return;
+	}
+	bool keep = s->req.keep_alive && !s->env->draining;
+	http_write_error(&s->c_out, pr->status, pr->error, pr->description, pr->retry_after,
+			 session_extra_headers(s, pr->status), keep, s->request_id);
+	s->status = (unsigned)pr->status;
+	s->verdict = pr->reason;
+	session_log_request(s);
+	if (!keep) {
+		s->state = SESSION_CLOSING;
+		s->close_after_flush = true;
+	} else if (body_pending) {
+		s->state = SESSION_DISCARD;
+	} else {
+		session_reset_request(s);
+	}
+}
+
+static void session_upstream_fail(struct session *s, int status, const char *why,
+				  enum exchange_result result)
+{
+	log_warn("request %s: upstream %s: %s", s->request_id, session_upstream_cfg(s)->name, why);
+	s->status = (unsigned)status;
+	session_complete_exchange(s, result);
 	if (s->resp_head_sent) {
 		/* Part of the response is already with the client: all we can do is cut. */
 		session_close(s);
@@ -216,43 +229,14 @@ static void session_upstream_fail(struct session *s, int status, const char *why
 			      why, 0);
 }
 
-static int session_upstream_connect(struct session *s)
-{
-	const struct config *cfg = session_cfg(s);
-	const struct sockaddr *sa = (const struct sockaddr *)&cfg->upstreams[0].addr.addr;
-	int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return -1;
-	int one = 1;
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	if (connect(fd, sa, cfg->upstreams[0].addr.addrlen) < 0 && errno != EINPROGRESS) {
-		int e = errno;
-		close(fd);
-		errno = e;
-		return -1;
-	}
-	struct in6_addr ip;
-	bool is_ip = inet_pton(AF_INET, cfg->upstreams[0].host, &ip) == 1 ||
-		     inet_pton(AF_INET6, cfg->upstreams[0].host, &ip) == 1;
-	if (conn_init(&s->up, fd, s->w->d->upstreams[0].ctx, false, is_ip ? NULL : cfg->upstreams[0].host,
-		      cfg->upstreams[0].host) < 0) {
-		close(fd);
-		errno = ENOMEM;
-		return -1;
-	}
-	s->up_open = s->up_connecting = true;
-	s->up_eof = false;
-	return 0;
-}
-
 static int session_on_request_body(void *arg, const char *data, size_t len)
 {
 	struct session *s = arg;
 	s->req_body_bytes += len;
 	if (s->state != SESSION_FORWARD)
 		return 0; /* a form body is buffered by the parser until the identity is known */
-	return s->req.chunked ? http_write_chunk(&s->u_out, data, len)
-			      : buf_append(&s->u_out, data, len);
+	return s->req.chunked ? http_write_chunk(&s->up->out, data, len)
+			      : buf_append(&s->up->out, data, len);
 }
 
 static int session_on_response_body(void *arg, const char *data, size_t len)
@@ -266,19 +250,14 @@ static int session_on_response_body(void *arg, const char *data, size_t len)
 static void session_start_forward(struct session *s, bool form_buffered)
 {
 	const struct config *cfg = session_cfg(s);
-	if (s->up_open) {
-		/* What the upstream sent while idle is unread when it woke us together with this
-		 * request: look before reusing the connection. */
-		if (ev_pending(s->w->loop, s->up.fd) & EV_READ)
-			conn_set_readable(&s->up);
-		session_read_upstream(s);
-		session_check_idle_upstream(s);
-	}
-	if (!s->up_open && session_upstream_connect(s) < 0) {
+	unsigned upstream = s->x.route->cfg->upstream;
+	s->forward_start_ms = ev_now_ms();
+	s->up = upconn_checkout(&s->env->pools[upstream]);
+	if (!s->up) {
 		STATS_INC(upstream_connect_errors);
 		char why[160];
 		snprintf(why, sizeof(why), "cannot connect: %s", strerror(errno));
-		session_upstream_fail(s, 502, why);
+		session_upstream_fail(s, 502, why, EXCHANGE_CONNECT_FAILED);
 		return;
 	}
 	struct http_forward fwd = {
@@ -286,12 +265,13 @@ static void session_start_forward(struct session *s, bool form_buffered)
 		.cert_sha256_hex = s->thumb_hex,
 		.forwarded_for = s->peer_text,
 		.request_id = s->request_id,
-		.host = s->w->d->upstreams[0].host_header,
-		.base_path = cfg->upstreams[0].base_path,
+		.host = s->up->pool->host_header,
+		.base_path = cfg->upstreams[upstream].base_path,
 		.drop_headers = cfg->http.drop_headers,
 		.n_drop_headers = cfg->http.n_drop_headers,
 	};
-	if (http_write_request_head(&s->req, &fwd, &s->u_out) < 0) {
+	struct buf *u_out = &s->up->out;
+	if (http_write_request_head(&s->req, &fwd, u_out) < 0) {
 		session_respond_error(s, 500, "server_error", "cannot build upstream request", 0);
 		return;
 	}
@@ -300,32 +280,34 @@ static void session_start_forward(struct session *s, bool form_buffered)
 		size_t len = s->req.body.len;
 		if (s->req.chunked) {
 			if (len)
-				http_write_chunk(&s->u_out, body, len);
+				http_write_chunk(u_out, body, len);
 		} else {
-			buf_append(&s->u_out, body, len);
+			buf_append(u_out, body, len);
 		}
 	} else if (s->req.expect_continue && s->req.state != HTTP_MSG_DONE) {
 		buf_append_str(&s->c_out, "HTTP/1.1 100 Continue\r\n\r\n");
 	}
 	s->state = SESSION_FORWARD;
-	s->forward_start_ms = ev_now_ms();
 	http_msg_reset(&s->resp);
 	s->resp.no_body = s->req.method == HTTP_HEAD;
 	if (s->req.state == HTTP_MSG_DONE) {
 		if (s->req.chunked)
-			http_write_chunk(&s->u_out, NULL, 0);
+			http_write_chunk(u_out, NULL, 0);
 		s->req_done = true;
 	}
 }
 
 static void session_decide(struct session *s, bool form_buffered)
 {
+	struct timespec wall, mono;
+	clock_gettime(CLOCK_REALTIME, &wall);
+	clock_gettime(CLOCK_MONOTONIC, &mono);
 	struct request_ctx rc = {
 		.cfg = session_cfg(s),
-		.reg = s->w->d->reg,
+		.reg = s->env->reg,
 		.req = &s->req,
-		.thumb = s->thumb,
-		.now = time(NULL),
+		.thumb = s->client.ssl ? s->thumb : NULL,
+		.now = wall.tv_sec,
 	};
 	enum stage_result r = pipeline_run(&rc);
 	memcpy(s->client_id, rc.client_id, sizeof(s->client_id));
@@ -337,9 +319,21 @@ static void session_decide(struct session *s, bool form_buffered)
 	s->proven = true;
 	s->slot = rc.binding.slot;
 	/* From now on XDP polices this connection and drops it the moment the client is revoked. */
-	if (!s->flow_added)
-		s->flow_added = dataplane_flow_add(s->w->d->dp, (struct sockaddr *)&s->peer,
+	if (!s->flow_added && s->env->dp)
+		s->flow_added = dataplane_flow_add(s->env->dp, (struct sockaddr *)&s->peer,
 						   (struct sockaddr *)&s->local, s->slot) == 0;
+	struct policy_request pr = {
+		.req = &s->req,
+		.client_id = s->client_id,
+		.slot = s->slot,
+		.now_s = wall.tv_sec,
+		.now_ns = (uint64_t)mono.tv_sec * 1000000000ULL + (uint64_t)mono.tv_nsec,
+		.now_ms = (int64_t)wall.tv_sec * 1000 + wall.tv_nsec / 1000000,
+	};
+	if (exchange_admit(&s->x, s->env->routes, &pr) == POLICY_REFUSE) {
+		session_refuse(s, &pr);
+		return;
+	}
 	session_start_forward(s, form_buffered);
 }
 
@@ -367,10 +361,10 @@ static void session_on_request_head(struct session *s)
 static bool session_feed_request(struct session *s)
 {
 	bool reading = s->state == SESSION_READ_HEAD || s->state == SESSION_READ_FORM ||
-		       (s->state == SESSION_FORWARD && !s->req_done);
+		       s->state == SESSION_DISCARD || (s->state == SESSION_FORWARD && !s->req_done);
 	if (!reading || s->c_in.len == 0)
 		return false;
-	if (s->state == SESSION_FORWARD && s->u_out.len > SESSION_HIGH_WATER)
+	if (s->state == SESSION_FORWARD && s->up->out.len > SESSION_HIGH_WATER)
 		return false;
 	if (s->state == SESSION_READ_HEAD && !s->head_start_ms)
 		s->head_start_ms = ev_now_ms();
@@ -396,9 +390,11 @@ static bool session_feed_request(struct session *s)
 		else if (s->req.state == HTTP_MSG_DONE && msg_before != HTTP_MSG_DONE) {
 			if (before == SESSION_READ_FORM)
 				session_decide(s, true);
+			else if (before == SESSION_DISCARD)
+				session_reset_request(s);
 			else if (s->state == SESSION_FORWARD) {
 				if (s->req.chunked)
-					http_write_chunk(&s->u_out, NULL, 0);
+					http_write_chunk(&s->up->out, NULL, 0);
 				s->req_done = true;
 				s->forward_start_ms = ev_now_ms(); /* the response wait starts now */
 			}
@@ -478,35 +474,53 @@ static bool session_flush_client(struct session *s)
 	return progress;
 }
 
-static void session_on_response_done(struct session *s)
+static void session_reset_request(struct session *s)
 {
-	if (s->resp_chunked)
-		http_write_chunk(&s->c_out, NULL, 0);
-	session_log_request(s);
-	/* A response framed without a body (to HEAD, 204, 304) that announces one may still be
-	 * followed by it: such a connection is not trusted with the next request either. */
-	bool body_may_follow = s->resp.skip_body && (s->resp.chunked || (s->resp.has_content_length &&
-								     s->resp.content_length > 0));
-	if (s->u_in.len)
-		session_drop_upstream_leftovers(s);
-	else if (!s->resp.keep_alive || body_may_follow)
-		session_close_upstream(s);
-	if (!s->client_keep_alive || !s->req_done || s->w->draining) {
-		/* A request still streaming in cannot be left behind on a live connection. */
-		s->state = SESSION_CLOSING;
-		s->close_after_flush = true;
-		if (!s->req_done)
-			session_close_upstream(s);
-		return;
-	}
 	http_msg_reset(&s->req);
+	exchange_reset(&s->x);
 	s->state = SESSION_READ_HEAD;
 	s->req_done = s->resp_head_sent = s->resp_chunked = false;
 	s->status = 0;
 	s->verdict = NULL;
-	s->head_start_ms = 0;
+	s->head_start_ms = s->forward_start_ms = 0;
 	s->req_body_bytes = s->resp_bytes = 0;
 	s->request_id[0] = '\0';
+}
+
+/* The exchange's upstream connection goes back to the worker's pool when nothing about its
+ * framing is uncertain. */
+static void session_release_upstream(struct session *s)
+{
+	struct upconn *u = s->up;
+	s->up = NULL;
+	/* A response framed without a body (to HEAD, 204, 304) that announces one may still be
+	 * followed by it: such a connection is not trusted with another request either. */
+	bool body_may_follow = s->resp.skip_body && (s->resp.chunked || (s->resp.has_content_length &&
+								     s->resp.content_length > 0));
+	if (u->in.len) {
+		/* Bytes after a complete response were asked for by nobody: read as the next
+		 * response, they would hand a later request another request's answer. */
+		STATS_INC(upstream_leftovers);
+		log_warn("upstream sent %zu bytes beyond a complete response to request %s; "
+			 "connection dropped", u->in.len, s->request_id);
+	}
+	upconn_release(u, s->resp.keep_alive && !body_may_follow && s->req_done && !u->in.len);
+}
+
+static void session_on_response_done(struct session *s)
+{
+	if (s->resp_chunked)
+		http_write_chunk(&s->c_out, NULL, 0);
+	session_complete_exchange(s, EXCHANGE_RESPONDED);
+	session_log_request(s);
+	session_release_upstream(s);
+	if (!s->client_keep_alive || !s->req_done || s->env->draining) {
+		/* A request still streaming in cannot be left behind on a live connection. */
+		s->state = SESSION_CLOSING;
+		s->close_after_flush = true;
+		return;
+	}
+	session_reset_request(s);
 }
 
 /* Hands the upstream's bytes to the response parser up to its next stop: the head is relayed
@@ -514,11 +528,13 @@ static void session_on_response_done(struct session *s)
 static bool session_feed_response_step(struct session *s)
 {
 	enum http_msg_state before = s->resp.state;
-	size_t n = http_msg_feed(&s->resp, buf_head(&s->u_in), s->u_in.len, session_on_response_body, s);
-	buf_consume(&s->u_in, n);
+	struct buf *u_in = &s->up->in;
+	size_t n = http_msg_feed(&s->resp, buf_head(u_in), u_in->len, session_on_response_body, s);
+	buf_consume(u_in, n);
 	if (s->resp.state == HTTP_MSG_ERROR) {
 		STATS_INC(upstream_errors);
-		session_upstream_fail(s, 502, "invalid response from upstream");
+		session_upstream_fail(s, 502, "invalid response from upstream",
+				      EXCHANGE_UPSTREAM_BROKEN);
 		return true;
 	}
 	if (before == HTTP_MSG_HEAD && s->resp.state != HTTP_MSG_HEAD) {
@@ -531,11 +547,13 @@ static bool session_feed_response_step(struct session *s)
 		}
 		/* An HTTP/1.0 client cannot read chunks: without a length, its response ends at close. */
 		bool http11 = s->req.http_major == 1 && s->req.http_minor >= 1;
-		bool keep = s->req.keep_alive && !s->w->draining &&
+		bool keep = s->req.keep_alive && !s->env->draining &&
 			    (http11 || s->resp.has_content_length || s->resp.no_body);
-		if (http_write_response_head(&s->resp, keep, s->request_id, &s->c_out,
+		if (http_write_response_head(&s->resp, keep, s->request_id,
+					     session_extra_headers(s, 0), &s->c_out,
 					     &s->resp_chunked) < 0) {
-			session_upstream_fail(s, 502, "cannot relay upstream response head");
+			session_upstream_fail(s, 502, "cannot relay upstream response head",
+					      EXCHANGE_UPSTREAM_BROKEN);
 			return true;
 		}
 		s->client_keep_alive = keep && (s->resp_chunked || s->resp.has_content_length ||
@@ -553,7 +571,7 @@ static bool session_feed_response_step(struct session *s)
 static bool session_feed_response(struct session *s)
 {
 	bool progress = false;
-	while (!s->dead && s->state == SESSION_FORWARD && s->u_in.len &&
+	while (!s->dead && s->state == SESSION_FORWARD && s->up && s->up->in.len &&
 	       s->c_out.len <= SESSION_HIGH_WATER && session_feed_response_step(s))
 		progress = true;
 	return progress;
@@ -561,67 +579,50 @@ static bool session_feed_response(struct session *s)
 
 static bool session_upstream_io(struct session *s)
 {
-	if (!s->up_open)
+	struct upconn *u = s->up;
+	if (!u || s->state != SESSION_FORWARD)
 		return false;
 	bool progress = false;
-	if (s->up_connecting) {
-		struct pollfd p = {.fd = s->up.fd, .events = POLLOUT};
-		if (poll(&p, 1, 0) == 0)
-			return false;
-		int err = 0;
-		socklen_t len = sizeof(err);
-		getsockopt(s->up.fd, SOL_SOCKET, SO_ERROR, &err, &len);
-		if (err) {
-			STATS_INC(upstream_connect_errors);
-			char why[160];
-			snprintf(why, sizeof(why), "cannot connect: %s", strerror(err));
-			session_upstream_fail(s, 502, why);
+	if (u->connecting || !u->c.handshake_done) {
+		bool was_connecting = u->connecting, tls;
+		const char *why;
+		enum upconn_state st = upconn_establish(u, &why, &tls);
+		if (st == UPCONN_FAILED) {
+			char text[200];
+			snprintf(text, sizeof(text), "%s: %s",
+				 tls ? "TLS handshake failed" : "cannot connect", why);
+			if (tls)
+				STATS_INC(upstream_errors);
+			else
+				STATS_INC(upstream_connect_errors);
+			session_upstream_fail(s, 502, text,
+					      tls ? EXCHANGE_TLS_FAILED : EXCHANGE_CONNECT_FAILED);
 			return true;
 		}
-		s->up_connecting = false;
-		progress = true;
-	}
-	if (!s->up.handshake_done) {
-		enum conn_result r = conn_handshake(&s->up);
-		if (r == CONN_ERROR) {
-			STATS_INC(upstream_errors);
-			char why[200];
-			snprintf(why, sizeof(why), "TLS handshake failed: %s", s->up.error);
-			session_upstream_fail(s, 502, why);
-			return true;
-		}
-		if (r == CONN_AGAIN)
+		progress = was_connecting != u->connecting;
+		if (st == UPCONN_WAIT)
 			return progress;
 		progress = true;
 	}
-	while (s->u_out.len) {
-		ssize_t n = conn_write(&s->up, buf_head(&s->u_out), s->u_out.len);
-		if (n > 0) {
-			buf_consume(&s->u_out, (size_t)n);
-			progress = true;
-			continue;
-		}
-		if (n < 0 && errno == EAGAIN)
-			break;
+	if (upconn_flush(u, &progress) < 0) {
 		STATS_INC(upstream_errors);
-		session_upstream_fail(s, 502, "upstream closed the connection while sending");
+		session_upstream_fail(s, 502, "upstream closed the connection while sending",
+				      EXCHANGE_UPSTREAM_BROKEN);
 		return true;
 	}
-	progress |= session_read_upstream(s);
-	if (s->state != SESSION_FORWARD) {
-		session_check_idle_upstream(s);
-		return progress;
-	}
+	if (s->splicing != SPLICE_RESPONSE_BODY)
+		progress |= upconn_read(u, SESSION_HIGH_WATER);
 	progress |= session_feed_response(s);
-	if (s->dead || s->state != SESSION_FORWARD || !s->up_eof || s->u_in.len)
+	if (s->dead || s->state != SESSION_FORWARD || !s->up || !s->up->eof || s->up->in.len)
 		return progress;
 	http_msg_feed_eof(&s->resp, session_on_response_body, s);
 	if (s->resp.state == HTTP_MSG_DONE) {
-		session_on_response_done(s);
-		session_close_upstream(s);
+		s->up->in.len = 0;
+		session_on_response_done(s); /* the closed connection is not pooled (eof) */
 	} else {
 		STATS_INC(upstream_errors);
-		session_upstream_fail(s, 502, "upstream closed the connection before responding");
+		session_upstream_fail(s, 502, "upstream closed the connection before responding",
+				      EXCHANGE_UPSTREAM_BROKEN);
 	}
 	return true;
 }
@@ -630,19 +631,19 @@ static bool session_upstream_io(struct session *s)
  * kTLS) bypasses userspace once the parser has handed on what it had already read. */
 static enum session_splice session_splice_candidate(const struct session *s, uint64_t *remaining)
 {
-	if (s->state != SESSION_FORWARD || !s->up_open || s->up_connecting || !s->up.handshake_done)
+	if (s->state != SESSION_FORWARD || !s->up || !s->up->c.handshake_done)
 		return SPLICE_NONE;
 	if (!s->req_done) {
 		if (s->req.state != HTTP_MSG_BODY || s->req.chunked || !s->req.has_content_length ||
-		    s->c_in.len || s->u_out.len || !conn_kernel_reads(&s->client) ||
-		    !conn_kernel_writes(&s->up))
+		    s->c_in.len || s->up->out.len || !conn_kernel_reads(&s->client) ||
+		    !conn_kernel_writes(&s->up->c))
 			return SPLICE_NONE;
 		*remaining = s->req.content_length - s->req_body_bytes;
 		return *remaining >= SESSION_SPLICE_MIN ? SPLICE_REQUEST_BODY : SPLICE_NONE;
 	}
 	if (!s->resp_head_sent || s->resp.state != HTTP_MSG_BODY || s->resp_chunked ||
-	    !s->resp.has_content_length || s->u_in.len || s->c_out.len ||
-	    !conn_kernel_reads(&s->up) || !conn_kernel_writes(&s->client))
+	    !s->resp.has_content_length || s->up->in.len || s->c_out.len ||
+	    !conn_kernel_reads(&s->up->c) || !conn_kernel_writes(&s->client))
 		return SPLICE_NONE;
 	*remaining = s->resp.content_length - s->resp_bytes;
 	return *remaining >= SESSION_SPLICE_MIN ? SPLICE_RESPONSE_BODY : SPLICE_NONE;
@@ -655,7 +656,7 @@ static bool session_splice(struct session *s)
 		enum session_splice which = session_splice_candidate(s, &remaining);
 		if (which == SPLICE_NONE)
 			return false;
-		const struct conn *in = which == SPLICE_REQUEST_BODY ? &s->client : &s->up;
+		const struct conn *in = which == SPLICE_REQUEST_BODY ? &s->client : &s->up->c;
 		bool in_ktls = in->ssl != NULL;
 		if (!s->splice_open) {
 			if (splice_fwd_init(&s->splice, remaining, in_ktls) < 0)
@@ -667,8 +668,8 @@ static bool session_splice(struct session *s)
 		s->splicing = which;
 	}
 	bool request = s->splicing == SPLICE_REQUEST_BODY;
-	int in_fd = request ? s->client.fd : s->up.fd;
-	int out_fd = request ? s->up.fd : s->client.fd;
+	int in_fd = request ? s->client.fd : s->up->c.fd;
+	int out_fd = request ? s->up->c.fd : s->client.fd;
 	uint64_t before = s->splice.moved;
 	s->splice_last = splice_fwd_run(&s->splice, in_fd, out_fd, SPLICE_FWD_BUDGET);
 	uint64_t moved = s->splice.moved - before;
@@ -739,16 +740,16 @@ static void session_update_interest(struct session *s)
 		if ((s->c_out.len && !c->write_wants_read) || c->read_wants_write)
 			cmask |= EV_WRITE;
 	}
-	if (s->up_open) {
-		const struct conn *u = &s->up;
-		if (s->up_connecting)
+	if (s->up) {
+		const struct conn *u = &s->up->c;
+		if (s->up->connecting)
 			umask = EV_WRITE;
 		else if (!u->handshake_done)
 			umask = u->read_wants_write ? EV_WRITE : EV_READ;
 		else {
-			if ((!s->up_eof && s->u_in.len < SESSION_HIGH_WATER) || u->write_wants_read)
+			if ((!s->up->eof && s->up->in.len < SESSION_HIGH_WATER) || u->write_wants_read)
 				umask |= EV_READ;
-			if ((s->u_out.len && !u->write_wants_read) || u->read_wants_write)
+			if ((s->up->out.len && !u->write_wants_read) || u->read_wants_write)
 				umask |= EV_WRITE;
 		}
 	}
@@ -762,9 +763,9 @@ static void session_update_interest(struct session *s)
 		if (want_write || yielded)
 			*dst |= EV_WRITE;
 	}
-	if (s->up_open)
-		ev_set(s->w->loop, s->up.fd, umask, session_on_event, s);
-	ev_set(s->w->loop, c->fd, cmask, session_on_event, s);
+	if (s->up)
+		ev_set(s->env->loop, s->up->c.fd, umask, session_on_event, s);
+	ev_set(s->env->loop, c->fd, cmask, session_on_event, s);
 }
 
 static void session_step(struct session *s)
@@ -818,14 +819,14 @@ static void session_step(struct session *s)
 	session_update_interest(s);
 }
 
-struct session *session_new(struct worker *w, int fd, const struct sockaddr_storage *peer)
+struct session *session_new(struct session_env *env, int fd, const struct sockaddr_storage *peer)
 {
 	struct session *s = calloc(1, sizeof(*s));
 	if (!s) {
 		close(fd);
 		return NULL;
 	}
-	s->w = w;
+	s->env = env;
 	s->peer = *peer;
 	socklen_t len = sizeof(s->local);
 	getsockname(fd, (struct sockaddr *)&s->local, &len);
@@ -849,7 +850,7 @@ struct session *session_new(struct worker *w, int fd, const struct sockaddr_stor
 	};
 	http_msg_init(&s->req, HTTP_REQUEST, &s->req_limits);
 	http_msg_init(&s->resp, HTTP_RESPONSE, &s->resp_limits);
-	if (conn_init(&s->client, fd, w->d->server_ctx, true, NULL, NULL) < 0) {
+	if (conn_init(&s->client, fd, env->server_ctx, true, NULL, NULL) < 0) {
 		close(fd);
 		session_free(s);
 		return NULL;
@@ -865,12 +866,8 @@ struct session *session_new(struct worker *w, int fd, const struct sockaddr_stor
 static void session_release_idle_buffers(struct session *s)
 {
 	conn_release_buffers(&s->client);
-	if (s->up_open)
-		conn_release_buffers(&s->up);
 	buf_free(&s->c_in);
 	buf_free(&s->c_out);
-	buf_free(&s->u_in);
-	buf_free(&s->u_out);
 	http_msg_free(&s->req);
 	http_msg_reset(&s->req);
 	http_msg_free(&s->resp);
@@ -889,7 +886,7 @@ static bool session_body_too_slow(struct session *s, int64_t now)
 	if (cfg->limits.min_body_rate == 0 || elapsed < cfg->limits.body_rate_window_ms)
 		return false;
 	uint64_t got = s->req_body_bytes - s->body_window_bytes;
-	bool held_back = s->u_out.len > SESSION_HIGH_WATER ||
+	bool held_back = (s->up && s->up->out.len > SESSION_HIGH_WATER) ||
 			 (s->splicing == SPLICE_REQUEST_BODY && s->splice_last == SPLICE_FWD_WANT_WRITE);
 	s->body_window_start_ms = now;
 	s->body_window_bytes = s->req_body_bytes;
@@ -932,10 +929,15 @@ void session_check_deadline(struct session *s, int64_t now)
 			}
 		} else if (now - s->last_activity_ms > cfg->limits.idle_timeout_ms) {
 			session_close(s);
-		} else if (!s->buffers_released && s->c_out.len == 0 && s->u_in.len == 0 &&
+		} else if (!s->buffers_released && s->c_out.len == 0 &&
 			   now - s->last_activity_ms >= SESSION_IDLE_RELEASE_MS) {
 			session_release_idle_buffers(s);
 		}
+		return;
+	case SESSION_DISCARD:
+		/* Its response is out already: a body that stops coming only ends the connection. */
+		if (now - s->last_activity_ms > cfg->limits.header_timeout_ms)
+			session_close(s);
 		return;
 	case SESSION_READ_FORM:
 		if (now - s->last_activity_ms > cfg->limits.header_timeout_ms) {
@@ -946,16 +948,20 @@ void session_check_deadline(struct session *s, int64_t now)
 			session_cut_slow_body(s);
 		}
 		return;
-	case SESSION_FORWARD:
-		if (s->up_connecting &&
-		    now - s->forward_start_ms > cfg->limits.upstream_connect_timeout_ms) {
+	case SESSION_FORWARD: {
+		const struct config_upstream *up = session_upstream_cfg(s);
+		const char *late = NULL;
+		if (s->up->connecting && now - s->up->opened_ms > up->connect_timeout_ms)
+			late = "connect timed out";
+		else if (!s->up->connecting && !s->up->c.handshake_done &&
+			 now - s->up->connected_ms > up->tls_timeout_ms)
+			late = "TLS handshake timed out";
+		else if (!s->resp_head_sent && s->req_done &&
+			 now - s->forward_start_ms > up->response_timeout_ms)
+			late = "no response in time";
+		if (late) {
 			STATS_INC(upstream_timeouts);
-			session_upstream_fail(s, 504, "connect timed out");
-			session_step(s);
-		} else if (!s->resp_head_sent && s->req_done &&
-			   now - s->forward_start_ms > cfg->limits.upstream_timeout_ms) {
-			STATS_INC(upstream_timeouts);
-			session_upstream_fail(s, 504, "no response in time");
+			session_upstream_fail(s, 504, late, EXCHANGE_TIMED_OUT);
 			session_step(s);
 		} else if ((s->resp_head_sent || !s->req_done) &&
 			   now - s->last_activity_ms > cfg->limits.idle_timeout_ms) {
@@ -964,6 +970,7 @@ void session_check_deadline(struct session *s, int64_t now)
 			session_cut_slow_body(s);
 		}
 		return;
+	}
 	case SESSION_CLOSING:
 		if (now - s->last_activity_ms > cfg->limits.idle_timeout_ms)
 			session_close(s);
@@ -977,5 +984,5 @@ void session_drain(struct session *s)
 		    (s->state == SESSION_READ_HEAD && !s->head_start_ms && s->c_in.len == 0);
 	if (idle)
 		session_close(s);
-	/* Busy sessions see w->draining when their response completes and close then. */
+	/* Busy sessions see env->draining when their response completes and close then. */
 }

@@ -1,0 +1,148 @@
+#include "exchange.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "policy_store.h"
+#include "route.h"
+
+int route_table_init(struct route_table *t, const struct config *cfg, struct policy_store *store,
+		     char *err, size_t errlen)
+{
+	memset(t, 0, sizeof(*t));
+	t->cfg = cfg;
+	for (unsigned i = 0; i < cfg->n_routes; i++) {
+		const struct config_route *rc = &cfg->routes[i];
+		const struct config_upstream *up = &cfg->upstreams[rc->upstream];
+		struct route_rt *r = &t->route[i];
+		r->cfg = rc;
+		r->upstream_name = up->name;
+		t->n = i + 1;
+		const char *what = NULL;
+		if (rc->spike_arrest.rate &&
+		    !(r->policy[r->n_policies++] = policy_spike_arrest_new(&rc->spike_arrest)))
+			what = "spike_arrest";
+		if (!what && up->breaker.enabled) {
+			struct psd2_breaker *b = store ? policy_store_breaker(store, rc->upstream) : NULL;
+			if (!b || !(r->policy[r->n_policies++] = policy_breaker_new(&up->breaker, b)))
+				what = "circuit breaker";
+		}
+		if (!what && rc->quota.limit &&
+		    (!store || !(r->policy[r->n_policies++] = policy_quota_new(&rc->quota, store))))
+			what = "quota";
+		if (what) {
+			if (r->n_policies && !r->policy[r->n_policies - 1])
+				r->n_policies--;
+			snprintf(err, errlen, "routes[%u]: cannot set up its %s%s", i, what,
+				 store ? "" : " (no policy store: bpf.pin_dir)");
+			route_table_free(t);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+void route_table_free(struct route_table *t)
+{
+	for (unsigned i = 0; i < t->n; i++)
+		for (unsigned k = 0; k < t->route[i].n_policies; k++)
+			t->route[i].policy[k]->ops->free(t->route[i].policy[k]);
+	t->n = 0;
+}
+
+void route_table_fill_stats(const struct route_table *t, json_t *obj)
+{
+	static const char *const classes[] = {"none", "1xx", "2xx", "3xx", "4xx", "5xx"};
+	json_t *routes = json_array();
+	for (unsigned i = 0; i < t->n; i++) {
+		const struct route_rt *r = &t->route[i];
+		json_t *resp = json_object(), *pol = json_object();
+		for (unsigned c = 0; c < 6; c++)
+			json_object_set_new(resp, classes[c],
+					    json_integer((json_int_t)atomic_load(&r->by_class[c])));
+		for (unsigned k = 0; k < r->n_policies; k++) {
+			const struct policy *p = r->policy[k];
+			json_object_set_new(pol, p->ops->name,
+					    json_pack("{s:I,s:I}", "passed",
+						      (json_int_t)atomic_load(&p->passed), "refused",
+						      (json_int_t)atomic_load(&p->refused)));
+		}
+		json_array_append_new(routes, json_pack("{s:s,s:s,s:I,s:o,s:o}", "prefix",
+							r->cfg->prefix, "upstream", r->upstream_name,
+							"requests",
+							(json_int_t)atomic_load(&r->requests),
+							"responses", resp, "policies", pol));
+	}
+	json_object_set_new(obj, "routes", routes);
+}
+
+static enum policy_verdict refuse(struct policy_request *pr, int status, const char *error,
+				  const char *description, const char *reason)
+{
+	pr->status = status;
+	pr->error = error;
+	pr->description = description;
+	pr->retry_after = 0;
+	pr->reason = reason;
+	return POLICY_REFUSE;
+}
+
+enum policy_verdict exchange_admit(struct exchange *x, struct route_table *t,
+				   struct policy_request *pr)
+{
+	const char *url = http_msg_url(pr->req);
+	const char *q = memchr(url, '?', pr->req->url_len);
+	int i = route_match(t->cfg, url, q ? (size_t)(q - url) : pr->req->url_len);
+	if (i < 0)
+		return refuse(pr, 404, "not_found", "no route for this path", "no_route");
+	struct route_rt *r = &t->route[i];
+	x->route = r;
+	atomic_fetch_add_explicit(&r->requests, 1, memory_order_relaxed);
+	pr->resp_headers = &x->resp_headers;
+	for (unsigned k = 0; k < r->n_policies; k++) {
+		struct policy *p = r->policy[k];
+		if (p->ops->on_request(p, pr, &x->token[k]) == POLICY_NEXT) {
+			atomic_fetch_add_explicit(&p->passed, 1, memory_order_relaxed);
+			x->n_admitted = k + 1;
+			continue;
+		}
+		atomic_fetch_add_explicit(&p->refused, 1, memory_order_relaxed);
+		/* The response still carries what the later policies would have said. */
+		for (unsigned later = k + 1; later < r->n_policies; later++)
+			if (r->policy[later]->ops->add_headers)
+				r->policy[later]->ops->add_headers(r->policy[later], pr);
+		x->pending = true;
+		struct exchange_outcome o = {.result = EXCHANGE_NOT_FORWARDED,
+					     .status = (unsigned)pr->status};
+		exchange_complete(x, &o);
+		return POLICY_REFUSE;
+	}
+	x->pending = true;
+	return POLICY_NEXT;
+}
+
+void exchange_complete(struct exchange *x, const struct exchange_outcome *o)
+{
+	if (!x->pending)
+		return;
+	x->pending = false;
+	struct route_rt *r = x->route;
+	unsigned cls = o->status >= 100 && o->status < 600 ? o->status / 100 : 0;
+	atomic_fetch_add_explicit(&r->by_class[cls], 1, memory_order_relaxed);
+	for (unsigned k = x->n_admitted; k-- > 0;)
+		if (r->policy[k]->ops->on_complete)
+			r->policy[k]->ops->on_complete(r->policy[k], o, x->token[k]);
+}
+
+void exchange_reset(struct exchange *x)
+{
+	x->route = NULL;
+	x->n_admitted = 0;
+	x->pending = false;
+	buf_reset(&x->resp_headers);
+}
+
+void exchange_free(struct exchange *x)
+{
+	buf_free(&x->resp_headers);
+}

@@ -1,0 +1,66 @@
+/* One request/response between a TPP and an upstream, once the TPP's identity is proven: the
+ * route it takes, the route's policies that let it through, the headers they add to its
+ * response, and the one place its outcome is known (exchange_complete), which reports it to
+ * those policies and to the route's counters.
+ *
+ * The route table holds, per configured route, its policy instances and counters; it is built
+ * at start and shared by every worker. */
+#ifndef PSD2EDGE_EXCHANGE_H
+#define PSD2EDGE_EXCHANGE_H
+
+#include <jansson.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "buf.h"
+#include "config.h"
+#include "policy.h"
+
+#define ROUTE_MAX_POLICIES 3
+
+struct route_rt {
+	const struct config_route *cfg;
+	const char *upstream_name;
+	struct policy *policy[ROUTE_MAX_POLICIES]; /* in the order they run */
+	unsigned n_policies;
+	_Atomic uint64_t requests;
+	_Atomic uint64_t by_class[6]; /* responses by status / 100 (index 0: none sent) */
+};
+
+struct route_table {
+	struct route_rt route[CONFIG_MAX_ROUTES]; /* as cfg->routes */
+	unsigned n;
+	const struct config *cfg;
+};
+
+struct policy_store;
+
+/* store may be NULL only when no route has a quota or breaker (the configuration's rule). */
+int route_table_init(struct route_table *t, const struct config *cfg, struct policy_store *store,
+		     char *err, size_t errlen);
+void route_table_free(struct route_table *t);
+/* "routes": [{"prefix", "upstream", "requests", "responses": {"2xx": n, ...}, "policies":
+ * {"quota": {"passed", "refused"}, ...}}] for `stats`. */
+void route_table_fill_stats(const struct route_table *t, json_t *obj);
+
+struct exchange {
+	struct route_rt *route;  /* NULL until routed */
+	uint64_t token[ROUTE_MAX_POLICIES];
+	unsigned n_admitted;     /* policies whose on_request let it through */
+	bool pending;            /* admitted; exchange_complete not called yet */
+	struct buf resp_headers; /* added by policies to whatever response is sent */
+};
+
+/* Picks the route of the (normalised) path and runs its policies. POLICY_REFUSE leaves pr's
+ * status, error, description, retry_after and reason set (404 when no route matches). */
+enum policy_verdict exchange_admit(struct exchange *x, struct route_table *t,
+				   struct policy_request *pr);
+/* Reports the outcome to the route's counters and to the policies that let it through; the
+ * second and later calls do nothing. A request refused in exchange_admit needs none. */
+void exchange_complete(struct exchange *x, const struct exchange_outcome *o);
+/* Ready for the next request; keeps the header buffer's allocation. */
+void exchange_reset(struct exchange *x);
+void exchange_free(struct exchange *x);
+
+#endif
