@@ -115,7 +115,8 @@ test-fast: unit $(FUZZERS)
 integration: all
 	tests/integration/run.sh
 
-vmtest: all $(VM_PROGS) $(BUILD)/asan/test_xdp $(BUILD)/asan/test_dataplane
+vmtest: all $(VM_PROGS) $(BUILD)/asan/test_xdp $(BUILD)/asan/test_dataplane \
+		$(BUILD)/asan/test_policy_store
 	vmtest/run-tests.sh
 
 bench: all $(BUILD)/bench/loadgen

@@ -169,15 +169,25 @@ static const struct pinned_map pinned_maps[] = {
 };
 #define N_PINNED (sizeof(pinned_maps) / sizeof(pinned_maps[0]))
 
-static void unpin_all(const char *pin_dir)
+/* The policy state's maps (policy_store.c) share the pin directory and go with it: the quota
+ * counters come back from the registry's checkpoint. */
+static const char *const policy_pins[] = { PSD2_PIN_QUOTA, PSD2_PIN_BREAKERS };
+
+static void unpin(const char *pin_dir, const char *name)
 {
 	char path[PATH_MAX];
 
-	for (size_t i = 0; i < N_PINNED; i++) {
-		snprintf(path, sizeof(path), "%s/%s", pin_dir, pinned_maps[i].name);
-		if (unlink(path) && errno != ENOENT)
-			log_warn("xdp: cannot remove %s: %s", path, strerror(errno));
-	}
+	snprintf(path, sizeof(path), "%s/%s", pin_dir, name);
+	if (unlink(path) && errno != ENOENT)
+		log_warn("xdp: cannot remove %s: %s", path, strerror(errno));
+}
+
+static void unpin_all(const char *pin_dir)
+{
+	for (size_t i = 0; i < N_PINNED; i++)
+		unpin(pin_dir, pinned_maps[i].name);
+	for (size_t i = 0; i < sizeof(policy_pins) / sizeof(policy_pins[0]); i++)
+		unpin(pin_dir, policy_pins[i]);
 	if (rmdir(pin_dir) && errno != ENOENT)
 		log_warn("xdp: cannot remove %s: %s", pin_dir, strerror(errno));
 }

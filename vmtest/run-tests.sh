@@ -29,7 +29,7 @@ if [ "${VMTEST:-0}" != 1 ]; then
 	timeout=${VMTEST_TIMEOUT:-600}
 	if [ "${1:-}" = --timeout ]; then timeout=$2; shift 2; fi
 	for prog in "$build"/vm/ktls_selftest "$build"/psd2edged "$build"/psd2edgectl \
-		"$build"/asan/test_xdp "$build"/asan/test_dataplane; do
+		"$build"/asan/test_xdp "$build"/asan/test_dataplane "$build"/asan/test_policy_store; do
 		[ -x "$prog" ] || { echo "vmtest: $prog is not built (run: make vmtest)" >&2
 			echo "0 passed, 1 failed"; exit 1; }
 	done
@@ -55,8 +55,10 @@ fi
 if [ $# -gt 0 ]; then
 	tests=("$@")
 else
-	# The BPF unit tests again, so the program passes the verifier of Debian's 6.1 kernel too.
-	tests=("$build"/vm/ktls_selftest "$build"/asan/test_xdp "$build"/asan/test_dataplane)
+	# The BPF unit tests again, so the program passes the verifier of Debian's 6.1 kernel too
+	# and its maps (the policy state's too) are created there.
+	tests=("$build"/vm/ktls_selftest "$build"/asan/test_xdp "$build"/asan/test_dataplane
+		"$build"/asan/test_policy_store)
 	for t in tests/vm/test_*.sh; do
 		[ -x "$t" ] && tests+=("$t")
 	done

@@ -25,6 +25,7 @@
 #include <bpf/bpf.h>
 
 #include "config.h"
+#include "dataplane.h"
 #include "policy_store.h"
 #include "registry.h"
 #include "spinlock.h"
@@ -461,6 +462,23 @@ static void test_incompatible_pin_replaced(void **state)
 	policy_store_close(ps);
 }
 
+/* psd2edged --detach removes every pin, these too; the counters come back from the registry. */
+static void test_detach_removes_pins(void **state)
+{
+	struct env *e = env_of(state);
+	struct policy_store *ps = store_open(e);
+	char err[256] = "";
+
+	count_in(policy_store_quota(ps, "ais", "tpp-1", "", true), 2, time(NULL));
+	policy_store_close(ps);
+	assert_int_equal(dataplane_detach(&e->cfg, err, sizeof(err)), 0);
+	assert_int_equal(access(e->pin_dir, F_OK), -1);
+
+	ps = store_open(e);
+	assert_int_equal(policy_store_quota(ps, "ais", "tpp-1", "", false)->count, 2);
+	policy_store_close(ps);
+}
+
 /* --- threads -------------------------------------------------------------------------------- */
 
 #define THREADS 8
@@ -540,6 +558,7 @@ int main(void)
 		T(test_breakers_by_name),
 		T(test_checkpoint_and_reboot),
 		T(test_incompatible_pin_replaced),
+		T(test_detach_removes_pins),
 		T(test_concurrent_creation),
 	};
 #undef T
