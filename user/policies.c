@@ -204,6 +204,27 @@ static enum policy_verdict quota_key(const struct quota_policy *qp, struct polic
 		      "quota_key_invalid");
 }
 
+/* The counter of (quota, client, key), locked. A counter found without the lock may be reused
+ * for another identity before the lock is taken (a full map recycles idle ones): the identity
+ * is checked again under it. */
+static struct psd2_quota *quota_counter_locked(struct quota_policy *qp, const char *client_id,
+					       const char *key, bool create)
+{
+	for (int attempt = 0; attempt < 4; attempt++) {
+		struct psd2_quota *q = policy_store_quota(qp->store, qp->cfg->name, client_id, key,
+							  create);
+		if (!q)
+			return NULL;
+		spin_lock(&q->lock);
+		if (strncmp(q->name, qp->cfg->name, sizeof(q->name)) == 0 &&
+		    strncmp(q->client_id, client_id, sizeof(q->client_id)) == 0 &&
+		    strncmp(q->key, key, sizeof(q->key)) == 0)
+			return q;
+		spin_unlock(&q->lock);
+	}
+	return NULL;
+}
+
 static enum policy_verdict quota_on_request(struct policy *p, struct policy_request *pr,
 					    uint64_t *token)
 {
@@ -212,7 +233,7 @@ static enum policy_verdict quota_on_request(struct policy *p, struct policy_requ
 	char key[REGISTRY_CLIENT_ID_MAX + 1];
 	if (quota_key(qp, pr, key) == POLICY_REFUSE)
 		return POLICY_REFUSE;
-	struct psd2_quota *q = policy_store_quota(qp->store, qp->cfg->name, pr->client_id, key, true);
+	struct psd2_quota *q = quota_counter_locked(qp, pr->client_id, key, true);
 	if (!q) {
 		/* Counting is what keeps the TPP's certificate from being blocked by the bank:
 		 * without a counter the request does not go. */
@@ -228,7 +249,6 @@ static enum policy_verdict quota_on_request(struct policy *p, struct policy_requ
 			      "quota_store_full");
 	}
 	struct quota_state st;
-	spin_lock(&q->lock);
 	bool counted = quota_take(q, &qp->rule, pr->now_s, &st);
 	spin_unlock(&q->lock);
 	quota_write_headers(qp, pr->resp_headers, &st);
@@ -245,9 +265,8 @@ static void quota_add_headers(struct policy *p, struct policy_request *pr)
 	if (quota_key(qp, &probe, key) == POLICY_REFUSE)
 		return;
 	struct quota_state st = {.limit = qp->rule.limit, .remaining = qp->rule.limit, .reset = 1};
-	struct psd2_quota *q = policy_store_quota(qp->store, qp->cfg->name, pr->client_id, key, false);
+	struct psd2_quota *q = quota_counter_locked(qp, pr->client_id, key, false);
 	if (q) {
-		spin_lock(&q->lock);
 		quota_peek(q, &qp->rule, pr->now_s, &st);
 		spin_unlock(&q->lock);
 	}

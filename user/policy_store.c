@@ -32,6 +32,7 @@
 #include <bpf/libbpf.h>
 
 #include "bpffs.h"
+#include "breaker.h"
 #include "log.h"
 #include "psd2edge_state.skel.h"
 #include "registry.h"
@@ -465,7 +466,7 @@ static void breakers_assign(struct policy_store *ps, const struct config *cfg)
 	}
 	for (uint32_t j = 0; j < PSD2_MAX_BREAKERS; j++) {
 		if (taken[j]) {
-			ps->breakers[j].lock = 0;
+			breaker_recover(&ps->breakers[j]);
 		} else if (ps->breakers[j].name[0]) {
 			log_info("policy: breaker of upstream %.*s dropped (no longer configured)",
 				 PSD2_NAME_LEN, ps->breakers[j].name);

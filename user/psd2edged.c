@@ -282,6 +282,18 @@ static int daemon_open_upstreams(struct daemon *d, char *err, size_t errlen)
 	return 0;
 }
 
+/* Quota counters and breakers live in pinned maps; without either, nothing is opened. */
+static bool daemon_needs_policy_store(const struct config *cfg)
+{
+	for (unsigned i = 0; i < cfg->n_routes; i++)
+		if (cfg->routes[i].quota.limit)
+			return true;
+	for (unsigned i = 0; i < cfg->n_upstreams; i++)
+		if (cfg->upstreams[i].breaker.enabled)
+			return true;
+	return false;
+}
+
 static int daemon_run(struct daemon *d)
 {
 	char err[ERRLEN];
@@ -321,7 +333,7 @@ static int daemon_run(struct daemon *d)
 		log_error("registry: cannot load the deny-list");
 		goto out;
 	}
-	if (d->cfg.bpf.pin_dir &&
+	if (daemon_needs_policy_store(&d->cfg) &&
 	    policy_store_open(&d->cfg, d->reg, &d->policy, err, sizeof(err)) < 0) {
 		log_error("%s", err);
 		goto out;
