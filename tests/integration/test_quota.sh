@@ -51,10 +51,13 @@ account_call() {
 		"$GW_URL${3:-/accounts/1}"
 }
 
-forwarded() { # ACCOUNT: requests of that account the upstream received
+forwarded() { # ACCOUNT: requests of tpp1 with that account the upstream received
 	python3 -c 'import json,sys
-print(sum(1 for l in open(sys.argv[1]) if json.loads(l)["h"].get("x-account-id") == [sys.argv[2]]))' \
-		"$UPSTREAM_LOG" "$1"
+n = 0
+for l in open(sys.argv[1]):
+    h = json.loads(l)["h"]
+    n += h.get("x-account-id") == [sys.argv[2]] and "tpp1" in h.get("x-client-id", [])
+print(n)' "$UPSTREAM_LOG" "$1"
 }
 
 # quota_used CLIENT KEY: "used" of the one counter of CLIENT with KEY (psd2edgectl quota show)
@@ -89,7 +92,7 @@ assert_contains "$(json_line "$out" 5 headers.ratelimit)" "remaining=0" "the 429
 assert_eq false "$(json_line "$out" 5 closed)" "the 429 keeps the connection open"
 assert_eq 200 "$(json_line "$out" 6 status)" "account B passes on the same connection after A's 429"
 assert_contains "$(json_line "$out" 6 headers.ratelimit)" "remaining=3" "account B has its own counter"
-assert_eq 4 "$(forwarded A)" "the upstream received account A's four calls, not the fifth"
+assert_eq 4 "$(forwarded A)" "the upstream received tpp1's four calls of account A, not the fifth"
 
 account_call tpp2 A
 assert_eq 200 "$LAST_CODE" "another client with account A passes (counted per client_id)"
