@@ -15,6 +15,7 @@
 #include "ev.h"
 #include "log.h"
 #include "pipeline.h"
+#include "route.h"
 #include "stats.h"
 
 /* Output queued beyond this stops reading from the other side (backpressure). */
@@ -337,6 +338,20 @@ static void session_decide(struct session *s, bool form_buffered)
 	session_start_forward(s, form_buffered);
 }
 
+/* A quota counted per form field needs the body before the route's policies can judge the
+ * request, as a form-borne client_id does. */
+static bool session_quota_key_in_body(const struct session *s)
+{
+	const struct config *cfg = session_cfg(s);
+	const char *url = http_msg_url(&s->req);
+	const char *q = memchr(url, '?', s->req.url_len);
+	int i = route_match(cfg, url, q ? (size_t)(q - url) : s->req.url_len);
+	if (i < 0)
+		return false;
+	const struct config_quota *quota = &cfg->routes[i].quota;
+	return quota->limit && quota->per_key && clientid_needs_body(&quota->key, 1, &s->req);
+}
+
 static void session_on_request_head(struct session *s)
 {
 	STATS_INC(requests);
@@ -344,7 +359,8 @@ static void session_on_request_head(struct session *s)
 	s->body_window_start_ms = ev_now_ms();
 	s->body_window_bytes = s->req_body_bytes;
 	const struct config *cfg = session_cfg(s);
-	if (clientid_needs_body(cfg->client_id, cfg->n_client_id, &s->req)) {
+	if (clientid_needs_body(cfg->client_id, cfg->n_client_id, &s->req) ||
+	    session_quota_key_in_body(s)) {
 		s->req.buffer_body = true;
 		s->state = SESSION_READ_FORM;
 		if (s->req.expect_continue && s->req.state != HTTP_MSG_DONE)
