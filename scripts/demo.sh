@@ -50,7 +50,11 @@ say "it answers every request with a JSON echo of what it received"
 
 step "psd2edged (bpf mode: $BPF_MODE)"
 # The XDP program goes on the gateway's veth ($GW_IF); its maps are pinned under $PIN_DIR.
-config_render "$DAEMON_CONFIG" "{\"bpf\": {\"mode\": \"$BPF_MODE\"}}"
+# Two routes to the bank: /payments with a quota of 2 calls a UTC day per account, the rest plain.
+config_render "$DAEMON_CONFIG" "{\"bpf\": {\"mode\": \"$BPF_MODE\"},
+  \"routes\": [{\"prefix\": \"/payments\", \"upstream\": \"default\",
+                \"quota\": {\"limit\": 2, \"window\": \"day\", \"key\": \"header:x-account-id\"}},
+               {\"prefix\": \"/\", \"upstream\": \"default\"}]}"
 show_cmd "psd2edged --config $DAEMON_CONFIG   (in the gw namespace)"
 daemon_start
 say "ready: control socket $CTL_SOCKET"
@@ -108,6 +112,24 @@ expect_refusal 400
 demo_request "Hostile input: a path that climbs out of the API (/..;/ as Tomcat reads it)" 400 tpp1 \
 	"$GW_URL/accounts/..;/admin?client_id=tpp1" --path-as-is
 expect_refusal 400
+
+# A bank limits calls per account; going over it gets the TPP's certificate blocked there.
+for call in 1 2 3; do
+	want=200
+	[ "$call" = 3 ] && want=429
+	demo_request "Quota: payments call $call today for account DE01 (2 a day per account)" $want tpp1 \
+		"$GW_URL/payments?client_id=tpp1" -H 'x-account-id: DE01' -D "$TEST_DIR/demo-head"
+	limit=$(grep -i '^ratelimit:' "$TEST_DIR/demo-head" | tr -d '\r')
+	if [ "$LAST_CODE" = "$want" ] && [ "$want" = 200 ]; then
+		ok "HTTP 200, $limit"
+	elif [ "$LAST_CODE" = "$want" ]; then
+		ok "HTTP 429, $(grep -i '^retry-after:' "$TEST_DIR/demo-head" | tr -d '\r'), $limit: $(cat "$LAST_BODY")"
+	else
+		bad "expected $want, got HTTP $LAST_CODE $(head -c 300 "$LAST_BODY")"
+	fi
+done
+show_cmd "psd2edgectl quota show tpp1"
+ctl quota show tpp1 | sed 's/^/   /'
 
 # TLS 1.2 here so that curl reports the gateway's alert inside the handshake (with TLS 1.3 the
 # client's side of the handshake is already over when the alert arrives).
