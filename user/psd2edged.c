@@ -187,6 +187,9 @@ static void daemon_fill_stats(void *arg, json_t *obj)
 	dataplane_fill_stats(d->dp, obj);
 	ktls_stats_fill(obj);
 	route_table_fill_stats(&d->routes, obj);
+	if (d->policy)
+		json_object_set_new(obj, "quota_map_full",
+				    json_integer((json_int_t)policy_store_quota_full(d->policy)));
 }
 
 static int daemon_wait_workers(struct daemon *d)
