@@ -774,14 +774,24 @@ static json_t *quota_json(const struct psd2_quota *q, int64_t now)
 			 json_time(now + st.reset));
 }
 
-static json_t *cmd_quota_show(struct request *rq)
+/* The counters a quota command names: the store, the optional --key and a known client_id.
+ * NULL (an error reply is set) when one of them is missing. */
+static struct policy_store *quota_target(struct request *rq, const char **key, const char **id)
 {
 	struct policy_store *ps = policy_store_of(rq);
 	struct registry_client c;
-	const char *key, *id;
-	if (!ps || quota_key_field(rq, &key) < 0 || !(id = known_client_field(rq, &c)))
+	if (!ps || quota_key_field(rq, key) < 0 || !(*id = known_client_field(rq, &c)))
 		return NULL;
 	registry_client_free(&c);
+	return ps;
+}
+
+static json_t *cmd_quota_show(struct request *rq)
+{
+	const char *key, *id;
+	struct policy_store *ps = quota_target(rq, &key, &id);
+	if (!ps)
+		return NULL;
 	struct quota_copies copies = {0};
 	policy_store_quota_each(ps, id, key, quota_copy, &copies);
 	json_t *arr = copies.oom ? NULL : json_array();
@@ -812,12 +822,10 @@ static void quota_zero(struct psd2_quota *q, void *arg)
 
 static json_t *cmd_quota_reset(struct request *rq)
 {
-	struct policy_store *ps = policy_store_of(rq);
-	struct registry_client c;
 	const char *key, *id;
-	if (!ps || quota_key_field(rq, &key) < 0 || !(id = known_client_field(rq, &c)))
+	struct policy_store *ps = quota_target(rq, &key, &id);
+	if (!ps)
 		return NULL;
-	registry_client_free(&c);
 	char detail[CONFIG_QUOTA_KEY_MAX + 64], err[256] = "";
 	if (key)
 		snprintf(detail, sizeof(detail), "quota counters of key '%s'", key);
