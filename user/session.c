@@ -327,6 +327,7 @@ static void session_decide(struct session *s, bool form_buffered)
 		.req = &s->req,
 		.client_id = s->client_id,
 		.slot = s->slot,
+		.cert_sha256 = s->thumb,
 		.now_s = wall.tv_sec,
 		.now_ns = (uint64_t)mono.tv_sec * 1000000000ULL + (uint64_t)mono.tv_nsec,
 		.now_ms = (int64_t)wall.tv_sec * 1000 + wall.tv_nsec / 1000000,
