@@ -59,6 +59,8 @@ static struct options {
 	enum id_place id_in;
 	pid_t server_pids[8];
 	int n_server_pids;
+	const char *headers[8]; /* --header lines, sent as given */
+	int n_headers;
 } opt = {
 	.host = "127.0.0.1", .path = "/bench", .groups = "X25519:P-256", .client_id = "tpp1",
 	.port = 8443, .conns = 16, .threads = 1, .tls_version = TLS1_3_VERSION, .duration = 5,
@@ -88,6 +90,7 @@ static void usage(int status)
 		"      --path PATH        request path (default /bench)\n"
 		"      --client-id ID     client_id sent (default tpp1)\n"
 		"      --id-in header|form|query|none   where (default header: X-Client-Id)\n"
+		"      --header 'NAME: VALUE'   an extra request header (up to 8)\n"
 		"      --body BYTES       request body size (POST when > 0 or form)\n"
 		"      --server-pid P[,P] server processes whose CPU time and memory are read\n");
 	exit(status);
@@ -759,6 +762,8 @@ static char *build_request(bool close_conn, size_t *len_out)
 			body_len = form_len + 3;
 	}
 	size_t cap = 1024 + strlen(opt.path) + strlen(opt.client_id) + body_len;
+	for (int i = 0; i < opt.n_headers; i++)
+		cap += strlen(opt.headers[i]) + 2;
 	char *r = malloc(cap), *body;
 	if (!r)
 		return NULL;
@@ -768,6 +773,8 @@ static char *build_request(bool close_conn, size_t *len_out)
 			 opt.id_in == ID_QUERY ? opt.client_id : "", host);
 	if (opt.id_in == ID_HEADER)
 		n += snprintf(r + n, cap - (size_t)n, "X-Client-Id: %s\r\n", opt.client_id);
+	for (int i = 0; i < opt.n_headers; i++)
+		n += snprintf(r + n, cap - (size_t)n, "%s\r\n", opt.headers[i]);
 	if (body_len)
 		n += snprintf(r + n, cap - (size_t)n, "Content-Type: %s\r\nContent-Length: %zu\r\n",
 			      opt.id_in == ID_FORM ? "application/x-www-form-urlencoded"
@@ -912,7 +919,7 @@ int main(int argc, char **argv)
 		{"groups", required_argument, NULL, 'g'}, {"path", required_argument, NULL, 'P'},
 		{"client-id", required_argument, NULL, 'i'}, {"id-in", required_argument, NULL, 'l'},
 		{"body", required_argument, NULL, 'b'}, {"server-pid", required_argument, NULL, 's'},
-		{"help", no_argument, NULL, 'u'}, {0},
+		{"header", required_argument, NULL, 'e'}, {"help", no_argument, NULL, 'u'}, {0},
 	};
 	int o;
 	while ((o = getopt_long(argc, argv, "H:p:c:t:d:n:w:", longopts, NULL)) != -1) {
@@ -957,6 +964,12 @@ int main(int argc, char **argv)
 			break;
 		case 'b': opt.body = (size_t)atol(optarg); break;
 		case 's': parse_pids(optarg); break;
+		case 'e':
+			if (opt.n_headers == (int)(sizeof(opt.headers) / sizeof(opt.headers[0])) ||
+			    !strchr(optarg, ':') || strpbrk(optarg, "\r\n"))
+				usage(2);
+			opt.headers[opt.n_headers++] = optarg;
+			break;
 		case 'u': usage(0); break;
 		default: usage(2);
 		}

@@ -16,15 +16,25 @@
 #                has no such route: its check is in every request's pipeline)
 #   5 idle       server memory per idle keep-alive connection, PROXY_BENCH_IDLE connections
 #                (default 10000)
+#   6 routes     psd2edge alone: scenario 2 on two routes of one psd2edged to the same upstream,
+#                /plain (no policy) and /limited (a quota per client_id and X-Account-Id, limit
+#                1e9 a day, and a spike arrest of 1e6 a second, burst 1e6: neither ever refuses
+#                here), alternately for PROXY_BENCH_ROUNDS rounds (default 3), the order swapped
+#                every round; the figure is the ratio of the medians, limited / plain. Its
+#                quota map is pinned on a bpffs mounted in the namespace's own mount namespace
+#                (ip netns exec makes one) and removed with psd2edged --detach on exit. Every
+#                response must be a 200 (access log, warm-up included), and the quota must have
+#                counted each /limited request; anything else fails the run.
 # usage: bench/proxy_bench.sh (root). Raw loadgen output: $BUILD/bench/proxy_runs.jsonl;
 # bench/proxy_report.py turns it into bench/results.json ("proxy") and docs/BENCHMARKS.md.
 #
 # Quick A/B (for measuring one change; no report, results.json untouched):
-#   PROXY_BENCH_ONLY="keepalive idle half_load handshake" runs only those scenarios (also
+#   PROXY_BENCH_ONLY="keepalive idle half_load handshake routes" runs only those scenarios (also
 #   keepalive_idle: scenario 2 while PROXY_BENCH_IDLE_HELD, default 2000, idle connections are
 #   held open by another loadgen; rounds:
 #   PROXY_BENCH_ROUNDS, default 1; half_load at PROXY_BENCH_RATE req/s, default 5000) and prints
-#   the median per peer; raw lines in $BUILD/bench/proxy_runs_only.jsonl.
+#   the median per peer (routes: per route, and the ratio); raw lines in
+#   $BUILD/bench/proxy_runs_only.jsonl.
 #   PROXY_BENCH_BASELINE=DIR adds DIR/psd2edged as the peer psd2edge_base (the binary before the
 #   change), run right before psd2edge in every scenario, so both see the same host load.
 #
@@ -100,12 +110,18 @@ cleanup() {
 	local p
 	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
 	for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+	# Scenario 6's pins, then their bpffs (it would also go with this mount namespace).
+	if mountpoint -q "$T/bpffs"; then
+		"$BUILD/psd2edged" --detach --config "$T/psd2edge_routes.json" >/dev/null 2>&1 || true
+		umount "$T/bpffs" || true
+	fi
 	[ -n "${PROXY_BENCH_KEEP:-}" ] && echo "proxy_bench: kept $T" >&2 || rm -rf "$T"
 }
 trap cleanup EXIT
 
 UPSTREAM_PORT=18080
-declare -A PORT=([psd2edge]=18443 [haproxy]=18444 [nginx]=18445 [psd2edge_base]=18446)
+declare -A PORT=([psd2edge]=18443 [haproxy]=18444 [nginx]=18445 [psd2edge_base]=18446
+	[psd2edge_routes]=18447)
 PEERS=(psd2edge haproxy nginx)
 [ -n "$BASELINE" ] && PEERS=(psd2edge_base "${PEERS[@]}")
 PKI=$BUILD/test-pki
@@ -158,13 +174,14 @@ wait_port $UPSTREAM_PORT
 
 # ---- the three peers, on CPU 0 -----------------------------------------------------------------
 declare -A SERVER_PIDS=()
-# start_psd2edge NAME BUILD_DIR CERT KEY: one psd2edged with its own registry, control socket and
-# access log; tpp1 and tpprsa bound.
+# start_psd2edge NAME BUILD_DIR CERT KEY [PIN_DIR]: one psd2edged with its own registry, control
+# socket and access log; tpp1 and tpprsa bound. With PIN_DIR: scenario 6's routes /plain and
+# /limited instead of the one route /, the quota map pinned under PIN_DIR.
 start_psd2edge() {
-	local name=$1 bin=$2/psd2edged cert=$3 key=$4 i
-	python3 - "$T/$name.json" <<EOF
+	local name=$1 bin=$2/psd2edged cert=$3 key=$4 pin_dir=${5:-} i
+	python3 - "$T/$name.json" "$pin_dir" <<EOF
 import json, sys
-json.dump({
+config = {
     "listen": ["127.0.0.1:${PORT[$name]}"],
     "tls": {"cert": "$cert", "key": "$key", "client_ca": "$T/tpp-ca.pem", "crl": "$T/tpp.crl"},
     "upstream": {"url": "http://127.0.0.1:$UPSTREAM_PORT"},
@@ -175,7 +192,15 @@ json.dump({
     "workers": 1,
     "access_log": "$T/$name-access.log",
     "limits": {"max_connections": $((fd_room + 100))},
-}, open(sys.argv[1], "w"), indent=1)
+}
+if sys.argv[2]:
+    config["bpf"]["pin_dir"] = sys.argv[2]
+    config["routes"] = [
+        {"prefix": "/plain", "upstream": "default"},
+        {"prefix": "/limited", "upstream": "default",
+         "quota": {"limit": 1000000000, "window": "day", "key": "header:x-account-id"},
+         "spike_arrest": {"rate": 1000000, "per": "second", "burst": 1000000}}]
+json.dump(config, open(sys.argv[1], "w"), indent=1)
 EOF
 	rm -f "$T/$name-control.sock"
 	taskset -c 0 "$bin" --config "$T/$name.json" >>"$T/$name.log" 2>&1 &
@@ -220,12 +245,14 @@ start_peers() { # ecdsa|rsa
 	SERVER_PIDS[nginx]=$master,$worker
 }
 
+stop_server() { # NAME
+	kill "${SERVER_PIDS[$1]%%,*}" 2>/dev/null || true
+	wait "${SERVER_PIDS[$1]%%,*}" 2>/dev/null || true
+}
+
 stop_peers() {
 	local p
-	for p in "${PEERS[@]}"; do
-		kill "${SERVER_PIDS[$p]%%,*}" 2>/dev/null || true
-		wait "${SERVER_PIDS[$p]%%,*}" 2>/dev/null || true
-	done
+	for p in "${PEERS[@]}"; do stop_server "$p"; done
 }
 
 # run SCENARIO PEER ROW LOADGEN_ARGS...: one loadgen run on CPU 1, appended to $RUNS with labels.
@@ -244,6 +271,32 @@ run() {
 }
 
 D=(-d "$SECONDS_PER_RUN" -w 1)
+
+# ---- scenario 6: /plain and /limited of one psd2edged ---------------------------------------
+routes_start() {
+	mkdir -p "$T/bpffs"
+	mount -t bpf bpf "$T/bpffs"
+	start_psd2edge psd2edge_routes "$BUILD" "$T/server.pem" "$T/server.key" "$T/bpffs/psd2edge"
+}
+
+routes_round() { # ROUND: both routes, the order swapped every round against the host's drift
+	local order=(plain limited) route
+	[ $(($1 % 2)) = 1 ] || order=(limited plain)
+	for route in "${order[@]}"; do
+		run routes psd2edge_routes "$route" -c "$CONNS" --path "/$route" \
+			--header "X-Account-Id: bench-account" "${D[@]}"
+	done
+}
+
+# Stops the daemon, then fails the run unless every response of both routes (warm-ups included,
+# from the access log) was a 200 and the quota counted each /limited one; prints the medians.
+routes_finish() {
+	local quota
+	quota=$("$BUILD/psd2edgectl" --socket "$T/psd2edge_routes-control.sock" --json \
+		quota show tpp1 --key bench-account)
+	stop_server psd2edge_routes
+	python3 bench/proxy_report.py --routes "$RUNS" "$T/psd2edge_routes-access.log" "$quota" >&2
+}
 
 if [ $MODE = profile ]; then
 	start_peers ecdsa
@@ -289,8 +342,10 @@ fi
 
 if [ -n "$ONLY" ]; then
 	start_peers ecdsa
+	case " $ONLY " in *" routes "*) routes_start ;; esac
 	for round in $(seq "${PROXY_BENCH_ROUNDS:-1}"); do
 		for scen in $ONLY; do
+			[ "$scen" != routes ] || { routes_round "$round"; continue; }
 			for p in "${PEERS[@]}"; do
 				case $scen in
 				keepalive) run keepalive "$p" ecdsa -c "$CONNS" "${D[@]}" ;;
@@ -306,18 +361,21 @@ if [ -n "$ONLY" ]; then
 					run keepalive_idle "$p" ecdsa -c "$CONNS" "${D[@]}"
 					kill "$held" 2>/dev/null || true
 					wait "$held" 2>/dev/null || true ;;
-				*) echo "proxy_bench: PROXY_BENCH_ONLY: unknown scenario '$scen' (keepalive idle half_load handshake keepalive_idle)" >&2
+				*) echo "proxy_bench: PROXY_BENCH_ONLY: unknown scenario '$scen' (keepalive idle half_load handshake keepalive_idle routes)" >&2
 				   exit 2 ;;
 				esac
 			done
 		done
 	done
 	stop_peers
+	case " $ONLY " in *" routes "*) routes_finish ;; esac
 	python3 - "$RUNS" >&2 <<'EOF'
 import json, statistics, sys
 rows = {}
 for r in map(json.loads, open(sys.argv[1])):
     res, scen = r["result"], r["scenario"]
+    if scen.startswith("routes"):
+        continue  # routes_finish printed them
     fig = (res.get("server_bytes_per_idle_conn", 0) / 1024 if scen == "idle" else
            res.get("server_cpu_per_handshake_ms", 0) if scen == "handshake" else
            res.get("server_cpu_per_request_us", 0))
@@ -371,6 +429,10 @@ for p in "${PEERS[@]}"; do
 	run half_load "$p" ecdsa -c "$CONNS" --rate "$half" "${D[@]}"
 done
 stop_peers
+echo "proxy_bench: scenario 6, routes with and without policies (psd2edge alone)" >&2
+routes_start
+for round in $(seq "${PROXY_BENCH_ROUNDS:-3}"); do routes_round "$round"; done
+routes_finish
 
 echo "proxy_bench: RSA-2048 peers" >&2
 start_peers rsa

@@ -2,11 +2,18 @@
 """Turns bench/proxy_bench.sh's raw loadgen lines into bench/results.json ("proxy") and the
 generated part of docs/BENCHMARKS.md (between the proxy-bench markers).
 
-usage: bench/proxy_report.py RUNS.jsonl [LOADAVG_BEFORE LOADAVG_AFTER]"""
+usage: bench/proxy_report.py RUNS.jsonl [LOADAVG_BEFORE LOADAVG_AFTER]
+       bench/proxy_report.py --routes RUNS.jsonl ACCESS_LOG QUOTA_JSON
+  --routes checks scenario 6 once its daemon stopped: every response of both routes a 200 (the
+  access log, warm-ups included), no loadgen error, the quota's count (QUOTA_JSON: `psd2edgectl
+  quota show tpp1 --key bench-account --json`) equal to the /limited responses; it appends
+  the outcome to RUNS as scenario "routes_check", prints the medians and exits 1 on a problem."""
+import collections
 import json
 import os
 import platform
 import re
+import statistics
 import subprocess
 import sys
 import time
@@ -62,11 +69,86 @@ def ratio(num, den):
     return round(num / den, 2) if num and den else None
 
 
+ROUTE_POLICIES = {"plain": "none",
+                  "limited": "quota per client_id and X-Account-Id (10^9 a day) + spike arrest "
+                             "(10^6 a second, burst 10^6)"}
+
+
+def routes_summary(runs):
+    """Scenario 6: medians over the rounds per route, and limited / plain of the CPU medians."""
+    out = {"routes": {}}
+    for route in ROUTE_POLICIES:
+        rs = [r["result"] for r in runs if r["scenario"] == "routes" and r["row"] == route]
+        if not rs:
+            continue
+        med = lambda key: round(statistics.median(r.get(key, 0) for r in rs), 1)
+        lat = lambda q: round(statistics.median(r.get("latency_ms", {}).get(q, 0) for r in rs), 3)
+        out["routes"][route] = {
+            "path": "/" + route, "policies": ROUTE_POLICIES[route], "rounds": len(rs),
+            "server_cpu_per_request_us": med("server_cpu_per_request_us"),
+            "rps": med("rps"), "latency_ms": {"p50": lat("p50"), "p99": lat("p99")},
+            "errors_total": sum(r.get("errors_total", 0) for r in rs),
+            "server_cpu_per_request_us_runs": [r.get("server_cpu_per_request_us") for r in rs],
+        }
+    us = lambda route: out["routes"].get(route, {}).get("server_cpu_per_request_us")
+    out["limited_vs_plain"] = round(us("limited") / us("plain"), 3) if us("limited") and us("plain") else None
+    checks = [r["result"] for r in runs if r["scenario"] == "routes_check"]
+    if checks:
+        out["check"] = checks[-1]
+    return out
+
+
+def routes_check(runs_path, access_log, quota_json):
+    runs = [json.loads(line) for line in open(runs_path) if line.strip()]
+    problems = []
+    for r in runs:
+        if r["scenario"] == "routes" and r["result"].get("errors_total") != 0:
+            problems.append("loadgen on /%s: %s errors %s" % (
+                r["row"], r["result"].get("errors_total"), r["result"].get("errors", "(no output)")))
+    statuses = collections.Counter()
+    for line in open(access_log):
+        entry = json.loads(line)
+        statuses["%s %s" % (entry.get("route", "(none)"), entry["status"])] += 1
+    for key, n in sorted(statuses.items()):
+        route, status = key.rsplit(" ", 1)
+        if status == "429":
+            problems.append("%d responses 429 on %s: the quota or spike arrest limits are too "
+                            "low for this run" % (n, route))
+        elif status != "200" or route not in ("/plain", "/limited"):
+            problems.append("%d responses %s on route %s" % (n, status, route))
+    counters = json.loads(quota_json) if quota_json.strip() else []
+    quota_used = sum(c.get("used", 0) for c in counters)
+    limited = statuses["/limited 200"]
+    if quota_used != limited:
+        problems.append("the quota counted %d requests, /limited answered %d" % (quota_used, limited))
+    if not statuses["/plain 200"] or not limited:
+        problems.append("no 200 on one of the routes: %s" % dict(statuses))
+    check = {"responses": dict(statuses), "quota_used": quota_used, "problems": problems}
+    with open(runs_path, "a") as f:
+        f.write(json.dumps({"scenario": "routes_check", "peer": "psd2edge_routes", "row": "all",
+                            "args": "", "result": check}) + "\n")
+    s = routes_summary(runs)
+    for route, v in s["routes"].items():
+        print("median routes    %-14s %7.1f us/req  p99 %6.2f ms  (runs: %s)" % (
+            "/" + route, v["server_cpu_per_request_us"], v["latency_ms"]["p99"],
+            " ".join("%.1f" % x for x in v["server_cpu_per_request_us_runs"])))
+    print("routes: limited / plain = %s (medians; issue 8's bound 1.10); responses %s; quota "
+          "counted %d" % (s["limited_vs_plain"], dict(statuses), quota_used))
+    if problems:
+        print("proxy_bench: scenario 6 (routes) FAILED:\n  " + "\n  ".join(problems))
+        sys.exit(1)
+
+
 def main():
+    if sys.argv[1] == "--routes":
+        routes_check(*sys.argv[2:5])
+        return
     runs = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
     load = sys.argv[2:4] if len(sys.argv) >= 4 else ["?", "?"]
     table = {}
     for run in runs:
+        if run["scenario"].startswith("routes"):
+            continue  # rounds: routes_summary takes their medians
         table.setdefault(run["scenario"], {}).setdefault(run["row"], {})[run["peer"]] = compact(run)
 
     def get(scen, row, peer, key):
@@ -104,6 +186,7 @@ def main():
                  "every peer writes one access-log line per request" % runs[0]["args"] if runs else "",
         "ratios": ratios,
         "scenarios": table,
+        "routes": routes_summary(runs),
         "loadgen_args": {"%s/%s/%s" % (r["scenario"], r["row"], r["peer"]): r["args"] for r in runs},
     }
     with open(RESULTS, "w") as f:
@@ -115,6 +198,31 @@ def main():
 
 def fmt(v, spec):
     return format(v, spec) if isinstance(v, (int, float)) else "–"
+
+
+def routes_lines(s):
+    """Scenario 6's table (also pasted from a quick-mode run: keep it self-contained)."""
+    if not s.get("routes"):
+        return ["**6. Keep-alive requests through a route's policies**: not run."]
+    rounds = max(v["rounds"] for v in s["routes"].values())
+    lines = ["**6. Keep-alive requests through a route's policies** (psd2edge alone, 16 "
+             "connections, closed loop; routes /plain and /limited of one psd2edged to the same "
+             "upstream, alternately, %d rounds, medians)" % rounds, "",
+             "| route | policies | µs CPU/request | req/s | p50 ms | p99 ms | errors | µs CPU/request per round |",
+             "|---|---|---:|---:|---:|---:|---:|---|"]
+    for route, v in s["routes"].items():
+        lines.append("| %s | %s | %s | %s | %s | %s | %s | %s |" % (
+            v["path"], v["policies"], fmt(v["server_cpu_per_request_us"], ".1f"),
+            fmt(v["rps"], ".0f"), fmt(v["latency_ms"]["p50"], ".2f"),
+            fmt(v["latency_ms"]["p99"], ".2f"), fmt(v["errors_total"], "d"),
+            " ".join(fmt(x, ".1f") for x in v["server_cpu_per_request_us_runs"])))
+    check = s.get("check", {})
+    lines += ["", "**limited ÷ plain: %s** server CPU per request (issue 8's bound: at most 1.10). "
+              "Responses, warm-ups included: %s; the quota counted %s." % (
+                  fmt(s["limited_vs_plain"], ".2f"),
+                  ", ".join("%s × %s" % (n, k) for k, n in sorted(check.get("responses", {}).items()))
+                  or "–", fmt(check.get("quota_used"), "d"))]
+    return lines
 
 
 def write_doc(p, get):
@@ -183,6 +291,8 @@ def write_doc(p, get):
             NAMES[x], fmt(get("idle", "ecdsa", x, "idle_held"), "d"),
             fmt(b / 1024 if b is not None else None, ".1f"),
             fmt(get("idle", "ecdsa", x, "server_cpu_per_handshake_ms"), ".3f")))
+
+    lines += [""] + routes_lines(p["routes"])
 
     r = p["ratios"]
     lines += ["", "Ratios (psd2edge ÷ peer; per server CPU-second unless marked wall):", "",
