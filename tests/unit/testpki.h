@@ -185,4 +185,30 @@ fail:
 	return -1;
 }
 
+/* Adds an extension nid whose value is the DER bytes given (what no X509V3 config string can
+ * say: malformed encodings, duplicates), then signs x again with issuer_key. */
+static inline int testpki_add_der_ext(X509 *x, EVP_PKEY *issuer_key, int nid,
+				      const unsigned char *der, size_t len)
+{
+	ASN1_OCTET_STRING *v = ASN1_OCTET_STRING_new();
+	X509_EXTENSION *ext = NULL;
+	int ok = v && ASN1_OCTET_STRING_set(v, der, (int)len) == 1 &&
+		 (ext = X509_EXTENSION_create_by_NID(NULL, nid, 0, v)) &&
+		 X509_add_ext(x, ext, -1) == 1 && X509_sign(x, issuer_key, EVP_sha256()) > 0;
+	X509_EXTENSION_free(ext);
+	ASN1_OCTET_STRING_free(v);
+	return ok ? 0 : -1;
+}
+
+/* Adds a subject attribute nid (e.g. NID_organizationIdentifier) holding the UTF-8 text
+ * value, then signs x again with issuer_key. */
+static inline int testpki_add_subject(X509 *x, EVP_PKEY *issuer_key, int nid, const char *value)
+{
+	return X509_NAME_add_entry_by_NID(X509_get_subject_name(x), nid, MBSTRING_UTF8,
+					  (const unsigned char *)value, -1, -1, 0) == 1 &&
+			       X509_sign(x, issuer_key, EVP_sha256()) > 0
+		       ? 0
+		       : -1;
+}
+
 #endif
