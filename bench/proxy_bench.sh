@@ -36,7 +36,7 @@
 #   the median per peer (routes: per route, and the ratio); raw lines in
 #   $BUILD/bench/proxy_runs_only.jsonl.
 #   PROXY_BENCH_BASELINE=DIR adds DIR/psd2edged as the peer psd2edge_base (the binary before the
-#   change), run right before psd2edge in every scenario, so both see the same host load.
+#   change), run right before psd2edge in every scenario but 6, so both see the same host load.
 #
 # bench/proxy_bench.sh profile: psd2edge alone under scenario 2, profiled instead of compared:
 # `strace -c -f` over PROFILE_REQUESTS (20000) requests (system calls per request), then

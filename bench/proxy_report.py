@@ -187,7 +187,8 @@ def main():
         "ratios": ratios,
         "scenarios": table,
         "routes": routes_summary(runs),
-        "loadgen_args": {"%s/%s/%s" % (r["scenario"], r["row"], r["peer"]): r["args"] for r in runs},
+        "loadgen_args": {"%s/%s/%s" % (r["scenario"], r["row"], r["peer"]): r["args"] for r in runs
+                         if r["scenario"] != "routes_check"},
     }
     with open(RESULTS, "w") as f:
         json.dump(res, f, indent=1)
@@ -219,7 +220,7 @@ def routes_lines(s):
     check = s.get("check", {})
     lines += ["", "**limited ÷ plain: %s** server CPU per request (issue 8's bound: at most 1.10). "
               "Responses, warm-ups included: %s; the quota counted %s." % (
-                  fmt(s["limited_vs_plain"], ".2f"),
+                  fmt(s["limited_vs_plain"], ".3f"),
                   ", ".join("%s × %s" % (n, k) for k, n in sorted(check.get("responses", {}).items()))
                   or "–", fmt(check.get("quota_used"), "d"))]
     return lines

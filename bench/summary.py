@@ -43,6 +43,7 @@ def main():
         "server_cpu_per_request_us": {
             p: dig(proxy, "scenarios", "keepalive", "ecdsa", p, "server_cpu_per_request_us")
             for p in ("psd2edge", "haproxy", "nginx")},
+        "routes_cpu_limited_vs_plain": dig(proxy, "routes", "limited_vs_plain"),
         "xdp_ns_vs_xdp_filter": dig(res, "xdp", "program_cost", "min_speedup_vs_alw_all"),
         "xdp_drop_vs_nftables": dig(res, "xdp", "veth_drop", "xdp_vs_nftables_per_cpu"),
         "ktls_cpu_per_gib_vs_userspace": min(ktls) if ktls else None,
@@ -52,6 +53,7 @@ def main():
             "keepalive_rps_vs_*": "server CPU per keep-alive request through the binding check, peer ÷ psd2edge (requests per server CPU-second, psd2edge over peer); wall-clock in proxy.ratios",
             "p99_at_half_load_vs_*": "p99 latency at half the slowest peer's keep-alive rate, peer ÷ psd2edge",
             "server_cpu_per_*": "the server's own utime + stime per handshake (ECDSA, TLS 1.3) and per keep-alive request",
+            "routes_cpu_limited_vs_plain": "psd2edge's server CPU per keep-alive request on a route with a quota and a spike arrest ÷ on a route without policies, medians of proxy.routes' rounds (lower is better; issue 8's bound 1.10)",
             "xdp_ns_vs_xdp_filter": "xdp-filter ns ÷ psd2edge ns per packet on psd2edge's slowest path (xdp.program_cost)",
             "xdp_drop_vs_nftables": "drops per receiver CPU-second, XDP ÷ nftables (xdp.veth_drop)",
             "ktls_cpu_per_gib_vs_userspace": "proxy CPU per GiB relayed, userspace TLS ÷ kTLS + splice, the lower of TLS 1.3 and 1.2 (in a TCG VM: see docs/BENCHMARKS.md)",
@@ -113,6 +115,8 @@ def write_doc(res):
                  % tuple(f(cpu_hs.get(p), ".3f") for p in ("psd2edge", "haproxy", "nginx")))
     lines.append("| server CPU per keep-alive request, µs (psd2edge / HAProxy / NGINX) | %s / %s / %s |"
                  % tuple(f(cpu_req.get(p), ".1f") for p in ("psd2edge", "haproxy", "nginx")))
+    lines.append("| psd2edge's server CPU per keep-alive request, quota + spike arrest route ÷ plain "
+                 "route (at most 1.10) | %s |" % f(res.get("routes_cpu_limited_vs_plain"), ".3f"))
     lines += ["", "The per-section tables below were written from the runs they name; this "
               "table is always the latest.", "", END]
     block = "\n".join(lines)
