@@ -17,12 +17,13 @@
 #define CONFIG_MAX_DROP_HEADERS 64
 #define CONFIG_HEADER_NAME_MAX 64
 
-enum client_id_source_kind { CID_SOURCE_FORM, CID_SOURCE_QUERY, CID_SOURCE_HEADER };
+/* CID_SOURCE_JWT: a claim of the request's verified bearer token (needs the "jwt" object). */
+enum client_id_source_kind { CID_SOURCE_FORM, CID_SOURCE_QUERY, CID_SOURCE_HEADER, CID_SOURCE_JWT };
 enum bpf_mode { BPF_MODE_OFF, BPF_MODE_NATIVE, BPF_MODE_GENERIC };
 
 struct client_id_source {
 	enum client_id_source_kind kind;
-	char name[CONFIG_SOURCE_NAME_MAX + 1]; /* field, parameter or header name (headers lowercased) */
+	char name[CONFIG_SOURCE_NAME_MAX + 1]; /* field, parameter, header (lowercased) or claim name */
 };
 
 struct config_addr {
@@ -112,9 +113,33 @@ struct config_spike_arrest {
 	uint64_t burst;     /* requests that may come back to back, >= 1; default 1 */
 };
 
+/* JWS algorithms the "jwt" object may allow, as bits of config_jwt.algorithms. */
+enum config_jwt_alg { CONFIG_JWT_PS256, CONFIG_JWT_ES256, CONFIG_JWT_RS256, CONFIG_JWT_N_ALGS };
+#define CONFIG_JWT_DEFAULT_ALGS (1u << CONFIG_JWT_PS256 | 1u << CONFIG_JWT_ES256)
+#define CONFIG_JWT_LEEWAY_MAX 300
+
+/* The one list of their names ("alg" of a JWS header and of a JWK). */
+static inline const char *config_jwt_alg_name(enum config_jwt_alg a)
+{
+	static const char *const names[CONFIG_JWT_N_ALGS] = {"PS256", "ES256", "RS256"};
+	return names[a];
+}
+
+/* The top-level "jwt" object: how bearer tokens are verified (jwt.h). jwks NULL = no object. */
+struct config_jwt {
+	char *jwks;          /* absolute path of the JWK set file */
+	char *issuer;        /* "iss" must equal it; NULL = not checked */
+	char *audience;      /* "aud" (a string or an array) must hold it */
+	uint32_t algorithms; /* bits of enum config_jwt_alg; default CONFIG_JWT_DEFAULT_ALGS */
+	uint32_t leeway_s;   /* clock skew tolerated on exp and nbf; default 30 */
+	bool require_cnf;    /* tokens must be bound to the TLS client certificate (RFC 8705 §3);
+			      * default true */
+};
+
 struct config_route {
 	char prefix[CONFIG_ROUTE_PREFIX_MAX + 1]; /* normalised, starts with '/', no trailing '/' but "/" */
 	unsigned upstream;                        /* index into upstreams */
+	bool verify_jwt;                          /* a valid bearer token is required (config.jwt) */
 	struct config_quota quota;
 	struct config_spike_arrest spike_arrest;
 };
@@ -138,6 +163,8 @@ struct config {
 
 	struct client_id_source client_id[CONFIG_MAX_CLIENT_ID_SOURCES];
 	unsigned n_client_id;
+
+	struct config_jwt jwt;
 
 	char *registry;       /* path of the SQLite database */
 	char *control_socket; /* path of the Unix socket */
