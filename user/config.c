@@ -155,6 +155,19 @@ static int get_u32(struct loader *l, json_t *obj, const char *prefix, const char
 	return rc;
 }
 
+/* Fetches obj[key] as a boolean. 1 present, 0 absent, -1 on error. */
+static int get_bool(struct loader *l, json_t *obj, const char *prefix, const char *key, bool *out)
+{
+	char p[KEYPATH_MAX];
+	json_t *v = json_object_get(obj, key);
+	if (!v)
+		return 0;
+	if (!json_is_boolean(v))
+		return fail(l, keypath(p, prefix, key), "must be true or false");
+	*out = json_is_true(v);
+	return 1;
+}
+
 /* Fetches obj[key] as one of names (NULL-terminated), its index in *out. 1 present, 0 absent
  * (error when required), -1 on error: "must be a, b or c, not 'd'". */
 static int get_keyword(struct loader *l, json_t *obj, const char *prefix, const char *key,
@@ -789,14 +802,13 @@ static int parse_source(struct loader *l, const char *path, const char *s,
 		{"form", CID_SOURCE_FORM},
 		{"query", CID_SOURCE_QUERY},
 		{"header", CID_SOURCE_HEADER},
+		{"jwt", CID_SOURCE_JWT},
 	};
 	char sh[SHOW_MAX + 4];
 	const char *colon = strchr(s, ':');
 	if (!colon)
-		return fail(l, path, "expected KIND:NAME (form, query or header)");
+		return fail(l, path, "expected KIND:NAME (form, query, header or jwt)");
 	size_t klen = (size_t)(colon - s);
-	if (klen == 3 && strncmp(s, "jwt", 3) == 0)
-		return fail(l, path, "jwt source not supported yet");
 	size_t k = 0;
 	while (k < sizeof(kinds) / sizeof(kinds[0]) &&
 	       !(strlen(kinds[k].kind) == klen && strncmp(kinds[k].kind, s, klen) == 0))
@@ -812,6 +824,8 @@ static int parse_source(struct loader *l, const char *path, const char *s,
 		return fail(l, path, "name must be 1 to %d token characters",
 			    CONFIG_SOURCE_NAME_MAX);
 	out->kind = kinds[k].value;
+	if (out->kind == CID_SOURCE_JWT && !l->cfg->jwt.jwks)
+		return fail(l, path, "jwt:%s needs the top-level jwt object", name);
 	/* Requests with '_' in a header name are refused (http.c), so such a source never speaks. */
 	if (out->kind == CID_SOURCE_HEADER && strchr(name, '_'))
 		return fail(l, path, "header names with '_' are refused in requests; use '-'");
@@ -924,6 +938,8 @@ static int load_quota(struct loader *l, json_t *route, const char *route_path, u
 	    (key && parse_source(l, keypath(p, prefix, "key"), key, &q->key) < 0) ||
 	    get_string(l, obj, prefix, "name", false, &name) < 0)
 		return -1;
+	if (key && q->key.kind == CID_SOURCE_JWT)
+		return fail(l, keypath(p, prefix, "key"), "a quota cannot count by a token claim");
 	q->per_key = key != NULL;
 	keypath(p, prefix, "name");
 	if (name && !name_ok(name))
@@ -972,7 +988,8 @@ static int load_spike_arrest(struct loader *l, json_t *route, const char *route_
 
 static int load_route(struct loader *l, json_t *obj, unsigned index)
 {
-	static const char *const keys[] = {"prefix", "upstream", "quota", "spike_arrest", NULL};
+	static const char *const keys[] = {"prefix", "upstream", "quota", "spike_arrest",
+					   "verify_jwt", NULL};
 	struct config *cfg = l->cfg;
 	struct config_route *r = &cfg->routes[index];
 	char rp[KEYPATH_MAX], p[KEYPATH_MAX], s[SHOW_MAX + 4];
@@ -994,8 +1011,13 @@ static int load_route(struct loader *l, json_t *obj, unsigned index)
 		return fail(l, keypath(p, rp, "upstream"), "unknown upstream '%s'",
 			    show(s, upstream));
 	r->upstream = (unsigned)u;
-	return load_quota(l, obj, rp, index) < 0 ||
-			       load_spike_arrest(l, obj, rp, &r->spike_arrest) < 0 ? -1 : 0;
+	if (load_quota(l, obj, rp, index) < 0 ||
+	    load_spike_arrest(l, obj, rp, &r->spike_arrest) < 0 ||
+	    get_bool(l, obj, rp, "verify_jwt", &r->verify_jwt) < 0)
+		return -1;
+	if (r->verify_jwt && !cfg->jwt.jwks)
+		return fail(l, keypath(p, rp, "verify_jwt"), "needs the top-level jwt object");
+	return 0;
 }
 
 /* Longest prefix first, so that route_match takes the first that matches (route.h); stable. */
@@ -1389,6 +1411,82 @@ static int load_http(struct loader *l, json_t *root)
 	return 0;
 }
 
+/* --- jwt --------------------------------------------------------------------------------- */
+
+/* "algorithms": the JWS algorithms tokens may use (jwt.h); HMAC and "none" never. */
+static int load_jwt_algorithms(struct loader *l, json_t *obj, uint32_t *out)
+{
+	char s[SHOW_MAX + 4];
+	json_t *arr, *v;
+	size_t i;
+	*out = CONFIG_JWT_DEFAULT_ALGS;
+	int rc = get_array(l, obj, "jwt.algorithms", "algorithms", CONFIG_JWT_N_ALGS, &arr);
+	if (rc <= 0)
+		return rc;
+	if (json_array_size(arr) == 0)
+		return fail(l, "jwt.algorithms", "must not be empty");
+	*out = 0;
+	json_array_foreach(arr, i, v) {
+		char p[KEYPATH_MAX];
+		const char *name = array_string(l, "jwt.algorithms", v, i, p);
+		if (!name)
+			return -1;
+		unsigned a = 0;
+		while (a < CONFIG_JWT_N_ALGS && strcmp(config_jwt_alg_name(a), name) != 0)
+			a++;
+		if (a == CONFIG_JWT_N_ALGS)
+			return strncasecmp(name, "HS", 2) == 0 || strcasecmp(name, "none") == 0
+				       ? fail(l, p, "%s is never accepted: tokens are verified with "
+					      "public keys only", show(s, name))
+				       : fail(l, p, "unknown algorithm '%s' (PS256, ES256 or RS256)",
+					      show(s, name));
+		if (*out & (1u << a))
+			return fail(l, p, "%s listed twice", show(s, name));
+		*out |= 1u << a;
+	}
+	return 0;
+}
+
+/* The optional "jwt" object: how the bearer tokens of verify_jwt routes and jwt:CLAIM sources
+ * are verified. The key file is read whole at start (jwt.h names a bad key there); here it
+ * must at least be a JWK set. */
+static int load_jwt(struct loader *l, json_t *root)
+{
+	static const char *const keys[] = {"jwks", "issuer", "audience", "algorithms", "leeway_s",
+					   "require_cnf", NULL};
+	struct config_jwt *j = &l->cfg->jwt;
+	const char *issuer, *audience;
+	json_t *obj;
+	FILE *fp = NULL;
+	int rc = get_object(l, root, NULL, "jwt", false, &obj);
+	if (rc <= 0)
+		return rc;
+	if (check_unknown_keys(l, obj, "jwt", keys) < 0 ||
+	    open_file(l, obj, "jwt", "jwks", true, &j->jwks, &fp) < 0)
+		return -1;
+	json_error_t jerr;
+	json_t *set = json_loadf(fp, JSON_REJECT_DUPLICATES, &jerr);
+	fclose(fp);
+	bool is_set = json_is_array(json_object_get(set, "keys"));
+	json_decref(set);
+	if (!is_set)
+		return fail(l, "jwt.jwks", "not a JWK set (a JSON object with a \"keys\" array)");
+	if (get_string(l, obj, "jwt", "issuer", false, &issuer) < 0 ||
+	    get_string(l, obj, "jwt", "audience", true, &audience) < 0)
+		return -1;
+	j->issuer = issuer ? strdup(issuer) : NULL;
+	j->audience = strdup(audience);
+	if ((issuer && !j->issuer) || !j->audience)
+		return fail(l, "jwt", "out of memory");
+	j->leeway_s = 30;
+	j->require_cnf = true;
+	if (load_jwt_algorithms(l, obj, &j->algorithms) < 0 ||
+	    get_u32(l, obj, "jwt", "leeway_s", false, 0, CONFIG_JWT_LEEWAY_MAX, &j->leeway_s) < 0 ||
+	    get_bool(l, obj, "jwt", "require_cnf", &j->require_cnf) < 0)
+		return -1;
+	return 0;
+}
+
 /* --- workers, logging --------------------------------------------------------------------- */
 
 static int load_misc(struct loader *l, json_t *root)
@@ -1473,14 +1571,15 @@ static int finish_upstreams(struct loader *l, json_t *root)
 int config_load(const char *path, struct config *cfg, char *err, size_t errlen)
 {
 	static const char *const top_keys[] = {
-		"listen", "tls", "upstream", "upstreams", "routes", "client_id", "registry",
+		"listen", "tls", "upstream", "upstreams", "jwt", "routes", "client_id", "registry",
 		"control_socket", "control_group", "control_readonly_group", "bpf", "limits",
 		"http", "workers", "access_log", "log_level", NULL,
 	};
 	static int (*const loaders[])(struct loader *, json_t *) = {
 		/* schema order: control covers control_socket, control_group and
 		 * control_readonly_group, misc covers workers, access_log and log_level */
-		load_listen, load_tls, load_upstream, load_upstreams, load_routes, load_client_id,
+		load_listen, load_tls, load_upstream, load_upstreams, load_jwt, load_routes,
+		load_client_id,
 		load_registry, load_control, load_bpf, load_limits, load_http, load_misc,
 		finish_upstreams,
 	};
@@ -1538,6 +1637,9 @@ void config_free(struct config *cfg)
 	free(cfg->tls.key);
 	free(cfg->tls.client_ca);
 	free(cfg->tls.crl);
+	free(cfg->jwt.jwks);
+	free(cfg->jwt.issuer);
+	free(cfg->jwt.audience);
 	for (unsigned i = 0; i < cfg->n_upstreams; i++) {
 		struct config_upstream *u = &cfg->upstreams[i];
 		free(u->url);

@@ -1002,7 +1002,7 @@ static void test_route_refusals(void **state)
 		{NULL, QUOTA("\"limit\": 4, \"window\": \"day\", \"key\": \"cookie:account\""),
 		 "routes[0].quota.key: unknown source kind 'cookie'"},
 		{NULL, QUOTA("\"limit\": 4, \"window\": \"day\", \"key\": \"x-account-id\""),
-		 "routes[0].quota.key: expected KIND:NAME (form, query or header)"},
+		 "routes[0].quota.key: expected KIND:NAME (form, query, header or jwt)"},
 		{NULL, QUOTA("\"limit\": 4, \"window\": \"day\", \"key\": \"header:x_account_id\""),
 		 "routes[0].quota.key: header names with '_' are refused in requests; use '-'"},
 		{NULL, QUOTA("\"limit\": 4, \"window\": \"day\", \"name\": \"a b\""),
@@ -1242,11 +1242,11 @@ static void test_client_id(void **state)
 	struct {
 		const char *src, *err;
 	} bad[] = {
-		{"jwt:sub", "client_id[1]: jwt source not supported yet"},
+		{"jwt:sub", "client_id[1]: jwt:sub needs the top-level jwt object"},
 		{"cookie:id", "client_id[1]: unknown source kind 'cookie'"},
 		{":id", "client_id[1]: unknown source kind ''"},
 		{"Header:x-id", "client_id[1]: unknown source kind 'Header'"},
-		{"client_id", "client_id[1]: expected KIND:NAME (form, query or header)"},
+		{"client_id", "client_id[1]: expected KIND:NAME (form, query, header or jwt)"},
 		{"query:", "client_id[1]: name must be 1 to 64 token characters"},
 		{"header:x id", "client_id[1]: name must be 1 to 64 token characters"},
 		{"header:x:id", "client_id[1]: name must be 1 to 64 token characters"},
@@ -1294,6 +1294,100 @@ static void test_client_id(void **state)
 	assert_string_equal(cfg.client_id[0].name, "Client_ID");
 	assert_string_equal(cfg.client_id[1].name, "Client_ID");
 	assert_int_equal(strlen(cfg.client_id[2].name), 64);
+	config_free(&cfg);
+}
+
+/* --- jwt -------------------------------------------------------------------------------------- */
+
+#define JWT_OBJ(extra) "{\"jwks\": \"jwks.json\", \"audience\": \"psd2edge\"" extra "}"
+
+static void test_jwt_keys(void **state)
+{
+	(void)state;
+	write_text("jwks.json", "{\"keys\": []}");
+	write_text("notaset.json", "{\"key\": []}");
+	struct {
+		const char *jwt;   /* the jwt object; NULL: none */
+		const char *route; /* routes[0]'s extra members */
+		const char *source; /* client_id[1] */
+		const char *err;
+	} cases[] = {
+		{"\"jwks.json\"", "", NULL, "jwt: must be an object"},
+		{"{\"audience\": \"psd2edge\"}", "", NULL, "jwt.jwks: missing"},
+		{"{\"jwks\": \"missing.json\", \"audience\": \"a\"}", "", NULL,
+		 "jwt.jwks: file not found"},
+		{"{\"jwks\": \"notaset.json\", \"audience\": \"a\"}", "", NULL,
+		 "jwt.jwks: not a JWK set (a JSON object with a \"keys\" array)"},
+		{"{\"jwks\": \"jwks.json\"}", "", NULL, "jwt.audience: missing"},
+		{JWT_OBJ(", \"audience2\": 1"), "", NULL, "jwt.audience2: unknown key"},
+		{JWT_OBJ(", \"issuer\": \"\""), "", NULL, "jwt.issuer: must not be empty"},
+		{JWT_OBJ(", \"algorithms\": []"), "", NULL, "jwt.algorithms: must not be empty"},
+		{JWT_OBJ(", \"algorithms\": \"PS256\""), "", NULL, "jwt.algorithms: must be an array"},
+		{JWT_OBJ(", \"algorithms\": [\"PS256\", \"HS256\"]"), "", NULL,
+		 "jwt.algorithms[1]: HS256 is never accepted: tokens are verified with public keys only"},
+		{JWT_OBJ(", \"algorithms\": [\"none\"]"), "", NULL,
+		 "jwt.algorithms[0]: none is never accepted: tokens are verified with public keys only"},
+		{JWT_OBJ(", \"algorithms\": [\"RS512\"]"), "", NULL,
+		 "jwt.algorithms[0]: unknown algorithm 'RS512' (PS256, ES256 or RS256)"},
+		{JWT_OBJ(", \"algorithms\": [\"ps256\"]"), "", NULL,
+		 "jwt.algorithms[0]: unknown algorithm 'ps256' (PS256, ES256 or RS256)"},
+		{JWT_OBJ(", \"algorithms\": [\"ES256\", \"ES256\"]"), "", NULL,
+		 "jwt.algorithms[1]: ES256 listed twice"},
+		{JWT_OBJ(", \"leeway_s\": 301"), "", NULL, "jwt.leeway_s: must be between 0 and 300"},
+		{JWT_OBJ(", \"require_cnf\": \"yes\""), "", NULL,
+		 "jwt.require_cnf: must be true or false"},
+		{NULL, ", \"verify_jwt\": true", NULL,
+		 "routes[0].verify_jwt: needs the top-level jwt object"},
+		{JWT_OBJ(""), ", \"verify_jwt\": 1", NULL, "routes[0].verify_jwt: must be true or false"},
+		{NULL, "", "jwt:client_id", "client_id[1]: jwt:client_id needs the top-level jwt object"},
+		{JWT_OBJ(""), ", \"quota\": {\"limit\": 1, \"window\": \"day\", \"key\": \"jwt:acct\"}",
+		 NULL, "routes[0].quota.key: a quota cannot count by a token claim"},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		json_t *root = routed_config();
+		char route[256];
+		snprintf(route, sizeof(route), "{\"prefix\": \"/a\", \"upstream\": \"default\"%s}",
+			 cases[i].route);
+		set(root, NULL, "routes", json_pack("[o]", parse(route)));
+		if (cases[i].jwt)
+			set(root, NULL, "jwt", parse(cases[i].jwt));
+		if (cases[i].source)
+			json_array_append_new(json_object_get(root, "client_id"),
+					      json_string(cases[i].source));
+		expect_error(root, cases[i].err);
+	}
+
+	/* Defaults, then every key set. */
+	struct config cfg;
+	json_t *root = routed_config();
+	set(root, NULL, "jwt", parse(JWT_OBJ("")));
+	expect_ok(root, &cfg);
+	assert_string_equal(cfg.jwt.jwks, tmp_path("jwks.json"));
+	assert_null(cfg.jwt.issuer);
+	assert_string_equal(cfg.jwt.audience, "psd2edge");
+	assert_int_equal(cfg.jwt.algorithms, CONFIG_JWT_DEFAULT_ALGS);
+	assert_int_equal(cfg.jwt.leeway_s, 30);
+	assert_true(cfg.jwt.require_cnf);
+	assert_false(cfg.routes[0].verify_jwt);
+	config_free(&cfg);
+
+	root = routed_config();
+	set(root, NULL, "jwt", parse(JWT_OBJ(", \"issuer\": \"https://as.example\", \"algorithms\": "
+					     "[\"RS256\", \"ES256\"], \"leeway_s\": 0, "
+					     "\"require_cnf\": false")));
+	set(root, NULL, "routes", parse("[{\"prefix\": \"/a\", \"upstream\": \"default\", "
+					"\"verify_jwt\": true}, {\"prefix\": \"/\", "
+					"\"upstream\": \"default\", \"verify_jwt\": false}]"));
+	set(root, NULL, "client_id", parse("[\"header:x-client-id\", \"jwt:client_id\"]"));
+	expect_ok(root, &cfg);
+	assert_string_equal(cfg.jwt.issuer, "https://as.example");
+	assert_int_equal(cfg.jwt.algorithms, 1u << CONFIG_JWT_RS256 | 1u << CONFIG_JWT_ES256);
+	assert_int_equal(cfg.jwt.leeway_s, 0);
+	assert_false(cfg.jwt.require_cnf);
+	assert_true(cfg.routes[0].verify_jwt);  /* "/a", sorted first */
+	assert_false(cfg.routes[1].verify_jwt);
+	assert_int_equal(cfg.client_id[1].kind, CID_SOURCE_JWT);
+	assert_string_equal(cfg.client_id[1].name, "client_id");
 	config_free(&cfg);
 }
 
@@ -1715,6 +1809,7 @@ int main(void)
 		cmocka_unit_test(test_permission_denied),
 		cmocka_unit_test(test_listen),
 		cmocka_unit_test(test_client_id),
+		cmocka_unit_test(test_jwt_keys),
 		cmocka_unit_test(test_unknown_keys),
 		cmocka_unit_test(test_first_wrong_key_wins),
 		cmocka_unit_test(test_other_keys),
