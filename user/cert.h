@@ -8,6 +8,8 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "qcstatement.h"
+
 #define CERT_THUMB_LEN 32 /* SHA-256 */
 #define CERT_THUMB_HEX_LEN 64
 #define CERT_MAX_PEM_BYTES (64 * 1024)
@@ -18,6 +20,7 @@ struct cert_info {
 	char issuer[256];
 	char serial[80];   /* uppercase hex */
 	int64_t not_before, not_after; /* unix seconds */
+	struct psd2_identity psd2; /* read by qcstatement_read(); cert_get_info() leaves it empty */
 };
 
 /* SHA-256 of the DER encoding. 0 or -1. */

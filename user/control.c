@@ -152,12 +152,31 @@ static json_t *json_text(const char *s)
 	return j;
 }
 
+/* Text a certificate may lack: null when empty. */
+static json_t *json_text_or_null(const char *s)
+{
+	return s[0] ? json_text(s) : json_null();
+}
+
+static json_t *psd2_roles_json(uint32_t roles)
+{
+	json_t *arr = json_array();
+	for (unsigned i = 0; arr && i < PSD2_ROLE_COUNT; i++)
+		if (roles & (1u << i))
+			json_array_append_new(arr, json_string(psd2_role_name(i)));
+	return arr;
+}
+
 static json_t *cert_info_json(const struct cert_info *ci)
 {
-	return json_pack("{s:o, s:o, s:o, s:o, s:o, s:o}", "thumbprint", json_thumb(ci->thumb),
-			 "subject", json_text(ci->subject), "issuer", json_text(ci->issuer),
-			 "serial", json_text(ci->serial), "not_before", json_time(ci->not_before),
-			 "not_after", json_time(ci->not_after));
+	const struct psd2_identity *p = &ci->psd2;
+	return json_pack("{s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "thumbprint",
+			 json_thumb(ci->thumb), "subject", json_text(ci->subject), "issuer",
+			 json_text(ci->issuer), "serial", json_text(ci->serial), "not_before",
+			 json_time(ci->not_before), "not_after", json_time(ci->not_after),
+			 "psd2_roles", psd2_roles_json(p->roles), "organization_identifier",
+			 json_text_or_null(p->org_id), "nca_name", json_text_or_null(p->nca_name),
+			 "nca_id", json_text_or_null(p->nca_id));
 }
 
 static json_t *registry_cert_json(const struct registry_cert *c)
@@ -325,6 +344,11 @@ static json_t *cmd_bind(struct request *rq)
 	case CERT_VERIFY_UNTRUSTED:
 		rq_fail(rq, "certificate does not chain to client_ca: %s",
 			err[0] ? err : "verification failed");
+		goto out;
+	}
+	/* A route may require PSD2 roles: what the certificate claims must read unambiguously. */
+	if (qcstatement_read(x, &ci.psd2, err, sizeof(err)) < 0) {
+		rq_fail(rq, "certificate refused: %s", err);
 		goto out;
 	}
 	/* The registry stores the PEM as re-encoded here: exactly one canonical block. */

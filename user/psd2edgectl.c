@@ -374,6 +374,19 @@ static void print_limit_src(const struct args *a, json_t *r)
 	       json_integer_value(json_object_get(src, "burst")));
 }
 
+/* A certificate's PSD2 roles as "PSP_PI,PSP_AI", "-" for none. */
+static char *roles_text(json_t *cert)
+{
+	char buf[64] = "";
+	size_t i, n = 0;
+	json_t *v;
+	json_array_foreach(json_object_get(cert, "psd2_roles"), i, v)
+		if (json_is_string(v))
+			n += (size_t)snprintf(buf + n, n < sizeof(buf) ? sizeof(buf) - n : 0, "%s%s",
+					      n ? "," : "", json_string_value(v));
+	return clean(n ? buf : "-");
+}
+
 static void print_bind(const struct args *a, json_t *r)
 {
 	(void)a;
@@ -382,8 +395,9 @@ static void print_bind(const struct args *a, json_t *r)
 	printf("%s %s to %s (slot %" JSON_INTEGER_FORMAT ")\n",
 	       strcmp(jstr(r, "action"), "rotate") == 0 ? "added for rotation" : "bound", th, id,
 	       json_integer_value(json_object_get(r, "slot")));
-	printf("  subject   %s\n  not_after %s\n", subj, na);
-	free(id), free(th), free(na), free(subj);
+	char *roles = roles_text(r);
+	printf("  subject   %s\n  not_after %s\n  roles     %s\n", subj, na, roles);
+	free(id), free(th), free(na), free(subj), free(roles);
 }
 
 static void print_unbind(const struct args *a, json_t *r)
@@ -435,9 +449,9 @@ static json_t *main_cert(json_t *client, size_t *n_active)
 static void print_list(const struct args *a, json_t *r)
 {
 	(void)a;
-	static const char *const hdr[] = {"CLIENT_ID", "STATE",     "CERTS",
-					  "THUMBPRINT", "NOT_AFTER", "LIMIT"};
-	struct table t = {.ncols = 6};
+	static const char *const hdr[] = {"CLIENT_ID", "STATE", "CERTS", "THUMBPRINT",
+					  "NOT_AFTER", "ROLES", "LIMIT"};
+	struct table t = {.ncols = 7};
 	table_header(&t, hdr);
 	size_t i;
 	json_t *c;
@@ -449,6 +463,7 @@ static void print_list(const struct args *a, json_t *r)
 		char *row[] = {jval(c, "client_id"), jval(c, "state"), clean(num),
 			       short_thumb(mc ? jstr(mc, "thumbprint") : "-"),
 			       mc ? jval(mc, "not_after") : clean("-"),
+			       mc ? roles_text(mc) : clean("-"),
 			       limit_text(json_object_get(c, "limit"))};
 		table_row(&t, row);
 	}
@@ -489,14 +504,18 @@ static void print_show(const struct args *a, json_t *r)
 		printf("\nno certificates\n");
 		return;
 	}
-	static const char *const hdr[] = {"THUMBPRINT", "STATE", "NOT_BEFORE", "NOT_AFTER",
-					  "BOUND_AT", "REVOKED_AT", "SERIAL", "SUBJECT"};
-	struct table t = {.ncols = 8};
+	static const char *const hdr[] = {"THUMBPRINT", "STATE",  "NOT_BEFORE", "NOT_AFTER",
+					  "BOUND_AT",   "REVOKED_AT", "ROLES",   "ORG_ID",
+					  "NCA_ID",     "NCA_NAME",   "SERIAL",  "SUBJECT"};
+	struct table t = {.ncols = 12};
 	table_header(&t, hdr);
 	size_t i;
 	json_array_foreach(certs, i, c) {
-		char *row[] = {jval(c, "thumbprint"), jval(c, "state"),    jval(c, "not_before"),
-			       jval(c, "not_after"),  jval(c, "bound_at"), jval(c, "revoked_at"),
+		char *row[] = {jval(c, "thumbprint"), jval(c, "state"),
+			       jval(c, "not_before"), jval(c, "not_after"),
+			       jval(c, "bound_at"),   jval(c, "revoked_at"),
+			       roles_text(c),         jval(c, "organization_identifier"),
+			       jval(c, "nca_id"),     jval(c, "nca_name"),
 			       jval(c, "serial"),     jval(c, "subject")};
 		table_row(&t, row);
 	}

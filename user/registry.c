@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cidr.h"
 #include "config.h" /* RATE_* bounds */
@@ -107,13 +108,23 @@ static const char *const migrations[] = {
 	" sub BLOB NOT NULL,"
 	" updated INTEGER NOT NULL,"
 	" PRIMARY KEY (name, client_id, key));",
+	/* 5: a certificate's PSD2 attributes (user/qcstatement.h): the roles of its PSD2
+	 * QCStatement as PSD2_ROLE_* bits, its competent authority, its subject's
+	 * organizationIdentifier. Certificates bound before are read from their PEM
+	 * (psd2_backfill). */
+	"ALTER TABLE certificates ADD COLUMN psd2_roles INTEGER NOT NULL DEFAULT 0"
+	" CHECK (psd2_roles BETWEEN 0 AND 15);"
+	"ALTER TABLE certificates ADD COLUMN org_id TEXT NOT NULL DEFAULT '';"
+	"ALTER TABLE certificates ADD COLUMN nca_name TEXT NOT NULL DEFAULT '';"
+	"ALTER TABLE certificates ADD COLUMN nca_id TEXT NOT NULL DEFAULT '';",
 };
 _Static_assert(sizeof(migrations) / sizeof(migrations[0]) == REGISTRY_SCHEMA_VERSION,
 	       "one migration step per schema version");
 
 #define CERT_COLUMNS                                                                       \
 	"thumbprint, client_id, subject, issuer, serial, not_before, not_after, state, "   \
-	"bound_at, revoked_at"
+	"bound_at, revoked_at, psd2_roles, org_id, nca_name, nca_id"
+#define CERT_N_COLUMNS 14
 
 __attribute__((format(printf, 4, 5))) static int set_err(char *err, size_t errlen, int status,
 							  const char *fmt, ...)
@@ -350,7 +361,7 @@ static int index_load(struct registry *reg, char *err, size_t errlen)
 	sqlite3_stmt *st = NULL;
 	int rc = db_prepare(reg, &st,
 			    "SELECT c.thumbprint, c.client_id, c.state, c.not_before, c.not_after,"
-			    " k.slot FROM certificates AS c"
+			    " k.slot, c.psd2_roles, c.org_id FROM certificates AS c"
 			    " LEFT JOIN clients AS k ON k.client_id = c.client_id",
 			    "");
 	int ret = db_check(reg, rc, SQLITE_OK, err, errlen);
@@ -369,6 +380,8 @@ static int index_load(struct registry *reg, char *err, size_t errlen)
 		b.not_after = sqlite3_column_int64(st, 4);
 		b.slot = sqlite3_column_type(st, 5) == SQLITE_NULL ? REGISTRY_SLOT_NONE
 								    : (uint32_t)sqlite3_column_int64(st, 5);
+		b.psd2_roles = (uint32_t)sqlite3_column_int64(st, 6);
+		col_text(st, 7, b.org_id, sizeof(b.org_id));
 		if (index_reserve(reg, 1) < 0) {
 			ret = set_err(err, errlen, REG_ERR_IO, "out of memory");
 			break;
@@ -436,6 +449,46 @@ out:
 	return ret;
 }
 
+static int audit_add(struct registry *reg, uid_t uid, const char *action, const char *client_id,
+		     const char *thumb_hex, const char *detail, char *err, size_t errlen);
+
+/* Schema 5 stores a certificate's PSD2 attributes, which those bound before have only in their
+ * PEM. One whose attributes do not read (bound before bind checked them) keeps none, so that
+ * a route requiring roles refuses it, and an audit row says why. */
+static int psd2_backfill(struct registry *reg, char *err, size_t errlen)
+{
+	sqlite3_stmt *st = NULL;
+	int rc = db_prepare(reg, &st, "SELECT thumbprint, client_id, pem FROM certificates", "");
+	int ret = db_check(reg, rc, SQLITE_OK, err, errlen);
+	while (ret == REG_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		const char *hex = (const char *)sqlite3_column_text(st, 0);
+		const char *client_id = (const char *)sqlite3_column_text(st, 1);
+		const char *pem = (const char *)sqlite3_column_text(st, 2);
+		struct psd2_identity id;
+		char why[256] = "", detail[256];
+		X509 *x = NULL;
+		if (!hex || !client_id || !pem) {
+			ret = set_err(err, errlen, REG_ERR_IO,
+				      "registry database holds a bad certificate row");
+		} else if (cert_from_pem(pem, strlen(pem), &x, why, sizeof(why)) == 0 &&
+			   qcstatement_read(x, &id, why, sizeof(why)) == 0) {
+			rc = db_exec(reg,
+				     "UPDATE certificates SET psd2_roles = ?, org_id = ?, nca_name = ?,"
+				     " nca_id = ? WHERE thumbprint = ?",
+				     "itttt", (int64_t)id.roles, id.org_id, id.nca_name, id.nca_id, hex);
+			ret = db_check(reg, rc, SQLITE_DONE, err, errlen);
+		} else {
+			snprintf(detail, sizeof(detail), "PSD2 attributes unreadable, none kept: %s", why);
+			ret = audit_add(reg, getuid(), "migrate", client_id, hex, detail, err, errlen);
+		}
+		X509_free(x);
+	}
+	if (ret == REG_OK)
+		ret = db_check(reg, rc, SQLITE_DONE, err, errlen);
+	sqlite3_finalize(st);
+	return ret;
+}
+
 static int migrate(struct registry *reg, char *err, size_t errlen)
 {
 	int64_t version = 0;
@@ -461,6 +514,8 @@ static int migrate(struct registry *reg, char *err, size_t errlen)
 			goto out;
 		}
 	}
+	if (version < 5 && (ret = psd2_backfill(reg, err, errlen)) != REG_OK)
+		goto out;
 	ret = txn_commit(reg, err, errlen);
 out:
 	if (ret != REG_OK)
@@ -738,9 +793,10 @@ int registry_bind(struct registry *reg, const char *client_id, const struct cert
 	rc = db_check(reg,
 		      db_exec(reg,
 			      "INSERT INTO certificates (" CERT_COLUMNS ", pem)"
-			      " VALUES (?, ?, ?, ?, ?, ?, ?, 'active', ?, NULL, ?)",
-			      "tttttiiit", hex, client_id, ci->subject, ci->issuer, ci->serial,
-			      ci->not_before, ci->not_after, now, pem),
+			      " VALUES (?, ?, ?, ?, ?, ?, ?, 'active', ?, NULL, ?, ?, ?, ?, ?)",
+			      "tttttiiiitttt", hex, client_id, ci->subject, ci->issuer, ci->serial,
+			      ci->not_before, ci->not_after, now, (int64_t)ci->psd2.roles,
+			      ci->psd2.org_id, ci->psd2.nca_name, ci->psd2.nca_id, pem),
 		      SQLITE_DONE, err, errlen);
 	if (rc != REG_OK)
 		goto out;
@@ -758,8 +814,10 @@ int registry_bind(struct registry *reg, const char *client_id, const struct cert
 	struct registry_binding b = {.slot = (uint32_t)cslot,
 				     .state = CERT_ACTIVE,
 				     .not_before = ci->not_before,
-				     .not_after = ci->not_after};
+				     .not_after = ci->not_after,
+				     .psd2_roles = ci->psd2.roles};
 	memcpy(b.client_id, client_id, strlen(client_id) + 1);
+	memcpy(b.org_id, ci->psd2.org_id, sizeof(b.org_id));
 	pthread_rwlock_wrlock(&reg->lock);
 	index_put(reg, ci->thumb, &b);
 	if (created && history)
@@ -1131,6 +1189,10 @@ static int cert_from_row(sqlite3_stmt *st, struct registry_cert *c)
 	c->state = state && strcmp(state, "revoked") == 0 ? CERT_REVOKED : CERT_ACTIVE;
 	c->bound_at = sqlite3_column_int64(st, 8);
 	c->revoked_at = sqlite3_column_int64(st, 9); /* NULL reads as 0 */
+	c->info.psd2.roles = (uint32_t)sqlite3_column_int64(st, 10);
+	col_text(st, 11, c->info.psd2.org_id, sizeof(c->info.psd2.org_id));
+	col_text(st, 12, c->info.psd2.nca_name, sizeof(c->info.psd2.nca_name));
+	col_text(st, 13, c->info.psd2.nca_id, sizeof(c->info.psd2.nca_id));
 	return 0;
 }
 
@@ -1303,7 +1365,7 @@ int registry_foreach_active_cert(struct registry *reg, registry_cert_fn *fn, voi
 		goto out;
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
 		struct registry_cert c = {0};
-		const char *pem = (const char *)sqlite3_column_text(st, 10);
+		const char *pem = (const char *)sqlite3_column_text(st, CERT_N_COLUMNS);
 		if (cert_from_row(st, &c) < 0 || !pem)
 			goto out;
 		fn(arg, &c, pem);

@@ -18,7 +18,7 @@
 #include "cert.h"
 #include "psd2edge_abi.h"
 
-#define REGISTRY_SCHEMA_VERSION 4
+#define REGISTRY_SCHEMA_VERSION 5
 #define REGISTRY_CLIENT_ID_MAX 64 /* bytes, printable ASCII without space, '"' or '\' */
 #define REGISTRY_MAX_ACTIVE_CERTS 2 /* one, plus one during a rotation */
 #define REGISTRY_SLOT_MAX 65535 /* highest client slot: the BPF clients map has this + 1 entries */
@@ -43,6 +43,8 @@ struct registry_binding {
 	uint32_t slot;     /* the client's index in the BPF clients map, stable for its lifetime */
 	enum cert_state state;
 	int64_t not_before, not_after;
+	uint32_t psd2_roles; /* PSD2_ROLE_* of the certificate's PSD2 QCStatement (qcstatement.h) */
+	char org_id[PSD2_ORG_ID_MAX + 1]; /* its subject's organizationIdentifier, "" when none */
 };
 
 enum binding_usability { BINDING_USABLE, BINDING_REVOKED, BINDING_OUTSIDE_VALIDITY };
@@ -94,7 +96,7 @@ struct registry_audit_entry {
 	uid_t uid;
 	char action[32]; /* bind, rotate, unbind, unbind-cert, revoke, deny-add, deny-del,
 			  * limit-set, limit-del, src-rate-set, src-rate-del, quota-reset,
-			  * breaker-reset */
+			  * breaker-reset, migrate */
 	char client_id[REGISTRY_CLIENT_ID_MAX + 1];
 	char thumb_hex[CERT_THUMB_HEX_LEN + 1]; /* "" when not about one certificate */
 	char detail[256];
@@ -132,9 +134,9 @@ static inline bool registry_client_id_valid(const char *client_id)
 int registry_lookup(struct registry *reg, const uint8_t thumb[CERT_THUMB_LEN],
 		    struct registry_binding *out);
 
-/* Mutations. The caller has already verified the certificate (chain, validity). On failure
- * nothing changed and err names the problem; on success *slot (when non-NULL) is the client's
- * slot. */
+/* Mutations. The caller has already verified the certificate (chain, validity) and read its
+ * PSD2 attributes into ci->psd2, which bind stores with it. On failure nothing changed and err
+ * names the problem; on success *slot (when non-NULL) is the client's slot. */
 int registry_bind(struct registry *reg, const char *client_id, const struct cert_info *ci,
 		  const char *pem, bool rotate, uid_t uid, uint32_t *slot, char *err, size_t errlen);
 /* Removes every active certificate, the client's limit and the client itself (it can be

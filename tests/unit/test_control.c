@@ -55,7 +55,32 @@ static void thumb_hex_of(X509 *x, char out[CERT_THUMB_HEX_LEN + 1])
 		sprintf(out + 2 * i, "%02x", t[i]);
 }
 
-enum { GOOD1, GOOD2, GOOD3, GOOD4, EXPIRED, FUTURE, FOREIGN, REVOKED, RSA1024, N_CERTS };
+enum {
+	GOOD1, GOOD2, GOOD3, GOOD4, EXPIRED, FUTURE, FOREIGN, REVOKED, RSA1024, PSD2_AI, BAD_QC,
+	N_CERTS
+};
+
+/* The qcStatements extension of a PSP_AI certificate of the FCA, DER (from `openssl asn1parse
+ * -genconf`); byte QC_AI_ROLE_OID_LAST is the last of the role's OID 0.4.0.19495.1.3. */
+static const unsigned char qc_ai[] = {
+	0x30, 0x46, 0x30, 0x44, 0x06, 0x06, 0x04, 0x00, 0x81, 0x98, 0x27, 0x02, 0x30, 0x3a, 0x30,
+	0x13, 0x30, 0x11, 0x06, 0x07, 0x04, 0x00, 0x81, 0x98, 0x27, 0x01, 0x03, 0x0c, 0x06, 0x50,
+	0x53, 0x50, 0x5f, 0x41, 0x49, 0x0c, 0x1b, 0x46, 0x69, 0x6e, 0x61, 0x6e, 0x63, 0x69, 0x61,
+	0x6c, 0x20, 0x43, 0x6f, 0x6e, 0x64, 0x75, 0x63, 0x74, 0x20, 0x41, 0x75, 0x74, 0x68, 0x6f,
+	0x72, 0x69, 0x74, 0x79, 0x0c, 0x06, 0x47, 0x42, 0x2d, 0x46, 0x43, 0x41};
+#define QC_AI_ROLE_OID_LAST 26
+
+/* A leaf of PSDGB-FCA-123456 with the qcStatements value der. */
+static X509 *psd2_leaf(struct testpki *p, long serial, const unsigned char *der, size_t len)
+{
+	X509 *x = testpki_leaf("tpp-psd2", p->leaf_key, p->ca, p->ca_key, serial);
+	assert_non_null(x);
+	assert_int_equal(testpki_add_subject(x, p->ca_key, NID_organizationIdentifier,
+					     "PSDGB-FCA-123456"),
+			 0);
+	assert_int_equal(testpki_add_der_ext(x, p->ca_key, NID_qcStatements, der, len), 0);
+	return x;
+}
 
 static struct pki {
 	char dir[64];
@@ -73,6 +98,10 @@ static int pki_setup(void **state)
 	assert_int_equal(testpki_init(&p), 0);
 	EVP_PKEY *rsa1024 = EVP_RSA_gen(1024);
 	assert_non_null(rsa1024);
+	/* The role's OID says PSP_PI, its name PSP_AI. */
+	unsigned char bad_qc[sizeof(qc_ai)];
+	memcpy(bad_qc, qc_ai, sizeof(qc_ai));
+	bad_qc[QC_AI_ROLE_OID_LAST] = 0x02;
 	snprintf(pki.dir, sizeof(pki.dir), "/tmp/test_control_pki.XXXXXX");
 	assert_non_null(mkdtemp(pki.dir));
 	snprintf(pki.ca_path, sizeof(pki.ca_path), "%s/ca.pem", pki.dir);
@@ -90,6 +119,8 @@ static int pki_setup(void **state)
 		[FOREIGN] = p.foreign,
 		[REVOKED] = p.revoked,
 		[RSA1024] = testpki_leaf("tpp-rsa1024", rsa1024, p.ca, p.ca_key, 204),
+		[PSD2_AI] = psd2_leaf(&p, 205, qc_ai, sizeof(qc_ai)),
+		[BAD_QC] = psd2_leaf(&p, 206, bad_qc, sizeof(bad_qc)),
 	};
 	for (int i = 0; i < N_CERTS; i++) {
 		assert_non_null(x[i]);
@@ -101,6 +132,8 @@ static int pki_setup(void **state)
 	X509_free(x[GOOD4]);
 	X509_free(x[FUTURE]);
 	X509_free(x[RSA1024]);
+	X509_free(x[PSD2_AI]);
+	X509_free(x[BAD_QC]);
 	EVP_PKEY_free(rsa1024);
 	testpki_free(&p);
 	return 0;
@@ -506,6 +539,53 @@ static void test_bind_refusals(void **state)
 
 	r = ok(fx, json_pack("{s:s}", "cmd", "stats"));
 	assert_int_equal(json_integer_value(json_object_get(r, "certs_active")), 2);
+	json_decref(r);
+}
+
+static void expect_psd2_json(json_t *cert, const char *roles, const char *org_id,
+			     const char *nca_name, const char *nca_id)
+{
+	char *got = json_dumps(json_object_get(cert, "psd2_roles"), JSON_COMPACT);
+	assert_string_equal(got, roles);
+	free(got);
+	static const char *const keys[] = {"organization_identifier", "nca_name", "nca_id"};
+	const char *want[] = {org_id, nca_name, nca_id};
+	for (int i = 0; i < 3; i++) {
+		json_t *v = json_object_get(cert, keys[i]);
+		if (want[i])
+			assert_string_equal(json_string_value(v), want[i]);
+		else
+			assert_true(json_is_null(v));
+	}
+}
+
+/* bind reads the certificate's PSD2 roles, competent authority and organizationIdentifier,
+ * and shows them; a malformed PSD2 QCStatement is refused, naming the problem. */
+static void test_bind_psd2(void **state)
+{
+	struct fixture *fx = *state;
+	refused(fx, bind_req("tpp-bad", BAD_QC, -1),
+		"certificate refused: PSD2 QCStatement: rolesOfPSP[0]: OID 0.4.0.19495.1.2 is "
+		"PSP_PI but its name is 'PSP_AI'");
+	assert_int_equal(fx->n_ev, 0);
+
+	json_t *r = ok(fx, bind_req("tpp-ai", PSD2_AI, -1));
+	expect_psd2_json(r, "[\"PSP_AI\"]", "PSDGB-FCA-123456", "Financial Conduct Authority",
+			 "GB-FCA");
+	json_decref(r);
+	bind_ok(fx, "tpp-plain", GOOD1, -1);
+
+	r = ok(fx, json_pack("{s:s, s:s}", "cmd", "show", "client_id", "tpp-ai"));
+	expect_psd2_json(json_array_get(json_object_get(r, "certs"), 0), "[\"PSP_AI\"]",
+			 "PSDGB-FCA-123456", "Financial Conduct Authority", "GB-FCA");
+	json_decref(r);
+	r = ok(fx, json_pack("{s:s}", "cmd", "list"));
+	json_t *clients = json_object_get(r, "clients");
+	assert_int_equal(json_array_size(clients), 2);
+	json_t *plain = json_array_get(clients, 1);
+	assert_string_equal(json_string_value(json_object_get(plain, "client_id")), "tpp-plain");
+	expect_psd2_json(json_array_get(json_object_get(plain, "certs"), 0), "[]", NULL, NULL,
+			 NULL);
 	json_decref(r);
 }
 
@@ -1651,6 +1731,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_bind_and_read_back, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_malformed_requests, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_bind_refusals, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_bind_psd2, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_unbind_and_revoke, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_deny_list, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_limits, fx_setup, fx_teardown),

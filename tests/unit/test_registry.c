@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "cert.h"
+#include "qcstatement.h"
 #include "registry.h"
 #include "testpki.h"
 
@@ -1286,6 +1287,124 @@ static void test_migrate_v1(void **state)
 	certs_free(&c, 1);
 }
 
+/* The qcStatements extension of a PSP_AI and PSP_PI certificate of the FCA, DER (from
+ * `openssl asn1parse -genconf`). */
+static const unsigned char qc_pi_ai[] = {
+	0x30, 0x59, 0x30, 0x57, 0x06, 0x06, 0x04, 0x00, 0x81, 0x98, 0x27, 0x02, 0x30, 0x4d, 0x30,
+	0x26, 0x30, 0x11, 0x06, 0x07, 0x04, 0x00, 0x81, 0x98, 0x27, 0x01, 0x03, 0x0c, 0x06, 0x50,
+	0x53, 0x50, 0x5f, 0x41, 0x49, 0x30, 0x11, 0x06, 0x07, 0x04, 0x00, 0x81, 0x98, 0x27, 0x01,
+	0x02, 0x0c, 0x06, 0x50, 0x53, 0x50, 0x5f, 0x50, 0x49, 0x0c, 0x1b, 0x46, 0x69, 0x6e, 0x61,
+	0x6e, 0x63, 0x69, 0x61, 0x6c, 0x20, 0x43, 0x6f, 0x6e, 0x64, 0x75, 0x63, 0x74, 0x20, 0x41,
+	0x75, 0x74, 0x68, 0x6f, 0x72, 0x69, 0x74, 0x79, 0x0c, 0x06, 0x47, 0x42, 0x2d, 0x46, 0x43,
+	0x41};
+
+/* A certificate with the PSD2 attributes of qc (len bytes; a byte more makes it malformed),
+ * read as bind reads them. */
+static void cert_new_psd2(struct fx *f, struct tcert *c, size_t len)
+{
+	X509 *x = testpki_leaf("tpp", f->pki.leaf_key, f->pki.ca, f->pki.ca_key, ++f->serial);
+	unsigned char der[sizeof(qc_pi_ai) + 1] = {0};
+	char err[256] = "";
+	assert_non_null(x);
+	memcpy(der, qc_pi_ai, sizeof(qc_pi_ai));
+	assert_int_equal(testpki_add_subject(x, f->pki.ca_key, NID_organizationIdentifier,
+					     "PSDGB-FCA-123456"),
+			 0);
+	assert_int_equal(testpki_add_der_ext(x, f->pki.ca_key, NID_qcStatements, der, len), 0);
+	assert_int_equal(cert_get_info(x, &c->ci), 0);
+	assert_int_equal(qcstatement_read(x, &c->ci.psd2, err, sizeof(err)),
+			 len == sizeof(qc_pi_ai) ? 0 : -1);
+	c->pem = testpki_pem(x);
+	assert_non_null(c->pem);
+	X509_free(x);
+}
+
+static void expect_psd2(struct fx *f, const struct tcert *c, const char *client_id,
+			uint32_t roles, const char *org_id, const char *nca_name)
+{
+	struct registry_binding b;
+	assert_int_equal(registry_lookup(f->reg, c->ci.thumb, &b), REG_OK);
+	assert_int_equal(b.psd2_roles, roles);
+	assert_string_equal(b.org_id, org_id);
+	struct registry_client cl;
+	assert_int_equal(registry_get_client(f->reg, client_id, &cl), REG_OK);
+	assert_int_equal(cl.n_certs, 1);
+	const struct psd2_identity *p = &cl.certs[0].info.psd2;
+	assert_int_equal(p->roles, roles);
+	assert_string_equal(p->org_id, org_id);
+	assert_string_equal(p->nca_name, nca_name);
+	assert_string_equal(p->nca_id, nca_name[0] ? "GB-FCA" : "");
+	registry_client_free(&cl);
+}
+
+/* A binding carries its certificate's PSD2 roles and organizationIdentifier, in the index and
+ * in the listings, across a reopen. */
+static void test_bind_psd2(void **state)
+{
+	struct fx *f = *state;
+	struct tcert c[2];
+	char err[256];
+	cert_new_psd2(f, &c[0], sizeof(qc_pi_ai));
+	cert_new(f, &c[1]);
+	expect(bind(f, "tpp-pi-ai", &c[0], false, NULL, err), REG_OK, err, NULL);
+	expect(bind(f, "tpp-plain", &c[1], false, NULL, err), REG_OK, err, NULL);
+	for (int pass = 0; pass < 2; pass++) {
+		expect_psd2(f, &c[0], "tpp-pi-ai", PSD2_ROLE_PI | PSD2_ROLE_AI, "PSDGB-FCA-123456",
+			    "Financial Conduct Authority");
+		expect_psd2(f, &c[1], "tpp-plain", 0, "", "");
+		reg_reopen(f);
+	}
+	certs_free(c, 2);
+}
+
+/* Certificates bound before schema 5 get their PSD2 attributes from their stored PEM; one
+ * whose attributes do not read keeps none, with an audit row saying why. */
+static void test_migrate_psd2(void **state)
+{
+	struct fx *f = *state;
+	struct tcert c[3];
+	char sql[16384], hex[3][CERT_THUMB_HEX_LEN + 1];
+
+	registry_close(f->reg);
+	f->reg = NULL;
+	assert_int_equal(unlink(f->path), 0);
+	cert_new_psd2(f, &c[0], sizeof(qc_pi_ai));
+	cert_new_psd2(f, &c[1], sizeof(qc_pi_ai) + 1); /* a trailing byte */
+	cert_new(f, &c[2]);
+	side_exec(f, schema_v1);
+	for (int i = 0; i < 3; i++) {
+		cert_thumb_to_hex(c[i].ci.thumb, hex[i]);
+		snprintf(sql, sizeof(sql),
+			 "INSERT INTO clients VALUES ('old-%d', %d, 1700000000);"
+			 "INSERT INTO certificates VALUES ('%s', 'old-%d', 'CN=tpp', 'CN=ca', '01',"
+			 " %lld, %lld, 'active', '%s', 1700000000, NULL);",
+			 i, i, hex[i], i, (long long)c[i].ci.not_before, (long long)c[i].ci.not_after,
+			 c[i].pem);
+		side_exec(f, sql);
+	}
+
+	reg_open(f);
+	expect_psd2(f, &c[0], "old-0", PSD2_ROLE_PI | PSD2_ROLE_AI, "PSDGB-FCA-123456",
+		    "Financial Conduct Authority");
+	expect_psd2(f, &c[1], "old-1", 0, "", "");
+	expect_psd2(f, &c[2], "old-2", 0, "", "");
+	struct registry_audit_entry *e;
+	size_t n;
+	assert_int_equal(registry_audit(f->reg, "old-1", 10, &e, &n), REG_OK);
+	assert_int_equal(n, 1);
+	assert_string_equal(e[0].action, "migrate");
+	assert_string_equal(e[0].thumb_hex, hex[1]);
+	assert_non_null(strstr(e[0].detail, "PSD2 attributes unreadable, none kept: qcStatements: "
+					    "1 trailing bytes"));
+	free(e);
+	assert_int_equal(audit_count(f), 1);
+	reg_reopen(f); /* nothing more to do */
+	expect_psd2(f, &c[0], "old-0", PSD2_ROLE_PI | PSD2_ROLE_AI, "PSDGB-FCA-123456",
+		    "Financial Conduct Authority");
+	assert_int_equal(audit_count(f), 1);
+	certs_free(c, 3);
+}
+
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
@@ -1306,6 +1425,8 @@ int main(void)
 		T(test_src_rate),
 		T(test_quota_checkpoint),
 		T(test_migrate_v1),
+		T(test_bind_psd2),
+		T(test_migrate_psd2),
 		T(test_concurrent_lookups),
 		T(test_durability_kill9),
 	};
