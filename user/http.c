@@ -931,7 +931,7 @@ static int write_field(struct buf *out, const char *name, const char *value)
  * would contradict X-Forwarded-For) must never reach the bank. */
 static const char *const request_drop[] = {
 	"host", "expect", "content-length", "x-client-id", "x-client-cert-sha256",
-	"x-forwarded-for", "forwarded", "x-request-id",
+	"x-client-psd2-roles", "x-forwarded-for", "forwarded", "x-request-id",
 };
 
 int http_write_request_head(const struct http_msg *req, const struct http_forward *fwd,
@@ -953,6 +953,8 @@ int http_write_request_head(const struct http_msg *req, const struct http_forwar
 			  fwd->drop_headers, fwd->n_drop_headers) < 0 ||
 	    write_field(out, "X-Client-Id", fwd->client_id) < 0 ||
 	    write_field(out, "X-Client-Cert-Sha256", fwd->cert_sha256_hex) < 0 ||
+	    (fwd->psd2_roles && fwd->psd2_roles[0] &&
+	     write_field(out, "X-Client-Psd2-Roles", fwd->psd2_roles) < 0) ||
 	    write_field(out, "X-Forwarded-For", fwd->forwarded_for) < 0 ||
 	    write_field(out, "X-Request-Id", fwd->request_id) < 0)
 		goto fail;

@@ -138,6 +138,7 @@ static inline bool http_msg_interim(const struct http_msg *m)
 struct http_forward {
 	const char *client_id;
 	const char *cert_sha256_hex;
+	const char *psd2_roles;    /* the certificate's PSD2 roles, "PSP_PI,PSP_AI"; "": none */
 	const char *forwarded_for; /* the TPP's address */
 	const char *request_id;
 	const char *host;          /* upstream Host header value */
@@ -147,9 +148,10 @@ struct http_forward {
 };
 
 /* Writes the request head for the upstream: start line (base_path + url), end-to-end headers,
- * the gateway's own headers, and framing: Content-Length as received, or Transfer-Encoding:
- * chunked when the request was chunked. Dropped: hop-by-hop headers, Expect, the client's
- * copies of X-Client-Id, X-Client-Cert-Sha256, X-Forwarded-For, Forwarded and X-Request-Id,
+ * the gateway's own headers (X-Client-Psd2-Roles only when there are roles), and framing:
+ * Content-Length as received, or Transfer-Encoding: chunked when the request was chunked.
+ * Dropped: hop-by-hop headers, Expect, the client's copies of X-Client-Id,
+ * X-Client-Cert-Sha256, X-Client-Psd2-Roles, X-Forwarded-For, Forwarded and X-Request-Id,
  * and drop_headers; names compare with case and '_' against '-' ignored, as CGI-style stacks
  * (Rack, gunicorn, PHP) read X_Client_Id as X-Client-Id. */
 int http_write_request_head(const struct http_msg *req, const struct http_forward *fwd,

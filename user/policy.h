@@ -38,6 +38,7 @@ struct policy_request {
 	const char *client_id; /* proven */
 	uint32_t slot;         /* the client's registry slot (< PSD2_MAX_CLIENTS) */
 	const uint8_t *cert_sha256; /* SHA-256 of the handshake certificate (32 bytes) */
+	uint32_t psd2_roles;   /* PSD2_ROLE_* of its binding (qcstatement.h) */
 	int64_t now_s;         /* unix seconds (quota windows are UTC) */
 	uint64_t now_ns;       /* CLOCK_MONOTONIC (rates) */
 	int64_t now_ms;        /* unix ms (breaker times, readable in the map) */

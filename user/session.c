@@ -261,9 +261,12 @@ static void session_start_forward(struct session *s, bool form_buffered)
 		session_upstream_fail(s, 502, why, EXCHANGE_CONNECT_FAILED);
 		return;
 	}
+	char roles[PSD2_ROLES_TEXT_MAX];
+	psd2_roles_format(s->psd2_roles, roles);
 	struct http_forward fwd = {
 		.client_id = s->client_id,
 		.cert_sha256_hex = s->thumb_hex,
+		.psd2_roles = roles,
 		.forwarded_for = s->peer_text,
 		.request_id = s->request_id,
 		.host = s->up->pool->host_header,
@@ -319,6 +322,7 @@ static void session_decide(struct session *s, bool form_buffered)
 	}
 	s->proven = true;
 	s->slot = rc.binding.slot;
+	s->psd2_roles = rc.binding.psd2_roles;
 	/* From now on XDP polices this connection and drops it the moment the client is revoked. */
 	if (!s->flow_added && s->env->dp)
 		s->flow_added = dataplane_flow_add(s->env->dp, (struct sockaddr *)&s->peer,
@@ -328,6 +332,7 @@ static void session_decide(struct session *s, bool form_buffered)
 		.client_id = s->client_id,
 		.slot = s->slot,
 		.cert_sha256 = s->thumb,
+		.psd2_roles = s->psd2_roles,
 		.now_s = wall.tv_sec,
 		.now_ns = (uint64_t)mono.tv_sec * 1000000000ULL + (uint64_t)mono.tv_nsec,
 		.now_ms = (int64_t)wall.tv_sec * 1000 + wall.tv_nsec / 1000000,

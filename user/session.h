@@ -76,6 +76,7 @@ struct session {
 	bool proven;
 	char client_id[REGISTRY_CLIENT_ID_MAX + 1];
 	uint32_t slot;
+	uint32_t psd2_roles; /* of the certificate's binding (X-Client-Psd2-Roles) */
 	bool flow_added;
 
 	struct upconn *up; /* checked out for the current exchange, else NULL */

@@ -846,6 +846,7 @@ static void test_write_request_head(void **state)
 			  "Host: gw.example\r\n"
 			  "X-Client-Id: forged\r\n"
 			  "x-client-cert-sha256: forged\r\n"
+			  "X-Client-Psd2-Roles: PSP_AS,PSP_PI,PSP_AI,PSP_IC\r\n"
 			  "X-Forwarded-For: 6.6.6.6\r\n"
 			  "X-Request-Id: forged\r\n"
 			  "Connection: keep-alive, X-Secret\r\n"
@@ -865,6 +866,7 @@ static void test_write_request_head(void **state)
 	struct http_forward fwd = {
 		.client_id = "tpp-1",
 		.cert_sha256_hex = "ab01",
+		.psd2_roles = "PSP_AI",
 		.forwarded_for = "192.0.2.7",
 		.request_id = "req-9",
 		.host = "bank.internal:9443",
@@ -878,6 +880,7 @@ static void test_write_request_head(void **state)
 			   "Content-Type: application/json\r\n"
 			   "X-Client-Id: tpp-1\r\n"
 			   "X-Client-Cert-Sha256: ab01\r\n"
+			   "X-Client-Psd2-Roles: PSP_AI\r\n"
 			   "X-Forwarded-For: 192.0.2.7\r\n"
 			   "X-Request-Id: req-9\r\n"
 			   "Content-Length: 2\r\n"
@@ -886,11 +889,12 @@ static void test_write_request_head(void **state)
 	assert_memory_equal(buf_head(&out), want, out.len);
 	http_msg_free(&m);
 
-	/* chunked request, empty base path */
+	/* chunked request, empty base path, a certificate without PSD2 roles: no roles header */
 	buf_reset(&out);
 	parse_whole(&m, HTTP_REQUEST,
 		    "PUT /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", false);
 	fwd.base_path = "";
+	fwd.psd2_roles = "";
 	assert_int_equal(http_write_request_head(&m, &fwd, &out), 0);
 	const char *want2 = "PUT /x HTTP/1.1\r\nHost: bank.internal:9443\r\nX-Client-Id: tpp-1\r\n"
 			    "X-Client-Cert-Sha256: ab01\r\nX-Forwarded-For: 192.0.2.7\r\n"
@@ -956,6 +960,8 @@ static const struct {
 	{"X-Client-Id: victim", false, false},
 	{"x-CLIENT-id: victim", false, false},
 	{"X-Client-Cert-Sha256: forged-hash", false, false},
+	{"X-Client-Psd2-Roles: PSP_PI", false, false},
+	{"x-CLIENT-psd2-ROLES: PSP_IC", false, false},
 	{"X-Forwarded-For: 6.6.6.6", false, false},
 	{"forwarded: for=6.6.6.6", false, false},
 	{"X-Request-Id: forged", false, false},
