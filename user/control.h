@@ -22,6 +22,7 @@ enum control_event_kind {
 	CONTROL_CERT_UNBOUND,    /* one certificate removed; thumb set */
 	CONTROL_CLIENT_UNBOUND,  /* whole client removed */
 	CONTROL_CLIENT_REVOKED,  /* every active certificate revoked: cut live connections */
+	CONTROL_CERT_REVOKED,    /* one certificate revoked (thumb set), the client keeps another */
 	CONTROL_DENY_ADDED,      /* cidr set */
 	CONTROL_DENY_REMOVED,    /* cidr set */
 	CONTROL_LIMIT_CHANGED,   /* client_id, slot; limit the new one, NULL: back to the default */
@@ -47,6 +48,10 @@ struct control_hooks {
 	/* Adds what the daemon knows of the client in `slot` beyond the registry (its XDP
 	 * counters) to obj, the reply of `show`. May be NULL. */
 	void (*fill_client)(void *arg, uint32_t slot, json_t *obj);
+	/* `reload`: reads the TLS files again (reload.h) on behalf of uid. 0 with *result (what
+	 * was read, what was revoked), or -1 with err naming the file at fault: nothing changed.
+	 * NULL: the command is refused. */
+	int (*reload)(void *arg, uid_t uid, json_t **result, char *err, size_t errlen);
 };
 
 struct policy_store;
@@ -54,7 +59,8 @@ struct config_upstream;
 
 struct control_ctx {
 	struct registry *reg;
-	struct cert_store *trust; /* client CA bundle + CRL: a bound certificate must chain to it */
+	struct cert_store *trust; /* client CA bundle + CRL: a bound certificate must chain to it
+				   * (replaced by each reload) */
 	struct control_hooks hooks;
 	/* Quota counters and circuit breakers (quota show/reset, breaker list/reset); NULL when
 	 * bpf.pin_dir is not set, and those commands are refused. */
