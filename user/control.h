@@ -63,7 +63,7 @@ struct control_ctx {
 				   * (replaced by each reload) */
 	struct control_hooks hooks;
 	/* Quota counters and circuit breakers (quota show/reset, breaker list/reset); NULL when
-	 * bpf.pin_dir is not set, and those commands are refused. */
+	 * no route has a quota and no upstream a breaker, and those commands are refused. */
 	struct policy_store *policy;
 	const struct config_upstream *upstreams; /* the breakers' upstreams: the store's indexes */
 	unsigned n_upstreams;

@@ -12,7 +12,8 @@
 topo_basic
 pki_setup
 upstream_start
-config_render "$DAEMON_CONFIG"
+# A circuit breaker on the upstream: the quota and breaker commands need the policy store.
+config_render "$DAEMON_CONFIG" '{"upstream": {"circuit_breaker": {"consecutive_failures": 5}}}'
 daemon_start
 
 # expect RC DESC ARGS...: run ctl, compare its exit status; on refusals stderr is one line

@@ -86,7 +86,8 @@ refuses_to_start "group-writable socket directory" "$TEST_DIR/gw/control.sock" \
 assert_false "nothing was created in it" test -e "$TEST_DIR/gw/control.sock"
 
 # --- both groups ------------------------------------------------------------------------------------
-config_render "$DAEMON_CONFIG" "{\"control_group\": \"$ADMIN_GROUP\", \"control_readonly_group\": \"$RO_GROUP\"}"
+config_render "$DAEMON_CONFIG" "{\"control_group\": \"$ADMIN_GROUP\", \"control_readonly_group\": \"$RO_GROUP\",
+	\"upstream\": {\"circuit_breaker\": {\"consecutive_failures\": 5}}}"
 daemon_start
 assert_eq 666 "$(stat -c %a "$CTL_SOCKET")" "with both groups the socket is 0666"
 ctl bind tpp1 "$PKI/tpp1.pem" >/dev/null

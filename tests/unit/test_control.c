@@ -1392,7 +1392,7 @@ static void test_socket_dir_checks(void **state)
 
 /* --- quota counters and circuit breakers ------------------------------------------------------ */
 
-#define STORE_ABSENT "no quota/breaker state: bpf.pin_dir is not set"
+#define STORE_ABSENT "no quota or circuit breaker is configured (no route has a quota, no upstream a circuit_breaker)"
 
 /* Without bpf.pin_dir there is no policy store: the four commands are refused and change
  * nothing; a reader is still refused a reset for its access first. */
