@@ -10,6 +10,7 @@
 #include <openssl/x509_vfy.h>
 #include <openssl/x509v3.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +20,7 @@
 
 struct cert_store {
 	X509_STORE *store;
+	int64_t good_until; /* cert_store_good_until() */
 };
 
 /* Fetched once: an implicit fetch per call would look the algorithm up in the provider
@@ -78,6 +80,18 @@ static int fail(char *err, size_t errlen, const char *msg)
 {
 	if (err && errlen)
 		snprintf(err, errlen, "%s", msg);
+	return -1;
+}
+
+static int fail_fmt(char *err, size_t errlen, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static int fail_fmt(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	if (err && errlen)
+		vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
 	return -1;
 }
 
@@ -265,10 +279,108 @@ static void fail_openssl(char *err, size_t errlen, const char *path, const char 
 		snprintf(err, errlen, "%s: %s", path, reason ? reason : fallback);
 }
 
+static void fmt_utc(int64_t t, char out[32])
+{
+	time_t tt = (time_t)t;
+	struct tm tm;
+	if (!gmtime_r(&tt, &tm) || strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+		snprintf(out, 32, "%lld", (long long)t);
+}
+
+static int64_t min_time(int64_t a, int64_t b) { return a < b ? a : b; }
+
+/* The certificate of the bundle that signed crl, or NULL. */
+static X509 *crl_signer(STACK_OF(X509_OBJECT) *objs, X509_CRL *crl)
+{
+	for (int i = 0; i < sk_X509_OBJECT_num(objs); i++) {
+		X509 *ca = X509_OBJECT_get0_X509(sk_X509_OBJECT_value(objs, i));
+		if (ca && X509_NAME_cmp(X509_get_subject_name(ca), X509_CRL_get_issuer(crl)) == 0 &&
+		    X509_CRL_verify(crl, X509_get0_pubkey(ca)) == 1)
+			return ca;
+	}
+	return NULL;
+}
+
+static bool has_crl_of(STACK_OF(X509_OBJECT) *objs, X509 *ca)
+{
+	for (int i = 0; i < sk_X509_OBJECT_num(objs); i++) {
+		X509_CRL *crl = X509_OBJECT_get0_X509_CRL(sk_X509_OBJECT_value(objs, i));
+		if (crl && X509_NAME_cmp(X509_CRL_get_issuer(crl), X509_get_subject_name(ca)) == 0)
+			return true;
+	}
+	return false;
+}
+
+/* Every CRL must be signed by a certificate of the bundle and current, and every certificate
+ * of the bundle must have one: the CRL is checked for every certificate of a chain, so a CA
+ * without one, or with a stale one, would refuse every chain through it. A file that breaks
+ * this is refused whole, before it can refuse (or, at a reload, revoke) anyone. */
+static int crls_check(STACK_OF(X509_OBJECT) *objs, const char *ca_path, const char *crl_path,
+		      int64_t now, char *err, size_t errlen)
+{
+	char who[256], when[32];
+	for (int i = 0; i < sk_X509_OBJECT_num(objs); i++) {
+		X509_CRL *crl = X509_OBJECT_get0_X509_CRL(sk_X509_OBJECT_value(objs, i));
+		if (!crl)
+			continue;
+		int64_t last, next;
+		if (name_rfc2253(X509_CRL_get_issuer(crl), who, sizeof(who)) < 0 ||
+		    time_unix(X509_CRL_get0_lastUpdate(crl), &last) < 0)
+			return fail_fmt(err, errlen, "%s: a CRL without a readable issuer or "
+						     "lastUpdate", crl_path);
+		if (!crl_signer(objs, crl))
+			return fail_fmt(err, errlen, "%s: the CRL of %s is not signed by a "
+						     "certificate of %s", crl_path, who, ca_path);
+		if (last > now) {
+			fmt_utc(last, when);
+			return fail_fmt(err, errlen, "%s: the CRL of %s is not valid before %s",
+					crl_path, who, when);
+		}
+		if (X509_CRL_get0_nextUpdate(crl) &&
+		    time_unix(X509_CRL_get0_nextUpdate(crl), &next) == 0 && next <= now) {
+			fmt_utc(next, when);
+			return fail_fmt(err, errlen, "%s: the CRL of %s expired at %s (its "
+						     "nextUpdate)", crl_path, who, when);
+		}
+	}
+	for (int i = 0; i < sk_X509_OBJECT_num(objs); i++) {
+		X509 *ca = X509_OBJECT_get0_X509(sk_X509_OBJECT_value(objs, i));
+		if (!ca || has_crl_of(objs, ca))
+			continue;
+		if (name_rfc2253(X509_get_subject_name(ca), who, sizeof(who)) < 0)
+			who[0] = '\0';
+		return fail_fmt(err, errlen, "%s: no CRL of %s (a certificate of %s): the CRL "
+					     "is checked for every certificate of a chain",
+				crl_path, who, ca_path);
+	}
+	return 0;
+}
+
+/* The earliest time a verdict of the store can change by the clock alone: a CRL's nextUpdate
+ * or the notAfter of a certificate of the bundle that is valid now (an expired one is in no
+ * chain that verifies). */
+static int64_t store_good_until(STACK_OF(X509_OBJECT) *objs, int64_t now)
+{
+	int64_t until = INT64_MAX;
+	for (int i = 0; i < sk_X509_OBJECT_num(objs); i++) {
+		X509_OBJECT *o = sk_X509_OBJECT_value(objs, i);
+		X509_CRL *crl = X509_OBJECT_get0_X509_CRL(o);
+		X509 *ca = X509_OBJECT_get0_X509(o);
+		int64_t t;
+		if (crl && X509_CRL_get0_nextUpdate(crl) &&
+		    time_unix(X509_CRL_get0_nextUpdate(crl), &t) == 0)
+			until = min_time(until, t);
+		if (ca && time_unix(X509_get0_notAfter(ca), &t) == 0 && t > now)
+			until = min_time(until, t);
+	}
+	return until;
+}
+
 int cert_store_load(const char *ca_path, const char *crl_path, struct cert_store **out, char *err,
 		    size_t errlen)
 {
 	struct cert_store *s = calloc(1, sizeof(*s));
+	int64_t now = (int64_t)time(NULL);
 	int ret = -1;
 
 	*out = NULL;
@@ -286,16 +398,20 @@ int cert_store_load(const char *ca_path, const char *crl_path, struct cert_store
 		fail_openssl(err, errlen, ca_path, "no CA certificate found");
 		goto out;
 	}
+	/* The store holds what the files held and nothing is looked up later (a file lookup
+	 * loads everything at once), so the objects read here are the ones verification uses. */
+	STACK_OF(X509_OBJECT) *objs = X509_STORE_get0_objects(s->store);
 	if (crl_path) {
 		if (X509_load_crl_file(lookup, crl_path, X509_FILETYPE_PEM) <= 0) {
 			fail_openssl(err, errlen, crl_path, "no CRL found");
 			goto out;
 		}
-		/* The leaf only: CA certificates change rarely and are replaced with the bundle,
-		 * and requiring a CRL for every level would refuse chains whose root publishes
-		 * none. */
-		X509_STORE_set_flags(s->store, X509_V_FLAG_CRL_CHECK);
+		if (crls_check(objs, ca_path, crl_path, now, err, errlen) < 0)
+			goto out;
+		/* Every certificate of the chain: a revoked intermediate refuses its leaves. */
+		X509_STORE_set_flags(s->store, X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL);
 	}
+	s->good_until = store_good_until(objs, now);
 	*out = s;
 	s = NULL;
 	ret = 0;
@@ -314,6 +430,8 @@ void cert_store_free(struct cert_store *s)
 }
 
 X509_STORE *cert_store_x509(struct cert_store *s) { return s->store; }
+
+int64_t cert_store_good_until(const struct cert_store *s) { return s->good_until; }
 
 static enum cert_verdict verdict_of(int x509_err)
 {

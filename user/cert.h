@@ -35,13 +35,20 @@ int cert_from_pem(const char *pem, size_t len, X509 **out, char *err, size_t err
 int cert_get_info(X509 *x, struct cert_info *out);
 
 struct cert_store;
-/* Loads the CA bundle (all certificates in the file) and, when crl_path is non-NULL, the CRL(s),
- * enabling CRL checks for the leaf. -1 with err on failure. */
+/* Loads the CA bundle (all certificates in the file) and, when crl_path is non-NULL, the CRLs,
+ * checked for every certificate of a chain. Each CRL must be signed by a certificate of the
+ * bundle and current (lastUpdate <= now < nextUpdate), and each certificate of the bundle must
+ * have a CRL. -1 with err naming the file and the reason on failure. */
 int cert_store_load(const char *ca_path, const char *crl_path, struct cert_store **out, char *err,
 		    size_t errlen);
 void cert_store_free(struct cert_store *s);
 /* The underlying store (for SSL_CTX_set1_verify_cert_store); owned by s. */
 X509_STORE *cert_store_x509(struct cert_store *s);
+/* Unix time from which a verdict of the store may change with nothing but the clock: the
+ * earliest nextUpdate of its CRLs and notAfter of its certificates valid at load (INT64_MAX
+ * when none). A chain that verified before it, through certificates valid then, verifies until
+ * then, unless its own leaf expires first. */
+int64_t cert_store_good_until(const struct cert_store *s);
 /* The OpenSSL security level of every TLS context and of cert_store_verify: level 2 refuses
  * keys of less than 112 bits of security (RSA and DH below 2048 bits, EC below 224) and SHA-1
  * signatures, in the handshake and in certificate chains. Always set explicitly, so that the

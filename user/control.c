@@ -693,21 +693,10 @@ static json_t *cmd_stats(struct request *rq)
 		rq_fail(rq, "registry I/O error");
 		return NULL;
 	}
-	json_int_t active = 0, revoked = 0;
-	for (size_t i = 0; i < n; i++)
-		for (unsigned j = 0; j < list[i].n_certs; j++)
-			if (list[i].certs[j].state == CERT_ACTIVE)
-				active++;
-			else
-				revoked++;
-	registry_clients_free(list, n);
-	for (size_t i = 0; i < nd; i++)
-		free(deny[i]);
-	free(deny);
-	json_object_set_new(o, "clients", json_integer((json_int_t)n));
-	json_object_set_new(o, "certs_active", json_integer(active));
-	json_object_set_new(o, "certs_revoked", json_integer(revoked));
-	json_object_set_new(o, "deny_entries", json_integer((json_int_t)nd));
+	json_object_set_new(o, "clients", json_integer(n.clients));
+	json_object_set_new(o, "certs_active", json_integer(n.certs_active));
+	json_object_set_new(o, "certs_revoked", json_integer(n.certs_revoked));
+	json_object_set_new(o, "deny_entries", json_integer(n.deny_entries));
 	return o;
 }
 

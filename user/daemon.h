@@ -1,6 +1,7 @@
 /* State shared by the main thread (control plane, signals) and the workers. Everything here is
  * set up before the workers start and read-only afterwards, except through the registry and the
- * deny set (their own locking), the stats atomics and each worker's command queue. */
+ * deny set (their own locking), the stats atomics and each worker's command queue; the TLS
+ * material, which the workers never read here, is the main thread's. */
 #ifndef PSD2EDGE_DAEMON_H
 #define PSD2EDGE_DAEMON_H
 
@@ -17,7 +18,8 @@ struct worker;
 struct dataplane;
 struct denyset;
 struct policy_store;
-struct tls_fastpath;
+struct control_ctx;
+struct control_event;
 
 /* What every worker shares about one configured upstream. */
 struct daemon_upstream {
@@ -28,9 +30,10 @@ struct daemon_upstream {
 struct daemon {
 	struct config cfg;
 	struct registry *reg;
+	/* The TLS material (reload.h): replaced on the main thread by each reload, which hands
+	 * the workers their own references. */
 	struct cert_store *trust;
-	SSL_CTX *server_ctx;
-	struct tls_fastpath *fastpath; /* bound certificates accepted by thumbprint */
+	SSL_CTX *server_ctx; /* owns its handshake fast path */
 	struct daemon_upstream upstreams[CONFIG_MAX_UPSTREAMS]; /* as cfg.upstreams */
 	struct policy_store *policy; /* quota and breaker state; NULL without bpf.pin_dir */
 	struct route_table routes;   /* per-route policies and counters */
@@ -38,7 +41,12 @@ struct daemon {
 	struct denyset *deny; /* the deny-list, checked at every accept (own locking) */
 	struct worker *workers;
 	unsigned n_workers;
+	struct control_ctx *control; /* NULL until the control socket serves */
 	atomic_bool draining;
 };
+
+/* Applies a committed registry change to the XDP maps and the workers' sessions (main thread):
+ * the control plane's changes, and the revocations of a reload. */
+void daemon_on_control_event(void *arg, const struct control_event *ev);
 
 #endif

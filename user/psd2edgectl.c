@@ -645,6 +645,29 @@ static void print_breaker_reset(const struct args *a, json_t *r)
 	free(name), free(was);
 }
 
+static void print_reload(const struct args *a, json_t *r)
+{
+	(void)a;
+	json_t *files = json_object_get(r, "reloaded"), *revoked = json_object_get(r, "revoked");
+	size_t i, n = json_array_size(revoked);
+	json_t *v;
+	printf("reloaded");
+	json_array_foreach(files, i, v) {
+		char *key = clean(json_string_value(v));
+		printf(" %s", key);
+		free(key);
+	}
+	printf("\nrevoked %zu bound certificate%s whose chain no longer verifies\n", n,
+	       n == 1 ? "" : "s");
+	json_array_foreach(revoked, i, v) {
+		char *id = jval(v, "client_id"), *th = jval(v, "thumbprint"), *why = jval(v, "reason"),
+		     *error = json_object_get(v, "error") ? jval(v, "error") : NULL;
+		printf("  %s %s: %s%s%s\n", id, th, why, error ? "; not revoked: " : "",
+		       error ? error : "");
+		free(id), free(th), free(why), free(error);
+	}
+}
+
 /* Nested figures (xdp.packets.drop_deny, per_worker.1.sessions) become dotted names so that
  * every counter is one greppable line. */
 static void stats_rows(struct table *t, const char *prefix, json_t *parent, const char *key)
@@ -769,6 +792,10 @@ static const struct subcmd subcmds[] = {
 	{"breaker reset", "breaker-reset", "NAME",
 	 "close an upstream's circuit breaker (its counts cleared, totals kept)", 1, 1,
 	 {"upstream"}, no_opts, NULL, print_breaker_reset},
+	{"reload", "reload", "",
+	 "read the TLS certificates, keys, CA bundles, CRL (and JWKS) again; revoke bound "
+	 "certificates they no longer verify",
+	 0, 0, {NULL}, no_opts, NULL, print_reload},
 };
 #define N_SUBCMDS (sizeof(subcmds) / sizeof(subcmds[0]))
 

@@ -23,8 +23,8 @@
 #include "log.h"
 #include "policy_store.h"
 #include "registry.h"
+#include "reload.h"
 #include "stats.h"
-#include "tls.h"
 #include "worker.h"
 
 #define ERRLEN 512
@@ -93,7 +93,7 @@ static int daemon_load_deny(struct daemon *d)
 /* Runs on the control thread after the registry committed the change. The map is written
  * first so XDP drops the client's packets before the workers get round to closing its
  * connections. */
-static void daemon_on_control_event(void *arg, const struct control_event *ev)
+void daemon_on_control_event(void *arg, const struct control_event *ev)
 {
 	struct daemon *d = arg;
 	struct worker_cmd cmd = {0};
@@ -112,6 +112,7 @@ static void daemon_on_control_event(void *arg, const struct control_event *ev)
 		daemon_post_all(d, &cmd);
 		break;
 	case CONTROL_CERT_UNBOUND:
+	case CONTROL_CERT_REVOKED: /* the client's other certificate keeps its slot live */
 		cmd.kind = WORKER_CUT_CERT;
 		memcpy(cmd.thumb, ev->thumb, CERT_THUMB_LEN);
 		daemon_post_all(d, &cmd);
@@ -209,14 +210,27 @@ static int daemon_wait_workers(struct daemon *d)
 	return late;
 }
 
+/* SIGHUP reloads the TLS material (reload.h; the log says what happened), any other signal
+ * drains. */
 static void daemon_on_signal(struct ev_loop *loop, int fd, int mask, void *arg)
 {
 	(void)mask;
-	(void)arg;
+	struct daemon *d = arg;
 	struct signalfd_siginfo si;
-	if (read(fd, &si, sizeof(si)) == sizeof(si))
-		log_info("signal %u: draining", si.ssi_signo);
+	char err[ERRLEN];
+	if (read(fd, &si, sizeof(si)) != sizeof(si))
+		return;
+	if (si.ssi_signo == SIGHUP) {
+		daemon_reload(d, "SIGHUP", (uid_t)si.ssi_uid, NULL, err, sizeof(err));
+		return;
+	}
+	log_info("signal %u: draining", si.ssi_signo);
 	ev_stop(loop);
+}
+
+static int daemon_reload_hook(void *arg, uid_t uid, json_t **result, char *err, size_t errlen)
+{
+	return daemon_reload(arg, "psd2edgectl reload", uid, result, err, errlen);
 }
 
 static void daemon_on_link_event(struct ev_loop *loop, int fd, int mask, void *arg)
@@ -264,25 +278,11 @@ static void upstream_host_header(const struct config_upstream *u, char *out, siz
 	}
 }
 
-/* TLS contexts and Host headers of every upstream; -1 with err naming the upstream's key. */
-static int daemon_open_upstreams(struct daemon *d, char *err, size_t errlen)
+static void daemon_upstream_hosts(struct daemon *d)
 {
-	for (unsigned i = 0; i < d->cfg.n_upstreams; i++) {
-		const struct config_upstream *u = &d->cfg.upstreams[i];
-		struct daemon_upstream *du = &d->upstreams[i];
-		upstream_host_header(u, du->host_header, sizeof(du->host_header));
-		if (!u->https)
-			continue;
-		char key[CONFIG_NAME_MAX + 16];
-		if (strcmp(u->name, "default") == 0)
-			snprintf(key, sizeof(key), "upstream");
-		else
-			snprintf(key, sizeof(key), "upstreams.%s", u->name);
-		du->ctx = tls_upstream_ctx_new(u, key, err, errlen);
-		if (!du->ctx)
-			return -1;
-	}
-	return 0;
+	for (unsigned i = 0; i < d->cfg.n_upstreams; i++)
+		upstream_host_header(&d->cfg.upstreams[i], d->upstreams[i].host_header,
+				     sizeof(d->upstreams[i].host_header));
 }
 
 /* Quota counters and breakers live in pinned maps; without either, nothing is opened. */
@@ -311,24 +311,17 @@ static int daemon_run(struct daemon *d)
 		log_error("access_log: %s", strerror(errno));
 		return 1;
 	}
-	if (cert_store_load(d->cfg.tls.client_ca, d->cfg.tls.crl, &d->trust, err, sizeof(err)) < 0) {
+	if (daemon_tls_open(d, err, sizeof(err)) < 0) {
 		log_error("%s", err);
 		return 1;
 	}
-	d->server_ctx = tls_server_ctx_new(&d->cfg, d->trust, err, sizeof(err));
-	if (!d->server_ctx) {
-		log_error("%s", err);
-		goto out;
-	}
-	if (daemon_open_upstreams(d, err, sizeof(err)) < 0) {
-		log_error("%s", err);
-		goto out;
-	}
+	daemon_upstream_hosts(d);
 	if (registry_open(d->cfg.registry, &d->reg, err, sizeof(err)) < 0) {
 		log_error("registry: %s", err);
 		goto out;
 	}
-	if (tls_fastpath_enable(d->server_ctx, d->reg, d->trust, &d->fastpath, err, sizeof(err)) < 0) {
+	/* Before the XDP maps are built from the registry, so that they hold its revocations. */
+	if (daemon_tls_reverify(d, err, sizeof(err)) < 0) {
 		log_error("tls: %s", err);
 		goto out;
 	}
@@ -371,6 +364,7 @@ static int daemon_run(struct daemon *d)
 	sigemptyset(&mask);
 	sigaddset(&mask, SIGTERM);
 	sigaddset(&mask, SIGINT);
+	sigaddset(&mask, SIGHUP);
 	/* Blocked before any thread exists so only the signalfd ever sees them. */
 	pthread_sigmask(SIG_BLOCK, &mask, NULL);
 	signal(SIGPIPE, SIG_IGN);
@@ -398,7 +392,7 @@ static int daemon_run(struct daemon *d)
 		.reg = d->reg,
 		.trust = d->trust,
 		.hooks = {.arg = d, .on_event = daemon_on_control_event, .fill_stats = daemon_fill_stats,
-			  .fill_client = daemon_fill_client},
+			  .fill_client = daemon_fill_client, .reload = daemon_reload_hook},
 		.policy = d->policy,
 		.upstreams = d->cfg.upstreams,
 		.n_upstreams = d->cfg.n_upstreams,
@@ -410,6 +404,7 @@ static int daemon_run(struct daemon *d)
 		log_error("control_socket: %s", err);
 		goto out;
 	}
+	d->control = &cctx;
 	log_info("ready: %u workers, %u listeners, xdp %s, control socket %s", d->n_workers,
 		 d->cfg.n_listen, dataplane_mode(d->dp), d->cfg.control_socket);
 
@@ -419,6 +414,7 @@ static int daemon_run(struct daemon *d)
 out:
 	if (ctl)
 		control_server_stop(ctl); /* no changes during the drain */
+	d->control = NULL;
 	if (started) {
 		atomic_store(&d->draining, true);
 		struct worker_cmd drain = {.kind = WORKER_DRAIN};
@@ -447,11 +443,7 @@ out:
 	dataplane_close(d->dp, false);
 	policy_store_close(d->policy); /* the last checkpoint */
 	registry_close(d->reg);
-	SSL_CTX_free(d->server_ctx);
-	tls_fastpath_free(d->fastpath);
-	for (unsigned i = 0; i < d->cfg.n_upstreams; i++)
-		SSL_CTX_free(d->upstreams[i].ctx);
-	cert_store_free(d->trust);
+	daemon_tls_close(d);
 	return rc;
 }
 

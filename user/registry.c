@@ -976,6 +976,55 @@ out:
 	return rc;
 }
 
+int registry_revoke_cert(struct registry *reg, const uint8_t thumb[CERT_THUMB_LEN], uid_t uid,
+			 const char *detail, char client_id[REGISTRY_CLIENT_ID_MAX + 1],
+			 uint32_t *slot, size_t *n_active_left, char *err, size_t errlen)
+{
+	uint8_t active[REGISTRY_MAX_ACTIVE_CERTS][CERT_THUMB_LEN];
+	char hex[CERT_THUMB_HEX_LEN + 1];
+	enum cert_state state;
+	size_t n_active = 0;
+	int64_t cslot = 0;
+
+	cert_thumb_to_hex(thumb, hex);
+	int rc = txn_begin(reg, err, errlen);
+	if (rc != REG_OK)
+		return rc;
+	rc = cert_owner(reg, hex, client_id, &state, err, errlen);
+	if (rc == REG_ERR_NOT_FOUND || (rc == REG_OK && state != CERT_ACTIVE)) {
+		rc = set_err(err, errlen, REG_ERR_NOT_FOUND, "certificate %s is not actively bound",
+			     hex);
+		goto out;
+	}
+	if (rc != REG_OK || (rc = client_slot(reg, client_id, &cslot, err, errlen)) != REG_OK)
+		goto out;
+	rc = db_check(reg,
+		      db_exec(reg,
+			      "UPDATE certificates SET state = 'revoked', revoked_at = ?"
+			      " WHERE thumbprint = ?",
+			      "it", (int64_t)time(NULL), hex),
+		      SQLITE_DONE, err, errlen);
+	if (rc != REG_OK ||
+	    (rc = audit_add(reg, uid, "revoke", client_id, hex, detail, err, errlen)) != REG_OK ||
+	    (rc = active_thumbs(reg, client_id, active, &n_active, err, errlen)) != REG_OK ||
+	    (rc = txn_commit(reg, err, errlen)) != REG_OK)
+		goto out;
+
+	pthread_rwlock_wrlock(&reg->lock);
+	struct index_entry *e = index_find(reg->tab, reg->cap, thumb);
+	if (e->used)
+		e->b.state = CERT_REVOKED;
+	pthread_rwlock_unlock(&reg->lock);
+	if (slot)
+		*slot = (uint32_t)cslot;
+	if (n_active_left)
+		*n_active_left = n_active;
+out:
+	if (rc != REG_OK)
+		txn_rollback(reg);
+	return rc;
+}
+
 /* --- run-time rates -------------------------------------------------------------------- */
 
 static int limit_check(const struct registry_limit *l, char *err, size_t errlen)
@@ -1375,6 +1424,25 @@ int registry_foreach_active_cert(struct registry *reg, registry_cert_fn *fn, voi
 out:
 	sqlite3_finalize(st);
 	return ret;
+}
+
+/* Revoked certificates count while their client is there (as registry_list_clients shows
+ * them); those of a client unbound since stay on record only. */
+int registry_counts(struct registry *reg, struct registry_counts *out)
+{
+	static const char *const sql[] = {
+		"SELECT COUNT(*) FROM clients",
+		"SELECT COUNT(*) FROM certificates WHERE state = 'active'",
+		"SELECT COUNT(*) FROM certificates JOIN clients USING (client_id)"
+		" WHERE certificates.state = 'revoked'",
+		"SELECT COUNT(*) FROM deny",
+	};
+	int64_t *field[] = {&out->clients, &out->certs_active, &out->certs_revoked,
+			    &out->deny_entries};
+	for (size_t i = 0; i < sizeof(sql) / sizeof(sql[0]); i++)
+		if (db_int(reg, field[i], sql[i], "") != SQLITE_ROW)
+			return REG_ERR_IO;
+	return REG_OK;
 }
 
 /* --- deny-list ------------------------------------------------------------------------ */

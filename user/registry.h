@@ -149,6 +149,12 @@ int registry_unbind_cert(struct registry *reg, const char *client_id,
 /* Marks every active certificate of the client revoked (final). */
 int registry_revoke(struct registry *reg, const char *client_id, uid_t uid, uint32_t *slot,
 		    char *err, size_t errlen);
+/* Marks one active certificate revoked (final), with detail (why) in its audit row: a reload
+ * whose trust store no longer verifies it. Its client in client_id, the client's slot in *slot
+ * and the number of active certificates it has left in *n_active_left (each when non-NULL). */
+int registry_revoke_cert(struct registry *reg, const uint8_t thumb[CERT_THUMB_LEN], uid_t uid,
+			 const char *detail, char client_id[REGISTRY_CLIENT_ID_MAX + 1],
+			 uint32_t *slot, size_t *n_active_left, char *err, size_t errlen);
 
 /* Run-time rates. A limit belongs to an existing client (REG_ERR_NOT_FOUND otherwise) and
  * replaces the one it had; values out of bounds are REG_ERR_INVALID. limit_del returns the
@@ -173,6 +179,11 @@ int registry_get_client(struct registry *reg, const char *client_id, struct regi
 void registry_client_free(struct registry_client *c);
 int registry_list_clients(struct registry *reg, struct registry_client **out, size_t *n);
 void registry_clients_free(struct registry_client *list, size_t n);
+/* The registry's size: clients, their active and revoked certificates, deny-list entries. */
+struct registry_counts {
+	int64_t clients, certs_active, certs_revoked, deny_entries;
+};
+int registry_counts(struct registry *reg, struct registry_counts *out);
 /* Newest first; client_id NULL for all; at most limit entries. */
 int registry_audit(struct registry *reg, const char *client_id, size_t limit,
 		   struct registry_audit_entry **out, size_t *n);

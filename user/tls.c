@@ -7,6 +7,7 @@
 #include <openssl/pem.h>
 #include <openssl/provider.h>
 #include <openssl/x509v3.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -194,12 +195,14 @@ static SSL_CTX *ctx_new_common(OSSL_LIB_CTX *libctx, const SSL_METHOD *method, c
 	return ctx;
 }
 
+/* Errors name the key and the file: a reload reports them about files the configuration
+ * check never saw. */
 static int ctx_load_keypair(SSL_CTX *ctx, const char *cert, const char *key, const char *what,
 			    char *err, size_t errlen)
 {
-	char label[64];
+	char label[PATH_MAX + CONFIG_NAME_MAX + 32];
 	if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {
-		snprintf(label, sizeof(label), "%s.cert", what);
+		snprintf(label, sizeof(label), "%s.cert (%s)", what, cert);
 		tls_error_string(err, errlen, label);
 		return -1;
 	}
@@ -210,7 +213,7 @@ static int ctx_load_keypair(SSL_CTX *ctx, const char *cert, const char *key, con
 	int ok = pkey && SSL_CTX_use_PrivateKey(ctx, pkey) == 1 && SSL_CTX_check_private_key(ctx) == 1;
 	EVP_PKEY_free(pkey);
 	if (!ok) {
-		snprintf(label, sizeof(label), "%s.key", what);
+		snprintf(label, sizeof(label), "%s.key (%s)", what, key);
 		tls_error_string(err, errlen, label);
 		return -1;
 	}
@@ -261,8 +264,8 @@ SSL_CTX *tls_upstream_ctx_new(const struct config_upstream *u, const char *key, 
 	if (!ctx)
 		return NULL;
 	if (SSL_CTX_load_verify_locations(ctx, u->ca, NULL) != 1) {
-		char ca_key[CONFIG_NAME_MAX + 32];
-		snprintf(ca_key, sizeof(ca_key), "%s.ca", key);
+		char ca_key[PATH_MAX + CONFIG_NAME_MAX + 32];
+		snprintf(ca_key, sizeof(ca_key), "%s.ca (%s)", key, u->ca);
 		tls_error_string(err, errlen, ca_key);
 		goto fail;
 	}
@@ -279,7 +282,11 @@ struct tls_fastpath {
 	struct registry *reg;
 	uint8_t (*excluded)[CERT_THUMB_LEN]; /* bound certificates that failed re-verification */
 	size_t n_excluded, cap_excluded;
+	int64_t good_until; /* cert_store_good_until() of the store they were verified against */
+	/* During re-verification only: */
 	struct cert_store *trust;
+	tls_fastpath_reject_fn *on_reject;
+	void *arg;
 	int failures;
 };
 
@@ -291,16 +298,21 @@ static bool fastpath_excluded(const struct tls_fastpath *fp, const uint8_t *thum
 	return false;
 }
 
-static int fastpath_verify(X509_STORE_CTX *xctx, void *arg)
+/* The clock is checked against good_until as well as the binding's validity: once a CRL or a
+ * CA of the store expires, the full path refuses the chains that go through it, so none of
+ * them may pass here either. */
+static bool fastpath_accepts(const struct tls_fastpath *fp, X509 *leaf, int64_t now)
 {
-	const struct tls_fastpath *fp = arg;
-	X509 *leaf = X509_STORE_CTX_get0_cert(xctx);
 	uint8_t thumb[CERT_THUMB_LEN];
 	struct registry_binding b;
-	if (leaf && cert_thumbprint(leaf, thumb) == 0 &&
-	    registry_lookup(fp->reg, thumb, &b) == REG_OK &&
-	    registry_binding_usability(&b, time(NULL)) == BINDING_USABLE &&
-	    !fastpath_excluded(fp, thumb)) {
+	return leaf && now < fp->good_until && cert_thumbprint(leaf, thumb) == 0 &&
+	       registry_lookup(fp->reg, thumb, &b) == REG_OK &&
+	       registry_binding_usability(&b, now) == BINDING_USABLE && !fastpath_excluded(fp, thumb);
+}
+
+static int fastpath_verify(X509_STORE_CTX *xctx, void *arg)
+{
+	if (fastpath_accepts(arg, X509_STORE_CTX_get0_cert(xctx), (int64_t)time(NULL))) {
 		STATS_INC(verify_fast_path);
 		X509_STORE_CTX_set_error(xctx, X509_V_OK);
 		return 1;
@@ -320,11 +332,7 @@ static void fastpath_recheck(void *arg, const struct registry_cert *c, const cha
 		return;
 	}
 	X509_free(x);
-	char hex[CERT_THUMB_HEX_LEN + 1];
-	cert_thumb_to_hex(c->info.thumb, hex);
-	log_warn("certificate %s of client %s no longer verifies against tls.client_ca/tls.crl "
-		 "(%s): its handshakes take the full path",
-		 hex, c->client_id, why);
+	fp->on_reject(fp->arg, c, why);
 	if (fp->n_excluded == fp->cap_excluded) {
 		size_t cap = fp->cap_excluded ? fp->cap_excluded * 2 : 8;
 		void *p = realloc(fp->excluded, cap * sizeof(*fp->excluded));
@@ -338,31 +346,66 @@ static void fastpath_recheck(void *arg, const struct registry_cert *c, const cha
 	memcpy(fp->excluded[fp->n_excluded++], c->info.thumb, CERT_THUMB_LEN);
 }
 
-int tls_fastpath_enable(SSL_CTX *ctx, struct registry *reg, struct cert_store *trust,
-			struct tls_fastpath **out, char *err, size_t errlen)
-{
-	struct tls_fastpath *fp = calloc(1, sizeof(*fp));
-	if (!fp) {
-		snprintf(err, errlen, "out of memory");
-		return -1;
-	}
-	fp->reg = reg;
-	fp->trust = trust;
-	if (registry_foreach_active_cert(reg, fastpath_recheck, fp) < 0 || fp->failures) {
-		snprintf(err, errlen, "cannot re-verify the bound certificates");
-		tls_fastpath_free(fp);
-		return -1;
-	}
-	fp->trust = NULL; /* only needed for the re-verification */
-	SSL_CTX_set_cert_verify_callback(ctx, fastpath_verify, fp);
-	*out = fp;
-	return 0;
-}
-
-void tls_fastpath_free(struct tls_fastpath *fp)
+static void fastpath_free(struct tls_fastpath *fp)
 {
 	if (!fp)
 		return;
 	free(fp->excluded);
 	free(fp);
+}
+
+/* The fast path lives as long as its context: a handshake that started on a context a reload
+ * replaced still calls back into it. */
+static int g_fastpath_index = -1;
+static pthread_once_t g_fastpath_index_once = PTHREAD_ONCE_INIT;
+
+static void fastpath_ex_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl,
+			     void *argp)
+{
+	(void)parent, (void)ad, (void)idx, (void)argl, (void)argp;
+	fastpath_free(ptr);
+}
+
+static void fastpath_index_init(void)
+{
+	g_fastpath_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, fastpath_ex_free);
+}
+
+int tls_fastpath_enable(SSL_CTX *ctx, struct registry *reg, struct cert_store *trust,
+			tls_fastpath_reject_fn *on_reject, void *arg, char *err, size_t errlen)
+{
+	pthread_once(&g_fastpath_index_once, fastpath_index_init);
+	struct tls_fastpath *fp = calloc(1, sizeof(*fp));
+	if (!fp || g_fastpath_index < 0) {
+		snprintf(err, errlen, "out of memory");
+		free(fp);
+		return -1;
+	}
+	fp->reg = reg;
+	fp->trust = trust;
+	fp->on_reject = on_reject;
+	fp->arg = arg;
+	fp->good_until = cert_store_good_until(trust);
+	if (registry_foreach_active_cert(reg, fastpath_recheck, fp) < 0 || fp->failures) {
+		snprintf(err, errlen, "cannot re-verify the bound certificates");
+		fastpath_free(fp);
+		return -1;
+	}
+	fp->trust = NULL;
+	fp->on_reject = NULL;
+	fp->arg = NULL;
+	if (SSL_CTX_set_ex_data(ctx, g_fastpath_index, fp) != 1) {
+		snprintf(err, errlen, "out of memory");
+		fastpath_free(fp);
+		return -1;
+	}
+	SSL_CTX_set_cert_verify_callback(ctx, fastpath_verify, fp);
+	return 0;
+}
+
+bool tls_fastpath_accepts(SSL_CTX *ctx, X509 *leaf, int64_t now)
+{
+	const struct tls_fastpath *fp =
+		g_fastpath_index < 0 ? NULL : SSL_CTX_get_ex_data(ctx, g_fastpath_index);
+	return fp && fastpath_accepts(fp, leaf, now);
 }

@@ -1,11 +1,14 @@
 /* TLS contexts: the TPP-facing server context (mTLS, FAPI cipher list) and the bank-facing
- * client context (the gateway's QWAC, bank CA bundle). Built once at start and shared by every
- * worker (SSL_CTX is thread-safe for SSL_new). */
+ * client context (the gateway's QWAC, bank CA bundle). Built at start and again at each reload,
+ * and shared by every worker (SSL_CTX is thread-safe for SSL_new; each SSL holds a reference to
+ * its context, so a replaced one lives on with the connections made from it). */
 #ifndef PSD2EDGE_TLS_H
 #define PSD2EDGE_TLS_H
 
 #include <openssl/ssl.h>
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "cert.h"
 #include "config.h"
@@ -32,15 +35,20 @@
 SSL_CTX *tls_server_ctx_new(const struct config *cfg, struct cert_store *trust, char *err,
 			    size_t errlen);
 /* Handshake fast path: a certificate bound in the registry, active and within its validity is
- * accepted by exact thumbprint without building its chain again. Its chain was verified against
- * the same trust store when it was bound; certificates bound earlier are verified once more
- * here, and those that no longer pass (new CRL, changed CA bundle) always take the full path.
- * CertificateVerify still proves possession of the key. Unknown certificates take the full
- * path and then get the HTTP-level 401. */
-struct tls_fastpath;
+ * accepted by exact thumbprint without building its chain again, but never one the full path
+ * would refuse. Its chain was verified against the trust store when it was bound; certificates
+ * bound earlier are verified once more here (on_reject is called, with the reason, for each one
+ * that no longer passes: a new CRL, a changed CA bundle, a key below the security level), and
+ * those always take the full path. Once a CRL or a CA certificate of the store is past its time
+ * (cert_store_good_until), every handshake takes the full path. CertificateVerify still proves
+ * possession of the key. Unknown certificates take the full path and then get the HTTP-level
+ * 401. From a successful return on, ctx owns the fast path: it goes with ctx's last reference.
+ * trust must be the store ctx verifies with. */
+typedef void tls_fastpath_reject_fn(void *arg, const struct registry_cert *c, const char *why);
 int tls_fastpath_enable(SSL_CTX *ctx, struct registry *reg, struct cert_store *trust,
-			struct tls_fastpath **out, char *err, size_t errlen);
-void tls_fastpath_free(struct tls_fastpath *fp);
+			tls_fastpath_reject_fn *on_reject, void *arg, char *err, size_t errlen);
+/* Whether ctx's fast path accepts leaf at unix time now; false: the full path decides. */
+bool tls_fastpath_accepts(SSL_CTX *ctx, X509 *leaf, int64_t now);
 
 /* Client context for an https upstream; NULL with err on failure, naming key (the upstream's
  * key path, e.g. "upstreams.payments"). */

@@ -164,8 +164,34 @@ static void worker_stop_listening(struct worker *w)
 	}
 }
 
+/* Sessions and pooled connections made with the old contexts keep them through their SSL's
+ * own references; this worker's references go. */
+static void worker_set_tls(struct worker *w, const struct worker_cmd *cmd)
+{
+	SSL_CTX_free(w->env.server_ctx);
+	w->env.server_ctx = cmd->server_ctx;
+	for (unsigned i = 0; i < w->d->cfg.n_upstreams; i++) {
+		SSL_CTX_free(w->pools[i].ctx);
+		w->pools[i].ctx = cmd->upstream_ctx[i];
+	}
+}
+
+/* The references carried by a command that will never run. */
+static void worker_cmd_release(const struct worker_cmd *cmd)
+{
+	if (cmd->kind != WORKER_SET_TLS)
+		return;
+	SSL_CTX_free(cmd->server_ctx);
+	for (unsigned i = 0; i < CONFIG_MAX_UPSTREAMS; i++)
+		SSL_CTX_free(cmd->upstream_ctx[i]);
+}
+
 static void worker_run_cmd(struct worker *w, const struct worker_cmd *cmd)
 {
+	if (cmd->kind == WORKER_SET_TLS) {
+		worker_set_tls(w, cmd);
+		return;
+	}
 	if (cmd->kind == WORKER_DRAIN) {
 		w->env.draining = true;
 		worker_stop_listening(w);
@@ -267,11 +293,17 @@ int worker_init(struct worker *w, struct daemon *d, unsigned id, char *err, size
 		return -1;
 	}
 	ev_set_before_sleep(w->loop, worker_before_sleep, w);
-	for (unsigned i = 0; i < d->cfg.n_upstreams; i++)
-		upconn_pool_init(&w->pools[i], w->loop, &d->cfg.upstreams[i], d->upstreams[i].ctx,
+	for (unsigned i = 0; i < d->cfg.n_upstreams; i++) {
+		SSL_CTX *ctx = d->upstreams[i].ctx;
+		if (ctx)
+			SSL_CTX_up_ref(ctx);
+		upconn_pool_init(&w->pools[i], w->loop, &d->cfg.upstreams[i], ctx,
 				 d->upstreams[i].host_header);
+	}
 	w->env.cfg = &d->cfg;
 	w->env.loop = w->loop;
+	if (d->server_ctx)
+		SSL_CTX_up_ref(d->server_ctx);
 	w->env.server_ctx = d->server_ctx;
 	w->env.reg = d->reg;
 	w->env.dp = d->dp;
@@ -300,6 +332,7 @@ void worker_post(struct worker *w, const struct worker_cmd *cmd)
 	struct worker_cmd *copy = malloc(sizeof(*copy));
 	if (!copy) {
 		log_error("worker %u: cannot queue command: out of memory", w->id);
+		worker_cmd_release(cmd);
 		return;
 	}
 	*copy = *cmd;
@@ -326,11 +359,15 @@ void worker_free(struct worker *w)
 		s = next;
 	}
 	w->sessions = NULL;
-	for (unsigned i = 0; i < w->d->cfg.n_upstreams; i++)
+	for (unsigned i = 0; i < w->d->cfg.n_upstreams; i++) {
 		upconn_pool_free(&w->pools[i]);
+		SSL_CTX_free(w->pools[i].ctx);
+	}
+	SSL_CTX_free(w->env.server_ctx);
 	worker_stop_listening(w);
 	while (w->cmds) {
 		struct worker_cmd *next = w->cmds->next;
+		worker_cmd_release(w->cmds);
 		free(w->cmds);
 		w->cmds = next;
 	}

@@ -3,6 +3,7 @@
 #ifndef PSD2EDGE_WORKER_H
 #define PSD2EDGE_WORKER_H
 
+#include <openssl/ssl.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -23,12 +24,17 @@ enum worker_cmd_kind {
 	WORKER_CUT_CLIENT, /* close every session proven as client_id */
 	WORKER_CUT_CERT,   /* close every session whose certificate is thumb */
 	WORKER_DRAIN,      /* stop accepting; finish in-flight requests; exit when idle */
+	WORKER_SET_TLS,    /* a reload's contexts: new handshakes and upstream connections use them */
 };
 
 struct worker_cmd {
 	enum worker_cmd_kind kind;
 	char client_id[REGISTRY_CLIENT_ID_MAX + 1];
 	uint8_t thumb[CERT_THUMB_LEN];
+	/* WORKER_SET_TLS: one reference to each, which the worker keeps (or releases with the
+	 * command when it never runs it); NULL for an http upstream. */
+	SSL_CTX *server_ctx;
+	SSL_CTX *upstream_ctx[CONFIG_MAX_UPSTREAMS];
 	struct worker_cmd *next;
 };
 
@@ -44,8 +50,9 @@ struct worker {
 	struct worker_cmd *cmds;
 	struct session *sessions; /* doubly linked; env.n_dead of them closed since the last reap */
 	_Atomic unsigned n_sessions; /* written by the worker, read by `stats` */
-	struct session_env env;      /* what its sessions see of it */
-	struct upconn_pool pools[CONFIG_MAX_UPSTREAMS]; /* idle upstream connections */
+	struct session_env env;      /* what its sessions see of it; holds a reference to server_ctx */
+	struct upconn_pool pools[CONFIG_MAX_UPSTREAMS]; /* idle upstream connections; each holds a
+							 * reference to its ctx */
 	struct log_ratelimit deny_log; /* lines about peers refused by the deny-list */
 	struct buf access_log;         /* access-log lines of this loop pass (log_access_commit) */
 };

@@ -223,7 +223,12 @@ static int store_setup(void **state)
 	if (!f->leaf_rsa2048 || !f->leaf_rsa1024 || !f->leaf_sha1 || !f->leaf_of_weak_ca ||
 	    X509_sign(f->leaf_sha1, p->ca_key, EVP_sha1()) <= 0)
 		return -1;
-	return rc | testpki_append(f->ca_path, f->weak_ca, NULL);
+	/* Every CA of the bundle has its CRL: it is checked for every certificate of a chain. */
+	X509_CRL *weak_crl = testpki_crl(f->weak_ca, f->weak_ca_key, NULL, 0);
+	rc |= testpki_append(f->ca_path, f->weak_ca, NULL) |
+	      testpki_append(f->crl_path, NULL, weak_crl);
+	X509_CRL_free(weak_crl);
+	return rc;
 }
 
 static int store_teardown(void **state)
@@ -301,6 +306,166 @@ static void test_store_verify(void **state)
 	cert_store_free(with_crl);
 }
 
+/* An empty CRL of ca valid from now + last to now + next seconds (next 0: no nextUpdate). */
+static X509_CRL *crl_at(X509 *ca, EVP_PKEY *key, long last, long next)
+{
+	X509_CRL *crl = X509_CRL_new();
+	ASN1_TIME *t = ASN1_TIME_new();
+	assert_non_null(crl);
+	assert_non_null(t);
+	assert_int_equal(X509_CRL_set_version(crl, 1), 1);
+	assert_int_equal(X509_CRL_set_issuer_name(crl, X509_get_subject_name(ca)), 1);
+	assert_non_null(X509_gmtime_adj(t, last));
+	assert_int_equal(X509_CRL_set1_lastUpdate(crl, t), 1);
+	if (next) {
+		assert_non_null(X509_gmtime_adj(t, next));
+		assert_int_equal(X509_CRL_set1_nextUpdate(crl, t), 1);
+	}
+	assert_true(X509_CRL_sign(crl, key, EVP_sha256()) > 0);
+	ASN1_TIME_free(t);
+	return crl;
+}
+
+/* The CRL is checked for every certificate of a chain: an intermediate revoked by its root's
+ * CRL refuses its leaves, as does a CA whose CRL is missing. */
+static void test_store_chain_crls(void **state)
+{
+	struct store_fixture *f = *state;
+	EVP_PKEY *k = testpki_key();
+	X509 *root = testpki_ca("Chain Root", k);
+	X509 *inter = testpki_cert("Chain Intermediate", k, root, k, 2, -TESTPKI_DAY,
+				   100 * TESTPKI_DAY, 1);
+	X509 *revoked_inter = testpki_cert("Chain Revoked Intermediate", k, root, k, 3,
+					   -TESTPKI_DAY, 100 * TESTPKI_DAY, 1);
+	X509 *leaf = testpki_leaf("chain-leaf", k, inter, k, 10);
+	X509 *leaf_of_revoked = testpki_leaf("chain-leaf-2", k, revoked_inter, k, 11);
+	X509_CRL *root_crl = testpki_crl(root, k, &revoked_inter, 1);
+	X509_CRL *inter_crl = testpki_crl(inter, k, NULL, 0);
+	X509_CRL *revoked_inter_crl = testpki_crl(revoked_inter, k, NULL, 0);
+	assert_non_null(leaf_of_revoked);
+	assert_non_null(revoked_inter_crl);
+	char ca[128], crl[128], err[256] = "";
+	snprintf(ca, sizeof(ca), "%s/chain.pem", f->dir);
+	snprintf(crl, sizeof(crl), "%s/chain.crl", f->dir);
+	assert_int_equal(testpki_append(ca, root, NULL) | testpki_append(ca, inter, NULL) |
+				 testpki_append(ca, revoked_inter, NULL) |
+				 testpki_append(crl, NULL, root_crl) |
+				 testpki_append(crl, NULL, inter_crl) |
+				 testpki_append(crl, NULL, revoked_inter_crl),
+			 0);
+	struct cert_store *s = NULL, *plain = NULL;
+	assert_int_equal(cert_store_load(ca, crl, &s, err, sizeof(err)), 0);
+	assert_int_equal(cert_store_load(ca, NULL, &plain, err, sizeof(err)), 0);
+	/* The intermediates' 100 days bound it; the CRLs' week comes first. */
+	int64_t week = (int64_t)time(NULL) + 7 * TESTPKI_DAY;
+	assert_true(cert_store_good_until(s) >= week - 5 && cert_store_good_until(s) <= week);
+	assert_true(cert_store_good_until(plain) > week);
+
+	const struct {
+		const char *what;
+		struct cert_store *store;
+		X509 *x;
+		enum cert_verdict verdict;
+		const char *err;
+	} rows[] = {
+		{"leaf of a good intermediate", s, leaf, CERT_VERIFY_OK, NULL},
+		{"leaf of a revoked intermediate", s, leaf_of_revoked, CERT_VERIFY_REVOKED,
+		 "certificate revoked"},
+		{"leaf of that intermediate, no CRL", plain, leaf_of_revoked, CERT_VERIFY_OK, NULL},
+	};
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+		err[0] = '\0';
+		enum cert_verdict v = cert_store_verify(rows[i].store, rows[i].x, time(NULL), err,
+							sizeof(err));
+		if (v != rows[i].verdict || (rows[i].err && strcmp(err, rows[i].err) != 0))
+			fail_msg("%s: got verdict %d '%s', want %d '%s'", rows[i].what, v, err,
+				 rows[i].verdict, rows[i].err ? rows[i].err : "");
+	}
+	cert_store_free(s);
+	cert_store_free(plain);
+	unlink(ca);
+	unlink(crl);
+	X509_CRL_free(root_crl);
+	X509_CRL_free(inter_crl);
+	X509_CRL_free(revoked_inter_crl);
+	X509_free(leaf);
+	X509_free(leaf_of_revoked);
+	X509_free(inter);
+	X509_free(revoked_inter);
+	X509_free(root);
+	EVP_PKEY_free(k);
+}
+
+/* A CRL file that would refuse every chain through a CA, or revoke nothing it is meant to, is
+ * refused at load, naming the file and the CA. */
+static void test_store_crl_refused(void **state)
+{
+	struct store_fixture *f = *state;
+	struct testpki *p = &f->pki;
+	static const long day = TESTPKI_DAY;
+	EVP_PKEY *impostor = testpki_key();
+	assert_non_null(impostor);
+	const struct {
+		const char *what;
+		X509 *ca; /* the CRL's issuer */
+		EVP_PKEY *key;
+		long last, next;
+		const char *err;
+	} rows[] = {
+		{"expired", p->ca, p->ca_key, -10 * day, -day, "expired at"},
+		{"expired a second ago", p->ca, p->ca_key, -10 * day, -1, "expired at"},
+		{"not valid yet", p->ca, p->ca_key, day, 8 * day, "is not valid before"},
+		{"signed by another key", p->ca, impostor, 0, 7 * day,
+		 "is not signed by a certificate of"},
+		{"of a CA not in the bundle", p->other_ca, p->other_ca_key, 0, 7 * day,
+		 "is not signed by a certificate of"},
+		{"without nextUpdate: accepted", p->ca, p->ca_key, 0, 0, NULL},
+	};
+	char crl_path[128], ca_path[128];
+	snprintf(crl_path, sizeof(crl_path), "%s/case.crl", f->dir);
+	snprintf(ca_path, sizeof(ca_path), "%s/one-ca.pem", f->dir);
+	assert_int_equal(testpki_append(ca_path, p->ca, NULL), 0);
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+		X509_CRL *crl = crl_at(rows[i].ca, rows[i].key, rows[i].last, rows[i].next);
+		X509_CRL *good = testpki_crl(p->ca, p->ca_key, NULL, 0);
+		unlink(crl_path);
+		/* Next to a good CRL of the CA, so that only the bad one can be the reason. */
+		assert_int_equal(testpki_append(crl_path, NULL, crl) |
+					 testpki_append(crl_path, NULL, good),
+				 0);
+		struct cert_store *s = NULL;
+		char err[256] = "";
+		int rc = cert_store_load(ca_path, crl_path, &s, err, sizeof(err));
+		if (!rows[i].err) {
+			if (rc != 0)
+				fail_msg("%s: refused: %s", rows[i].what, err);
+		} else if (rc != -1 || !strstr(err, rows[i].err) || !strstr(err, crl_path)) {
+			fail_msg("%s: got %d '%s', want a refusal naming %s: '%s'", rows[i].what, rc,
+				 err, crl_path, rows[i].err);
+		}
+		assert_int_equal(ERR_peek_error(), 0);
+		cert_store_free(s);
+		X509_CRL_free(crl);
+		X509_CRL_free(good);
+	}
+	/* The bundle of the fixture holds three CAs: a CRL file with one CA's CRL lacks two (the
+	 * store sorts them: either may be named). */
+	X509_CRL *only = testpki_crl(p->ca, p->ca_key, NULL, 0);
+	unlink(crl_path);
+	assert_int_equal(testpki_append(crl_path, NULL, only), 0);
+	struct cert_store *s = NULL;
+	char err[256] = "";
+	assert_int_equal(cert_store_load(f->ca_path, crl_path, &s, err, sizeof(err)), -1);
+	if ((!strstr(err, "no CRL of CN=Extra CA") && !strstr(err, "no CRL of CN=Weak CA")) ||
+	    !strstr(err, crl_path))
+		fail_msg("a CA without a CRL: '%s'", err);
+	assert_null(s);
+	X509_CRL_free(only);
+	EVP_PKEY_free(impostor);
+	unlink(crl_path);
+	unlink(ca_path);
+}
+
 static void test_store_load_errors(void **state)
 {
 	struct store_fixture *f = *state;
@@ -349,6 +514,8 @@ int main(void)
 		cmocka_unit_test(test_info_truncation),
 		cmocka_unit_test_setup_teardown(test_store_verify, store_setup, store_teardown),
 		cmocka_unit_test_setup_teardown(test_store_load_errors, store_setup, store_teardown),
+		cmocka_unit_test_setup_teardown(test_store_chain_crls, store_setup, store_teardown),
+		cmocka_unit_test_setup_teardown(test_store_crl_refused, store_setup, store_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
