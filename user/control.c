@@ -693,10 +693,21 @@ static json_t *cmd_stats(struct request *rq)
 		rq_fail(rq, "registry I/O error");
 		return NULL;
 	}
-	json_object_set_new(o, "clients", json_integer(n.clients));
-	json_object_set_new(o, "certs_active", json_integer(n.certs_active));
-	json_object_set_new(o, "certs_revoked", json_integer(n.certs_revoked));
-	json_object_set_new(o, "deny_entries", json_integer(n.deny_entries));
+	json_int_t active = 0, revoked = 0;
+	for (size_t i = 0; i < n; i++)
+		for (unsigned j = 0; j < list[i].n_certs; j++)
+			if (list[i].certs[j].state == CERT_ACTIVE)
+				active++;
+			else
+				revoked++;
+	registry_clients_free(list, n);
+	for (size_t i = 0; i < nd; i++)
+		free(deny[i]);
+	free(deny);
+	json_object_set_new(o, "clients", json_integer((json_int_t)n));
+	json_object_set_new(o, "certs_active", json_integer(active));
+	json_object_set_new(o, "certs_revoked", json_integer(revoked));
+	json_object_set_new(o, "deny_entries", json_integer((json_int_t)nd));
 	return o;
 }
 
@@ -916,6 +927,22 @@ static json_t *cmd_breaker_reset(struct request *rq)
 			 breaker_state_name(PSD2_BREAKER_CLOSED), "was", was);
 }
 
+static json_t *cmd_reload(struct request *rq)
+{
+	struct control_hooks *h = &rq->ctx->hooks;
+	char err[sizeof(rq->err)] = "";
+	json_t *res = NULL;
+	if (!h->reload) {
+		rq_fail(rq, "reload is not available");
+		return NULL;
+	}
+	if (h->reload(h->arg, rq->uid, &res, err, sizeof(err)) < 0) {
+		rq_fail(rq, "reload refused, nothing changed: %s", err);
+		return NULL;
+	}
+	return res;
+}
+
 static const struct command commands[] = {
 	{"bind", CONTROL_ACCESS_WRITE, cmd_bind,
 	 {{"client_id", F_STRING, true}, {"cert_pem", F_STRING, true}, {"rotate", F_BOOL, false}}},
@@ -944,6 +971,7 @@ static const struct command commands[] = {
 	 {{"client_id", F_STRING, true}, {"key", F_STRING, false}}},
 	{"breaker-list", CONTROL_ACCESS_READ, cmd_breaker_list, {{0}}},
 	{"breaker-reset", CONTROL_ACCESS_WRITE, cmd_breaker_reset, {{"upstream", F_STRING, true}}},
+	{"reload", CONTROL_ACCESS_WRITE, cmd_reload, {{0}}},
 };
 
 static const char *const type_names[] = {"a string", "a boolean", "an integer"};
