@@ -620,6 +620,26 @@ static void scan_body(struct scan *sc, const struct http_msg *req)
 			    kind == BODY_FORM ? CID_SOURCE_FORM : UNLISTED_PLACE);
 }
 
+bool clientid_needs_token(const struct client_id_source *src, unsigned n)
+{
+	for (unsigned i = 0; i < n && i < CONFIG_MAX_CLIENT_ID_SOURCES; i++)
+		if (src[i].kind == CID_SOURCE_JWT)
+			return true;
+	return false;
+}
+
+/* A claim of the verified token, which only a string can carry. */
+static void from_claim(const json_t *claims, const char *name, struct found *f)
+{
+	json_t *v = claims ? json_object_get(claims, name) : NULL;
+	if (!v)
+		return;
+	if (json_is_string(v))
+		found_add(f, json_string_value(v), json_string_length(v));
+	else
+		found_invalid(f, "the token's client_id claim is not a string");
+}
+
 static void from_header(const struct http_msg *req, const char *name, struct found *f)
 {
 	const char *head = buf_head(&req->head);
@@ -642,6 +662,13 @@ enum clientid_result clientid_extract(const struct client_id_source *src, unsign
 				      const struct http_msg *req, char out[REGISTRY_CLIENT_ID_MAX + 1],
 				      const char **why)
 {
+	return clientid_extract_claims(src, n, req, NULL, out, why);
+}
+
+enum clientid_result clientid_extract_claims(const struct client_id_source *src, unsigned n,
+					     const struct http_msg *req, const json_t *claims,
+					     char out[REGISTRY_CLIENT_ID_MAX + 1], const char **why)
+{
 	const char *dummy;
 	if (!why)
 		why = &dummy;
@@ -656,6 +683,8 @@ enum clientid_result clientid_extract(const struct client_id_source *src, unsign
 	for (unsigned i = 0; i < sc.n; i++)
 		if (src[i].kind == CID_SOURCE_HEADER)
 			from_header(req, src[i].name, &sc.found[i]);
+		else if (src[i].kind == CID_SOURCE_JWT)
+			from_claim(claims, src[i].name, &sc.found[i]);
 	if (sc.ambiguous) {
 		*why = sc.ambiguous;
 		return CLIENTID_AMBIGUOUS;

@@ -11,6 +11,8 @@ int route_table_init(struct route_table *t, const struct config *cfg, struct pol
 {
 	memset(t, 0, sizeof(*t));
 	t->cfg = cfg;
+	if (cfg->jwt.jwks && !(t->jwt = jwt_verifier_new(&cfg->jwt, err, errlen)))
+		return -1;
 	for (unsigned i = 0; i < cfg->n_routes; i++) {
 		const struct config_route *rc = &cfg->routes[i];
 		const struct config_upstream *up = &cfg->upstreams[rc->upstream];
@@ -19,7 +21,10 @@ int route_table_init(struct route_table *t, const struct config *cfg, struct pol
 		r->upstream_name = up->name;
 		t->n = i + 1;
 		const char *what = NULL;
-		if (rc->spike_arrest.rate &&
+		if (!what && rc->verify_jwt &&
+		    !(r->policy[r->n_policies++] = policy_verify_jwt_new(t->jwt)))
+			what = "verify_jwt";
+		if (!what && rc->spike_arrest.rate &&
 		    !(r->policy[r->n_policies++] = policy_spike_arrest_new(&rc->spike_arrest)))
 			what = "spike_arrest";
 		if (!what && up->breaker.enabled) {
@@ -48,6 +53,8 @@ void route_table_free(struct route_table *t)
 		for (unsigned k = 0; k < t->route[i].n_policies; k++)
 			t->route[i].policy[k]->ops->free(t->route[i].policy[k]);
 	t->n = 0;
+	jwt_verifier_free(t->jwt);
+	t->jwt = NULL;
 }
 
 void route_table_fill_stats(const struct route_table *t, json_t *obj)
@@ -99,6 +106,7 @@ enum policy_verdict exchange_admit(struct exchange *x, struct route_table *t,
 	x->route = r;
 	atomic_fetch_add_explicit(&r->requests, 1, memory_order_relaxed);
 	pr->resp_headers = &x->resp_headers;
+	pr->bearer = &x->bearer;
 	for (unsigned k = 0; k < r->n_policies; k++) {
 		struct policy *p = r->policy[k];
 		if (p->ops->on_request(p, pr, &x->token[k]) == POLICY_NEXT) {
@@ -140,9 +148,11 @@ void exchange_reset(struct exchange *x)
 	x->n_admitted = 0;
 	x->pending = false;
 	buf_reset(&x->resp_headers);
+	jwt_check_clear(&x->bearer);
 }
 
 void exchange_free(struct exchange *x)
 {
 	buf_free(&x->resp_headers);
+	jwt_check_clear(&x->bearer);
 }

@@ -15,9 +15,10 @@
 
 #include "buf.h"
 #include "config.h"
+#include "jwt.h"
 #include "policy.h"
 
-#define ROUTE_MAX_POLICIES 3
+#define ROUTE_MAX_POLICIES 5
 
 struct route_rt {
 	const struct config_route *cfg;
@@ -32,6 +33,9 @@ struct route_table {
 	struct route_rt route[CONFIG_MAX_ROUTES]; /* as cfg->routes */
 	unsigned n;
 	const struct config *cfg;
+	/* The keys of cfg->jwt (NULL without it), for verify_jwt policies and jwt:CLAIM
+	 * sources; jwt_keys_reload swaps them on a reload. */
+	struct jwt_verifier *jwt;
 };
 
 struct policy_store;
@@ -50,6 +54,7 @@ struct exchange {
 	unsigned n_admitted;     /* policies whose on_request let it through */
 	bool pending;            /* admitted; exchange_complete not called yet */
 	struct buf resp_headers; /* added by policies to whatever response is sent */
+	struct jwt_check bearer; /* the request's bearer token, verified at most once */
 };
 
 /* Picks the route of the (normalised) path and runs its policies. POLICY_REFUSE leaves pr's

@@ -16,17 +16,39 @@ static enum stage_result reject_identity(struct request_ctx *rc, const char *des
 	return STAGE_REJECT;
 }
 
+/* RFC 6750 §3: 401 with a Bearer challenge. */
+static enum stage_result reject_token(struct request_ctx *rc)
+{
+	jwt_check_challenge(rc->bearer, rc->resp_headers);
+	rc->status = 401;
+	rc->error = "invalid_token";
+	rc->description = rc->bearer->why;
+	rc->reason = "token_invalid";
+	return STAGE_REJECT;
+}
+
 /* The regulation's core rule: the certificate proven in the handshake must be the one bound
- * to the client_id the request claims. */
+ * to the client_id the request claims. A jwt:CLAIM source reads the bearer token, verified
+ * here against the handshake certificate; a token that came but is not valid is refused as
+ * such, not read as a missing client_id. */
 static enum stage_result stage_identity(struct request_ctx *rc)
 {
 	const char *why = NULL;
-	switch (clientid_extract(rc->cfg->client_id, rc->cfg->n_client_id, rc->req, rc->client_id,
-				 &why)) {
+	const json_t *claims = NULL;
+	bool needs_token = clientid_needs_token(rc->cfg->client_id, rc->cfg->n_client_id);
+	if (needs_token) {
+		if (jwt_check_request(rc->bearer, rc->jwt, rc->req, rc->thumb, rc->now) == JWT_INVALID)
+			return reject_token(rc);
+		claims = rc->bearer->claims;
+	}
+	switch (clientid_extract_claims(rc->cfg->client_id, rc->cfg->n_client_id, rc->req, claims,
+					rc->client_id, &why)) {
 	case CLIENTID_OK:
 		break;
 	case CLIENTID_MISSING:
 		STATS_INC(denied_missing_client_id);
+		if (needs_token && rc->bearer->verdict == JWT_MISSING)
+			jwt_check_challenge(rc->bearer, rc->resp_headers);
 		return reject_identity(rc, "client_id missing", "client_id_missing");
 	case CLIENTID_CONFLICT:
 		STATS_INC(denied_conflicting_client_id);

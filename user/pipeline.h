@@ -11,6 +11,7 @@
 #include "cert.h"
 #include "config.h"
 #include "http.h"
+#include "jwt.h"
 #include "registry.h"
 
 struct request_ctx {
@@ -20,6 +21,10 @@ struct request_ctx {
 	const struct http_msg *req;
 	const uint8_t *thumb; /* SHA-256 of the TPP's certificate; NULL on a plain listener */
 	int64_t now;          /* unix seconds */
+	struct jwt_verifier *jwt; /* required when a jwt:CLAIM source is configured */
+	struct jwt_check *bearer; /* the request's bearer token, verified at most once (shared
+				   * with the route's verify_jwt policy) */
+	struct buf *resp_headers; /* header lines for the response, whatever it is */
 
 	/* outputs */
 	char client_id[REGISTRY_CLIENT_ID_MAX + 1]; /* claimed, then proven */

@@ -29,6 +29,49 @@ static enum policy_verdict refuse(struct policy_request *pr, int status, const c
 	return POLICY_REFUSE;
 }
 
+/* The free of a policy that holds nothing of its own. */
+static void policy_free_alone(struct policy *p)
+{
+	free(p);
+}
+
+/* --- verify_jwt: a valid bearer token (jwt.h), bound to the client's certificate ----------- */
+
+struct verify_jwt_policy {
+	struct policy base;
+	struct jwt_verifier *verifier;
+};
+
+static enum policy_verdict verify_jwt_on_request(struct policy *p, struct policy_request *pr,
+						 uint64_t *token)
+{
+	(void)token;
+	struct verify_jwt_policy *vp = (struct verify_jwt_policy *)p;
+	enum jwt_verdict verdict = jwt_check_request(pr->bearer, vp->verifier, pr->req,
+						     pr->cert_sha256, pr->now_s);
+	if (verdict == JWT_VALID)
+		return POLICY_NEXT;
+	jwt_check_challenge(pr->bearer, pr->resp_headers);
+	return refuse(pr, 401, "invalid_token", pr->bearer->why, 0,
+		      verdict == JWT_MISSING ? "token_missing" : "token_invalid");
+}
+
+static const struct policy_ops verify_jwt_ops = {
+	.name = "verify_jwt",
+	.on_request = verify_jwt_on_request,
+	.free = policy_free_alone,
+};
+
+struct policy *policy_verify_jwt_new(struct jwt_verifier *v)
+{
+	struct verify_jwt_policy *vp = calloc(1, sizeof(*vp));
+	if (!vp)
+		return NULL;
+	vp->base.ops = &verify_jwt_ops;
+	vp->verifier = v;
+	return &vp->base;
+}
+
 /* --- spike arrest: GCRA per client and route, in daemon memory ---------------------------- */
 
 struct spike_policy {
@@ -123,16 +166,11 @@ static void breaker_on_complete(struct policy *p, const struct exchange_outcome 
 	breaker_record(bp->state, bp->cfg, probe, failure, wall_ms());
 }
 
-static void breaker_free(struct policy *p)
-{
-	free(p);
-}
-
 static const struct policy_ops breaker_ops = {
 	.name = "circuit_breaker",
 	.on_request = breaker_on_request,
 	.on_complete = breaker_on_complete,
-	.free = breaker_free,
+	.free = policy_free_alone,
 };
 
 struct policy *policy_breaker_new(const struct config_breaker *c, struct psd2_breaker *state)

@@ -14,6 +14,7 @@
 #include "buf.h"
 #include "config.h"
 #include "http.h"
+#include "jwt.h"
 #include "psd2edge_abi.h"
 
 /* How an exchange ended, as far as the upstream is concerned. */
@@ -43,6 +44,7 @@ struct policy_request {
 	uint64_t now_ns;       /* CLOCK_MONOTONIC (rates) */
 	int64_t now_ms;        /* unix ms (breaker times, readable in the map) */
 	struct buf *resp_headers; /* "Name: value\r\n" lines added to the response, whatever it is */
+	struct jwt_check *bearer; /* the request's bearer token, verified at most once */
 
 	/* set by a refusing policy */
 	int status;
@@ -80,5 +82,6 @@ struct policy_store;
 struct policy *policy_spike_arrest_new(const struct config_spike_arrest *c);
 struct policy *policy_breaker_new(const struct config_breaker *c, struct psd2_breaker *state);
 struct policy *policy_quota_new(const struct config_quota *c, struct policy_store *store);
+struct policy *policy_verify_jwt_new(struct jwt_verifier *v);
 
 #endif

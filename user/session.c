@@ -312,6 +312,9 @@ static void session_decide(struct session *s, bool form_buffered)
 		.req = &s->req,
 		.thumb = s->client.ssl ? s->thumb : NULL,
 		.now = wall.tv_sec,
+		.jwt = s->env->routes->jwt,
+		.bearer = &s->x.bearer,
+		.resp_headers = &s->x.resp_headers,
 	};
 	enum stage_result r = pipeline_run(&rc);
 	memcpy(s->client_id, rc.client_id, sizeof(s->client_id));

@@ -409,6 +409,73 @@ static void test_needs_body(void **state)
 	http_msg_free(&m);
 }
 
+/* jwt:CLAIM: a claim of the verified bearer token, one more source that must agree. */
+static const struct client_id_source token_sources[] = {
+	{CID_SOURCE_QUERY, "client_id"},
+	{CID_SOURCE_HEADER, "x-client-id"},
+	{CID_SOURCE_JWT, "client_id"},
+};
+
+static void test_token_claims(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *desc, *raw;
+		const char *claims; /* the verified token's payload; NULL: no valid token */
+		enum clientid_result want;
+		const char *id;
+	} cases[] = {
+		{"the claim alone", REQ("GET /a", "", ""), "{\"client_id\":\"tpp-a\"}", CLIENTID_OK,
+		 "tpp-a"},
+		{"claim and header agree", REQ("GET /a", "X-Client-Id: tpp-a\r\n", ""),
+		 "{\"client_id\":\"tpp-a\",\"sub\":\"x\"}", CLIENTID_OK, "tpp-a"},
+		{"claim and header disagree", REQ("GET /a", "X-Client-Id: tpp-b\r\n", ""),
+		 "{\"client_id\":\"tpp-a\"}", CLIENTID_CONFLICT, NULL},
+		{"claim and query disagree", REQ("GET /a?client_id=tpp-b", "", ""),
+		 "{\"client_id\":\"tpp-a\"}", CLIENTID_CONFLICT, NULL},
+		{"a claim the id is a prefix of", REQ("GET /a?client_id=tpp", "", ""),
+		 "{\"client_id\":\"tpp-a\"}", CLIENTID_CONFLICT, NULL},
+		{"no token, the header", REQ("GET /a", "X-Client-Id: tpp-b\r\n", ""), NULL, CLIENTID_OK,
+		 "tpp-b"},
+		{"no token, nothing", REQ("GET /a", "", ""), NULL, CLIENTID_MISSING, NULL},
+		{"a token without the claim, the header", REQ("GET /a", "X-Client-Id: tpp-b\r\n", ""),
+		 "{\"sub\":\"tpp-a\"}", CLIENTID_OK, "tpp-b"},
+		{"a token without the claim, nothing", REQ("GET /a", "", ""), "{\"sub\":\"tpp-a\"}",
+		 CLIENTID_MISSING, NULL},
+		{"the claim a number", REQ("GET /a", "X-Client-Id: 7\r\n", ""), "{\"client_id\":7}",
+		 CLIENTID_INVALID, NULL},
+		{"the claim an array", REQ("GET /a", "", ""), "{\"client_id\":[\"tpp-a\"]}",
+		 CLIENTID_INVALID, NULL},
+		{"the claim with a space", REQ("GET /a", "", ""), "{\"client_id\":\"tpp a\"}",
+		 CLIENTID_INVALID, NULL},
+		{"the claim empty", REQ("GET /a", "", ""), "{\"client_id\":\"\"}", CLIENTID_INVALID, NULL},
+		{"the claim of 65 bytes", REQ("GET /a", "", ""),
+		 "{\"client_id\":\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"}",
+		 CLIENTID_INVALID, NULL},
+		{"the claim, a look-alike parameter", REQ("GET /a?Client_Id=tpp-a", "", ""),
+		 "{\"client_id\":\"tpp-a\"}", CLIENTID_AMBIGUOUS, NULL},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct http_msg m;
+		parse(&m, cases[i].raw, token_sources, 3);
+		json_error_t jerr;
+		json_t *claims = cases[i].claims ? json_loads(cases[i].claims, 0, &jerr) : NULL;
+		assert_true(!cases[i].claims || claims);
+		char out[REGISTRY_CLIENT_ID_MAX + 1];
+		const char *why = NULL;
+		enum clientid_result r = clientid_extract_claims(token_sources, 3, &m, claims, out, &why);
+		if (r != cases[i].want)
+			fail_msg("%s: got %d (%s), want %d", cases[i].desc, r, why ? why : "",
+				 cases[i].want);
+		if (cases[i].id)
+			assert_string_equal(out, cases[i].id);
+		json_decref(claims);
+		http_msg_free(&m);
+	}
+	assert_true(clientid_needs_token(token_sources, 3));
+	assert_false(clientid_needs_token(all_sources, 3));
+}
+
 static void test_valid(void **state)
 {
 	(void)state;
@@ -432,6 +499,7 @@ int main(void)
 		cmocka_unit_test(test_cases),
 		cmocka_unit_test(test_only_configured_sources),
 		cmocka_unit_test(test_needs_body),
+		cmocka_unit_test(test_token_claims),
 		cmocka_unit_test(test_valid),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
