@@ -19,7 +19,9 @@ Modes:
              is in; prints one JSON line per answer: {"status", "headers" (lower-case names;
              repeated ones joined with ", "), "body", "ms" (send to whole answer), "closed" (the
              answer ends the connection)}; a request that gets no answer within --max seconds
-             prints {"error": ...} and ends the run (exit 1); exit 0 when every one was answered
+             prints {"error": ...} and ends the run (exit 1); exit 0 when every one was answered.
+             --between CMD runs CMD with the shell once an answer is in and before the next
+             request is sent (e.g. a change to the daemon that the next request must see)
 
 Exit status: 0 the peer closed the connection, 3 it was still open when we gave up,
 2 TLS handshake or connect failed, 1 other error. The last line on stderr says what happened
@@ -31,6 +33,7 @@ import itertools
 import json
 import socket
 import ssl
+import subprocess
 import sys
 import time
 
@@ -179,9 +182,13 @@ def mode_seq(a):
     conn.sock = s
     conn.auto_open = 0  # a closed connection must show, not be replaced by a plain TCP one
     s.settimeout(a.max)
+    first = True
     for line in sys.stdin:
         if not line.strip():
             continue
+        if not first and a.between:
+            subprocess.run(a.between, shell=True, check=False)
+        first = False
         rq = json.loads(line)
         hdrs = {"Host": a.sni or a.host}
         hdrs.update(rq.get("headers", {}))
@@ -222,6 +229,7 @@ def main():
     ap.add_argument("--path", default="/hold?client_id=x")
     ap.add_argument("--header", action="append", help="NAME: VALUE (hold)")
     ap.add_argument("--ready-file")
+    ap.add_argument("--between", metavar="CMD", help="shell command between two requests (seq)")
     ap.add_argument("mode", choices=["raw", "slowloris", "trickle", "hold", "seq"])
     a = ap.parse_args()
     modes = {"raw": mode_raw, "slowloris": mode_slowloris, "trickle": mode_trickle,
