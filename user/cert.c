@@ -279,12 +279,13 @@ static void fail_openssl(char *err, size_t errlen, const char *path, const char 
 		snprintf(err, errlen, "%s: %s", path, reason ? reason : fallback);
 }
 
-static void fmt_utc(int64_t t, char out[32])
+void cert_time_text(int64_t t, char out[CERT_TIME_TEXT_LEN])
 {
 	time_t tt = (time_t)t;
 	struct tm tm;
-	if (!gmtime_r(&tt, &tm) || strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
-		snprintf(out, 32, "%lld", (long long)t);
+	if (!gmtime_r(&tt, &tm) ||
+	    strftime(out, CERT_TIME_TEXT_LEN, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+		snprintf(out, CERT_TIME_TEXT_LEN, "%lld", (long long)t);
 }
 
 static int64_t min_time(int64_t a, int64_t b) { return a < b ? a : b; }
@@ -332,13 +333,13 @@ static int crls_check(STACK_OF(X509_OBJECT) *objs, const char *ca_path, const ch
 			return fail_fmt(err, errlen, "%s: the CRL of %s is not signed by a "
 						     "certificate of %s", crl_path, who, ca_path);
 		if (last > now) {
-			fmt_utc(last, when);
+			cert_time_text(last, when);
 			return fail_fmt(err, errlen, "%s: the CRL of %s is not valid before %s",
 					crl_path, who, when);
 		}
 		if (X509_CRL_get0_nextUpdate(crl) &&
 		    time_unix(X509_CRL_get0_nextUpdate(crl), &next) == 0 && next <= now) {
-			fmt_utc(next, when);
+			cert_time_text(next, when);
 			return fail_fmt(err, errlen, "%s: the CRL of %s expired at %s (its "
 						     "nextUpdate)", crl_path, who, when);
 		}

@@ -33,6 +33,10 @@ int cert_thumb_from_hex(const char *hex, size_t len, uint8_t out[CERT_THUMB_LEN]
  * refused. On failure -1 with a message in err ("not a PEM certificate", ...). */
 int cert_from_pem(const char *pem, size_t len, X509 **out, char *err, size_t errlen);
 int cert_get_info(X509 *x, struct cert_info *out);
+/* Unix time t as ISO 8601 UTC ("2027-11-22T03:45:01Z"), the one spelling of times the daemon
+ * shows. */
+#define CERT_TIME_TEXT_LEN 32
+void cert_time_text(int64_t t, char out[CERT_TIME_TEXT_LEN]);
 
 struct cert_store;
 /* Loads the CA bundle (all certificates in the file) and, when crl_path is non-NULL, the CRLs,

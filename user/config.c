@@ -481,7 +481,8 @@ static int load_listen(struct loader *l, json_t *root)
 
 static int load_tls(struct loader *l, json_t *root)
 {
-	static const char *const keys[] = {"cert", "key", "client_ca", "crl", NULL};
+	static const char *const keys[] = {"cert", "key", "client_ca", "crl", "expiry_warning_days",
+					   NULL};
 	struct config *cfg = l->cfg;
 	json_t *obj;
 	X509 *cert = NULL;
@@ -494,6 +495,10 @@ static int load_tls(struct loader *l, json_t *root)
 	    load_key(l, obj, "tls", cert, &cfg->tls.key) < 0 ||
 	    load_ca_bundle(l, obj, "tls", "client_ca", &cfg->tls.client_ca, &cas) < 0 ||
 	    load_crl(l, obj, cas) < 0)
+		goto out;
+	cfg->tls.expiry_warning_days = CONFIG_EXPIRY_WARNING_DAYS;
+	if (get_u32(l, obj, "tls", "expiry_warning_days", false, 0, 3650,
+		    &cfg->tls.expiry_warning_days) < 0)
 		goto out;
 	rc = 0;
 out:

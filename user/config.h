@@ -55,6 +55,8 @@ struct config_rates {
 	struct config_client_rate client; /* default of every bound client; default unlimited */
 };
 
+#define CONFIG_EXPIRY_WARNING_DAYS 30 /* tls.expiry_warning_days by default */
+
 #define CONFIG_MAX_UPSTREAMS 32 /* <= PSD2_MAX_BREAKERS */
 #define CONFIG_MAX_ROUTES 128
 #define CONFIG_NAME_MAX 63        /* upstream and quota names: [A-Za-z0-9_.-] */
@@ -152,6 +154,7 @@ struct config {
 
 	struct {
 		char *cert, *key, *client_ca, *crl; /* absolute paths; crl may be NULL */
+		uint32_t expiry_warning_days; /* daily warning horizon; 0 = off */
 	} tls;
 
 	/* "upstreams" by name, plus the legacy "upstream" as the one named "default". */

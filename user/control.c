@@ -112,18 +112,10 @@ static void echo_text(const char *s, char *out, size_t outlen)
 	out[j] = '\0';
 }
 
-static void fmt_time(int64_t t, char out[32])
-{
-	time_t tt = (time_t)t;
-	struct tm tm;
-	if (!gmtime_r(&tt, &tm) || strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
-		snprintf(out, 32, "%lld", (long long)t);
-}
-
 static json_t *json_time(int64_t t)
 {
-	char s[32];
-	fmt_time(t, s);
+	char s[CERT_TIME_TEXT_LEN];
+	cert_time_text(t, s);
 	return json_string(s);
 }
 
@@ -314,14 +306,14 @@ static json_t *cmd_bind(struct request *rq)
 		goto out;
 	}
 	time_t now = time(NULL);
-	char when[32];
+	char when[CERT_TIME_TEXT_LEN];
 	if (ci.not_after < (int64_t)now) {
-		fmt_time(ci.not_after, when);
+		cert_time_text(ci.not_after, when);
 		rq_fail(rq, "certificate expired (not_after %s)", when);
 		goto out;
 	}
 	if (ci.not_before > (int64_t)now) {
-		fmt_time(ci.not_before, when);
+		cert_time_text(ci.not_before, when);
 		rq_fail(rq, "certificate not yet valid (not_before %s)", when);
 		goto out;
 	}
@@ -943,6 +935,40 @@ static json_t *cmd_reload(struct request *rq)
 	return res;
 }
 
+/* The certificates that expire within `days`: bound ones and the daemon's own, soonest first. */
+static json_t *cmd_certs(struct request *rq)
+{
+	json_int_t days = json_integer_value(json_object_get(rq->obj, "days"));
+	struct control_hooks *h = &rq->ctx->hooks;
+	struct expiry_list l;
+	int64_t now = (int64_t)time(NULL);
+	if (days < 0 || days > EXPIRY_DAYS_MAX) {
+		rq_fail(rq, "days must be between 0 and %d", EXPIRY_DAYS_MAX);
+		return NULL;
+	}
+	expiry_list_init(&l, now, (unsigned)days);
+	if (expiry_add_bound(&l, rq->ctx->reg) < 0 ||
+	    (h->own_certs && h->own_certs(h->arg, &l) < 0)) {
+		expiry_list_free(&l);
+		rq_fail(rq, "cannot read every certificate");
+		return NULL;
+	}
+	expiry_list_sort(&l);
+	json_t *arr = json_array();
+	for (size_t i = 0; arr && i < l.n; i++) {
+		const struct expiry_cert *c = &l.certs[i];
+		json_array_append_new(
+			arr, json_pack("{s:s, s:o, s:o, s:o, s:o, s:I}", "kind",
+				       expiry_kind_name(c->kind), "owner",
+				       json_text_or_null(c->owner), "thumbprint", json_thumb(c->thumb),
+				       "subject", json_text(c->subject), "not_after",
+				       json_time(c->not_after), "days_left",
+				       (json_int_t)expiry_days_left(c, now)));
+	}
+	expiry_list_free(&l);
+	return arr ? json_pack("{s:I, s:o}", "days", days, "certs", arr) : NULL;
+}
+
 static const struct command commands[] = {
 	{"bind", CONTROL_ACCESS_WRITE, cmd_bind,
 	 {{"client_id", F_STRING, true}, {"cert_pem", F_STRING, true}, {"rotate", F_BOOL, false}}},
@@ -971,6 +997,7 @@ static const struct command commands[] = {
 	 {{"client_id", F_STRING, true}, {"key", F_STRING, false}}},
 	{"breaker-list", CONTROL_ACCESS_READ, cmd_breaker_list, {{0}}},
 	{"breaker-reset", CONTROL_ACCESS_WRITE, cmd_breaker_reset, {{"upstream", F_STRING, true}}},
+	{"certs", CONTROL_ACCESS_READ, cmd_certs, {{"days", F_INT, true}}},
 	{"reload", CONTROL_ACCESS_WRITE, cmd_reload, {{0}}},
 };
 

@@ -13,6 +13,7 @@
 
 #include "cert.h"
 #include "ev.h"
+#include "expiry.h"
 #include "registry.h"
 
 #define CONTROL_MAX_LINE (256 * 1024)
@@ -52,6 +53,9 @@ struct control_hooks {
 	 * was read, what was revoked), or -1 with err naming the file at fault: nothing changed.
 	 * NULL: the command is refused. */
 	int (*reload)(void *arg, uid_t uid, json_t **result, char *err, size_t errlen);
+	/* `certs`: adds the daemon's own certificates (tls.cert, the https upstreams' client
+	 * certificates) that expire by l->until to l. -1 when one cannot be read. May be NULL. */
+	int (*own_certs)(void *arg, struct expiry_list *l);
 };
 
 struct policy_store;
@@ -73,7 +77,7 @@ struct control_ctx {
 enum control_access {
 	CONTROL_ACCESS_NONE,  /* refused at connect */
 	CONTROL_ACCESS_READ,  /* the commands that change nothing: list, show, audit, deny-list,
-			       * stats, quota-show, breaker-list */
+			       * stats, quota-show, breaker-list, certs */
 	CONTROL_ACCESS_WRITE, /* every command */
 };
 

@@ -39,6 +39,7 @@ struct args {
 	const char *pps, *bps, *burst, *burst_bytes, *per_sec; /* limit set / limit src */
 	bool src_default;
 	const char *key; /* quota show / reset */
+	const char *expiring; /* certs: days */
 };
 
 enum opt_kind { OPT_FLAG, OPT_VALUE };
@@ -316,6 +317,15 @@ static int build_limit_src(const struct args *a, json_t *req)
 	    put_count(req, "burst", "burst", a->burst, COUNT_MAX))
 		return EXIT_USAGE;
 	return 0;
+}
+
+static int build_certs(const struct args *a, json_t *req)
+{
+	if (!a->expiring) {
+		fail_msg("certs: --expiring DAYS is required");
+		return EXIT_USAGE;
+	}
+	return put_count(req, "days", "expiring", a->expiring, COUNT_MAX);
 }
 
 static int build_quota(const struct args *a, json_t *req)
@@ -645,6 +655,29 @@ static void print_breaker_reset(const struct args *a, json_t *r)
 	free(name), free(was);
 }
 
+static void print_certs(const struct args *a, json_t *r)
+{
+	(void)a;
+	static const char *const hdr[] = {"KIND",      "OWNER",      "NOT_AFTER",
+					  "DAYS_LEFT", "THUMBPRINT", "SUBJECT"};
+	json_t *certs = json_object_get(r, "certs"), *c;
+	size_t i;
+	if (!json_array_size(certs)) {
+		printf("no certificate expires within %" JSON_INTEGER_FORMAT " days\n",
+		       json_integer_value(json_object_get(r, "days")));
+		return;
+	}
+	struct table t = {.ncols = 6};
+	table_header(&t, hdr);
+	json_array_foreach(certs, i, c) {
+		char *row[] = {jval(c, "kind"),      jval(c, "owner"),
+			       jval(c, "not_after"), jval(c, "days_left"),
+			       short_thumb(jstr(c, "thumbprint")), jval(c, "subject")};
+		table_row(&t, row);
+	}
+	table_print(&t);
+}
+
 static void print_reload(const struct args *a, json_t *r)
 {
 	(void)a;
@@ -745,6 +778,10 @@ static const struct opt quota_opts[] = {
 	VALUE("key", key, "VALUE", "only the counters of this key value (\"\": those per client_id)"),
 	{0},
 };
+static const struct opt certs_opts[] = {
+	VALUE("expiring", expiring, "DAYS", "the certificates that expire within DAYS (required)"),
+	{0},
+};
 static const struct opt no_opts[] = {{0}};
 
 static const struct subcmd subcmds[] = {
@@ -793,9 +830,13 @@ static const struct subcmd subcmds[] = {
 	 "close an upstream's circuit breaker (its counts cleared, totals kept)", 1, 1,
 	 {"upstream"}, no_opts, NULL, print_breaker_reset},
 	{"reload", "reload", "",
-	 "read the TLS certificates, keys, CA bundles, CRL (and JWKS) again; revoke bound "
+	 "read the TLS certificates, keys, CA bundles, CRL and JWK set again; revoke the bound "
 	 "certificates they no longer verify",
 	 0, 0, {NULL}, no_opts, NULL, print_reload},
+	{"certs", "certs", "--expiring DAYS",
+	 "bound client certificates, the server certificate and upstream client certificates "
+	 "that expire within DAYS, soonest first",
+	 0, 0, {NULL}, certs_opts, build_certs, print_certs},
 };
 #define N_SUBCMDS (sizeof(subcmds) / sizeof(subcmds[0]))
 

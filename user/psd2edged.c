@@ -19,6 +19,7 @@
 #include "dataplane.h"
 #include "denyset.h"
 #include "ev.h"
+#include "expiry.h"
 #include "ktls.h"
 #include "log.h"
 #include "policy_store.h"
@@ -228,6 +229,40 @@ static void daemon_on_signal(struct ev_loop *loop, int fd, int mask, void *arg)
 	ev_stop(loop);
 }
 
+/* The certificates the daemon presents, as loaded (the last reload's): tls.cert and each https
+ * upstream's cert. */
+static int daemon_own_certs(void *arg, struct expiry_list *l)
+{
+	struct daemon *d = arg;
+	if (expiry_add(l, EXPIRY_SERVER, "", SSL_CTX_get0_certificate(d->server_ctx)) < 0)
+		return -1;
+	for (unsigned i = 0; i < d->cfg.n_upstreams; i++) {
+		X509 *x = d->upstreams[i].ctx ? SSL_CTX_get0_certificate(d->upstreams[i].ctx) : NULL;
+		if (x && expiry_add(l, EXPIRY_UPSTREAM, d->cfg.upstreams[i].name, x) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+#define EVERY_DAY_MS (24 * 3600 * 1000)
+
+/* One warning a day for each certificate within tls.expiry_warning_days of its end. */
+static int64_t daemon_expiry_warn(struct ev_loop *loop, struct ev_timer *t, void *arg)
+{
+	(void)loop;
+	(void)t;
+	struct daemon *d = arg;
+	int64_t now = (int64_t)time(NULL);
+	struct expiry_list l;
+	expiry_list_init(&l, now, d->cfg.tls.expiry_warning_days);
+	if (expiry_add_bound(&l, d->reg) < 0 || daemon_own_certs(d, &l) < 0)
+		log_warn("certificate expiry: some certificates could not be read");
+	expiry_list_sort(&l);
+	expiry_log(&l, now);
+	expiry_list_free(&l);
+	return EVERY_DAY_MS;
+}
+
 static int daemon_reload_hook(void *arg, uid_t uid, json_t **result, char *err, size_t errlen)
 {
 	return daemon_reload(arg, "psd2edgectl reload", uid, result, err, errlen);
@@ -392,7 +427,8 @@ static int daemon_run(struct daemon *d)
 		.reg = d->reg,
 		.trust = d->trust,
 		.hooks = {.arg = d, .on_event = daemon_on_control_event, .fill_stats = daemon_fill_stats,
-			  .fill_client = daemon_fill_client, .reload = daemon_reload_hook},
+			  .fill_client = daemon_fill_client, .reload = daemon_reload_hook,
+			  .own_certs = daemon_own_certs},
 		.policy = d->policy,
 		.upstreams = d->cfg.upstreams,
 		.n_upstreams = d->cfg.n_upstreams,
@@ -405,6 +441,11 @@ static int daemon_run(struct daemon *d)
 		goto out;
 	}
 	d->control = &cctx;
+	/* The first warnings come before "ready", the next ones a day apart. */
+	if (d->cfg.tls.expiry_warning_days &&
+	    !ev_timer_add(loop, daemon_expiry_warn(loop, NULL, d), daemon_expiry_warn, d))
+		log_warn("tls.expiry_warning_days: no timer for the daily warning: %s",
+			 strerror(errno));
 	log_info("ready: %u workers, %u listeners, xdp %s, control socket %s", d->n_workers,
 		 d->cfg.n_listen, dataplane_mode(d->dp), d->cfg.control_socket);
 

@@ -353,6 +353,7 @@ static void test_defaults(void **state)
 	struct config cfg;
 	expect_ok(minimal_config(), &cfg);
 	assert_null(cfg.tls.crl);
+	assert_int_equal(cfg.tls.expiry_warning_days, 30);
 	assert_false(cfg.upstreams[0].https);
 	assert_int_equal(cfg.upstreams[0].port, 8080);
 	assert_string_equal(cfg.upstreams[0].base_path, "");
@@ -1123,6 +1124,24 @@ static void test_tls_files(void **state)
 	set(root, "tls", "crl", json_string("other.crl"));
 	expect_ok(root, &cfg);
 	config_free(&cfg);
+
+	/* The daily expiry warning's horizon: 0 turns it off. */
+	root = full_config();
+	set(root, "tls", "expiry_warning_days", json_integer(0));
+	expect_ok(root, &cfg);
+	assert_int_equal(cfg.tls.expiry_warning_days, 0);
+	config_free(&cfg);
+	root = full_config();
+	set(root, "tls", "expiry_warning_days", json_integer(3650));
+	expect_ok(root, &cfg);
+	assert_int_equal(cfg.tls.expiry_warning_days, 3650);
+	config_free(&cfg);
+	root = full_config();
+	set(root, "tls", "expiry_warning_days", json_integer(3651));
+	expect_error(root, "tls.expiry_warning_days: must be between 0 and 3650");
+	root = full_config();
+	set(root, "tls", "expiry_warning_days", json_string("30"));
+	expect_error(root, "tls.expiry_warning_days: must be between 0 and 3650");
 }
 
 /* Root reads everything, so the check runs in a child that has become nobody. */

@@ -57,7 +57,7 @@ static void thumb_hex_of(X509 *x, char out[CERT_THUMB_HEX_LEN + 1])
 
 enum {
 	GOOD1, GOOD2, GOOD3, GOOD4, EXPIRED, FUTURE, FOREIGN, REVOKED, RSA1024, PSD2_AI, BAD_QC,
-	N_CERTS
+	SHORT, N_CERTS
 };
 
 /* The qcStatements extension of a PSP_AI certificate of the FCA, DER (from `openssl asn1parse
@@ -121,6 +121,8 @@ static int pki_setup(void **state)
 		[RSA1024] = testpki_leaf("tpp-rsa1024", rsa1024, p.ca, p.ca_key, 204),
 		[PSD2_AI] = psd2_leaf(&p, 205, qc_ai, sizeof(qc_ai)),
 		[BAD_QC] = psd2_leaf(&p, 206, bad_qc, sizeof(bad_qc)),
+		[SHORT] = testpki_cert("tpp-short", p.leaf_key, p.ca, p.ca_key, 207, -TESTPKI_DAY,
+				       10 * TESTPKI_DAY + 3600, 0),
 	};
 	for (int i = 0; i < N_CERTS; i++) {
 		assert_non_null(x[i]);
@@ -134,6 +136,7 @@ static int pki_setup(void **state)
 	X509_free(x[RSA1024]);
 	X509_free(x[PSD2_AI]);
 	X509_free(x[BAD_QC]);
+	X509_free(x[SHORT]);
 	EVP_PKEY_free(rsa1024);
 	testpki_free(&p);
 	return 0;
@@ -589,6 +592,75 @@ static void test_bind_psd2(void **state)
 	json_decref(r);
 }
 
+/* The daemon's own certificates, as the `certs` hook adds them: a server certificate valid
+ * for 20 days more. */
+static int own_certs(void *arg, struct expiry_list *l)
+{
+	(void)arg;
+	struct testpki p;
+	assert_int_equal(testpki_init(&p), 0);
+	X509 *server = testpki_cert("gateway.test", p.leaf_key, p.ca, p.ca_key, 300, -TESTPKI_DAY,
+				    20 * TESTPKI_DAY + 3600, 0);
+	assert_non_null(server);
+	int rc = expiry_add(l, EXPIRY_SERVER, "", server);
+	X509_free(server);
+	testpki_free(&p);
+	return rc;
+}
+
+/* The listed certificates as "kind owner days_left subject-CN" lines. */
+static void expect_certs(struct fixture *fx, int days, const char *want)
+{
+	json_t *r = ok(fx, json_pack("{s:s, s:i}", "cmd", "certs", "days", days));
+	char got[512] = "";
+	size_t n = 0, i;
+	json_t *c;
+	assert_int_equal(json_integer_value(json_object_get(r, "days")), days);
+	json_array_foreach(json_object_get(r, "certs"), i, c) {
+		const char *subject = json_string_value(json_object_get(c, "subject"));
+		const char *cn = strstr(subject, "CN=");
+		json_t *owner = json_object_get(c, "owner");
+		assert_non_null(cn);
+		assert_int_equal(strlen(json_string_value(json_object_get(c, "thumbprint"))), 64);
+		assert_true(json_is_string(json_object_get(c, "not_after")));
+		n += (size_t)snprintf(got + n, sizeof(got) - n, "%s%s %s %lld %.*s", n ? "; " : "",
+				      json_string_value(json_object_get(c, "kind")),
+				      json_is_null(owner) ? "-" : json_string_value(owner),
+				      json_integer_value(json_object_get(c, "days_left")),
+				      (int)strcspn(cn + 3, ","), cn + 3);
+	}
+	assert_string_equal(got, want);
+	json_decref(r);
+}
+
+/* certs: the active bound certificates and the daemon's own that expire within the days asked,
+ * soonest first; revoked ones never. */
+static void test_certs_expiring(void **state)
+{
+	struct fixture *fx = *state;
+	fx->ctx.hooks.own_certs = own_certs;
+	expect_certs(fx, 30, "server - 20 gateway.test");
+	bind_ok(fx, "tpp-long", GOOD1, -1);
+	bind_ok(fx, "tpp-short", SHORT, -1);
+	bind_ok(fx, "tpp-gone", GOOD2, -1);
+	json_decref(ok(fx, json_pack("{s:s, s:s}", "cmd", "revoke", "client_id", "tpp-gone")));
+	expect_certs(fx, 0, "");
+	expect_certs(fx, 10, ""); /* 10 days and an hour */
+	expect_certs(fx, 11, "client tpp-short 10 tpp-short");
+	expect_certs(fx, 30, "client tpp-short 10 tpp-short; server - 20 gateway.test");
+	expect_certs(fx, 400, "client tpp-short 10 tpp-short; server - 20 gateway.test; "
+			      "client tpp-long 364 tpp-good");
+	fx->ctx.hooks.own_certs = NULL;
+	expect_certs(fx, 30, "client tpp-short 10 tpp-short");
+	refused(fx, json_pack("{s:s, s:i}", "cmd", "certs", "days", -1),
+		"days must be between 0 and 36500");
+	refused(fx, json_pack("{s:s, s:i}", "cmd", "certs", "days", 36501),
+		"days must be between 0 and 36500");
+	refused(fx, json_pack("{s:s}", "cmd", "certs"), "missing field days");
+	refused(fx, json_pack("{s:s, s:s}", "cmd", "certs", "days", "30"),
+		"field days must be an integer");
+}
+
 static void test_unbind_and_revoke(void **state)
 {
 	struct fixture *fx = *state;
@@ -910,6 +982,7 @@ static void test_command_access(void **state)
 		{json_pack("{s:s}", "cmd", "audit"), true},
 		{json_pack("{s:s}", "cmd", "deny-list"), true},
 		{json_pack("{s:s}", "cmd", "stats"), true},
+		{json_pack("{s:s, s:i}", "cmd", "certs", "days", 30), true},
 		{bind_req("tpp-b", GOOD2, -1), false},
 		{json_pack("{s:s, s:s}", "cmd", "unbind", "client_id", "tpp-b"), false},
 		{json_pack("{s:s, s:s}", "cmd", "deny-add", "cidr", "192.0.2.0/24"), false},
@@ -1732,6 +1805,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_malformed_requests, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_bind_refusals, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_bind_psd2, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_certs_expiring, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_unbind_and_revoke, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_deny_list, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_limits, fx_setup, fx_teardown),
