@@ -21,6 +21,7 @@
 #include "ev.h"
 #include "expiry.h"
 #include "ktls.h"
+#include "jwt.h"
 #include "log.h"
 #include "policy_store.h"
 #include "registry.h"
@@ -532,6 +533,14 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	if (check_path) {
+		/* config_load sees a JWK set; its keys are read as the start reads them. */
+		struct jwt_verifier *jwt = NULL;
+		if (d.cfg.jwt.jwks && !(jwt = jwt_verifier_new(&d.cfg.jwt, err, sizeof(err)))) {
+			fprintf(stderr, "psd2edged: %s\n", err);
+			config_free(&d.cfg);
+			return 1;
+		}
+		jwt_verifier_free(jwt);
 		printf("%s: ok\n", check_path);
 		config_free(&d.cfg);
 		return 0;

@@ -9,7 +9,7 @@
 # token on the verify_jwt route (401, a bare Bearer challenge) and on a route without it (the
 # header decides), a claim that disagrees with the header, an expired token, alg HS256 keyed
 # with the issuer's public key, and a token another key signed. None of the refused requests
-# reaches the upstream.
+# reaches the upstream. --check-config names a JWK set's key that is too weak.
 # shellcheck source=tests/integration/lib.sh
 . "$(dirname "$0")/lib.sh"
 
@@ -74,6 +74,20 @@ TOKEN_OTHER_KEY=$(mint tpp1 "$X5T_A" 600 "$TEST_DIR/other.key")
 for t in "$TOKEN_A" "$TOKEN_B" "$TOKEN_B_ON_A" "$TOKEN_EXPIRED" "$TOKEN_HS256" "$TOKEN_OTHER_KEY"; do
 	case $t in *.*.?*) ;; *) die "a token was not minted: '$t'" ;; esac
 done
+
+# --check-config reads the keys as the start does: a 1024-bit key is named.
+openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:1024 -out "$TEST_DIR/weak.key" 2>/dev/null ||
+	die "cannot make a 1024-bit key"
+python3 - "$(openssl rsa -in "$TEST_DIR/weak.key" -modulus -noout | cut -d= -f2)" \
+	>"$TEST_DIR/weak-jwks.json" <<'EOF' || die "cannot write the weak JWK set"
+import base64, json, sys
+b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+print(json.dumps({"keys": [{"kty": "RSA", "n": b64(bytes.fromhex(sys.argv[1])), "e": "AQAB"}]}))
+EOF
+config_render "$TEST_DIR/weak.json" "{\"jwt\": {\"jwks\": \"$TEST_DIR/weak-jwks.json\", \"audience\": \"a\"}}"
+check_out=$("$PSD2EDGED" --check-config "$TEST_DIR/weak.json" 2>&1)
+assert_eq "1 psd2edged: jwt.jwks: keys[0].n: 1024 bits, at least 2048 are needed" "$? $check_out" \
+	"--check-config names the weak key"
 
 config_render "$DAEMON_CONFIG" "{
 	\"jwt\": {\"jwks\": \"$TEST_DIR/jwks.json\", \"issuer\": \"$ISSUER\",
