@@ -10,6 +10,10 @@
 #   tpp1 tpp2 tpp3 tpp4  TPP client certificates (EC), valid now; tpp1-next is a second
 #                        certificate for tpp1's organisation (rotation tests)
 #   tpp-rsa              TPP client certificate with an RSA key
+#   tpp-ai tpp-pi-ai     eIDAS PSD2 TPP certificates: an ETSI TS 119 495 PSD2 QCStatement with
+#                        the roles PSP_AI, or PSP_PI and PSP_AI (NCA GB-FCA), and a subject
+#                        organizationIdentifier (PSDGB-FCA-000101, PSDGB-FCA-000102)
+#   tpp-qc-mislabelled   a PSD2 QCStatement whose role OID says PSP_PI and name PSP_AI
 #   tpp-expired          TPP client certificate that expired in 2021
 #   tpp-revoked          TPP client certificate listed in tpp.crl
 #   untrusted-ca         a CA the gateway does not trust; untrusted = client cert it issued
@@ -32,6 +36,7 @@ DIR=$1
 FILES=(tpp-ca.pem tpp-ca.key tpp.crl
 	tpp1.pem tpp1.key tpp2.pem tpp2.key tpp3.pem tpp3.key tpp4.pem tpp4.key
 	tpp1-next.pem tpp1-next.key tpp-rsa.pem tpp-rsa.key
+	tpp-ai.pem tpp-ai.key tpp-pi-ai.pem tpp-pi-ai.key tpp-qc-mislabelled.pem tpp-qc-mislabelled.key
 	tpp-expired.pem tpp-expired.key tpp-revoked.pem tpp-revoked.key
 	untrusted-ca.pem untrusted-ca.key untrusted.pem untrusted.key
 	bank-ca.pem bank-ca.key server.pem server.key upstream.pem upstream.key
@@ -113,6 +118,7 @@ default_days = 825
 countryName = optional
 organizationName = optional
 organizationalUnitName = optional
+organizationIdentifier = optional
 commonName = supplied
 
 [ req ]
@@ -134,6 +140,64 @@ extendedKeyUsage = clientAuth
 subjectKeyIdentifier = hash
 authorityKeyIdentifier = keyid
 
+# A client certificate with the qcStatements extension (1.3.6.1.5.5.7.1.3) of section $QC.
+[ client_psd2 ]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature
+extendedKeyUsage = clientAuth
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+1.3.6.1.5.5.7.1.3 = ASN1:SEQUENCE:$ENV::QC
+
+# ETSI TS 119 495: QCStatement { id-etsi-psd2-qcStatement (0.4.0.19495.2), PSD2QcType {
+# rolesOfPSP SEQUENCE OF { roleOfPspOid, roleOfPspName }, nCAName, nCAId } }
+[ qc_ai ]
+psd2 = SEQUENCE:psd2_ai
+[ psd2_ai ]
+id = OID:0.4.0.19495.2
+info = SEQUENCE:psd2_ai_type
+[ psd2_ai_type ]
+roles = SEQUENCE:roles_ai
+nca_name = UTF8:Financial Conduct Authority
+nca_id = UTF8:GB-FCA
+[ roles_ai ]
+ai = SEQUENCE:role_ai
+
+[ qc_pi_ai ]
+psd2 = SEQUENCE:psd2_pi_ai
+[ psd2_pi_ai ]
+id = OID:0.4.0.19495.2
+info = SEQUENCE:psd2_pi_ai_type
+[ psd2_pi_ai_type ]
+roles = SEQUENCE:roles_pi_ai
+nca_name = UTF8:Financial Conduct Authority
+nca_id = UTF8:GB-FCA
+[ roles_pi_ai ]
+pi = SEQUENCE:role_pi
+ai = SEQUENCE:role_ai
+
+[ qc_mislabelled ]
+psd2 = SEQUENCE:psd2_mislabelled
+[ psd2_mislabelled ]
+id = OID:0.4.0.19495.2
+info = SEQUENCE:psd2_mislabelled_type
+[ psd2_mislabelled_type ]
+roles = SEQUENCE:roles_mislabelled
+nca_name = UTF8:Financial Conduct Authority
+nca_id = UTF8:GB-FCA
+[ roles_mislabelled ]
+pi = SEQUENCE:role_pi_named_ai
+
+[ role_pi ]
+oid = OID:0.4.0.19495.1.2
+name = UTF8:PSP_PI
+[ role_ai ]
+oid = OID:0.4.0.19495.1.3
+name = UTF8:PSP_AI
+[ role_pi_named_ai ]
+oid = OID:0.4.0.19495.1.2
+name = UTF8:PSP_AI
+
 [ server ]
 basicConstraints = critical, CA:FALSE
 keyUsage = critical, digitalSignature, keyEncipherment
@@ -143,7 +207,7 @@ authorityKeyIdentifier = keyid
 subjectAltName = $ENV::SAN
 EOF
 export WORK
-export SAN=DNS:placeholder
+export SAN=DNS:placeholder QC=qc_ai
 CNF=$WORK/openssl.cnf
 
 gen_key() { # NAME [rsa]
@@ -190,6 +254,12 @@ issue tpp tpp2 "/C=EU/O=TPP Two/OU=PSDEU-TEST-0002/CN=tpp2.test" client
 issue tpp tpp3 "/C=EU/O=TPP Three/OU=PSDEU-TEST-0003/CN=tpp3.test" client
 issue tpp tpp4 "/C=EU/O=TPP Four/OU=PSDEU-TEST-0004/CN=tpp4.test" client
 issue tpp tpp-rsa "/C=EU/O=TPP RSA/OU=PSDEU-TEST-0005/CN=tpp-rsa.test" client "" "" rsa
+QC=qc_ai issue tpp tpp-ai \
+	"/C=GB/O=TPP AI/organizationIdentifier=PSDGB-FCA-000101/CN=tpp-ai.test" client_psd2
+QC=qc_pi_ai issue tpp tpp-pi-ai \
+	"/C=GB/O=TPP PI AI/organizationIdentifier=PSDGB-FCA-000102/CN=tpp-pi-ai.test" client_psd2
+QC=qc_mislabelled issue tpp tpp-qc-mislabelled \
+	"/C=GB/O=TPP Mislabelled/organizationIdentifier=PSDGB-FCA-000103/CN=tpp-qc.test" client_psd2
 issue tpp tpp-expired "/C=EU/O=TPP Expired/CN=tpp-expired.test" client \
 	20200101000000Z 20210101000000Z
 issue tpp tpp-revoked "/C=EU/O=TPP Revoked/CN=tpp-revoked.test" client

@@ -30,6 +30,7 @@
 #include "http.h"
 #include "path.h"
 #include "psd2edge_abi.h"
+#include "qcstatement.h"
 
 #define KEYPATH_MAX 160
 #define SHOW_MAX 64 /* bytes of a user-supplied value quoted in an error */
@@ -967,6 +968,38 @@ static int load_quota(struct loader *l, json_t *route, const char *route_path, u
 	return 0;
 }
 
+/* A route's optional "require_roles": PSD2 role names, each of which the certificate's PSD2
+ * QCStatement must list. */
+static int load_require_roles(struct loader *l, json_t *route, const char *route_path,
+			      uint32_t *out)
+{
+	char path[KEYPATH_MAX], p[KEYPATH_MAX + 24], s[SHOW_MAX + 4];
+	const char *key = keypath(path, route_path, "require_roles");
+	json_t *arr = json_object_get(route, "require_roles"), *v;
+	size_t i;
+	*out = 0;
+	if (!arr)
+		return 0;
+	if (!json_is_array(arr))
+		return fail(l, key, "must be an array of PSD2 role names");
+	if (json_array_size(arr) == 0)
+		return fail(l, key, "must not be empty (leave it out to require no role)");
+	json_array_foreach(arr, i, v) {
+		snprintf(p, sizeof(p), "%s[%zu]", key, i);
+		if (!json_is_string(v))
+			return fail(l, p, "must be a string");
+		const char *name = json_string_value(v);
+		uint32_t role = psd2_role_by_name(name, strlen(name));
+		if (!role)
+			return fail(l, p, "unknown PSD2 role '%s' (PSP_AS, PSP_PI, PSP_AI or PSP_IC)",
+				    show(s, name));
+		if (*out & role)
+			return fail(l, p, "%s is listed twice", name);
+		*out |= role;
+	}
+	return 0;
+}
+
 /* A route's optional "spike_arrest". */
 static int load_spike_arrest(struct loader *l, json_t *route, const char *route_path,
 			     struct config_spike_arrest *sa)
@@ -994,7 +1027,7 @@ static int load_spike_arrest(struct loader *l, json_t *route, const char *route_
 static int load_route(struct loader *l, json_t *obj, unsigned index)
 {
 	static const char *const keys[] = {"prefix", "upstream", "quota", "spike_arrest",
-					   "verify_jwt", NULL};
+					   "verify_jwt", "require_roles", NULL};
 	struct config *cfg = l->cfg;
 	struct config_route *r = &cfg->routes[index];
 	char rp[KEYPATH_MAX], p[KEYPATH_MAX], s[SHOW_MAX + 4];
@@ -1018,7 +1051,8 @@ static int load_route(struct loader *l, json_t *obj, unsigned index)
 	r->upstream = (unsigned)u;
 	if (load_quota(l, obj, rp, index) < 0 ||
 	    load_spike_arrest(l, obj, rp, &r->spike_arrest) < 0 ||
-	    get_bool(l, obj, rp, "verify_jwt", &r->verify_jwt) < 0)
+	    get_bool(l, obj, rp, "verify_jwt", &r->verify_jwt) < 0 ||
+	    load_require_roles(l, obj, rp, &r->require_roles) < 0)
 		return -1;
 	if (r->verify_jwt && !cfg->jwt.jwks)
 		return fail(l, keypath(p, rp, "verify_jwt"), "needs the top-level jwt object");

@@ -142,6 +142,7 @@ struct config_route {
 	char prefix[CONFIG_ROUTE_PREFIX_MAX + 1]; /* normalised, starts with '/', no trailing '/' but "/" */
 	unsigned upstream;                        /* index into upstreams */
 	bool verify_jwt;                          /* a valid bearer token is required (config.jwt) */
+	uint32_t require_roles; /* PSD2_ROLE_* (qcstatement.h) the certificate must all have; 0: none */
 	struct config_quota quota;
 	struct config_spike_arrest spike_arrest;
 };

@@ -21,6 +21,9 @@ int route_table_init(struct route_table *t, const struct config *cfg, struct pol
 		r->upstream_name = up->name;
 		t->n = i + 1;
 		const char *what = NULL;
+		if (rc->require_roles &&
+		    !(r->policy[r->n_policies++] = policy_require_roles_new(rc->require_roles)))
+			what = "require_roles";
 		if (!what && rc->verify_jwt &&
 		    !(r->policy[r->n_policies++] = policy_verify_jwt_new(t->jwt)))
 			what = "verify_jwt";

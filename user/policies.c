@@ -14,6 +14,7 @@
 #include "clientid.h"
 #include "log.h"
 #include "policy_store.h"
+#include "qcstatement.h"
 #include "quota.h"
 #include "spike_arrest.h"
 #include "spinlock.h"
@@ -33,6 +34,49 @@ static enum policy_verdict refuse(struct policy_request *pr, int status, const c
 static void policy_free_alone(struct policy *p)
 {
 	free(p);
+}
+
+/* --- require_roles: the PSD2 roles of the client's certificate (qcstatement.h) ------------ */
+
+#define ROLES_WHY_MAX (sizeof("the certificate's PSD2 roles lack ") + PSD2_ROLES_TEXT_MAX)
+
+struct roles_policy {
+	struct policy base;
+	uint32_t required;
+	char why[PSD2_ROLES_ALL + 1][ROLES_WHY_MAX]; /* by the set of roles missing */
+};
+
+static enum policy_verdict roles_on_request(struct policy *p, struct policy_request *pr,
+					    uint64_t *token)
+{
+	(void)token;
+	struct roles_policy *rp = (struct roles_policy *)p;
+	uint32_t missing = rp->required & ~pr->psd2_roles;
+	if (!missing)
+		return POLICY_NEXT;
+	return refuse(pr, 403, "forbidden", rp->why[missing], 0, "psd2_role_missing");
+}
+
+static const struct policy_ops roles_ops = {
+	.name = "require_roles",
+	.on_request = roles_on_request,
+	.free = policy_free_alone,
+};
+
+struct policy *policy_require_roles_new(uint32_t roles)
+{
+	struct roles_policy *rp = calloc(1, sizeof(*rp));
+	if (!rp)
+		return NULL;
+	rp->base.ops = &roles_ops;
+	rp->required = roles & PSD2_ROLES_ALL;
+	for (uint32_t missing = 1; missing <= PSD2_ROLES_ALL; missing++) {
+		char names[PSD2_ROLES_TEXT_MAX];
+		psd2_roles_format(missing, names);
+		snprintf(rp->why[missing], sizeof(rp->why[missing]),
+			 "the certificate's PSD2 roles lack %s", names);
+	}
+	return &rp->base;
 }
 
 /* --- verify_jwt: a valid bearer token (jwt.h), bound to the client's certificate ----------- */

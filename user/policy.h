@@ -79,6 +79,7 @@ struct policy {
 struct policy_store;
 
 /* NULL with err (naming the key under `key`) when the instance cannot be created. */
+struct policy *policy_require_roles_new(uint32_t roles); /* PSD2_ROLE_* all required */
 struct policy *policy_spike_arrest_new(const struct config_spike_arrest *c);
 struct policy *policy_breaker_new(const struct config_breaker *c, struct psd2_breaker *state);
 struct policy *policy_quota_new(const struct config_quota *c, struct policy_store *store);

@@ -24,6 +24,7 @@
 #include "config.h"
 #include "http.h"
 #include "psd2edge_abi.h"
+#include "qcstatement.h"
 
 static char tmpdir[64];
 
@@ -823,8 +824,10 @@ static void test_routes(void **state)
 		" {\"prefix\": \"/accounts/\", \"upstream\": \"accounts\","
 		"  \"quota\": {\"limit\": 4, \"window\": \"day\", \"key\": \"header:X-Account-Id\","
 		"             \"name\": \"ais\", \"headers\": \"x\"},"
-		"  \"spike_arrest\": {\"rate\": 10, \"per\": \"second\", \"burst\": 20}},"
+		"  \"spike_arrest\": {\"rate\": 10, \"per\": \"second\", \"burst\": 20},"
+		"  \"require_roles\": [\"PSP_AI\"]},"
 		" {\"prefix\": \"/v1/payments\", \"upstream\": \"default\","
+		"  \"require_roles\": [\"PSP_PI\", \"PSP_IC\", \"PSP_AS\"],"
 		"  \"quota\": {\"limit\": 1000000000, \"window\": \"rolling\", \"rolling_seconds\": 2678400,"
 		"             \"headers\": \"none\"},"
 		"  \"spike_arrest\": {\"rate\": 1000000, \"per\": \"minute\"}},"
@@ -855,6 +858,9 @@ static void test_routes(void **state)
 	assert_int_equal(acc->spike_arrest.rate, 10);
 	assert_int_equal(acc->spike_arrest.period_ms, 1000);
 	assert_int_equal(acc->spike_arrest.burst, 20);
+	assert_int_equal(acc->require_roles, PSD2_ROLE_AI);
+	assert_int_equal(pay->require_roles, PSD2_ROLE_PI | PSD2_ROLE_IC | PSD2_ROLE_AS);
+	assert_int_equal(bal->require_roles, 0); /* none */
 	assert_int_equal(pay->upstream, 0);
 	assert_int_equal(pay->quota.limit, 1000000000);
 	assert_int_equal(pay->quota.window, PSD2_QUOTA_ROLLING);
@@ -1045,6 +1051,20 @@ static void test_route_refusals(void **state)
 		 "routes[0].spike_arrest.burst: must be between 1 and 1000000"},
 		{NULL, SPIKE("\"rate\": 10, \"burst\": 1000001"),
 		 "routes[0].spike_arrest.burst: must be between 1 and 1000000"},
+		{NULL, ROUTE(", \"require_roles\": \"PSP_AI\""),
+		 "routes[0].require_roles: must be an array of PSD2 role names"},
+		{NULL, ROUTE(", \"require_roles\": []"),
+		 "routes[0].require_roles: must not be empty (leave it out to require no role)"},
+		{NULL, ROUTE(", \"require_roles\": [\"PSP_AI\", 3]"),
+		 "routes[0].require_roles[1]: must be a string"},
+		{NULL, ROUTE(", \"require_roles\": [\"PSP_AI\", \"AISP\"]"),
+		 "routes[0].require_roles[1]: unknown PSD2 role 'AISP' (PSP_AS, PSP_PI, PSP_AI or "
+		 "PSP_IC)"},
+		{NULL, ROUTE(", \"require_roles\": [\"psp_ai\"]"),
+		 "routes[0].require_roles[0]: unknown PSD2 role 'psp_ai' (PSP_AS, PSP_PI, PSP_AI or "
+		 "PSP_IC)"},
+		{NULL, ROUTE(", \"require_roles\": [\"PSP_PI\", \"PSP_AI\", \"PSP_PI\"]"),
+		 "routes[0].require_roles[2]: PSP_PI is listed twice"},
 	};
 #undef ROUTE
 #undef QUOTA
