@@ -932,6 +932,8 @@ static json_t *cmd_reload(struct request *rq)
 		rq_fail(rq, "reload refused, nothing changed: %s", err);
 		return NULL;
 	}
+	if (!res)
+		rq_fail(rq, "reloaded, but out of memory building the answer");
 	return res;
 }
 

@@ -10,6 +10,7 @@
 #include "cert.h"
 #include "control.h"
 #include "daemon.h"
+#include "jwt.h"
 #include "log.h"
 #include "registry.h"
 #include "tls.h"
@@ -61,12 +62,14 @@ fail:
 	return -1;
 }
 
-/* The key paths of the files a load read, for the answer to `reload`. */
-static json_t *tls_set_files(const struct config *cfg)
+/* The key paths of the files a reload read, for its answer. */
+static json_t *tls_set_files(const struct config *cfg, const struct jwt_verifier *jwt)
 {
 	json_t *keys = json_pack("[s, s, s]", "tls.cert", "tls.key", "tls.client_ca");
 	if (keys && cfg->tls.crl)
 		json_array_append_new(keys, json_string("tls.crl"));
+	if (keys && jwt)
+		json_array_append_new(keys, json_string("jwt.jwks"));
 	for (unsigned i = 0; keys && i < cfg->n_upstreams; i++) {
 		const struct config_upstream *u = &cfg->upstreams[i];
 		char key[CONFIG_NAME_MAX + 16], path[CONFIG_NAME_MAX + 32];
@@ -162,12 +165,11 @@ static void reverify_revoke(struct reverify *rv, const struct rejected_cert *r, 
 	daemon_on_control_event(rv->d, &ev);
 }
 
-/* Attaches the fast path to set's server context, and revokes the bound certificates the
- * set's trust store no longer verifies. -1 with err, nothing revoked, when the registry cannot
+/* Attaches the fast path to set's server context and lists the bound certificates the set's
+ * trust store no longer verifies; nothing changes but set. -1 with err when the registry cannot
  * be read whole. */
-static int reverify_run(struct reverify *rv, struct tls_set *set, char *err, size_t errlen)
+static int reverify_collect(struct reverify *rv, struct tls_set *set, char *err, size_t errlen)
 {
-	int rc = -1;
 	rv->revoked = json_array();
 	if (!rv->revoked) {
 		snprintf(err, errlen, "out of memory");
@@ -175,20 +177,27 @@ static int reverify_run(struct reverify *rv, struct tls_set *set, char *err, siz
 	}
 	if (tls_fastpath_enable(set->server_ctx, rv->d->reg, set->trust, reverify_reject, rv, err,
 				errlen) < 0)
-		goto out;
+		return -1;
 	if (rv->out_of_memory) {
-		/* Its fast path excludes them all the same; only their revocation is missing. */
 		snprintf(err, errlen, "out of memory listing the certificates to revoke");
-		goto out;
+		return -1;
 	}
+	return 0;
+}
+
+/* Revokes what reverify_collect listed. */
+static void reverify_apply(struct reverify *rv)
+{
 	int64_t now = (int64_t)time(NULL);
 	for (size_t i = 0; i < rv->n_rejected; i++)
 		reverify_revoke(rv, &rv->rejected[i], now);
-	rc = 0;
-out:
+}
+
+static void reverify_done(struct reverify *rv)
+{
 	free(rv->rejected);
-	rv->rejected = NULL;
-	return rc;
+	json_decref(rv->revoked);
+	memset(rv, 0, sizeof(*rv));
 }
 
 /* --- the daemon's set ------------------------------------------------------------------- */
@@ -225,8 +234,10 @@ int daemon_tls_reverify(struct daemon *d, char *err, size_t errlen)
 	struct reverify rv = {.d = d, .origin = "start-up", .uid = geteuid()};
 	struct tls_set set;
 	tls_set_take(d, &set);
-	int rc = reverify_run(&rv, &set, err, errlen);
-	json_decref(rv.revoked);
+	int rc = reverify_collect(&rv, &set, err, errlen);
+	if (rc == 0)
+		reverify_apply(&rv);
+	reverify_done(&rv);
 	return rc;
 }
 
@@ -250,6 +261,8 @@ static void tls_set_publish(struct daemon *d, struct tls_set *next)
 	tls_set_free(&old);
 }
 
+/* The JWK set is read last: jwt_keys_reload swaps the new keys in as soon as they load, so
+ * every other file must have loaded first, and nothing may fail after it. */
 int daemon_reload(struct daemon *d, const char *origin, uid_t uid, json_t **result, char *err,
 		  size_t errlen)
 {
@@ -259,23 +272,23 @@ int daemon_reload(struct daemon *d, const char *origin, uid_t uid, json_t **resu
 	struct tls_set next;
 	if (tls_set_load(&d->cfg, &next, err, errlen) < 0)
 		goto refused;
-	if (reverify_run(&rv, &next, err, errlen) < 0) {
+	if (reverify_collect(&rv, &next, err, errlen) < 0 ||
+	    (d->routes.jwt && jwt_keys_reload(d->routes.jwt, err, errlen) < 0)) {
 		tls_set_free(&next);
 		goto refused;
 	}
+	reverify_apply(&rv);
 	tls_set_publish(d, &next);
 	size_t n_revoked = json_array_size(rv.revoked);
-	log_info("%s: TLS certificates, keys, CA bundles and CRL read again; %zu bound "
-		 "certificate%s revoked",
-		 label, n_revoked, n_revoked == 1 ? "" : "s");
+	log_info("%s done: the TLS files%s read again, %zu bound certificate%s revoked", label,
+		 d->routes.jwt ? " and the JWK set" : "", n_revoked, n_revoked == 1 ? "" : "s");
 	if (result)
-		*result = json_pack("{s:o, s:o}", "reloaded", tls_set_files(&d->cfg), "revoked",
-				    rv.revoked);
-	else
-		json_decref(rv.revoked);
+		*result = json_pack("{s:o, s:O}", "reloaded", tls_set_files(&d->cfg, d->routes.jwt),
+				    "revoked", rv.revoked);
+	reverify_done(&rv);
 	return 0;
 refused:
-	json_decref(rv.revoked);
+	reverify_done(&rv);
 	log_error("%s refused, nothing changed: %s", label, err);
 	return -1;
 }

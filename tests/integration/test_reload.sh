@@ -3,7 +3,8 @@
 #  - a garbage CRL file on SIGHUP leaves service unchanged (live connections and new ones), and
 #    the log says why, naming the file;
 #  - `psd2edgectl reload` with a server key that does not match the certificate answers an
-#    error naming tls.key and its file, and service is unchanged;
+#    error naming tls.key and its file, and service is unchanged; one with a garbage JWK set
+#    names jwt.jwks;
 #  - a CRL revoking bound tpp1's certificate, installed by replacing the CRL file + SIGHUP:
 #    tpp1's live keep-alive connection gets no answer to its next request and new handshakes
 #    with its certificate are refused; its binding is revoked in the registry (audited, naming
@@ -24,9 +25,22 @@ upstream_start
 ETC=$TEST_DIR/etc
 mkdir -p "$ETC"
 cp "$PKI"/{server.pem,server.key,tpp-ca.pem,tpp.crl} "$ETC/"
+# A JWK set of one RSA key (n from the modulus in hex, e = 65537).
+openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$TEST_DIR/issuer.key" \
+	2>/dev/null || die "cannot make the token issuer's key"
+python3 -c '
+import base64, json, sys
+b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+print(json.dumps({"keys": [{"kty": "RSA", "kid": "issuer-1", "alg": "PS256",
+                            "n": b64(bytes.fromhex(sys.argv[1])),
+                            "e": b64((65537).to_bytes(3, "big"))}]}))' \
+	"$(openssl rsa -in "$TEST_DIR/issuer.key" -modulus -noout | cut -d= -f2)" \
+	>"$TEST_DIR/jwks.json" || die "cannot write the JWK set"
+cp "$TEST_DIR/jwks.json" "$ETC/jwks.json"
 config_render "$DAEMON_CONFIG" "{
 	\"tls\": {\"cert\": \"$ETC/server.pem\", \"key\": \"$ETC/server.key\",
 		\"client_ca\": \"$ETC/tpp-ca.pem\", \"crl\": \"$ETC/tpp.crl\"},
+	\"jwt\": {\"jwks\": \"$ETC/jwks.json\", \"audience\": \"psd2edge-test\"},
 	\"bpf\": {\"mode\": \"native\", \"interface\": \"$GW_IF\", \"pin_dir\": \"$PIN_DIR\"}}"
 daemon_start
 ns_exec "$GW_NS" ip link show dev "$GW_IF" | grep -q 'prog/xdp' ||
@@ -37,8 +51,8 @@ for c in tpp1 tpp2 tpp3; do
 	assert_eq 0 $? "bind $c"
 done
 
-# install SRC NAME: replaces $ETC/NAME in one rename, as an operator's deployment would.
-install() {
+# replace_file SRC NAME: replaces $ETC/NAME in one rename, as an operator's deployment would.
+replace_file() {
 	cp "$1" "$ETC/$2.new" && mv -f "$ETC/$2.new" "$ETC/$2"
 }
 
@@ -71,7 +85,7 @@ EOF
 
 # sighup: SIGHUP, then wait for the line that ends the reload (done or refused).
 sighup() {
-	local pattern='reload (SIGHUP)\(: TLS\| refused\)' before
+	local pattern='reload (SIGHUP) \(done\|refused\)' before
 	before=$(grep -c "$pattern" "$DAEMON_LOG")
 	kill -HUP "$DAEMON_PID"
 	wait_until 10 test "$(grep -c "$pattern" "$DAEMON_LOG")" -gt "$before" ||
@@ -131,7 +145,7 @@ thumb_of() { # CERT
 session a tpp1 tpp1
 session b tpp2 tpp2
 echo "this is not a CRL" >"$TEST_DIR/garbage.crl"
-install "$TEST_DIR/garbage.crl" tpp.crl
+replace_file "$TEST_DIR/garbage.crl" tpp.crl
 sighup
 log=$(cat "$DAEMON_LOG")
 assert_contains "$log" "reload (SIGHUP) refused, nothing changed: $ETC/tpp.crl" \
@@ -142,26 +156,33 @@ assert_eq 200 "$(json_line "$TEST_DIR/a.out" 2 status)" "tpp1's live connection 
 assert_eq 200 "$(json_line "$TEST_DIR/b.out" 2 status)" "tpp2's live connection still served"
 assert_status 200 "tpp1 still served on a new connection" tpp1 "$GW_URL/a?client_id=tpp1"
 assert_status 200 "tpp2 still served on a new connection" tpp2 "$GW_URL/a?client_id=tpp2"
-install "$PKI/tpp.crl" tpp.crl
+replace_file "$PKI/tpp.crl" tpp.crl
 
 # --- psd2edgectl reload with a server key that does not match: refused, naming it -------------
-install "$PKI/tpp2.key" server.key
+replace_file "$PKI/tpp2.key" server.key
 ctl_capture reload
 assert_eq 1 "$CTL_RC" "psd2edgectl reload with a wrong server key is refused"
 assert_contains "$CTL_ERR" "tls.key ($ETC/server.key)" "the error names tls.key and its file"
 assert_contains "$CTL_ERR" "nothing changed" "the error says nothing changed"
 assert_status 200 "tpp1 still served after the refused reload" tpp1 "$GW_URL/a?client_id=tpp1"
-install "$PKI/server.key" server.key
+replace_file "$PKI/server.key" server.key
+echo '{"keys": "not a JWK set"}' >"$TEST_DIR/garbage-jwks.json"
+replace_file "$TEST_DIR/garbage-jwks.json" jwks.json
+ctl_capture reload
+assert_eq 1 "$CTL_RC" "psd2edgectl reload with a garbage JWK set is refused"
+assert_contains "$CTL_ERR" "nothing changed: jwt.jwks" "the error names jwt.jwks"
+replace_file "$TEST_DIR/jwks.json" jwks.json
 ctl_capture reload
 assert_eq 0 "$CTL_RC" "psd2edgectl reload with the right files succeeds ($CTL_ERR)"
 assert_contains "$CTL_OUT" "tls.crl" "its answer lists the files it read"
+assert_contains "$CTL_OUT" "jwt.jwks" "its answer lists the JWK set"
 assert_status 200 "tpp1 served after a reload of the same files" tpp1 "$GW_URL/a?client_id=tpp1"
 
 # --- a CRL revoking tpp1, installed with SIGHUP -------------------------------------------------
 session c tpp1 tpp1
 session d tpp2 tpp2
 crl_revoking "$TEST_DIR/revokes-tpp1.crl" tpp1
-install "$TEST_DIR/revokes-tpp1.crl" tpp.crl
+replace_file "$TEST_DIR/revokes-tpp1.crl" tpp.crl
 sighup
 tpp1_thumb=$(thumb_of tpp1)
 assert_contains "$(cat "$DAEMON_LOG")" \
