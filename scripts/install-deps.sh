@@ -10,6 +10,7 @@ packages=(
   libhttp-parser-dev libnl-3-dev libnl-route-3-dev
   iproute2 curl xdp-tools nftables iptables ethtool procps psmisc util-linux
   python3 nginx-light haproxy gnuplot-nox linux-perf strace
+  prometheus
   qemu-system-x86 linux-image-amd64 busybox-static
 )
 

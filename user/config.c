@@ -1559,6 +1559,32 @@ static int load_misc(struct loader *l, json_t *root)
 	return 0;
 }
 
+/* --- metrics ------------------------------------------------------------------------------ */
+
+/* On by default, on loopback: the endpoint has no authentication of its own. */
+static int load_metrics(struct loader *l, json_t *root)
+{
+	static const char *const keys[] = {"listen", NULL};
+	struct config *cfg = l->cfg;
+	const char *listen = NULL;
+	json_t *obj;
+	int rc = get_object(l, root, NULL, "metrics", false, &obj);
+	if (rc < 0 || (rc > 0 && (check_unknown_keys(l, obj, "metrics", keys) < 0 ||
+				  get_string(l, obj, "metrics", "listen", false, &listen) < 0)))
+		return -1;
+	if (listen && strcmp(listen, "off") == 0)
+		return 0;
+	struct config_addr *a = &cfg->metrics.listen;
+	if (parse_listen(l, "metrics.listen", listen ? listen : CONFIG_METRICS_LISTEN, a) < 0)
+		return -1;
+	for (unsigned i = 0; i < cfg->n_listen; i++)
+		if (cfg->listen[i].addrlen == a->addrlen &&
+		    memcmp(&cfg->listen[i].addr, &a->addr, a->addrlen) == 0)
+			return fail(l, "metrics.listen", "same address as listen[%u]", i);
+	cfg->metrics.enabled = true;
+	return 0;
+}
+
 /* --- entry points ------------------------------------------------------------------------- */
 
 static int set_dir(struct loader *l, const char *path)
@@ -1612,7 +1638,7 @@ int config_load(const char *path, struct config *cfg, char *err, size_t errlen)
 	static const char *const top_keys[] = {
 		"listen", "tls", "upstream", "upstreams", "jwt", "routes", "client_id", "registry",
 		"control_socket", "control_group", "control_readonly_group", "bpf", "limits",
-		"http", "workers", "access_log", "log_level", NULL,
+		"http", "workers", "access_log", "log_level", "metrics", NULL,
 	};
 	static int (*const loaders[])(struct loader *, json_t *) = {
 		/* schema order: control covers control_socket, control_group and
@@ -1620,7 +1646,7 @@ int config_load(const char *path, struct config *cfg, char *err, size_t errlen)
 		load_listen, load_tls, load_upstream, load_upstreams, load_jwt, load_routes,
 		load_client_id,
 		load_registry, load_control, load_bpf, load_limits, load_http, load_misc,
-		finish_upstreams,
+		load_metrics, finish_upstreams,
 	};
 	struct loader l = {.cfg = cfg, .err = err, .errlen = errlen};
 	json_t *root = NULL;

@@ -63,6 +63,7 @@ struct config_rates {
 #define CONFIG_ROUTE_PREFIX_MAX 255
 #define CONFIG_QUOTA_KEY_MAX 128  /* longest request key value a quota counts by */
 #define CONFIG_POOL_SIZE_DEFAULT 32
+#define CONFIG_METRICS_LISTEN "127.0.0.1:9464"
 
 /* Circuit breaker of one upstream ("circuit_breaker"); absent = never opens. */
 struct config_breaker {
@@ -206,6 +207,12 @@ struct config {
 		const char **drop_headers; /* client headers never forwarded, lower case */
 		unsigned n_drop_headers;
 	} http;
+
+	/* Optional "metrics" object: the Prometheus endpoint (metrics_http.h). */
+	struct {
+		bool enabled;              /* false with "listen": "off" */
+		struct config_addr listen; /* default CONFIG_METRICS_LISTEN */
+	} metrics;
 
 	unsigned workers;  /* optional "workers"; 0 = one per online CPU */
 	char *access_log;  /* optional "access_log" path; NULL = stderr */

@@ -79,6 +79,46 @@ static int ssl_failure(struct conn *c, int ret, bool reading)
 	}
 }
 
+/* The handshake_failures series of a failed handshake, from the certificate's verification,
+ * SSL_get_error's err and the reason of the first error OpenSSL queued. */
+static enum metric_cell handshake_failure(long verify_result, int err, int reason)
+{
+	switch (verify_result) {
+	case X509_V_OK:
+		break;
+	case X509_V_ERR_CERT_REVOKED:
+		return METRIC_CELL_handshake_failed_cert_revoked;
+	case X509_V_ERR_CERT_HAS_EXPIRED:
+		return METRIC_CELL_handshake_failed_cert_expired;
+	case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
+	case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
+	case X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE:
+	case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
+	case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
+	case X509_V_ERR_CERT_UNTRUSTED:
+		return METRIC_CELL_handshake_failed_cert_untrusted;
+	default:
+		return METRIC_CELL_handshake_failed_cert_invalid;
+	}
+	if (err == SSL_ERROR_SYSCALL || err == SSL_ERROR_ZERO_RETURN)
+		return METRIC_CELL_handshake_failed_closed;
+	switch (reason) {
+	case SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE:
+		return METRIC_CELL_handshake_failed_no_certificate;
+	case SSL_R_UNSUPPORTED_PROTOCOL:
+	case SSL_R_WRONG_VERSION_NUMBER:
+	case SSL_R_VERSION_TOO_LOW:
+	case SSL_R_NO_PROTOCOLS_AVAILABLE:
+	case SSL_R_NO_SHARED_CIPHER:
+	case SSL_R_NO_SHARED_SIGNATURE_ALGORITHMS:
+	case SSL_R_NO_SUITABLE_SIGNATURE_ALGORITHM:
+	case SSL_R_HTTP_REQUEST:
+		return METRIC_CELL_handshake_failed_protocol;
+	default:
+		return METRIC_CELL_handshake_failed_tls_error;
+	}
+}
+
 enum conn_result conn_handshake(struct conn *c)
 {
 	if (c->handshake_done)
@@ -104,14 +144,13 @@ enum conn_result conn_handshake(struct conn *c)
 		c->read_wants_write = true;
 		return CONN_AGAIN;
 	}
-	if (err == SSL_ERROR_SSL) {
-		long vr = SSL_get_verify_result(c->ssl);
-		if (vr != X509_V_OK) {
-			snprintf(c->error, sizeof(c->error), "certificate verify failed: %s",
-				 X509_verify_cert_error_string(vr));
-			ERR_clear_error();
-			return CONN_ERROR;
-		}
+	long vr = err == SSL_ERROR_SSL ? SSL_get_verify_result(c->ssl) : X509_V_OK;
+	c->failure = handshake_failure(vr, err, ERR_GET_REASON(ERR_peek_error()));
+	if (vr != X509_V_OK) {
+		snprintf(c->error, sizeof(c->error), "certificate verify failed: %s",
+			 X509_verify_cert_error_string(vr));
+		ERR_clear_error();
+		return CONN_ERROR;
 	}
 	ssl_failure(c, ret, true);
 	if (!c->error[0])

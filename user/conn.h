@@ -14,6 +14,7 @@
 #include <sys/types.h>
 
 #include "ktls.h"
+#include "metrics.h"
 
 enum conn_result {
 	CONN_DONE = 1,    /* handshake complete */
@@ -30,6 +31,7 @@ struct conn {
 	bool readable;          /* see conn_may_read() */
 	struct ktls_state ktls; /* which directions the kernel handles after the handshake */
 	char error[160];        /* last failure, for the log */
+	enum metric_cell failure; /* why the handshake failed: a handshake_failures series */
 };
 
 /* Wraps an accepted or connecting socket. ctx NULL for plain. server selects the role.

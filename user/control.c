@@ -674,32 +674,16 @@ static json_t *cmd_stats(struct request *rq)
 	struct control_hooks *h = &rq->ctx->hooks;
 	if (h->fill_stats)
 		h->fill_stats(h->arg, o);
-	struct registry_client *list = NULL;
-	size_t n = 0;
-	char **deny = NULL;
-	size_t nd = 0;
-	if (registry_list_clients(rq->ctx->reg, &list, &n) != REG_OK ||
-	    registry_deny_list(rq->ctx->reg, &deny, &nd) != REG_OK) {
-		registry_clients_free(list, n);
+	struct registry_counts n;
+	if (registry_counts(rq->ctx->reg, &n) != REG_OK) {
 		json_decref(o);
 		rq_fail(rq, "registry I/O error");
 		return NULL;
 	}
-	json_int_t active = 0, revoked = 0;
-	for (size_t i = 0; i < n; i++)
-		for (unsigned j = 0; j < list[i].n_certs; j++)
-			if (list[i].certs[j].state == CERT_ACTIVE)
-				active++;
-			else
-				revoked++;
-	registry_clients_free(list, n);
-	for (size_t i = 0; i < nd; i++)
-		free(deny[i]);
-	free(deny);
-	json_object_set_new(o, "clients", json_integer((json_int_t)n));
-	json_object_set_new(o, "certs_active", json_integer(active));
-	json_object_set_new(o, "certs_revoked", json_integer(revoked));
-	json_object_set_new(o, "deny_entries", json_integer((json_int_t)nd));
+	json_object_set_new(o, "clients", json_integer(n.clients));
+	json_object_set_new(o, "certs_active", json_integer(n.certs_active));
+	json_object_set_new(o, "certs_revoked", json_integer(n.certs_revoked));
+	json_object_set_new(o, "deny_entries", json_integer(n.deny_entries));
 	return o;
 }
 

@@ -29,6 +29,7 @@
 #include "cidr.h"
 #include "flow_index.h"
 #include "log.h"
+#include "metrics.h"
 #include "psd2edge_abi.h"
 #include "psd2edge.skel.h"
 
@@ -1168,45 +1169,39 @@ int dataplane_set_src_rate(struct dataplane *dp, uint64_t per_sec, uint64_t burs
 	return 0;
 }
 
-/* --- stats -------------------------------------------------------------------------------- */
+/* --- metrics ------------------------------------------------------------------------------ */
 
-void dataplane_fill_stats(struct dataplane *dp, json_t *obj)
+void dataplane_metrics(void *arg, struct metrics_sink *sink)
 {
-	json_t *xdp = json_object(), *pk = json_object(), *by = json_object(), *er = json_object();
+	struct dataplane *dp = arg;
+	bool active = dataplane_active(dp);
+	metrics_emit(sink, METRIC_xdp_info, 1,
+		     METRIC_LABELS(dataplane_mode(dp), active ? dp->ifname : ""));
+	if (!active)
+		return;
 	int ncpu = libbpf_num_possible_cpus();
-	struct psd2_stat *v = NULL;
+	struct psd2_stat *v = ncpu > 0 ? calloc((size_t)ncpu, sizeof(*v)) : NULL;
+	for (__u32 r = 0; v && r < PSD2_STAT_MAX; r++) {
+		uint64_t p = 0, b = 0;
 
-	json_object_set_new(xdp, "mode", json_string(dataplane_mode(dp)));
-	if (dataplane_active(dp)) {
-		json_object_set_new(xdp, "interface", json_string(dp->ifname));
-		if (ncpu > 0)
-			v = calloc((size_t)ncpu, sizeof(*v));
-		for (__u32 r = 0; v && r < PSD2_STAT_MAX; r++) {
-			uint64_t p = 0, b = 0;
-
-			if (bpf_map_lookup_elem(dp->fd_stats, &r, v) == 0)
-				for (int c = 0; c < ncpu; c++) {
-					p += v[c].packets;
-					b += v[c].bytes;
-				}
-			json_object_set_new(pk, reason_names[r], json_integer((json_int_t)p));
-			json_object_set_new(by, reason_names[r], json_integer((json_int_t)b));
-		}
-		free(v);
-#define DP_ERROR_JSON(name)                                                                \
-	json_object_set_new(er, #name, json_integer((json_int_t)atomic_load_explicit(       \
-					       &dp->errors.name, memory_order_relaxed)));
-		DP_ERRORS(DP_ERROR_JSON)
-#undef DP_ERROR_JSON
-		json_object_set_new(xdp, "flows_added",
-				    json_integer((json_int_t)atomic_load(&dp->flows_added)));
-		json_object_set_new(xdp, "flows_deleted",
-				    json_integer((json_int_t)atomic_load(&dp->flows_deleted)));
+		if (bpf_map_lookup_elem(dp->fd_stats, &r, v) == 0)
+			for (int c = 0; c < ncpu; c++) {
+				p += v[c].packets;
+				b += v[c].bytes;
+			}
+		metrics_emit(sink, METRIC_xdp_packets, (int64_t)p, METRIC_LABELS(reason_names[r]));
+		metrics_emit(sink, METRIC_xdp_bytes, (int64_t)b, METRIC_LABELS(reason_names[r]));
 	}
-	json_object_set_new(xdp, "packets", pk);
-	json_object_set_new(xdp, "bytes", by);
-	json_object_set_new(xdp, "errors", er);
-	json_object_set_new(obj, "xdp", xdp);
+	free(v);
+#define DP_ERROR_EMIT(name)                                                                \
+	metrics_emit(sink, METRIC_xdp_errors,                                              \
+		     (int64_t)atomic_load_explicit(&dp->errors.name, memory_order_relaxed),     \
+		     METRIC_LABELS(#name));
+	DP_ERRORS(DP_ERROR_EMIT)
+#undef DP_ERROR_EMIT
+	metrics_emit(sink, METRIC_xdp_flows_added, (int64_t)atomic_load(&dp->flows_added), NULL);
+	metrics_emit(sink, METRIC_xdp_flows_deleted, (int64_t)atomic_load(&dp->flows_deleted),
+		     NULL);
 }
 
 /* --- link notifications ------------------------------------------------------------------- */

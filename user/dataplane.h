@@ -2,7 +2,7 @@
  * reuses the maps pinned under bpf.pin_dir (one file each, layouts in include/psd2edge_abi.h),
  * attaches the program to bpf.interface, and writes the daemon's verdicts into the maps.
  *
- * Failures to write a map (full, pin errors) are logged and counted in dataplane_fill_stats();
+ * Failures to write a map (full, pin errors) are logged and counted (dataplane_metrics);
  * they never stop the daemon from serving. With bpf.mode "off" every call succeeds and does
  * nothing.
  *
@@ -107,9 +107,11 @@ int dataplane_deny_del(struct dataplane *dp, const char *cidr);
 /* Per-source new-connection rate, effective at the next packet. per_sec 0 turns it off. */
 int dataplane_set_src_rate(struct dataplane *dp, uint64_t per_sec, uint64_t burst);
 
-/* Adds "xdp": {"mode", "interface", "packets": {reason: n}, "bytes": {reason: n},
- * "errors": {...}} with the per-reason counters summed over CPUs. */
-void dataplane_fill_stats(struct dataplane *dp, json_t *obj);
+/* A metrics source (metrics.h; arg: the dataplane): the mode and interface, the stats map's
+ * per-verdict counters summed over CPUs, the map write failures and the flows added and
+ * deleted. */
+struct metrics_sink;
+void dataplane_metrics(void *arg, struct metrics_sink *sink);
 
 /* Interface comings and goings (rtnetlink, libnl): a socket to watch for readability, and the
  * handler to call when it is readable; the program is re-attached when the interface

@@ -42,6 +42,13 @@ int64_t ev_now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+int64_t ev_now_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
 struct ev_loop *ev_loop_new(int max_fds)
 {
 	struct ev_loop *loop = calloc(1, sizeof(*loop));

@@ -37,5 +37,6 @@ void ev_set_before_sleep(struct ev_loop *loop, ev_hook_fn *fn, void *arg);
 void ev_run(struct ev_loop *loop);  /* until ev_stop() */
 void ev_stop(struct ev_loop *loop);
 int64_t ev_now_ms(void);            /* CLOCK_MONOTONIC in ms */
+int64_t ev_now_us(void);            /* the same clock in µs (ev_now_ms() == ev_now_us() / 1000) */
 
 #endif

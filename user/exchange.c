@@ -3,8 +3,25 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "metrics.h"
 #include "policy_store.h"
 #include "route.h"
+
+_Static_assert(ROUTE_MAX_POLICIES <= METRICS_ROUTE_POLICIES, "a metrics slot for each policy");
+
+/* The routes as the metrics name them: prefix, upstream, and the policy in each slot. */
+static void route_table_name_metrics(const struct route_table *t)
+{
+	struct metrics_route names[CONFIG_MAX_ROUTES];
+	memset(names, 0, sizeof(names));
+	for (unsigned i = 0; i < t->n; i++) {
+		names[i].prefix = t->route[i].cfg->prefix;
+		names[i].upstream = t->route[i].upstream_name;
+		for (unsigned k = 0; k < t->route[i].n_policies; k++)
+			names[i].policy[k] = t->route[i].policy[k]->ops->name;
+	}
+	metrics_routes_set(names, t->n);
+}
 
 int route_table_init(struct route_table *t, const struct config *cfg, struct policy_store *store,
 		     char *err, size_t errlen)
@@ -19,6 +36,7 @@ int route_table_init(struct route_table *t, const struct config *cfg, struct pol
 		struct route_rt *r = &t->route[i];
 		r->cfg = rc;
 		r->upstream_name = up->name;
+		r->index = i;
 		t->n = i + 1;
 		const char *what = NULL;
 		if (rc->require_roles &&
@@ -47,6 +65,7 @@ int route_table_init(struct route_table *t, const struct config *cfg, struct pol
 			return -1;
 		}
 	}
+	route_table_name_metrics(t);
 	return 0;
 }
 
@@ -58,32 +77,7 @@ void route_table_free(struct route_table *t)
 	t->n = 0;
 	jwt_verifier_free(t->jwt);
 	t->jwt = NULL;
-}
-
-void route_table_fill_stats(const struct route_table *t, json_t *obj)
-{
-	static const char *const classes[] = {"none", "1xx", "2xx", "3xx", "4xx", "5xx"};
-	json_t *routes = json_array();
-	for (unsigned i = 0; i < t->n; i++) {
-		const struct route_rt *r = &t->route[i];
-		json_t *resp = json_object(), *pol = json_object();
-		for (unsigned c = 0; c < 6; c++)
-			json_object_set_new(resp, classes[c],
-					    json_integer((json_int_t)atomic_load(&r->by_class[c])));
-		for (unsigned k = 0; k < r->n_policies; k++) {
-			const struct policy *p = r->policy[k];
-			json_object_set_new(pol, p->ops->name,
-					    json_pack("{s:I,s:I}", "passed",
-						      (json_int_t)atomic_load(&p->passed), "refused",
-						      (json_int_t)atomic_load(&p->refused)));
-		}
-		json_array_append_new(routes, json_pack("{s:s,s:s,s:I,s:o,s:o}", "prefix",
-							r->cfg->prefix, "upstream", r->upstream_name,
-							"requests",
-							(json_int_t)atomic_load(&r->requests),
-							"responses", resp, "policies", pol));
-	}
-	json_object_set_new(obj, "routes", routes);
+	metrics_routes_set(NULL, 0);
 }
 
 static enum policy_verdict refuse(struct policy_request *pr, int status, const char *error,
@@ -107,17 +101,17 @@ enum policy_verdict exchange_admit(struct exchange *x, struct route_table *t,
 		return refuse(pr, 404, "not_found", "no route for this path", "no_route");
 	struct route_rt *r = &t->route[i];
 	x->route = r;
-	atomic_fetch_add_explicit(&r->requests, 1, memory_order_relaxed);
+	metrics_route_request(r->index);
 	pr->resp_headers = &x->resp_headers;
 	pr->bearer = &x->bearer;
 	for (unsigned k = 0; k < r->n_policies; k++) {
 		struct policy *p = r->policy[k];
-		if (p->ops->on_request(p, pr, &x->token[k]) == POLICY_NEXT) {
-			atomic_fetch_add_explicit(&p->passed, 1, memory_order_relaxed);
+		bool passed = p->ops->on_request(p, pr, &x->token[k]) == POLICY_NEXT;
+		metrics_route_policy(r->index, k, passed);
+		if (passed) {
 			x->n_admitted = k + 1;
 			continue;
 		}
-		atomic_fetch_add_explicit(&p->refused, 1, memory_order_relaxed);
 		/* The response still carries what the later policies would have said. */
 		for (unsigned later = k + 1; later < r->n_policies; later++)
 			if (r->policy[later]->ops->add_headers)
@@ -138,8 +132,7 @@ void exchange_complete(struct exchange *x, const struct exchange_outcome *o)
 		return;
 	x->pending = false;
 	struct route_rt *r = x->route;
-	unsigned cls = o->status >= 100 && o->status < 600 ? o->status / 100 : 0;
-	atomic_fetch_add_explicit(&r->by_class[cls], 1, memory_order_relaxed);
+	metrics_route_response(r->index, o->status);
 	for (unsigned k = x->n_admitted; k-- > 0;)
 		if (r->policy[k]->ops->on_complete)
 			r->policy[k]->ops->on_complete(r->policy[k], o, x->token[k]);

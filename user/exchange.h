@@ -1,15 +1,13 @@
 /* One request/response between a TPP and an upstream, once the TPP's identity is proven: the
  * route it takes, the route's policies that let it through, the headers they add to its
  * response, and the one place its outcome is known (exchange_complete), which reports it to
- * those policies and to the route's counters.
+ * those policies and to the route's metrics (metrics.h).
  *
- * The route table holds, per configured route, its policy instances and counters; it is built
- * at start and shared by every worker. */
+ * The route table holds, per configured route, its policy instances; it is built at start and
+ * shared by every worker. Its routes are the ones the route metrics count on. */
 #ifndef PSD2EDGE_EXCHANGE_H
 #define PSD2EDGE_EXCHANGE_H
 
-#include <jansson.h>
-#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -25,8 +23,7 @@ struct route_rt {
 	const char *upstream_name;
 	struct policy *policy[ROUTE_MAX_POLICIES]; /* in the order they run */
 	unsigned n_policies;
-	_Atomic uint64_t requests;
-	_Atomic uint64_t by_class[6]; /* responses by status / 100 (index 0: none sent) */
+	unsigned index; /* in the table: the route's series in the metrics */
 };
 
 struct route_table {
@@ -40,13 +37,11 @@ struct route_table {
 
 struct policy_store;
 
-/* store may be NULL only when no route has a quota or breaker (the configuration's rule). */
+/* store may be NULL only when no route has a quota or breaker (the configuration's rule). The
+ * routes' metrics start at zero (metrics_routes_set: before the workers start). */
 int route_table_init(struct route_table *t, const struct config *cfg, struct policy_store *store,
 		     char *err, size_t errlen);
 void route_table_free(struct route_table *t);
-/* "routes": [{"prefix", "upstream", "requests", "responses": {"2xx": n, ...}, "policies":
- * {"quota": {"passed", "refused"}, ...}}] for `stats`. */
-void route_table_fill_stats(const struct route_table *t, json_t *obj);
 
 struct exchange {
 	struct route_rt *route;  /* NULL until routed */
@@ -61,7 +56,7 @@ struct exchange {
  * status, error, description, retry_after and reason set (404 when no route matches). */
 enum policy_verdict exchange_admit(struct exchange *x, struct route_table *t,
 				   struct policy_request *pr);
-/* Reports the outcome to the route's counters and to the policies that let it through; the
+/* Reports the outcome to the route's metrics and to the policies that let it through; the
  * second and later calls do nothing. A request refused in exchange_admit needs none. */
 void exchange_complete(struct exchange *x, const struct exchange_outcome *o);
 /* Ready for the next request; keeps the header buffer's allocation. */

@@ -632,28 +632,3 @@ void ktls_counters_read(struct ktls_counters *out)
 	for (int i = 0; i < KTLS_REASON_COUNT; i++)
 		out->fallback_by[i] = CNT_GET(fallback_by[i]);
 }
-
-void ktls_stats_fill(json_t *obj)
-{
-	struct ktls_counters c;
-	ktls_counters_read(&c);
-	json_t *k = json_object();
-	json_t *by = json_object();
-	if (!k || !by) {
-		json_decref(k);
-		json_decref(by);
-		return;
-	}
-	json_object_set_new(k, "kernel_available", json_boolean(ktls_kernel_available()));
-#define KTLS_JSON(name) json_object_set_new(k, #name, json_integer((json_int_t)c.name));
-	KTLS_JSON(connections) KTLS_JSON(tx) KTLS_JSON(rx)
-	KTLS_JSON(tx_openssl) KTLS_JSON(rx_openssl) KTLS_JSON(tx_manual) KTLS_JSON(rx_manual)
-	KTLS_JSON(tx_open) KTLS_JSON(rx_open) KTLS_JSON(fallback)
-	KTLS_JSON(keyupdate_closes) KTLS_JSON(alerts_received) KTLS_JSON(tickets_dropped)
-	KTLS_JSON(renegotiations_refused)
-#undef KTLS_JSON
-	for (int i = 1; i < KTLS_REASON_COUNT; i++)
-		json_object_set_new(by, reason_keys[i], json_integer((json_int_t)c.fallback_by[i]));
-	json_object_set_new(k, "fallback_by_reason", by);
-	json_object_set_new(obj, "ktls", k);
-}

@@ -42,7 +42,6 @@
 #define PSD2EDGE_KTLS_H
 
 #include <errno.h>
-#include <jansson.h>
 #include <openssl/ssl.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -133,8 +132,6 @@ int ktls_send_close_notify(int fd);
 const char *ktls_reason_key(enum ktls_reason r);
 const char *ktls_reason_name(enum ktls_reason r);
 void ktls_counters_read(struct ktls_counters *out);
-/* Adds {"ktls": {...}} to a stats object: totals, open gauges, fallbacks by reason name. */
-void ktls_stats_fill(json_t *obj);
 
 /* Exposed for tests: the kernel crypto_info for one direction, from the captured secrets
  * (TLS 1.3) or the session's master secret (TLS 1.2). tx selects our write direction.

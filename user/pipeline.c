@@ -4,7 +4,7 @@
 #include <string.h>
 
 #include "clientid.h"
-#include "stats.h"
+#include "metrics.h"
 
 static enum stage_result reject_identity(struct request_ctx *rc, const char *description,
 					 const char *reason)

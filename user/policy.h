@@ -73,7 +73,6 @@ struct policy_ops {
 
 struct policy {
 	const struct policy_ops *ops;
-	_Atomic uint64_t passed, refused;
 };
 
 struct policy_store;

@@ -369,6 +369,14 @@ uint64_t policy_store_quota_full(const struct policy_store *ps)
 	return atomic_load_explicit(&ps->full, memory_order_relaxed);
 }
 
+uint32_t policy_store_quota_used(struct policy_store *ps)
+{
+	pthread_mutex_lock(&ps->lock);
+	uint32_t used = PSD2_MAX_QUOTA_ENTRIES - ps->n_free;
+	pthread_mutex_unlock(&ps->lock);
+	return used;
+}
+
 static void mark_dirty(struct policy_store *ps, uint32_t e)
 {
 	atomic_fetch_or_explicit(&ps->dirty[e / 64], 1ULL << (e % 64), memory_order_relaxed);

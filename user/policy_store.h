@@ -35,6 +35,8 @@ void policy_store_close(struct policy_store *ps);
 struct psd2_quota *policy_store_quota(struct policy_store *ps, const char *name,
 				      const char *client_id, const char *key, bool create);
 uint64_t policy_store_quota_full(const struct policy_store *ps);
+/* Counters in the quota map (of PSD2_MAX_QUOTA_ENTRIES). */
+uint32_t policy_store_quota_used(struct policy_store *ps);
 
 /* Calls fn for each counter of client_id (every quota name; only those of `key` when key is not
  * NULL). The callback may read and (holding the entry's lock) change the entry; every entry

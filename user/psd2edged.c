@@ -16,17 +16,18 @@
 #include "config.h"
 #include "control.h"
 #include "daemon.h"
+#include "daemon_metrics.h"
 #include "dataplane.h"
 #include "denyset.h"
 #include "ev.h"
 #include "expiry.h"
-#include "ktls.h"
 #include "jwt.h"
 #include "log.h"
+#include "metrics.h"
+#include "metrics_http.h"
 #include "policy_store.h"
 #include "registry.h"
 #include "reload.h"
-#include "stats.h"
 #include "worker.h"
 
 #define ERRLEN 512
@@ -177,22 +178,12 @@ static void daemon_fill_client(void *arg, uint32_t slot, json_t *obj)
 	dataplane_fill_client(d->dp, slot, obj);
 }
 
+/* The same series as GET /metrics (metrics.h). */
 static void daemon_fill_stats(void *arg, json_t *obj)
 {
-	struct daemon *d = arg;
-	stats_fill(obj);
-	json_object_set_new(obj, "workers", json_integer(d->n_workers));
-	json_t *per_worker = json_array();
-	for (unsigned i = 0; i < d->n_workers; i++)
-		json_array_append_new(per_worker, json_pack("{s:I}", "sessions",
-							     (json_int_t)atomic_load(&d->workers[i].n_sessions)));
-	json_object_set_new(obj, "per_worker", per_worker);
-	dataplane_fill_stats(d->dp, obj);
-	ktls_stats_fill(obj);
-	route_table_fill_stats(&d->routes, obj);
-	if (d->policy)
-		json_object_set_new(obj, "quota_map_full",
-				    json_integer((json_int_t)policy_store_quota_full(d->policy)));
+	(void)arg;
+	if (metrics_render_json(obj) < 0)
+		log_warn("stats: out of memory: some figures are missing");
 }
 
 static int daemon_wait_workers(struct daemon *d)
@@ -339,6 +330,7 @@ static int daemon_run(struct daemon *d)
 	int rc = 1;
 	struct ev_loop *loop = NULL;
 	struct control_server *ctl = NULL;
+	struct metrics_http *metrics = NULL;
 	int sfd = -1;
 	unsigned started = 0;
 
@@ -424,6 +416,15 @@ static int daemon_run(struct daemon *d)
 		}
 	}
 
+	if (daemon_metrics_start(d) < 0) {
+		log_error("metrics: no room for the daemon's sources");
+		goto out;
+	}
+	if (d->cfg.metrics.enabled &&
+	    metrics_http_start(loop, &d->cfg.metrics.listen, &metrics, err, sizeof(err)) < 0) {
+		log_error("metrics.listen: %s", err);
+		goto out;
+	}
 	struct control_ctx cctx = {
 		.reg = d->reg,
 		.trust = d->trust,
@@ -447,8 +448,9 @@ static int daemon_run(struct daemon *d)
 	    !ev_timer_add(loop, daemon_expiry_warn(loop, NULL, d), daemon_expiry_warn, d))
 		log_warn("tls.expiry_warning_days: no timer for the daily warning: %s",
 			 strerror(errno));
-	log_info("ready: %u workers, %u listeners, xdp %s, control socket %s", d->n_workers,
-		 d->cfg.n_listen, dataplane_mode(d->dp), d->cfg.control_socket);
+	log_info("ready: %u workers, %u listeners, xdp %s, control socket %s, metrics %s",
+		 d->n_workers, d->cfg.n_listen, dataplane_mode(d->dp), d->cfg.control_socket,
+		 d->cfg.metrics.enabled ? d->cfg.metrics.listen.text : "off");
 
 	ev_run(loop);
 	rc = 0;
@@ -456,6 +458,8 @@ static int daemon_run(struct daemon *d)
 out:
 	if (ctl)
 		control_server_stop(ctl); /* no changes during the drain */
+	metrics_http_stop(metrics);
+	metrics_sources_clear(); /* their state goes below */
 	d->control = NULL;
 	if (started) {
 		atomic_store(&d->draining, true);

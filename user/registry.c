@@ -1426,6 +1426,25 @@ out:
 	return ret;
 }
 
+/* Revoked certificates count while their client is there (as registry_list_clients shows
+ * them); those of a client unbound since stay on record only. */
+int registry_counts(struct registry *reg, struct registry_counts *out)
+{
+	static const char *const sql[] = {
+		"SELECT COUNT(*) FROM clients",
+		"SELECT COUNT(*) FROM certificates WHERE state = 'active'",
+		"SELECT COUNT(*) FROM certificates JOIN clients USING (client_id)"
+		" WHERE certificates.state = 'revoked'",
+		"SELECT COUNT(*) FROM deny",
+	};
+	int64_t *field[] = {&out->clients, &out->certs_active, &out->certs_revoked,
+			    &out->deny_entries};
+	for (size_t i = 0; i < sizeof(sql) / sizeof(sql[0]); i++)
+		if (db_int(reg, field[i], sql[i], "") != SQLITE_ROW)
+			return REG_ERR_IO;
+	return REG_OK;
+}
+
 /* --- deny-list ------------------------------------------------------------------------ */
 
 static int deny_change(struct registry *reg, const char *in, bool add, uid_t uid, char *err,

@@ -179,6 +179,11 @@ int registry_get_client(struct registry *reg, const char *client_id, struct regi
 void registry_client_free(struct registry_client *c);
 int registry_list_clients(struct registry *reg, struct registry_client **out, size_t *n);
 void registry_clients_free(struct registry_client *list, size_t n);
+/* The registry's size: clients, their active and revoked certificates, deny-list entries. */
+struct registry_counts {
+	int64_t clients, certs_active, certs_revoked, deny_entries;
+};
+int registry_counts(struct registry *reg, struct registry_counts *out);
 /* Newest first; client_id NULL for all; at most limit entries. */
 int registry_audit(struct registry *reg, const char *client_id, size_t limit,
 		   struct registry_audit_entry **out, size_t *n);

@@ -14,9 +14,9 @@
 #include "dataplane.h"
 #include "ev.h"
 #include "log.h"
+#include "metrics.h"
 #include "pipeline.h"
 #include "route.h"
-#include "stats.h"
 
 /* Output queued beyond this stops reading from the other side (backpressure). */
 #define SESSION_HIGH_WATER (256 * 1024)
@@ -87,7 +87,7 @@ static void session_log_request(struct session *s)
 		memcpy(path, url, n);
 		path[n] = '\0';
 	}
-	int64_t now = ev_now_ms();
+	int64_t now_us = ev_now_us(), now = now_us / 1000;
 	struct buf *batch = s->env->access_log;
 	size_t line_start = batch->len;
 	/* request_id, the thumbprint and the method are the gateway's own text: no escape needed. */
@@ -109,6 +109,8 @@ static void session_log_request(struct session *s)
 	else
 		log_access_commit(batch, line_start);
 	session_count_status(s->status);
+	if (s->x.route && s->head_start_ms)
+		metrics_route_duration(s->x.route->index, now_us - s->head_start_us);
 }
 
 /* The current exchange's upstream connection is not to be trusted with another request. */
@@ -391,8 +393,10 @@ static bool session_feed_request(struct session *s)
 		return false;
 	if (s->state == SESSION_FORWARD && s->up->out.len > SESSION_HIGH_WATER)
 		return false;
-	if (s->state == SESSION_READ_HEAD && !s->head_start_ms)
-		s->head_start_ms = ev_now_ms();
+	if (s->state == SESSION_READ_HEAD && !s->head_start_ms) {
+		s->head_start_us = ev_now_us();
+		s->head_start_ms = s->head_start_us / 1000;
+	}
 	enum session_state before = s->state;
 	enum http_msg_state msg_before = s->req.state;
 	size_t n = http_msg_feed(&s->req, buf_head(&s->c_in), s->c_in.len, session_on_request_body, s);
@@ -801,6 +805,7 @@ static void session_step(struct session *s)
 		enum conn_result r = conn_handshake(&s->client);
 		if (r == CONN_ERROR) {
 			STATS_INC(handshakes_failed);
+			metrics_add(s->client.failure, 1);
 			log_info("handshake with %s failed: %s", s->peer_text, s->client.error);
 			session_close(s);
 			return;
@@ -938,6 +943,8 @@ void session_check_deadline(struct session *s, int64_t now)
 	case SESSION_HANDSHAKE:
 		if (now - s->accepted_ms > cfg->limits.header_timeout_ms) {
 			STATS_INC(header_timeouts);
+			STATS_INC(handshakes_failed);
+			STATS_INC(handshake_failed_timeout);
 			session_close(s);
 		}
 		return;

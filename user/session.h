@@ -99,6 +99,7 @@ struct session {
 	unsigned status;
 	const char *verdict;
 	int64_t accepted_ms, head_start_ms, forward_start_ms, last_activity_ms;
+	int64_t head_start_us; /* head_start_ms in µs, for the request duration histogram */
 	uint64_t req_body_bytes, resp_bytes;
 	/* The request body's current rate window: its start and req_body_bytes then. */
 	int64_t body_window_start_ms;

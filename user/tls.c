@@ -15,7 +15,7 @@
 #include <time.h>
 
 #include "log.h"
-#include "stats.h"
+#include "metrics.h"
 
 void tls_error_string(char *err, size_t errlen, const char *what)
 {

@@ -11,7 +11,7 @@
 #include "config.h"
 #include "ev.h"
 #include "log.h"
-#include "stats.h"
+#include "metrics.h"
 
 #define UPCONN_READ_CHUNK (16 * 1024)
 

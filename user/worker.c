@@ -19,8 +19,8 @@
 #include "denyset.h"
 #include "ev.h"
 #include "log.h"
+#include "metrics.h"
 #include "session.h"
-#include "stats.h"
 
 #define WORKER_SWEEP_MS 100
 #define WORKER_LISTEN_BACKLOG 1024

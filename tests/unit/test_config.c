@@ -1833,6 +1833,42 @@ static void test_file_errors(void **state)
 	assert_string_equal(small, "config: mus");
 }
 
+/* "metrics": on at 127.0.0.1:9464 without the object; "off" turns it off. */
+static void test_metrics_keys(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *metrics; /* the object's text, NULL: none */
+		const char *want;    /* the address served, "off", or the error */
+	} cases[] = {
+		{NULL, CONFIG_METRICS_LISTEN},
+		{"{}", CONFIG_METRICS_LISTEN},
+		{"{\"listen\": \"0.0.0.0:9100\"}", "0.0.0.0:9100"},
+		{"{\"listen\": \"[::1]:9464\"}", "[::1]:9464"},
+		{"{\"listen\": \"off\"}", "off"},
+		{"\"off\"", "metrics: must be an object"},
+		{"{\"listen\": \"localhost:9464\"}", "metrics.listen: invalid address"},
+		{"{\"listen\": \"127.0.0.1:99999\"}", "metrics.listen: invalid port"},
+		{"{\"listen\": 9464}", "metrics.listen: must be a string"},
+		{"{\"listen\": \"127.0.0.1:8443\"}", "metrics.listen: same address as listen[0]"},
+		{"{\"port\": 9464}", "metrics.port: unknown key"},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		json_t *root = minimal_config();
+		if (cases[i].metrics)
+			set(root, NULL, "metrics", parse(cases[i].metrics));
+		if (strchr(cases[i].want, ' ')) {
+			expect_error(root, cases[i].want);
+			continue;
+		}
+		struct config cfg;
+		expect_ok(root, &cfg);
+		assert_string_equal(cfg.metrics.enabled ? cfg.metrics.listen.text : "off",
+				    cases[i].want);
+		config_free(&cfg);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1855,6 +1891,7 @@ int main(void)
 		cmocka_unit_test(test_bpf_rates),
 		cmocka_unit_test(test_file_errors),
 		cmocka_unit_test(test_http_keys),
+		cmocka_unit_test(test_metrics_keys),
 	};
 	return cmocka_run_group_tests(tests, setup_pki, teardown_pki);
 }
