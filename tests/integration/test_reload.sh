@@ -5,6 +5,8 @@
 #  - `psd2edgectl reload` with a server key that does not match the certificate answers an
 #    error naming tls.key and its file, and service is unchanged; one with a garbage JWK set
 #    names jwt.jwks;
+#  - a new server certificate: new handshakes present it (on every worker), a connection made
+#    before it keeps going;
 #  - a CRL revoking bound tpp1's certificate, installed by replacing the CRL file + SIGHUP:
 #    tpp1's live keep-alive connection gets no answer to its next request and new handshakes
 #    with its certificate are refused; its binding is revoked in the registry (audited, naming
@@ -177,6 +179,30 @@ assert_eq 0 "$CTL_RC" "psd2edgectl reload with the right files succeeds ($CTL_ER
 assert_contains "$CTL_OUT" "tls.crl" "its answer lists the files it read"
 assert_contains "$CTL_OUT" "jwt.jwks" "its answer lists the JWK set"
 assert_status 200 "tpp1 served after a reload of the same files" tpp1 "$GW_URL/a?client_id=tpp1"
+
+# --- a new server certificate ------------------------------------------------------------------
+# served_serial: the serial of the server certificate a new handshake gets
+served_serial() {
+	ns_exec "$TPP_NS" openssl s_client -connect "$GW_IP:$GW_PORT" -servername "$GW_HOST" \
+		-cert "$PKI/tpp2.pem" -key "$PKI/tpp2.key" </dev/null 2>/dev/null |
+		openssl x509 -noout -serial
+}
+printf 'subjectAltName = DNS:gateway.test, DNS:localhost, IP:10.77.0.1, IP:127.0.0.1\n' \
+	>"$TEST_DIR/san.cnf"
+openssl req -new -key "$PKI/server.key" -subj "/CN=gateway.test" 2>/dev/null |
+	openssl x509 -req -CA "$PKI/bank-ca.pem" -CAkey "$PKI/bank-ca.key" -set_serial 0x5e12e10ad \
+		-days 30 -extfile "$TEST_DIR/san.cnf" -out "$TEST_DIR/server-next.pem" 2>/dev/null ||
+	die "cannot issue the next server certificate"
+session f tpp2 tpp2
+replace_file "$TEST_DIR/server-next.pem" server.pem
+ctl_capture reload
+assert_eq 0 "$CTL_RC" "psd2edgectl reload with a new server certificate ($CTL_ERR)"
+for i in 1 2 3 4 5 6; do
+	assert_eq serial=05E12E10AD "$(served_serial)" "new handshake $i gets the new server certificate"
+done
+session_end f
+assert_eq 200 "$(json_line "$TEST_DIR/f.out" 2 status)" \
+	"a connection made with the old certificate keeps going"
 
 # --- a CRL revoking tpp1, installed with SIGHUP -------------------------------------------------
 session c tpp1 tpp1

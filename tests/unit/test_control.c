@@ -963,6 +963,58 @@ static void test_no_hooks(void **state)
 	json_decref(r);
 }
 
+/* `reload` runs the daemon's hook on behalf of the peer: its refusal comes back whole after
+ * "reload refused, nothing changed: ", its result as is; without the hook, or for a reader, it
+ * is refused without calling it. */
+static struct {
+	int calls;
+	uid_t uid;
+	const char *fail; /* NULL: the reload succeeds */
+} fake_reload_state;
+
+static int fake_reload(void *arg, uid_t uid, json_t **result, char *err, size_t errlen)
+{
+	(void)arg;
+	fake_reload_state.calls++;
+	fake_reload_state.uid = uid;
+	if (fake_reload_state.fail) {
+		snprintf(err, errlen, "%s", fake_reload_state.fail);
+		return -1;
+	}
+	*result = json_pack("{s:[s], s:[]}", "reloaded", "tls.crl", "revoked");
+	return 0;
+}
+
+static void test_reload_command(void **state)
+{
+	struct fixture *fx = *state;
+	static const char line[] = "{\"cmd\":\"reload\"}";
+	memset(&fake_reload_state, 0, sizeof(fake_reload_state));
+
+	fx->ctx.hooks.reload = NULL;
+	refused_line(fx, line, "reload is not available");
+
+	fx->ctx.hooks.reload = fake_reload;
+	refused_line_as(fx, line, CONTROL_ACCESS_READ, "permission denied: reload changes state");
+	refused_line(fx, "{\"cmd\":\"reload\",\"crl\":\"x\"}", "unknown field 'crl' for command reload");
+	assert_int_equal(fake_reload_state.calls, 0);
+
+	fake_reload_state.fail = "tls.key (/etc/psd2edge/server.key): key values mismatch";
+	refused_line(fx, line,
+		     "reload refused, nothing changed: tls.key (/etc/psd2edge/server.key): key "
+		     "values mismatch");
+	assert_int_equal(fake_reload_state.calls, 1);
+
+	fake_reload_state.fail = NULL;
+	json_t *r = ok(fx, json_pack("{s:s}", "cmd", "reload"));
+	assert_int_equal(fake_reload_state.calls, 2);
+	assert_int_equal(fake_reload_state.uid, 0);
+	assert_string_equal(json_string_value(json_array_get(json_object_get(r, "reloaded"), 0)),
+			    "tls.crl");
+	assert_int_equal(json_array_size(json_object_get(r, "revoked")), 0);
+	json_decref(r);
+}
+
 /* --- who may run what --------------------------------------------------------------------------- */
 
 /* Every command, in an order in which each succeeds for a writer: a reader runs the ones that
@@ -1810,6 +1862,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_deny_list, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_limits, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_no_hooks, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_reload_command, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_command_access, fx_setup, fx_teardown),
 		cmocka_unit_test(test_peer_access),
 		cmocka_unit_test_setup_teardown(test_socket_server, fx_setup, fx_teardown),
