@@ -9,7 +9,9 @@
 # token on the verify_jwt route (401, a bare Bearer challenge) and on a route without it (the
 # header decides), a claim that disagrees with the header, an expired token, alg HS256 keyed
 # with the issuer's public key, and a token another key signed. None of the refused requests
-# reaches the upstream. --check-config names a JWK set's key that is too weak.
+# reaches the upstream. --check-config names a JWK set's key that is too weak. The issuer's
+# keys change with psd2edgectl reload: the old key's tokens are refused from then on, the new
+# key's accepted; a JWK set that does not load is refused and the keys in use stay.
 # shellcheck source=tests/integration/lib.sh
 . "$(dirname "$0")/lib.sh"
 
@@ -29,15 +31,17 @@ b64url() { # stdin -> base64url without padding
 	base64 -w0 | tr '+/' '-_' | tr -d '='
 }
 
-# The JWK set: the issuer's public key (n from the modulus in hex, e = 65537).
-python3 - "$(openssl rsa -in "$TEST_DIR/issuer.key" -modulus -noout | cut -d= -f2)" \
-	>"$TEST_DIR/jwks.json" <<'EOF' || die "cannot write the JWK set"
+# jwks KEY KID > FILE: a JWK set of KEY's public key (n from the modulus in hex, e = 65537)
+jwks() {
+	python3 - "$(openssl rsa -in "$1" -modulus -noout | cut -d= -f2)" "$2" <<'EOF'
 import base64, json, sys
 n = bytes.fromhex(sys.argv[1])
 b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
-print(json.dumps({"keys": [{"kty": "RSA", "kid": "issuer-1", "use": "sig", "alg": "PS256",
+print(json.dumps({"keys": [{"kty": "RSA", "kid": sys.argv[2], "use": "sig", "alg": "PS256",
                             "n": b64(n), "e": b64((65537).to_bytes(3, "big"))}]}))
 EOF
+}
+jwks "$TEST_DIR/issuer.key" issuer-1 >"$TEST_DIR/jwks.json" || die "cannot write the JWK set"
 
 x5t() { # CERT.pem -> base64url SHA-256 of its DER
 	openssl x509 -in "$1" -outform DER | openssl dgst -sha256 -binary | b64url
@@ -46,13 +50,14 @@ X5T_A=$(x5t "$PKI/tpp1.pem")
 X5T_B=$(x5t "$PKI/tpp2.pem")
 NOW=$(date +%s)
 
-# mint CLIENT_ID X5T [EXP_OFFSET [KEY [ALG]]]: a token for CLIENT_ID bound to X5T, expiring
-# EXP_OFFSET seconds from now (default 600), signed PS256 by KEY (default the issuer's); ALG
-# HS256 signs it with HMAC-SHA256 keyed with the issuer's public key PEM instead.
+# mint CLIENT_ID X5T [EXP_OFFSET [KEY [ALG [KID]]]]: a token for CLIENT_ID bound to X5T,
+# expiring EXP_OFFSET seconds from now (default 600), signed PS256 by KEY (default the
+# issuer's) under KID (default issuer-1); ALG HS256 signs it with HMAC-SHA256 keyed with the
+# issuer's public key PEM instead.
 mint() {
 	local cid=$1 x5t=$2 exp=$((NOW + ${3:-600})) key=${4:-$TEST_DIR/issuer.key} alg=${5:-PS256}
-	local header payload input
-	header=$(printf '{"alg":"%s","kid":"issuer-1","typ":"at+jwt"}' "$alg" | b64url)
+	local kid=${6:-issuer-1} header payload input
+	header=$(printf '{"alg":"%s","kid":"%s","typ":"at+jwt"}' "$alg" "$kid" | b64url)
 	payload=$(printf '{"iss":"%s","aud":"%s","exp":%d,"iat":%d,"client_id":"%s","cnf":{"x5t#S256":"%s"}}' \
 		"$ISSUER" "$AUDIENCE" "$exp" "$NOW" "$cid" "$x5t" | b64url)
 	input=$header.$payload
@@ -167,5 +172,25 @@ refused 401 invalid_token 'Bearer error="invalid_token"' "a token another key si
 	tpp1 tpp1 "$TOKEN_OTHER_KEY" /accounts/1
 refused 401 invalid_token 'Bearer error="invalid_token"' "two Authorization headers" \
 	tpp1 tpp1 "$TOKEN_A" /accounts/1 -H "Authorization: Bearer $TOKEN_A"
+
+# --- reload: the issuer's keys change without a restart --------------------------------------
+openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$TEST_DIR/issuer2.key" 2>/dev/null ||
+	die "cannot make the issuer's next key"
+TOKEN_NEXT=$(mint tpp1 "$X5T_A" 600 "$TEST_DIR/issuer2.key" PS256 issuer-2)
+refused 401 invalid_token 'Bearer error="invalid_token"' "a token of the next key, before the reload" \
+	tpp1 tpp1 "$TOKEN_NEXT" /accounts/1
+jwks "$TEST_DIR/issuer2.key" issuer-2 >"$TEST_DIR/jwks.json" || die "cannot write the next JWK set"
+ctl_capture reload
+assert_eq 0 "$CTL_RC" "psd2edgectl reload with the next JWK set ($CTL_ERR)"
+assert_contains "$CTL_OUT" jwt.jwks "the reload names the JWK set"
+call 200 "a token of the next key, after the reload" tpp1 tpp1 "$TOKEN_NEXT" /accounts/1
+refused 401 invalid_token 'Bearer error="invalid_token"' "a token of the old key, after the reload" \
+	tpp1 tpp1 "$TOKEN_A" /accounts/1
+echo '{"keys": [{"kty": "RSA", "kid": "x", "n": "AAAA", "e": "AQAB"}]}' >"$TEST_DIR/jwks.json"
+ctl_capture reload
+assert_eq 1 "$CTL_RC" "a reload with a bad JWK set is refused"
+assert_contains "$CTL_ERR" "jwt.jwks: keys[0]: not a valid RSA public key" "the refusal names the key"
+call 200 "the keys in use stay after a refused reload" tpp1 tpp1 "$TOKEN_NEXT" /accounts/1
+assert_true "psd2edged still runs" daemon_alive
 
 finish
