@@ -51,7 +51,7 @@ static struct {
 		void *arg;
 	} source[METRICS_MAX_SOURCES];
 	unsigned n_sources;
-} reg = {.lock = PTHREAD_MUTEX_INITIALIZER, .shards = &shared_shard};
+} state = {.lock = PTHREAD_MUTEX_INITIALIZER, .shards = &shared_shard};
 
 struct metrics_shard *metrics_shard_attach(void)
 {
@@ -61,10 +61,10 @@ struct metrics_shard *metrics_shard_attach(void)
 		return &shared_shard;
 	}
 	memset(s, 0, sizeof(*s));
-	pthread_mutex_lock(&reg.lock);
-	s->next = reg.shards;
-	reg.shards = s;
-	pthread_mutex_unlock(&reg.lock);
+	pthread_mutex_lock(&state.lock);
+	s->next = state.shards;
+	state.shards = s;
+	pthread_mutex_unlock(&state.lock);
 	metrics_thread_shard = s;
 	return s;
 }
@@ -85,27 +85,27 @@ void metrics_routes_set(const struct metrics_route *routes, unsigned n)
 	if (n > METRICS_MAX_ROUTES)
 		n = METRICS_MAX_ROUTES;
 	if (n)
-		memcpy(reg.routes, routes, n * sizeof(*routes));
-	reg.n_routes = n;
-	pthread_mutex_lock(&reg.lock);
-	for (struct metrics_shard *s = reg.shards; s; s = s->next)
+		memcpy(state.routes, routes, n * sizeof(*routes));
+	state.n_routes = n;
+	pthread_mutex_lock(&state.lock);
+	for (struct metrics_shard *s = state.shards; s; s = s->next)
 		memset(s->route, 0, sizeof(s->route));
-	pthread_mutex_unlock(&reg.lock);
+	pthread_mutex_unlock(&state.lock);
 }
 
 int metrics_source_add(metrics_source_fn *fn, void *arg)
 {
-	if (reg.n_sources == METRICS_MAX_SOURCES)
+	if (state.n_sources == METRICS_MAX_SOURCES)
 		return -1;
-	reg.source[reg.n_sources].fn = fn;
-	reg.source[reg.n_sources].arg = arg;
-	reg.n_sources++;
+	state.source[state.n_sources].fn = fn;
+	state.source[state.n_sources].arg = arg;
+	state.n_sources++;
 	return 0;
 }
 
 void metrics_sources_clear(void)
 {
-	reg.n_sources = 0;
+	state.n_sources = 0;
 }
 
 void metrics_family_name(enum metric_family f, char out[METRICS_NAME_MAX])
@@ -204,11 +204,11 @@ static uint64_t load(const _Atomic uint64_t *v)
 static void collect_cells(struct snapshot *snap)
 {
 	uint64_t sum[METRIC_CELL_COUNT] = {0};
-	pthread_mutex_lock(&reg.lock);
-	for (const struct metrics_shard *s = reg.shards; s; s = s->next)
+	pthread_mutex_lock(&state.lock);
+	for (const struct metrics_shard *s = state.shards; s; s = s->next)
 		for (unsigned c = 0; c < METRIC_CELL_COUNT; c++)
 			sum[c] += load(&s->cell[c]);
-	pthread_mutex_unlock(&reg.lock);
+	pthread_mutex_unlock(&state.lock);
 	for (unsigned c = 0; c < METRIC_CELL_COUNT; c++)
 		snapshot_add(snap, cells[c].family, (int64_t)sum[c],
 			     cells[c].value ? &cells[c].value : NULL, NULL);
@@ -223,8 +223,8 @@ struct route_sum {
 static void route_sum(unsigned r, struct route_sum *t)
 {
 	memset(t, 0, sizeof(*t));
-	pthread_mutex_lock(&reg.lock);
-	for (const struct metrics_shard *s = reg.shards; s; s = s->next) {
+	pthread_mutex_lock(&state.lock);
+	for (const struct metrics_shard *s = state.shards; s; s = s->next) {
 		const struct metrics_route_cells *c = &s->route[r];
 		t->requests += load(&c->requests);
 		for (unsigned k = 0; k < METRICS_STATUS_CLASSES; k++)
@@ -236,15 +236,15 @@ static void route_sum(unsigned r, struct route_sum *t)
 			t->duration.bucket[b] += load(&c->duration.bucket[b]);
 		t->duration.sum_us += load(&c->duration.sum_us);
 	}
-	pthread_mutex_unlock(&reg.lock);
+	pthread_mutex_unlock(&state.lock);
 	for (unsigned b = 0; b <= METRICS_DURATION_BUCKETS; b++)
 		t->duration.count += t->duration.bucket[b];
 }
 
 static void collect_routes(struct snapshot *snap)
 {
-	for (unsigned r = 0; r < reg.n_routes; r++) {
-		const struct metrics_route *m = &reg.routes[r];
+	for (unsigned r = 0; r < state.n_routes; r++) {
+		const struct metrics_route *m = &state.routes[r];
 		struct route_sum t;
 		route_sum(r, &t);
 		const char *const *who = METRIC_LABELS(m->prefix, m->upstream);
@@ -278,8 +278,8 @@ static int snapshot_take(struct snapshot *snap, size_t **order)
 	snap->sink.emit = snapshot_emit;
 	collect_cells(snap);
 	collect_routes(snap);
-	for (unsigned i = 0; i < reg.n_sources; i++)
-		reg.source[i].fn(reg.source[i].arg, &snap->sink);
+	for (unsigned i = 0; i < state.n_sources; i++)
+		state.source[i].fn(state.source[i].arg, &snap->sink);
 	size_t start[METRIC_FAMILY_COUNT + 1] = {0};
 	*order = snap->failed ? NULL : malloc((snap->n ? snap->n : 1) * sizeof(**order));
 	if (!*order) {

@@ -241,7 +241,8 @@ struct metrics_shard {
 
 extern _Thread_local struct metrics_shard *metrics_thread_shard;
 /* The calling thread's shard, allocated at its first count (a shared one when out of memory:
- * the counts stay right, only slower). */
+ * the counts stay right, only slower). It lives as long as the process: the counts of a thread
+ * that ended stay in the sums. */
 struct metrics_shard *metrics_shard_attach(void);
 
 static inline struct metrics_shard *metrics_shard(void)
