@@ -14,7 +14,7 @@
 #  - a CRL revoking tpp3 installed with `psd2edgectl reload` run from tpp3's own keep-alive
 #    connection, which sends its next request the moment the command returns: no answer, and
 #    either XDP dropped the flow's packets (xdp.packets.drop_revoked) or the flow was already
-#    gone from the flows map.
+#    gone from the flows map; bind checks against the new CRL from then on.
 # shellcheck source=tests/integration/lib.sh
 . "$(dirname "$0")/lib.sh"
 
@@ -85,13 +85,21 @@ EOF
 		die "openssl ca -gencrl: $(tail -n 3 "$db/log")"
 }
 
-# sighup: SIGHUP, then wait for the line that ends the reload (done or refused).
+# sighup_reloads: how many SIGHUP reloads the daemon has ended so far (done or refused)
+sighup_reloads() {
+	grep -c 'reload (SIGHUP) \(done\|refused\)' "$DAEMON_LOG"
+}
+
+sighup_reloads_above() { # N
+	[ "$(sighup_reloads)" -gt "$1" ]
+}
+
+# sighup: SIGHUP, then wait for the line that ends the reload.
 sighup() {
-	local pattern='reload (SIGHUP) \(done\|refused\)' before
-	before=$(grep -c "$pattern" "$DAEMON_LOG")
+	local before
+	before=$(sighup_reloads)
 	kill -HUP "$DAEMON_PID"
-	wait_until 10 test "$(grep -c "$pattern" "$DAEMON_LOG")" -gt "$before" ||
-		die "the daemon logged no reload after SIGHUP"
+	wait_until 10 sighup_reloads_above "$before" || die "the daemon logged no reload after SIGHUP"
 }
 
 # session NAME CERT CLIENT_ID [BETWEEN]: two requests on one keep-alive connection from the TPP
@@ -126,12 +134,12 @@ client_state() {
 		python3 -c 'import json, sys; e = json.load(sys.stdin); print(e.get("formatted", e)["value"]["state"])'
 }
 
-# flows_of SLOT: entries of the pinned flows map that belong to the client in SLOT
-flows_of() {
+# no_flows_of SLOT: no entry of the pinned flows map belongs to the client in SLOT
+no_flows_of() {
 	bpftool -j map dump pinned "$PIN_DIR/flows" 2>/dev/null | python3 -c '
 import json, sys
-print(sum(1 for e in json.load(sys.stdin)
-          if int(e.get("formatted", e)["value"]["slot"]) == int(sys.argv[1])))' "$1"
+sys.exit(any(int(e.get("formatted", e)["value"]["slot"]) == int(sys.argv[1])
+             for e in json.load(sys.stdin)))' "$1"
 }
 
 xdp_stat() { # REASON
@@ -235,7 +243,7 @@ assert_eq PSD2_CLIENT_REVOKED "$(client_state tpp1)" "tpp1's slot is revoked in 
 assert_eq PSD2_CLIENT_ACTIVE "$(client_state tpp2)" "tpp2's slot is still active"
 
 # --- a CRL revoking tpp3, installed with psd2edgectl reload from tpp3's own connection --------
-crl_revoking "$TEST_DIR/revokes-tpp3.crl" tpp1 tpp3
+crl_revoking "$TEST_DIR/revokes-tpp3.crl" tpp1 tpp3 tpp4
 ctl show tpp3 --json >"$TEST_DIR/show3.json"
 slot3=$(json_get "$TEST_DIR/show3.json" slot)
 before=$(xdp_stat drop_revoked)
@@ -253,8 +261,11 @@ if [ "$after" -gt "$before" ]; then
 else
 	note "no drop_revoked ($before -> $after): the daemon closed the connection first"
 fi
-assert_true "tpp3's flow leaves the flows map" wait_until 3 test "$(flows_of "$slot3")" = 0
+assert_true "tpp3's flow leaves the flows map" wait_until 3 no_flows_of "$slot3"
 assert_eq PSD2_CLIENT_REVOKED "$(client_state tpp3)" "tpp3's slot is revoked in the clients map"
+ctl_capture bind tpp4 "$PKI/tpp4.pem"
+assert_eq 1 "$CTL_RC" "bind checks against the reloaded CRL: tpp4, listed in it, is refused"
+assert_contains "$CTL_ERR" "certificate rejected by the client_ca CRL" "bind names the CRL"
 assert_status 200 "tpp2 still served" tpp2 "$GW_URL/a?client_id=tpp2"
 
 finish
