@@ -103,7 +103,8 @@ struct reverify {
 	struct rejected_cert *rejected;
 	size_t n_rejected, cap_rejected;
 	bool out_of_memory;
-	json_t *revoked; /* the answer's rows */
+	json_t *revoked;  /* the answer's rows */
+	size_t n_revoked; /* of them, those the registry revoked */
 };
 
 /* Collected during the registry's walk, acted on after it. */
@@ -153,6 +154,7 @@ static void reverify_revoke(struct reverify *rv, const struct rejected_cert *r, 
 						"thumbprint", hex, "reason", r->why, "error", err));
 		return;
 	}
+	rv->n_revoked++;
 	log_warn("%s: certificate %s of client %s no longer verifies against tls.client_ca/tls.crl "
 		 "(%s): revoked",
 		 rv->origin, hex, client_id, r->why);
@@ -279,9 +281,8 @@ int daemon_reload(struct daemon *d, const char *origin, uid_t uid, json_t **resu
 	}
 	reverify_apply(&rv);
 	tls_set_publish(d, &next);
-	size_t n_revoked = json_array_size(rv.revoked);
 	log_info("%s done: the TLS files%s read again, %zu bound certificate%s revoked", label,
-		 d->routes.jwt ? " and the JWK set" : "", n_revoked, n_revoked == 1 ? "" : "s");
+		 d->routes.jwt ? " and the JWK set" : "", rv.n_revoked, rv.n_revoked == 1 ? "" : "s");
 	if (result)
 		*result = json_pack("{s:o, s:O}", "reloaded", tls_set_files(&d->cfg, d->routes.jwt),
 				    "revoked", rv.revoked);
