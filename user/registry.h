@@ -50,13 +50,14 @@ struct registry_binding {
 enum binding_usability { BINDING_USABLE, BINDING_REVOKED, BINDING_OUTSIDE_VALIDITY };
 
 /* The one rule for whether a bound certificate may be used at unix time now: the handshake
- * fast path and the request pipeline both ask it. */
+ * fast path and the request pipeline both ask it. Valid from not_before up to, not including,
+ * not_after, as the handshake's chain check counts it (OpenSSL's X509_cmp_time). */
 static inline enum binding_usability registry_binding_usability(const struct registry_binding *b,
 								int64_t now)
 {
 	if (b->state != CERT_ACTIVE)
 		return BINDING_REVOKED;
-	if (now < b->not_before || now > b->not_after)
+	if (now < b->not_before || now >= b->not_after)
 		return BINDING_OUTSIDE_VALIDITY;
 	return BINDING_USABLE;
 }

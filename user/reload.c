@@ -135,7 +135,9 @@ static void reverify_revoke(struct reverify *rv, const struct rejected_cert *r, 
 	size_t n_left = 0;
 
 	cert_thumb_to_hex(c->info.thumb, hex);
-	if (now < c->info.not_before || now > c->info.not_after) {
+	struct registry_binding b = {
+		.state = c->state, .not_before = c->info.not_before, .not_after = c->info.not_after};
+	if (registry_binding_usability(&b, now) == BINDING_OUTSIDE_VALIDITY) {
 		log_warn("%s: certificate %s of client %s no longer verifies against "
 			 "tls.client_ca/tls.crl (%s): outside its validity, refused as it is",
 			 rv->origin, hex, c->client_id, r->why);

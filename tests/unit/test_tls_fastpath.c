@@ -35,6 +35,7 @@ enum {
 	WEAK,            /* RSA-1024 leaf of the good intermediate */
 	OF_REMOVED_ROOT, /* leaf of a root that is not in the store */
 	EXPIRED,         /* leaf of the good intermediate, expired yesterday */
+	ONE_DAY,         /* leaf of the good intermediate that expires tomorrow */
 	UNBOUND,         /* good, but not in the registry */
 	N_LEAVES
 };
@@ -102,6 +103,7 @@ static int setup(void **state)
 	fx.leaf[OF_REMOVED_ROOT] = leaf_of("of-removed-root", fx.key, fx.other_root, 15, -DAY,
 					   365 * DAY);
 	fx.leaf[EXPIRED] = leaf_of("expired", fx.key, fx.inter, 16, -30 * DAY, -DAY);
+	fx.leaf[ONE_DAY] = leaf_of("one-day", fx.key, fx.inter, 18, -DAY, DAY);
 	fx.leaf[UNBOUND] = leaf_of("unbound", fx.key, fx.inter, 17, -DAY, 365 * DAY);
 
 	X509_CRL *crls[] = {
@@ -122,8 +124,10 @@ static int setup(void **state)
 		fail_msg("trust store: %s", err);
 	if (registry_open(fx.db, &fx.reg, err, sizeof(err)) < 0)
 		fail_msg("registry: %s", err);
-	static const char *const ids[N_LEAVES] = {"good", "revoked", "of-revoked-ca", "of-short-ca",
-						  "weak", "of-removed-root", "expired"};
+	static const char *const ids[N_LEAVES] = {
+		[GOOD] = "good", [REVOKED_LEAF] = "revoked", [OF_REVOKED_CA] = "of-revoked-ca",
+		[OF_SHORT_CA] = "of-short-ca", [WEAK] = "weak", [OF_REMOVED_ROOT] = "of-removed-root",
+		[EXPIRED] = "expired", [ONE_DAY] = "one-day"};
 	for (int i = 0; i < N_LEAVES; i++)
 		if (ids[i])
 			bind_leaf(i, ids[i]);
@@ -205,34 +209,46 @@ static void test_same_verdict(void **state)
 		const char *what;
 		bool crl;
 		int leaf;
-		long at; /* seconds from now */
+		enum { FROM_NOW, FROM_NOT_AFTER } from; /* what at counts from: now, the leaf's notAfter */
+		long at;                                /* seconds */
 		bool full_ok, fast_accepts;
 	} rows[] = {
-		{"good", true, GOOD, 0, true, true},
-		{"good, the CRL expired (past nextUpdate)", true, GOOD, 8 * DAY, false, false},
-		{"good, an unrelated intermediate expired", true, GOOD, 4 * DAY, true, false},
-		{"leaf revoked by the CRL", true, REVOKED_LEAF, 0, false, false},
-		{"intermediate revoked by the root's CRL", true, OF_REVOKED_CA, 0, false, false},
-		{"its own intermediate expired", true, OF_SHORT_CA, 4 * DAY, false, false},
-		{"its own intermediate still valid", true, OF_SHORT_CA, 0, true, true},
-		{"key below the security level", true, WEAK, 0, false, false},
-		{"root removed from the store", true, OF_REMOVED_ROOT, 0, false, false},
-		{"leaf expired", true, EXPIRED, 0, false, false},
-		{"not bound", true, UNBOUND, 0, true, false},
-		{"no CRL: the listed leaf passes", false, REVOKED_LEAF, 0, true, true},
-		{"no CRL: the listed intermediate passes", false, OF_REVOKED_CA, 0, true, true},
-		{"no CRL: good after a week", false, GOOD, 8 * DAY, true, false},
-		{"no CRL: its own intermediate expired", false, OF_SHORT_CA, 4 * DAY, false, false},
-		{"no CRL: key below the security level", false, WEAK, 0, false, false},
+		{"good", true, GOOD, FROM_NOW, 0, true, true},
+		{"good, the CRL expired (past nextUpdate)", true, GOOD, FROM_NOW, 8 * DAY,
+		 false, false},
+		{"good, an unrelated intermediate expired", true, GOOD, FROM_NOW, 4 * DAY,
+		 true, false},
+		{"leaf revoked by the CRL", true, REVOKED_LEAF, FROM_NOW, 0, false, false},
+		{"intermediate revoked by the root's CRL", true, OF_REVOKED_CA, FROM_NOW, 0,
+		 false, false},
+		{"its own intermediate expired", true, OF_SHORT_CA, FROM_NOW, 4 * DAY,
+		 false, false},
+		{"its own intermediate still valid", true, OF_SHORT_CA, FROM_NOW, 0, true, true},
+		{"key below the security level", true, WEAK, FROM_NOW, 0, false, false},
+		{"root removed from the store", true, OF_REMOVED_ROOT, FROM_NOW, 0, false, false},
+		{"leaf expired", true, EXPIRED, FROM_NOW, 0, false, false},
+		{"leaf a second before its notAfter", true, ONE_DAY, FROM_NOT_AFTER, -1,
+		 true, true},
+		{"leaf at its notAfter", true, ONE_DAY, FROM_NOT_AFTER, 0, false, false},
+		{"not bound", true, UNBOUND, FROM_NOW, 0, true, false},
+		{"no CRL: the listed leaf passes", false, REVOKED_LEAF, FROM_NOW, 0, true, true},
+		{"no CRL: the listed intermediate passes", false, OF_REVOKED_CA, FROM_NOW, 0,
+		 true, true},
+		{"no CRL: good after a week", false, GOOD, FROM_NOW, 8 * DAY, true, false},
+		{"no CRL: its own intermediate expired", false, OF_SHORT_CA, FROM_NOW, 4 * DAY,
+		 false, false},
+		{"no CRL: key below the security level", false, WEAK, FROM_NOW, 0, false, false},
 	};
 	time_t now = time(NULL);
 	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
 		char err[256] = "";
 		X509 *x = fx.leaf[rows[i].leaf];
+		struct cert_info ci;
+		assert_int_equal(cert_get_info(x, &ci), 0);
+		int64_t at = (rows[i].from == FROM_NOT_AFTER ? ci.not_after : (int64_t)now) + rows[i].at;
 		bool full = cert_store_verify(rows[i].crl ? fx.with_crl : fx.without_crl, x,
-					      now + rows[i].at, err, sizeof(err)) == CERT_VERIFY_OK;
-		bool fast = tls_fastpath_accepts(rows[i].crl ? ctx_crl : ctx_plain, x,
-						 (int64_t)now + rows[i].at);
+					      (time_t)at, err, sizeof(err)) == CERT_VERIFY_OK;
+		bool fast = tls_fastpath_accepts(rows[i].crl ? ctx_crl : ctx_plain, x, at);
 		bool handshake = fast || full;
 		if (full != rows[i].full_ok || fast != rows[i].fast_accepts || handshake != full)
 			fail_msg("%s: full path %s (%s), fast path %s; want full %s, fast %s", rows[i].what,
