@@ -28,6 +28,7 @@
 #include <sys/un.h>
 
 #include "http.h"
+#include "mask.h"
 #include "path.h"
 #include "psd2edge_abi.h"
 #include "qcstatement.h"
@@ -1024,10 +1025,104 @@ static int load_spike_arrest(struct loader *l, json_t *route, const char *route_
 	return 0;
 }
 
+/* A required string of a hub object that goes into URLs and forms as is: visible ASCII, no
+ * space, at most URL_MAX bytes, starting with `start` (when not NULL). A strdup'd copy. */
+static int get_hub_string(struct loader *l, json_t *obj, const char *prefix, const char *key,
+			  const char *start, char **out)
+{
+	char p[KEYPATH_MAX];
+	const char *v;
+	if (get_string(l, obj, prefix, key, true, &v) < 0)
+		return -1;
+	keypath(p, prefix, key);
+	if (strlen(v) > URL_MAX)
+		return fail(l, p, "too long (at most %d bytes)", URL_MAX);
+	for (const char *c = v; *c; c++)
+		if (*c <= ' ' || *c >= 0x7f || *c == '#')
+			return fail(l, p, "only visible ASCII without spaces or '#'");
+	if (start && strncasecmp(v, start, strlen(start)) != 0)
+		return fail(l, p, "must start with '%s'", start);
+	*out = strdup(v);
+	return *out ? 0 : fail(l, p, "out of memory");
+}
+
+/* A route's optional "hub": the bank's OAuth endpoints and the TPP's registration there. The
+ * bank is the route's upstream, reached over mTLS with the upstream's cert (the QWAC). */
+static int load_hub(struct loader *l, json_t *route, const char *route_path,
+		    struct config_route *r)
+{
+	static const char *const keys[] = {"authorization_endpoint", "token_endpoint", "client_id",
+					   "redirect_uri", "scopes", "jwks", "issuer",
+					   "refresh_margin_s", NULL};
+	struct config_hub *h = &r->hub;
+	char path[KEYPATH_MAX], p[KEYPATH_MAX + 32];
+	const char *prefix = keypath(path, route_path, "hub"), *issuer;
+	json_t *obj, *scopes, *v;
+	FILE *fp = NULL;
+	int rc = get_object(l, route, route_path, "hub", false, &obj);
+	if (rc <= 0)
+		return rc;
+	if (!l->cfg->upstreams[r->upstream].https)
+		return fail(l, keypath(p, route_path, "upstream"), "a hub route's upstream must "
+			    "be https (the bank is reached with the TPP's QWAC)");
+	if (r->verify_jwt)
+		return fail(l, keypath(p, route_path, "verify_jwt"), "not with hub (the backend's "
+			    "Authorization header carries its session handle)");
+	if (check_unknown_keys(l, obj, prefix, keys) < 0 ||
+	    get_hub_string(l, obj, prefix, "authorization_endpoint", "https://",
+			   &h->authorization_endpoint) < 0 ||
+	    get_hub_string(l, obj, prefix, "token_endpoint", "/", &h->token_endpoint) < 0 ||
+	    get_hub_string(l, obj, prefix, "client_id", NULL, &h->client_id) < 0 ||
+	    get_hub_string(l, obj, prefix, "redirect_uri", "https://", &h->redirect_uri) < 0)
+		return -1;
+	keypath(p, prefix, "scopes");
+	scopes = json_object_get(obj, "scopes");
+	if (!json_is_array(scopes) || json_array_size(scopes) == 0)
+		return fail(l, p, scopes ? "must be a non-empty array of scope names" : "missing");
+	size_t i, len = 0;
+	json_array_foreach(scopes, i, v) {
+		snprintf(p, sizeof(p), "%s.scopes[%zu]", prefix, i);
+		const char *sc = json_string_value(v);
+		if (!sc || !*sc || strcspn(sc, " \"\\") != strlen(sc))
+			return fail(l, p, "must be a scope name (a string without spaces)");
+		len += strlen(sc) + 1;
+	}
+	if (len > URL_MAX)
+		return fail(l, keypath(p, prefix, "scopes"), "too long (at most %d bytes)", URL_MAX);
+	h->scopes = calloc(1, len);
+	if (!h->scopes)
+		return fail(l, prefix, "out of memory");
+	json_array_foreach(scopes, i, v) {
+		if (i)
+			strcat(h->scopes, " ");
+		strcat(h->scopes, json_string_value(v));
+	}
+	if (open_file(l, obj, prefix, "jwks", true, &h->id_token.jwks, &fp) < 0)
+		return -1;
+	json_error_t jerr;
+	json_t *set = json_loadf(fp, JSON_REJECT_DUPLICATES, &jerr);
+	fclose(fp);
+	bool is_set = json_is_array(json_object_get(set, "keys"));
+	json_decref(set);
+	if (!is_set)
+		return fail(l, keypath(p, prefix, "jwks"),
+			    "not a JWK set (a JSON object with a \"keys\" array)");
+	if (get_string(l, obj, prefix, "issuer", true, &issuer) < 0)
+		return -1;
+	h->id_token.issuer = strdup(issuer);
+	h->id_token.audience = strdup(h->client_id);
+	if (!h->id_token.issuer || !h->id_token.audience)
+		return fail(l, prefix, "out of memory");
+	h->id_token.algorithms = CONFIG_JWT_DEFAULT_ALGS;
+	h->id_token.leeway_s = 30;
+	h->refresh_margin_s = CONFIG_HUB_REFRESH_MARGIN_S;
+	return get_u32(l, obj, prefix, "refresh_margin_s", false, 0, 3600, &h->refresh_margin_s);
+}
+
 static int load_route(struct loader *l, json_t *obj, unsigned index)
 {
 	static const char *const keys[] = {"prefix", "upstream", "quota", "spike_arrest",
-					   "verify_jwt", "require_roles", NULL};
+					   "verify_jwt", "require_roles", "hub", NULL};
 	struct config *cfg = l->cfg;
 	struct config_route *r = &cfg->routes[index];
 	char rp[KEYPATH_MAX], p[KEYPATH_MAX], s[SHOW_MAX + 4];
@@ -1052,7 +1147,8 @@ static int load_route(struct loader *l, json_t *obj, unsigned index)
 	if (load_quota(l, obj, rp, index) < 0 ||
 	    load_spike_arrest(l, obj, rp, &r->spike_arrest) < 0 ||
 	    get_bool(l, obj, rp, "verify_jwt", &r->verify_jwt) < 0 ||
-	    load_require_roles(l, obj, rp, &r->require_roles) < 0)
+	    load_require_roles(l, obj, rp, &r->require_roles) < 0 ||
+	    load_hub(l, obj, rp, r) < 0)
 		return -1;
 	if (r->verify_jwt && !cfg->jwt.jwks)
 		return fail(l, keypath(p, rp, "verify_jwt"), "needs the top-level jwt object");
@@ -1559,6 +1655,47 @@ static int load_misc(struct loader *l, json_t *root)
 	return 0;
 }
 
+/* --- logs --------------------------------------------------------------------------------- */
+
+/* Each pattern is compiled here so that a bad one is refused by its key path at load. */
+static int load_logs(struct loader *l, json_t *root)
+{
+	static const char *const keys[] = {"mask", NULL};
+	struct config *cfg = l->cfg;
+	json_t *obj = NULL, *arr = NULL, *v;
+	size_t i;
+	if (get_object(l, root, NULL, "logs", false, &obj) < 0 ||
+	    (obj && (check_unknown_keys(l, obj, "logs", keys) < 0 ||
+		     get_array(l, obj, "logs.mask", "mask", CONFIG_MAX_LOG_MASKS, &arr) < 0)))
+		return -1;
+	if (!arr || json_array_size(arr) == 0)
+		return 0;
+	cfg->logs.mask = calloc(json_array_size(arr), sizeof(*cfg->logs.mask));
+	if (!cfg->logs.mask)
+		return fail(l, "logs.mask", "out of memory");
+	json_array_foreach(arr, i, v) {
+		char p[KEYPATH_MAX];
+		const char *pattern = array_string(l, "logs.mask", v, i, p);
+		if (!pattern)
+			return -1;
+		cfg->logs.mask[i] = strdup(pattern);
+		if (!cfg->logs.mask[i])
+			return fail(l, p, "out of memory");
+		cfg->logs.n_mask++;
+	}
+	char why[256];
+	size_t bad;
+	struct mask *m = mask_create((const char *const *)cfg->logs.mask, cfg->logs.n_mask, &bad,
+				     why, sizeof(why));
+	if (!m) {
+		char p[KEYPATH_MAX];
+		snprintf(p, sizeof(p), "logs.mask[%zu]", bad);
+		return fail(l, bad < cfg->logs.n_mask ? p : "logs.mask", "%s", why);
+	}
+	mask_free(m);
+	return 0;
+}
+
 /* --- metrics ------------------------------------------------------------------------------ */
 
 /* On by default, on loopback: the endpoint has no authentication of its own. */
@@ -1638,14 +1775,14 @@ int config_load(const char *path, struct config *cfg, char *err, size_t errlen)
 	static const char *const top_keys[] = {
 		"listen", "tls", "upstream", "upstreams", "jwt", "routes", "client_id", "registry",
 		"control_socket", "control_group", "control_readonly_group", "bpf", "limits",
-		"http", "workers", "access_log", "log_level", "metrics", NULL,
+		"http", "workers", "access_log", "log_level", "logs", "metrics", NULL,
 	};
 	static int (*const loaders[])(struct loader *, json_t *) = {
 		/* schema order: control covers control_socket, control_group and
 		 * control_readonly_group, misc covers workers, access_log and log_level */
 		load_listen, load_tls, load_upstream, load_upstreams, load_jwt, load_routes,
 		load_client_id,
-		load_registry, load_control, load_bpf, load_limits, load_http, load_misc,
+		load_registry, load_control, load_bpf, load_limits, load_http, load_misc, load_logs,
 		load_metrics, finish_upstreams,
 	};
 	struct loader l = {.cfg = cfg, .err = err, .errlen = errlen};
@@ -1705,6 +1842,17 @@ void config_free(struct config *cfg)
 	free(cfg->jwt.jwks);
 	free(cfg->jwt.issuer);
 	free(cfg->jwt.audience);
+	for (unsigned i = 0; i < CONFIG_MAX_ROUTES; i++) {
+		struct config_hub *h = &cfg->routes[i].hub;
+		free(h->authorization_endpoint);
+		free(h->token_endpoint);
+		free(h->client_id);
+		free(h->redirect_uri);
+		free(h->scopes);
+		free(h->id_token.jwks);
+		free(h->id_token.issuer);
+		free(h->id_token.audience);
+	}
 	for (unsigned i = 0; i < cfg->n_upstreams; i++) {
 		struct config_upstream *u = &cfg->upstreams[i];
 		free(u->url);
@@ -1721,6 +1869,9 @@ void config_free(struct config *cfg)
 	free(cfg->bpf.interface);
 	free(cfg->access_log);
 	free(cfg->log_level);
+	for (size_t i = 0; i < cfg->logs.n_mask; i++)
+		free(cfg->logs.mask[i]);
+	free(cfg->logs.mask);
 	for (unsigned i = 0; i < cfg->http.n_drop_headers; i++)
 		free((char *)cfg->http.drop_headers[i]);
 	free(cfg->http.drop_headers);

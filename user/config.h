@@ -16,6 +16,7 @@
 #define CONFIG_SOURCE_NAME_MAX 64
 #define CONFIG_MAX_DROP_HEADERS 64
 #define CONFIG_HEADER_NAME_MAX 64
+#define CONFIG_MAX_LOG_MASKS 32
 
 /* CID_SOURCE_JWT: a claim of the request's verified bearer token (needs the "jwt" object). */
 enum client_id_source_kind { CID_SOURCE_FORM, CID_SOURCE_QUERY, CID_SOURCE_HEADER, CID_SOURCE_JWT };
@@ -139,6 +140,23 @@ struct config_jwt {
 			      * default true */
 };
 
+#define CONFIG_HUB_REFRESH_MARGIN_S 60
+
+/* "hub" of a route (hub mode, hub.h): the route's upstream is a bank that the gateway holds
+ * OAuth tokens at on behalf of the TPP's backend, presenting the upstream's cert (the TPP's
+ * QWAC) and trusting its ca. authorization_endpoint NULL = not a hub route. */
+struct config_hub {
+	char *authorization_endpoint; /* https URL the user's browser is sent to */
+	char *token_endpoint;         /* path on the route's upstream, e.g. "/token" */
+	char *client_id;              /* the TPP's client_id at the bank */
+	char *redirect_uri;           /* as registered at the bank */
+	char *scopes;                 /* "scopes" joined by spaces */
+	uint32_t refresh_margin_s;    /* refresh an access token this long before it expires */
+	/* The id_token's verification: jwks (the bank's keys) and issuer from the object,
+	 * audience = client_id, default algorithms and leeway, no cnf. */
+	struct config_jwt id_token;
+};
+
 struct config_route {
 	char prefix[CONFIG_ROUTE_PREFIX_MAX + 1]; /* normalised, starts with '/', no trailing '/' but "/" */
 	unsigned upstream;                        /* index into upstreams */
@@ -146,6 +164,7 @@ struct config_route {
 	uint32_t require_roles; /* PSD2_ROLE_* (qcstatement.h) the certificate must all have; 0: none */
 	struct config_quota quota;
 	struct config_spike_arrest spike_arrest;
+	struct config_hub hub;
 };
 
 struct config {
@@ -217,6 +236,13 @@ struct config {
 	unsigned workers;  /* optional "workers"; 0 = one per online CPU */
 	char *access_log;  /* optional "access_log" path; NULL = stderr */
 	char *log_level;   /* optional "log_level": debug|info|warn|error; default info */
+
+	/* Optional "logs" object: "mask", POSIX extended regexes whose matches both logs hide
+	 * (mask.h), checked at load; the daemon compiles them once at start. */
+	struct {
+		char **mask;
+		size_t n_mask;
+	} logs;
 };
 
 /* Loads and validates FILE. On failure returns -1 and writes "<key path>: <problem>" into err,

@@ -1430,6 +1430,133 @@ static void test_jwt_keys(void **state)
 	config_free(&cfg);
 }
 
+/* --- routes[].hub ------------------------------------------------------------------------- */
+
+#define HUB_OBJ(extra)                                                                          \
+	"{\"authorization_endpoint\": \"https://bank.test/authorize\", \"token_endpoint\": "     \
+	"\"/token\", \"client_id\": \"tpp-at-bank\", \"redirect_uri\": \"https://tpp.test/cb\", " \
+	"\"scopes\": [\"openid\", \"accounts\"], \"jwks\": \"jwks.json\", \"issuer\": "          \
+	"\"https://bank.test\"" extra "}"
+
+/* routed_config with an https upstream "bank" for hub routes. */
+static json_t *hub_config(void)
+{
+	json_t *root = routed_config();
+	set(root, "upstreams", "bank", parse("{\"url\": \"https://127.0.0.1:9444\", \"ca\": "
+					     "\"ca.pem\", \"cert\": \"server.pem\", \"key\": "
+					     "\"server.key\"}"));
+	return root;
+}
+
+static void test_hub_keys(void **state)
+{
+	(void)state;
+	write_text("jwks.json", "{\"keys\": []}");
+	write_text("notaset.json", "{\"key\": []}");
+	struct {
+		const char *upstream; /* of routes[0] */
+		const char *route;    /* routes[0]'s extra members */
+		const char *err;
+	} cases[] = {
+		{"bank", ", \"hub\": []", "routes[0].hub: must be an object"},
+		{"accounts", ", \"hub\": " HUB_OBJ(""),
+		 "routes[0].upstream: a hub route's upstream must be https (the bank is reached with "
+		 "the TPP's QWAC)"},
+		{"bank", ", \"hub\": " HUB_OBJ(", \"pkce\": true"), "routes[0].hub.pkce: unknown key"},
+		{"bank", ", \"hub\": {\"token_endpoint\": \"/t\"}",
+		 "routes[0].hub.authorization_endpoint: missing"},
+		{"bank", ", \"hub\": {\"authorization_endpoint\": \"http://bank.test/a\"}",
+		 "routes[0].hub.authorization_endpoint: must start with 'https://'"},
+		{"bank", ", \"hub\": {\"authorization_endpoint\": \"https://bank.test/a b\"}",
+		 "routes[0].hub.authorization_endpoint: only visible ASCII without spaces or '#'"},
+		{"bank", ", \"hub\": {\"authorization_endpoint\": \"https://b/a\", "
+			    "\"token_endpoint\": \"token\"}",
+		 "routes[0].hub.token_endpoint: must start with '/'"},
+		{"bank", ", \"hub\": {\"authorization_endpoint\": \"https://b/a\", "
+			    "\"token_endpoint\": \"/t\", \"client_id\": \"\"}",
+		 "routes[0].hub.client_id: must not be empty"},
+		{"bank", ", \"hub\": {\"authorization_endpoint\": \"https://b/a\", "
+			    "\"token_endpoint\": \"/t\", \"client_id\": \"c\", "
+			    "\"redirect_uri\": \"https://t/cb#x\"}",
+		 "routes[0].hub.redirect_uri: only visible ASCII without spaces or '#'"},
+		{"bank", ", \"hub\": {\"authorization_endpoint\": \"https://b/a\", "
+			    "\"token_endpoint\": \"/t\", \"client_id\": \"c\", "
+			    "\"redirect_uri\": \"https://t/cb\"}",
+		 "routes[0].hub.scopes: missing"},
+		{"bank", ", \"hub\": {\"authorization_endpoint\": \"https://b/a\", "
+			    "\"token_endpoint\": \"/t\", \"client_id\": \"c\", "
+			    "\"redirect_uri\": \"https://t/cb\", \"scopes\": []}",
+		 "routes[0].hub.scopes: must be a non-empty array of scope names"},
+		{"bank", ", \"hub\": {\"authorization_endpoint\": \"https://b/a\", "
+			    "\"token_endpoint\": \"/t\", \"client_id\": \"c\", "
+			    "\"redirect_uri\": \"https://t/cb\", \"scopes\": [\"openid\", \"a b\"]}",
+		 "routes[0].hub.scopes[1]: must be a scope name (a string without spaces)"},
+		{"bank", ", \"hub\": {\"authorization_endpoint\": \"https://b/a\", "
+			    "\"token_endpoint\": \"/t\", \"client_id\": \"c\", "
+			    "\"redirect_uri\": \"https://t/cb\", \"scopes\": [\"openid\"]}",
+		 "routes[0].hub.jwks: missing"},
+		{"bank", ", \"hub\": {\"authorization_endpoint\": \"https://b/a\", "
+			    "\"token_endpoint\": \"/t\", \"client_id\": \"c\", "
+			    "\"redirect_uri\": \"https://t/cb\", \"scopes\": [\"openid\"], "
+			    "\"jwks\": \"notaset.json\"}",
+		 "routes[0].hub.jwks: not a JWK set (a JSON object with a \"keys\" array)"},
+		{"bank", ", \"hub\": {\"authorization_endpoint\": \"https://b/a\", "
+			    "\"token_endpoint\": \"/t\", \"client_id\": \"c\", "
+			    "\"redirect_uri\": \"https://t/cb\", \"scopes\": [\"openid\"], "
+			    "\"jwks\": \"jwks.json\"}",
+		 "routes[0].hub.issuer: missing"},
+		{"bank", ", \"hub\": " HUB_OBJ(", \"refresh_margin_s\": 3601"),
+		 "routes[0].hub.refresh_margin_s: must be between 0 and 3600"},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		json_t *root = hub_config();
+		char route[1024];
+		snprintf(route, sizeof(route), "{\"prefix\": \"/bank\", \"upstream\": \"%s\"%s}",
+			 cases[i].upstream, cases[i].route);
+		set(root, NULL, "routes", json_pack("[o]", parse(route)));
+		expect_error(root, cases[i].err);
+	}
+
+	/* verify_jwt would read the handle's Authorization header as a bearer token. */
+	json_t *root = hub_config();
+	set(root, NULL, "jwt", parse("{\"jwks\": \"jwks.json\", \"audience\": \"a\"}"));
+	set(root, NULL, "routes", json_pack("[o]", parse("{\"prefix\": \"/bank\", \"upstream\": "
+							 "\"bank\", \"verify_jwt\": true, "
+							 "\"hub\": " HUB_OBJ("") "}")));
+	expect_error(root, "routes[0].verify_jwt: not with hub (the backend's Authorization header "
+			   "carries its session handle)");
+
+	/* Every key; the id_token is verified as the bank's, for this client. */
+	struct config cfg;
+	root = hub_config();
+	set(root, NULL, "routes", parse("[{\"prefix\": \"/\", \"upstream\": \"default\"}, "
+					"{\"prefix\": \"/bank\", \"upstream\": \"bank\", "
+					"\"hub\": " HUB_OBJ("") "}]"));
+	expect_ok(root, &cfg);
+	const struct config_hub *h = &cfg.routes[0].hub; /* "/bank", sorted first */
+	assert_string_equal(h->authorization_endpoint, "https://bank.test/authorize");
+	assert_string_equal(h->token_endpoint, "/token");
+	assert_string_equal(h->client_id, "tpp-at-bank");
+	assert_string_equal(h->redirect_uri, "https://tpp.test/cb");
+	assert_string_equal(h->scopes, "openid accounts");
+	assert_int_equal(h->refresh_margin_s, CONFIG_HUB_REFRESH_MARGIN_S);
+	assert_string_equal(h->id_token.jwks, tmp_path("jwks.json"));
+	assert_string_equal(h->id_token.issuer, "https://bank.test");
+	assert_string_equal(h->id_token.audience, "tpp-at-bank");
+	assert_int_equal(h->id_token.algorithms, CONFIG_JWT_DEFAULT_ALGS);
+	assert_false(h->id_token.require_cnf);
+	assert_null(cfg.routes[1].hub.authorization_endpoint); /* "/": not a hub route */
+	config_free(&cfg);
+
+	root = hub_config();
+	set(root, NULL, "routes", json_pack("[o]", parse("{\"prefix\": \"/bank\", \"upstream\": "
+							 "\"bank\", \"hub\": "
+							 HUB_OBJ(", \"refresh_margin_s\": 0") "}")));
+	expect_ok(root, &cfg);
+	assert_int_equal(cfg.routes[0].hub.refresh_margin_s, 0);
+	config_free(&cfg);
+}
+
 /* --- unknown keys and ordering --------------------------------------------------------------- */
 
 static void test_unknown_keys(void **state)
@@ -1885,6 +2012,7 @@ int main(void)
 		cmocka_unit_test(test_listen),
 		cmocka_unit_test(test_client_id),
 		cmocka_unit_test(test_jwt_keys),
+		cmocka_unit_test(test_hub_keys),
 		cmocka_unit_test(test_unknown_keys),
 		cmocka_unit_test(test_first_wrong_key_wins),
 		cmocka_unit_test(test_other_keys),
