@@ -28,6 +28,7 @@
 #include <sys/un.h>
 
 #include "http.h"
+#include "mask.h"
 #include "path.h"
 #include "psd2edge_abi.h"
 #include "qcstatement.h"
@@ -1654,6 +1655,47 @@ static int load_misc(struct loader *l, json_t *root)
 	return 0;
 }
 
+/* --- logs --------------------------------------------------------------------------------- */
+
+/* Each pattern is compiled here so that a bad one is refused by its key path at load. */
+static int load_logs(struct loader *l, json_t *root)
+{
+	static const char *const keys[] = {"mask", NULL};
+	struct config *cfg = l->cfg;
+	json_t *obj = NULL, *arr = NULL, *v;
+	size_t i;
+	if (get_object(l, root, NULL, "logs", false, &obj) < 0 ||
+	    (obj && (check_unknown_keys(l, obj, "logs", keys) < 0 ||
+		     get_array(l, obj, "logs.mask", "mask", CONFIG_MAX_LOG_MASKS, &arr) < 0)))
+		return -1;
+	if (!arr || json_array_size(arr) == 0)
+		return 0;
+	cfg->logs.mask = calloc(json_array_size(arr), sizeof(*cfg->logs.mask));
+	if (!cfg->logs.mask)
+		return fail(l, "logs.mask", "out of memory");
+	json_array_foreach(arr, i, v) {
+		char p[KEYPATH_MAX];
+		const char *pattern = array_string(l, "logs.mask", v, i, p);
+		if (!pattern)
+			return -1;
+		cfg->logs.mask[i] = strdup(pattern);
+		if (!cfg->logs.mask[i])
+			return fail(l, p, "out of memory");
+		cfg->logs.n_mask++;
+	}
+	char why[256];
+	size_t bad;
+	struct mask *m = mask_create((const char *const *)cfg->logs.mask, cfg->logs.n_mask, &bad,
+				     why, sizeof(why));
+	if (!m) {
+		char p[KEYPATH_MAX];
+		snprintf(p, sizeof(p), "logs.mask[%zu]", bad);
+		return fail(l, bad < cfg->logs.n_mask ? p : "logs.mask", "%s", why);
+	}
+	mask_free(m);
+	return 0;
+}
+
 /* --- metrics ------------------------------------------------------------------------------ */
 
 /* On by default, on loopback: the endpoint has no authentication of its own. */
@@ -1733,14 +1775,14 @@ int config_load(const char *path, struct config *cfg, char *err, size_t errlen)
 	static const char *const top_keys[] = {
 		"listen", "tls", "upstream", "upstreams", "jwt", "routes", "client_id", "registry",
 		"control_socket", "control_group", "control_readonly_group", "bpf", "limits",
-		"http", "workers", "access_log", "log_level", "metrics", NULL,
+		"http", "workers", "access_log", "log_level", "logs", "metrics", NULL,
 	};
 	static int (*const loaders[])(struct loader *, json_t *) = {
 		/* schema order: control covers control_socket, control_group and
 		 * control_readonly_group, misc covers workers, access_log and log_level */
 		load_listen, load_tls, load_upstream, load_upstreams, load_jwt, load_routes,
 		load_client_id,
-		load_registry, load_control, load_bpf, load_limits, load_http, load_misc,
+		load_registry, load_control, load_bpf, load_limits, load_http, load_misc, load_logs,
 		load_metrics, finish_upstreams,
 	};
 	struct loader l = {.cfg = cfg, .err = err, .errlen = errlen};
@@ -1827,6 +1869,9 @@ void config_free(struct config *cfg)
 	free(cfg->bpf.interface);
 	free(cfg->access_log);
 	free(cfg->log_level);
+	for (size_t i = 0; i < cfg->logs.n_mask; i++)
+		free(cfg->logs.mask[i]);
+	free(cfg->logs.mask);
 	for (unsigned i = 0; i < cfg->http.n_drop_headers; i++)
 		free((char *)cfg->http.drop_headers[i]);
 	free(cfg->http.drop_headers);

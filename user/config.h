@@ -16,6 +16,7 @@
 #define CONFIG_SOURCE_NAME_MAX 64
 #define CONFIG_MAX_DROP_HEADERS 64
 #define CONFIG_HEADER_NAME_MAX 64
+#define CONFIG_MAX_LOG_MASKS 32
 
 /* CID_SOURCE_JWT: a claim of the request's verified bearer token (needs the "jwt" object). */
 enum client_id_source_kind { CID_SOURCE_FORM, CID_SOURCE_QUERY, CID_SOURCE_HEADER, CID_SOURCE_JWT };
@@ -235,6 +236,13 @@ struct config {
 	unsigned workers;  /* optional "workers"; 0 = one per online CPU */
 	char *access_log;  /* optional "access_log" path; NULL = stderr */
 	char *log_level;   /* optional "log_level": debug|info|warn|error; default info */
+
+	/* Optional "logs" object: "mask", POSIX extended regexes whose matches both logs hide
+	 * (mask.h), checked at load; the daemon compiles them once at start. */
+	struct {
+		char **mask;
+		size_t n_mask;
+	} logs;
 };
 
 /* Loads and validates FILE. On failure returns -1 and writes "<key path>: <problem>" into err,

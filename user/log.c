@@ -1,5 +1,7 @@
 #include "log.h"
 
+#include "mask.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -17,6 +19,7 @@
 static enum log_level min_level = LOG_INFO;
 static int access_fd = STDERR_FILENO;
 static size_t access_batch_max = PIPE_BUF;
+static const struct mask *log_mask;
 
 static void log_access_set_fd(int fd)
 {
@@ -28,6 +31,11 @@ static void log_access_set_fd(int fd)
 void log_set_level(enum log_level level)
 {
 	min_level = level;
+}
+
+void log_set_mask(const struct mask *m)
+{
+	log_mask = m;
 }
 
 int log_open_access(const char *path)
@@ -63,6 +71,7 @@ void log_msg(enum log_level level, const char *fmt, ...)
 	size_t len = (size_t)n + (m < 0 ? 0 : (size_t)m);
 	if (len > sizeof(line) - 2)
 		len = sizeof(line) - 2;
+	len = (size_t)n + mask_apply(log_mask, line + n, len - (size_t)n);
 	line[len++] = '\n';
 	/* One write per line so lines from several threads never interleave. */
 	ssize_t w = write(STDERR_FILENO, line, len);
@@ -79,8 +88,22 @@ static void log_access_write(const char *lines, size_t len)
 	while (w < 0 && errno == EINTR);
 }
 
+/* The line from line_start to the batch's end, masked in place with its '\n' kept last. */
+static void log_access_mask(struct buf *batch, size_t line_start)
+{
+	char *line = buf_head(batch) + line_start;
+	size_t len = batch->len - line_start;
+	bool newline = len && line[len - 1] == '\n';
+	size_t masked = mask_apply(log_mask, line, len - newline);
+	if (newline)
+		line[masked++] = '\n';
+	buf_truncate(batch, line_start + masked);
+}
+
 void log_access_commit(struct buf *batch, size_t line_start)
 {
+	if (batch->len > line_start)
+		log_access_mask(batch, line_start);
 	if (batch->len <= access_batch_max)
 		return;
 	if (line_start > 0) {

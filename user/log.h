@@ -10,7 +10,12 @@
 
 enum log_level { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR };
 
+struct mask;
+
 void log_set_level(enum log_level level);
+/* Every line of both logs goes through mask_apply() with m (mask.h); NULL: the built-in
+ * detectors only. Set before any thread logs; m outlives the logging. */
+void log_set_mask(const struct mask *m);
 /* Access log destination; NULL or "-" means stderr. Returns 0 or -1 with errno. */
 int log_open_access(const char *path);
 void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

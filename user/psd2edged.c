@@ -23,6 +23,7 @@
 #include "expiry.h"
 #include "jwt.h"
 #include "log.h"
+#include "mask.h"
 #include "metrics.h"
 #include "metrics_http.h"
 #include "policy_store.h"
@@ -333,6 +334,7 @@ static int daemon_run(struct daemon *d)
 	struct metrics_http *metrics = NULL;
 	int sfd = -1;
 	unsigned started = 0;
+	struct mask *log_mask = NULL;
 
 	log_set_level(parse_log_level(d->cfg.log_level));
 	if (log_open_access(d->cfg.access_log) < 0) {
@@ -344,6 +346,14 @@ static int daemon_run(struct daemon *d)
 		return 1;
 	}
 	daemon_upstream_hosts(d);
+	size_t bad_mask;
+	log_mask = mask_create((const char *const *)d->cfg.logs.mask, d->cfg.logs.n_mask,
+			       &bad_mask, err, sizeof(err));
+	if (!log_mask) {
+		log_error("logs.mask[%zu]: %s", bad_mask, err);
+		goto out;
+	}
+	log_set_mask(log_mask);
 	if (registry_open(d->cfg.registry, &d->reg, err, sizeof(err)) < 0) {
 		log_error("registry: %s", err);
 		goto out;
@@ -490,6 +500,8 @@ out:
 	policy_store_close(d->policy); /* the last checkpoint */
 	registry_close(d->reg);
 	daemon_tls_close(d);
+	log_set_mask(NULL);
+	mask_free(log_mask);
 	return rc;
 }
 
