@@ -7,6 +7,7 @@ packages=(
   build-essential make pkg-config clang llvm lld libclang-rt-14-dev
   libbpf-dev bpftool libelf-dev zlib1g-dev
   libssl-dev openssl libjansson-dev libcmocka-dev libsqlite3-dev sqlite3
+  softhsm2 libp11-kit-dev
   libhttp-parser-dev libnl-3-dev libnl-route-3-dev
   iproute2 curl xdp-tools nftables iptables ethtool procps psmisc util-linux
   python3 nginx-light haproxy gnuplot-nox linux-perf strace

@@ -57,7 +57,9 @@ enum token_status token_store_revoke(struct token_store *ts, const char *handle,
 				     size_t errlen);
 /* Re-wraps every DEK under the KEK named new_key_label (created when missing) without
  * decrypting a payload; interrupted at any point (kill -9), every record still decrypts and a
- * second call finishes the job. */
+ * second call finishes the job. Each row names the KEK that wraps it, and the old KEK is kept
+ * in the token (never destroyed here): the configuration's key_label should name the new one
+ * afterwards, and the old key may go once no row names it. A KEK file cannot be rotated. */
 int token_store_rotate_kek(struct token_store *ts, const char *new_key_label, char *err,
 			   size_t errlen);
 
