@@ -73,6 +73,9 @@ $(BUILD)/asan/test_%: tests/unit/test_%.c tests/unit/test_%.deps \
 		$$(addprefix $(BUILD)/asan/obj/,$$(addsuffix .o,$$(shell cat tests/unit/test_$$*.deps))) | $(BUILD)/asan
 	$(CC) $(ALL_CFLAGS) $(SAN_FLAGS) -o $@ $< $(filter %.o,$^) $(LIBS) -lcmocka
 
+# test_token_store compiles the store into itself, to stop a rotation at a chosen row.
+$(BUILD)/asan/test_token_store: user/token_store.c user/token_store.h
+
 unit: $(UNIT_TESTS) $(BPF_OBJS)
 
 # --- fuzz targets (libFuzzer) ---------------------------------------------------------
