@@ -419,11 +419,12 @@ static int kek_unwrap(struct token_store *ts, const char *label, const uint8_t h
 		return p11_err(err, errlen, "C_DecryptInit", rv);
 	rv = ts->p11->C_Decrypt(ts->session, (CK_BYTE_PTR)wrapped, WRAPPED_DEK_LEN, out, &outlen);
 	int ret = 0;
+	/* SoftHSM2 answers a tag that does not verify with CKR_GENERAL_ERROR. */
 	if (rv == CKR_ENCRYPTED_DATA_INVALID || rv == CKR_GENERAL_ERROR)
 		ret = set_err(err, errlen, TOKEN_ERROR,
 			      "the record's DEK does not unwrap under KEK '%s': another key, or "
-			      "the record was altered",
-			      label);
+			      "the record was altered (CKR 0x%lx)",
+			      label, (unsigned long)rv);
 	else if (rv != CKR_OK)
 		ret = p11_err(err, errlen, "C_Decrypt of a DEK", rv);
 	else if (outlen != KEY_LEN)
