@@ -15,7 +15,7 @@ struct mask {
 	regex_t re[];
 };
 
-/* The longest replacement a built-in writes: a spaced PAN (19 digits, 18 separators). */
+/* Room for the longest replacement written apart: a key, its quotes and a hashed secret. */
 #define MASK_OUT_MAX 64
 #define MASK_SECRET_HASHED 16 /* a secret this long or longer is shown by its hash */
 
@@ -203,55 +203,73 @@ static bool luhn_ok(const char *digits, unsigned n)
 #define PAN_MIN 13
 #define PAN_MAX 19
 
-/* The digits of s[0, end) kept in order, up to PAN_MAX + 1 of them. */
-static unsigned pan_digits(const char *s, size_t end, char *digits)
+/* Digits and masked digits: what a run of numbers is made of, before and after masking. */
+static bool is_run_char(unsigned char c)
 {
+	return isdigit(c) || c == '*';
+}
+
+/* s[0, n) (digits and separators, nothing masked) is a PAN. */
+static bool is_pan(const char *s, size_t n)
+{
+	char digits[PAN_MAX];
 	unsigned nd = 0;
-	for (size_t i = 0; i < end && nd <= PAN_MAX; i++)
-		if (isdigit((unsigned char)s[i]))
+	for (size_t i = 0; i < n; i++) {
+		if (s[i] == '*')
+			return false;
+		if (isdigit((unsigned char)s[i])) {
+			if (nd == PAN_MAX)
+				return false;
 			digits[nd++] = s[i];
-	return nd;
-}
-
-static size_t mask_pan(const char *s, size_t end, char *out, size_t *out_len)
-{
-	char digits[PAN_MAX + 1];
-	unsigned nd = pan_digits(s, end, digits);
-	if (nd < PAN_MIN || nd > PAN_MAX || !luhn_ok(digits, nd))
-		return 0;
-	unsigned seen = 0;
-	for (size_t i = 0; i < end; i++) {
-		bool digit = isdigit((unsigned char)s[i]);
-		out[i] = digit && seen++ < nd - 4 ? '*' : s[i];
-	}
-	*out_len = end;
-	return end;
-}
-
-/* A run of digits with single separators; when the whole run is no PAN, its first
- * separator-free segment may be (the scanner tries the next segments from their own start). */
-static size_t detect_pan(const char *s, size_t n, char *out, size_t *out_len)
-{
-	size_t i = 0, first_end = 0;
-	bool run_ended = false;
-	while (i < MASK_OUT_MAX) {
-		if (i < n && isdigit((unsigned char)s[i])) {
-			i++;
-		} else if (i + 1 < n && (s[i] == ' ' || s[i] == '-') &&
-			   isdigit((unsigned char)s[i + 1])) {
-			if (!first_end)
-				first_end = i;
-			i++;
-		} else {
-			run_ended = true;
-			break;
 		}
 	}
-	if (run_ended && (i == n || !isalpha((unsigned char)s[i])) && mask_pan(s, i, out, out_len))
-		return i;
-	if (first_end && mask_pan(s, first_end, out, out_len))
-		return first_end;
-	return 0;
+	return nd >= PAN_MIN && digits[0] != '0' && luhn_ok(digits, nd);
+}
+
+/* Every digit of s[0, n) but the last four becomes '*'. */
+static void mask_pan(char *s, size_t n)
+{
+	size_t keep = 4;
+	for (size_t i = n; i-- > 0;)
+		if (isdigit((unsigned char)s[i]) && (keep ? (keep--, false) : true))
+			s[i] = '*';
+}
+
+/* The run of digits and '*' (single spaces or dashes between them) at text[r], after the
+ * character `before`: copied to text[w] (w <= r) with its PANs masked; returns its length.
+ * A whole run of 13-19 digits is tried first, then each piece between separators and stars,
+ * so that masking a piece never changes the run: the line masks to itself again. A PAN glued
+ * to a letter or digit is left alone. */
+static size_t mask_digit_run(char *text, size_t len, size_t r, size_t w, unsigned char before)
+{
+	size_t end = r;
+	while (end < len) {
+		if (is_run_char((unsigned char)text[end]))
+			end++;
+		else if ((text[end] == ' ' || text[end] == '-') && end + 1 < len &&
+			 is_run_char((unsigned char)text[end + 1]))
+			end++;
+		else
+			break;
+	}
+	bool glued_after = end < len && isalnum((unsigned char)text[end]);
+	size_t n = end - r;
+	memmove(text + w, text + r, n);
+	char *run = text + w;
+	if (!isalnum(before) && !glued_after && is_pan(run, n)) {
+		mask_pan(run, n);
+		return n;
+	}
+	for (size_t a = 0; a < n;) {
+		size_t b = a;
+		while (b < n && isdigit((unsigned char)run[b]))
+			b++;
+		bool glued = (a == 0 && isalnum(before)) || (b == n && glued_after);
+		if (b - a >= PAN_MIN && !glued && is_pan(run + a, b - a))
+			mask_pan(run + a, b - a);
+		a = b + 1;
+	}
+	return n;
 }
 
 static bool is_b64url(unsigned char c)
@@ -281,7 +299,7 @@ static bool is_b64token(unsigned char c)
 
 static size_t detect_bearer(const char *s, size_t n, char *out, size_t *out_len)
 {
-	if (n < 7 || strncasecmp(s, "bearer", 6) != 0 || s[6] != ' ')
+	if (n < 7 || (s[0] | 0x20) != 'b' || strncasecmp(s, "bearer", 6) != 0 || s[6] != ' ')
 		return 0;
 	size_t i = 6;
 	while (i < n && s[i] == ' ')
@@ -332,6 +350,8 @@ static bool ends_secret(unsigned char c)
 static size_t detect_secret_field(const char *s, size_t n, char *out, size_t *out_len)
 {
 	for (size_t k = 0; k < sizeof(secret_keys) / sizeof(secret_keys[0]); k++) {
+		if ((s[0] | 0x20) != secret_keys[k][0])
+			continue;
 		size_t kl = strlen(secret_keys[k]);
 		if (n <= kl || strncasecmp(s, secret_keys[k], kl) != 0)
 			continue;
@@ -360,12 +380,17 @@ size_t mask_apply(const struct mask *m, char *text, size_t len)
 		unsigned char c = (unsigned char)text[r];
 		char out[MASK_OUT_MAX];
 		size_t out_len = 0, used = 0;
-		if (!isalnum(prev) && isalnum(c)) {
+		if (is_run_char(c) && !is_run_char(prev)) {
+			size_t run = mask_digit_run(text, len, r, w, prev);
+			prev = (unsigned char)text[w + run - 1];
+			w += run;
+			r += run;
+			continue;
+		}
+		if (!isalnum(prev) && isalpha(c)) {
 			const char *s = text + r;
 			size_t n = len - r;
-			if (isdigit(c))
-				used = detect_pan(s, n, out, &out_len);
-			else if (!(used = detect_iban(s, n, out, &out_len)) &&
+			if (!(used = detect_iban(s, n, out, &out_len)) &&
 				 !(used = detect_jwt(s, n, out, &out_len)) &&
 				 !(used = detect_bearer(s, n, out, &out_len)) && prev != '_')
 				used = detect_secret_field(s, n, out, &out_len);

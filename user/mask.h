@@ -6,9 +6,10 @@
  *   country's length of letters and digits (optionally in groups of four separated by one
  *   space), passing the mod-97 check, not touching another letter or digit. Becomes the
  *   country, the check digits, "****" and the last four: DE89****3000.
- * - PAN: 13 to 19 digits (optionally separated by single spaces or dashes) passing the Luhn
- *   check, not touching a letter or digit. Every digit but the last four becomes '*'
+ * - PAN: 13 to 19 digits (optionally separated by single spaces or dashes), the first not 0,
+ *   passing the Luhn check, not touching a letter or digit. Every digit but the last four becomes '*'
  *   (separators stay): PCI DSS allows first six and last four; last four alone is less.
+ *   A run of numbers that is no PAN as a whole has each of its groups tried alone.
  *   A digit run of an id that passes Luhn is masked too (about one in ten of them): cheaper
  *   than a leak.
  * - Secrets: the value of access_token, refresh_token, id_token, code, code_verifier,
