@@ -1996,6 +1996,44 @@ static void test_metrics_keys(void **state)
 	}
 }
 
+static void test_logs_keys(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *logs; /* the object's text, NULL: none */
+		const char *want; /* the patterns kept, joined by '|', or the error */
+	} cases[] = {
+		{NULL, ""},
+		{"{}", ""},
+		{"{\"mask\": []}", ""},
+		{"{\"mask\": [\"Jane Doe\", \"[A-Z]{2}-[0-9]{6}\"]}", "Jane Doe|[A-Z]{2}-[0-9]{6}"},
+		{"[]", "logs: must be an object"},
+		{"{\"mask\": \"Jane\"}", "logs.mask: must be an array"},
+		{"{\"mask\": [\"Jane\", 7]}", "logs.mask[1]: must be a string"},
+		{"{\"mask\": [\"Jane\", \"(Doe\"]}",
+		 "logs.mask[1]: not a POSIX extended regex: Unmatched ( or \\("},
+		{"{\"mask\": [\"x*\"]}", "logs.mask[0]: matches the empty string"},
+		{"{\"fields\": []}", "logs.fields: unknown key"},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		json_t *root = minimal_config();
+		if (cases[i].logs)
+			set(root, NULL, "logs", parse(cases[i].logs));
+		if (strchr(cases[i].want, ':')) {
+			expect_error(root, cases[i].want);
+			continue;
+		}
+		struct config cfg;
+		expect_ok(root, &cfg);
+		char got[256] = "";
+		for (size_t k = 0; k < cfg.logs.n_mask; k++)
+			snprintf(got + strlen(got), sizeof(got) - strlen(got), "%s%s", k ? "|" : "",
+				 cfg.logs.mask[k]);
+		assert_string_equal(got, cases[i].want);
+		config_free(&cfg);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -2020,6 +2058,7 @@ int main(void)
 		cmocka_unit_test(test_file_errors),
 		cmocka_unit_test(test_http_keys),
 		cmocka_unit_test(test_metrics_keys),
+		cmocka_unit_test(test_logs_keys),
 	};
 	return cmocka_run_group_tests(tests, setup_pki, teardown_pki);
 }
