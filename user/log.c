@@ -15,6 +15,8 @@
 /* A batch bound for a file; a pipe or terminal (stderr) takes at most PIPE_BUF at once, which
  * the kernel writes whole, unbroken by other threads' lines. */
 #define LOG_ACCESS_BATCH_FILE (64 * 1024)
+/* An error-log line's bytes, '\n' included. */
+#define LOG_LINE_MAX 1024
 
 static enum log_level min_level = LOG_INFO;
 static int access_fd = STDERR_FILENO;
@@ -56,7 +58,9 @@ void log_msg(enum log_level level, const char *fmt, ...)
 	static const char *const names[] = {"debug", "info", "warn", "error"};
 	if (level < min_level)
 		return;
-	char line[1024];
+	/* Formatted with room to spare and masked before it is cut to LOG_LINE_MAX, so that the
+	 * cut never leaves part of a number or token the masker would not recognise. */
+	char line[4 * LOG_LINE_MAX];
 	struct timespec ts;
 	struct tm tm;
 	clock_gettime(CLOCK_REALTIME, &ts);
@@ -72,6 +76,8 @@ void log_msg(enum log_level level, const char *fmt, ...)
 	if (len > sizeof(line) - 2)
 		len = sizeof(line) - 2;
 	len = (size_t)n + mask_apply(log_mask, line + n, len - (size_t)n);
+	if (len > LOG_LINE_MAX - 1)
+		len = LOG_LINE_MAX - 1;
 	line[len++] = '\n';
 	/* One write per line so lines from several threads never interleave. */
 	ssize_t w = write(STDERR_FILENO, line, len);
