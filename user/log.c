@@ -16,7 +16,7 @@
  * the kernel writes whole, unbroken by other threads' lines. */
 #define LOG_ACCESS_BATCH_FILE (64 * 1024)
 /* An error-log line's bytes, '\n' included. */
-#define LOG_LINE_MAX 1024
+#define LOG_LINE_MAX 1023
 
 static enum log_level min_level = LOG_INFO;
 static int access_fd = STDERR_FILENO;
