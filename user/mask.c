@@ -294,7 +294,7 @@ static size_t detect_jwt(const char *s, size_t n, char *out, size_t *out_len)
 /* RFC 6750 b64token. */
 static bool is_b64token(unsigned char c)
 {
-	return isalnum(c) || strchr("-._~+/", c) != NULL;
+	return isalnum(c) || (c && strchr("-._~+/", c));
 }
 
 static size_t detect_bearer(const char *s, size_t n, char *out, size_t *out_len)
@@ -322,29 +322,33 @@ static const char *const secret_keys[] = {
 };
 
 /* After a key: an optional closing quote (escaped in a JSON line), '=' or ':', spaces, an
- * optional opening quote. Returns how many bytes that is, 0 when it is not there. */
-static size_t secret_separator(const char *s, size_t n)
+ * optional opening quote. Returns how many bytes that is (0 when it is not there) and writes
+ * it to sep with its spaces cut to one (at most 6 bytes). */
+static size_t secret_separator(const char *s, size_t n, char *sep, size_t *sep_len)
 {
-	size_t i = 0;
+	size_t i = 0, k = 0;
 	if (i + 1 < n && s[i] == '\\' && s[i + 1] == '"')
-		i += 2;
+		sep[k++] = s[i++], sep[k++] = s[i++];
 	else if (i < n && s[i] == '"')
-		i++;
+		sep[k++] = s[i++];
 	if (i >= n || (s[i] != '=' && s[i] != ':'))
 		return 0;
-	i++;
+	sep[k++] = s[i++];
+	if (i < n && s[i] == ' ')
+		sep[k++] = ' ';
 	while (i < n && s[i] == ' ')
 		i++;
 	if (i + 1 < n && s[i] == '\\' && s[i + 1] == '"')
-		i += 2;
+		sep[k++] = s[i++], sep[k++] = s[i++];
 	else if (i < n && s[i] == '"')
-		i++;
+		sep[k++] = s[i++];
+	*sep_len = k;
 	return i;
 }
 
 static bool ends_secret(unsigned char c)
 {
-	return isspace(c) || strchr("&\"\\,;#}<>')", c) != NULL;
+	return !c || isspace(c) || strchr("&\"\\,;#}<>')", c);
 }
 
 static size_t detect_secret_field(const char *s, size_t n, char *out, size_t *out_len)
@@ -355,16 +359,18 @@ static size_t detect_secret_field(const char *s, size_t n, char *out, size_t *ou
 		size_t kl = strlen(secret_keys[k]);
 		if (n <= kl || strncasecmp(s, secret_keys[k], kl) != 0)
 			continue;
-		size_t sep = secret_separator(s + kl, n - kl);
-		if (!sep)
+		char sep[6];
+		size_t sep_len, sep_used = secret_separator(s + kl, n - kl, sep, &sep_len);
+		if (!sep_used)
 			continue;
-		size_t start = kl + sep, i = start;
+		size_t start = kl + sep_used, i = start;
 		while (i < n && !ends_secret((unsigned char)s[i]))
 			i++;
-		if (i == start || secret_masked(s + start, i - start) || start > MASK_OUT_MAX / 2)
+		if (i == start || secret_masked(s + start, i - start))
 			return 0;
-		memcpy(out, s, start);
-		*out_len = start + mask_secret(s + start, i - start, out + start);
+		memcpy(out, s, kl);
+		memcpy(out + kl, sep, sep_len);
+		*out_len = kl + sep_len + mask_secret(s + start, i - start, out + kl + sep_len);
 		return i;
 	}
 	return 0;
@@ -401,7 +407,9 @@ size_t mask_apply(const struct mask *m, char *text, size_t len)
 			r++;
 			continue;
 		}
-		prev = (unsigned char)text[r + used - 1];
+		/* What follows starts afresh, as it will when the masked line is read again: a
+		 * replacement ends in ']', '*' or the last of an IBAN, which no run may join. */
+		prev = ' ';
 		memcpy(text + w, out, out_len);
 		w += out_len;
 		r += used;

@@ -52,6 +52,8 @@ static const struct {
 	 "{\\\"access_token\\\":\\\"[token:6c96130f]\\\"}"},
 	{"JSON refresh token", "\"refresh_token\": \"tGzv3JOkF0XG5Qx2TlKWIA\"",
 	 "\"refresh_token\": \"[token:00cf4c78]\""},
+	{"spaces after the key", "\"id_token\":          \"eyJhbGciOiJub25lIn0.eyJ4IjoxfQ.\"",
+	 "\"id_token\": \"[token:b09af2b9]\""},
 	{"client secret", "client_secret=s3cr3t&grant_type=x", "client_secret=******&grant_type=x"},
 	{"client assertion JWT", "client_assertion=eyJhbGciOiJSUzI1NiJ9.eyJpc3MiOiJ4In0.sig",
 	 "client_assertion=[token:dfc0353d]"},
