@@ -1433,8 +1433,8 @@ int registry_counts(struct registry *reg, struct registry_counts *out)
 	static const char *const sql[] = {
 		"SELECT COUNT(*) FROM clients",
 		"SELECT COUNT(*) FROM certificates WHERE state = 'active'",
-		"SELECT COUNT(*) FROM certificates JOIN clients USING (client_id)"
-		" WHERE certificates.state = 'revoked'",
+		("SELECT COUNT(*) FROM certificates JOIN clients USING (client_id)"
+		 " WHERE certificates.state = 'revoked'"),
 		"SELECT COUNT(*) FROM deny",
 	};
 	int64_t *field[] = {&out->clients, &out->certs_active, &out->certs_revoked,
