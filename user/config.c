@@ -1048,6 +1048,24 @@ static int get_hub_string(struct loader *l, json_t *obj, const char *prefix, con
 
 /* A route's optional "hub": the bank's OAuth endpoints and the TPP's registration there. The
  * bank is the route's upstream, reached over mTLS with the upstream's cert (the QWAC). */
+
+/* PREFIX.jwks: a file holding a JWK set (a JSON object with a "keys" array); its path into *path. */
+static int load_jwks(struct loader *l, json_t *obj, const char *prefix, char **path)
+{
+	FILE *fp;
+	char p[KEYPATH_MAX];
+	if (open_file(l, obj, prefix, "jwks", true, path, &fp) < 0)
+		return -1;
+	json_error_t jerr;
+	json_t *set = json_loadf(fp, JSON_REJECT_DUPLICATES, &jerr);
+	fclose(fp);
+	bool is_set = json_is_array(json_object_get(set, "keys"));
+	json_decref(set);
+	if (!is_set)
+		return fail(l, keypath(p, prefix, "jwks"),
+			    "not a JWK set (a JSON object with a \"keys\" array)");
+	return 0;
+}
 static int load_hub(struct loader *l, json_t *route, const char *route_path,
 		    struct config_route *r)
 {
@@ -1058,7 +1076,6 @@ static int load_hub(struct loader *l, json_t *route, const char *route_path,
 	char path[KEYPATH_MAX], p[KEYPATH_MAX + 32];
 	const char *prefix = keypath(path, route_path, "hub"), *issuer;
 	json_t *obj, *scopes, *v;
-	FILE *fp = NULL;
 	int rc = get_object(l, route, route_path, "hub", false, &obj);
 	if (rc <= 0)
 		return rc;
@@ -1097,16 +1114,8 @@ static int load_hub(struct loader *l, json_t *route, const char *route_path,
 			strcat(h->scopes, " ");
 		strcat(h->scopes, json_string_value(v));
 	}
-	if (open_file(l, obj, prefix, "jwks", true, &h->id_token.jwks, &fp) < 0)
+	if (load_jwks(l, obj, prefix, &h->id_token.jwks) < 0)
 		return -1;
-	json_error_t jerr;
-	json_t *set = json_loadf(fp, JSON_REJECT_DUPLICATES, &jerr);
-	fclose(fp);
-	bool is_set = json_is_array(json_object_get(set, "keys"));
-	json_decref(set);
-	if (!is_set)
-		return fail(l, keypath(p, prefix, "jwks"),
-			    "not a JWK set (a JSON object with a \"keys\" array)");
 	if (get_string(l, obj, prefix, "issuer", true, &issuer) < 0)
 		return -1;
 	h->id_token.issuer = strdup(issuer);
@@ -1592,20 +1601,11 @@ static int load_jwt(struct loader *l, json_t *root)
 	struct config_jwt *j = &l->cfg->jwt;
 	const char *issuer, *audience;
 	json_t *obj;
-	FILE *fp = NULL;
 	int rc = get_object(l, root, NULL, "jwt", false, &obj);
 	if (rc <= 0)
 		return rc;
-	if (check_unknown_keys(l, obj, "jwt", keys) < 0 ||
-	    open_file(l, obj, "jwt", "jwks", true, &j->jwks, &fp) < 0)
+	if (check_unknown_keys(l, obj, "jwt", keys) < 0 || load_jwks(l, obj, "jwt", &j->jwks) < 0)
 		return -1;
-	json_error_t jerr;
-	json_t *set = json_loadf(fp, JSON_REJECT_DUPLICATES, &jerr);
-	fclose(fp);
-	bool is_set = json_is_array(json_object_get(set, "keys"));
-	json_decref(set);
-	if (!is_set)
-		return fail(l, "jwt.jwks", "not a JWK set (a JSON object with a \"keys\" array)");
 	if (get_string(l, obj, "jwt", "issuer", false, &issuer) < 0 ||
 	    get_string(l, obj, "jwt", "audience", true, &audience) < 0)
 		return -1;
