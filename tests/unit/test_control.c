@@ -57,7 +57,7 @@ static void thumb_hex_of(X509 *x, char out[CERT_THUMB_HEX_LEN + 1])
 
 enum {
 	GOOD1, GOOD2, GOOD3, GOOD4, EXPIRED, FUTURE, FOREIGN, REVOKED, RSA1024, PSD2_AI, BAD_QC,
-	SHORT, N_CERTS
+	SHORT, LONG, N_CERTS
 };
 
 /* The qcStatements extension of a PSP_AI certificate of the FCA, DER (from `openssl asn1parse
@@ -123,6 +123,10 @@ static int pki_setup(void **state)
 		[BAD_QC] = psd2_leaf(&p, 206, bad_qc, sizeof(bad_qc)),
 		[SHORT] = testpki_cert("tpp-short", p.leaf_key, p.ca, p.ca_key, 207, -TESTPKI_DAY,
 				       10 * TESTPKI_DAY + 3600, 0),
+		/* An hour over whole days, as SHORT: days_left does not depend on when the second
+		 * turns between signing and listing. */
+		[LONG] = testpki_cert("tpp-long", p.leaf_key, p.ca, p.ca_key, 208, -TESTPKI_DAY,
+				      364 * TESTPKI_DAY + 3600, 0),
 	};
 	for (int i = 0; i < N_CERTS; i++) {
 		assert_non_null(x[i]);
@@ -137,6 +141,7 @@ static int pki_setup(void **state)
 	X509_free(x[PSD2_AI]);
 	X509_free(x[BAD_QC]);
 	X509_free(x[SHORT]);
+	X509_free(x[LONG]);
 	EVP_PKEY_free(rsa1024);
 	testpki_free(&p);
 	return 0;
@@ -640,7 +645,7 @@ static void test_certs_expiring(void **state)
 	struct fixture *fx = *state;
 	fx->ctx.hooks.own_certs = own_certs;
 	expect_certs(fx, 30, "server - 20 gateway.test");
-	bind_ok(fx, "tpp-long", GOOD1, -1);
+	bind_ok(fx, "tpp-long", LONG, -1);
 	bind_ok(fx, "tpp-short", SHORT, -1);
 	bind_ok(fx, "tpp-gone", GOOD2, -1);
 	json_decref(ok(fx, json_pack("{s:s, s:s}", "cmd", "revoke", "client_id", "tpp-gone")));
@@ -649,7 +654,7 @@ static void test_certs_expiring(void **state)
 	expect_certs(fx, 11, "client tpp-short 10 tpp-short");
 	expect_certs(fx, 30, "client tpp-short 10 tpp-short; server - 20 gateway.test");
 	expect_certs(fx, 400, "client tpp-short 10 tpp-short; server - 20 gateway.test; "
-			      "client tpp-long 364 tpp-good");
+			      "client tpp-long 364 tpp-long");
 	fx->ctx.hooks.own_certs = NULL;
 	expect_certs(fx, 30, "client tpp-short 10 tpp-short");
 	refused(fx, json_pack("{s:s, s:i}", "cmd", "certs", "days", -1),

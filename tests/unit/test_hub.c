@@ -42,8 +42,11 @@ static char *b64url(const void *data, size_t len)
 
 static char *buf_text(struct buf *b)
 {
-	char *s = strndup(buf_head(b), b->len);
+	/* Not strndup: a buf holds no NUL, and strndup may read one byte past its length. */
+	char *s = malloc(b->len + 1);
 	assert_non_null(s);
+	memcpy(s, buf_head(b), b->len);
+	s[b->len] = '\0';
 	return s;
 }
 
