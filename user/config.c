@@ -15,6 +15,7 @@
 #include <limits.h>
 #include <net/if.h>
 #include <netdb.h>
+#include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
@@ -26,6 +27,7 @@
 #include <strings.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <unistd.h>
 
 #include "http.h"
 #include "mask.h"
@@ -1201,18 +1203,95 @@ static int load_routes(struct loader *l, json_t *root)
 /* --- registry, control socket, group -------------------------------------------------------- */
 
 /* A path that need not exist yet (created by the daemon). */
-static int load_path(struct loader *l, json_t *root, const char *key, bool required, char **out)
+static int load_path(struct loader *l, json_t *obj, const char *prefix, const char *key,
+		     bool required, char **out)
 {
+	char p[KEYPATH_MAX];
 	const char *v;
-	int rc = get_string(l, root, NULL, key, required, &v);
+	int rc = get_string(l, obj, prefix, key, required, &v);
 	if (rc <= 0)
 		return rc;
-	return resolve_path(l, key, v, out);
+	return resolve_path(l, keypath(p, prefix, key), v, out);
 }
 
 static int load_registry(struct loader *l, json_t *root)
 {
-	return load_path(l, root, "registry", true, &l->cfg->registry);
+	return load_path(l, root, NULL, "registry", true, &l->cfg->registry);
+}
+
+/* The PIN of a PKCS#11 token, the first line of a file (so it is not in the configuration,
+ * which operators share and diff). */
+static int load_pin(struct loader *l, json_t *obj, char **pin)
+{
+	char *abs = NULL, line[256];
+	FILE *fp;
+	int rc = open_file(l, obj, "token_store", "pin_file", true, &abs, &fp);
+	free(abs);
+	if (rc <= 0)
+		return rc;
+	bool got = fgets(line, sizeof(line), fp) != NULL;
+	fclose(fp);
+	size_t n = got ? strcspn(line, "\r\n") : 0;
+	if (n == 0 || n == sizeof(line) - 1) {
+		OPENSSL_cleanse(line, sizeof(line));
+		return fail(l, "token_store.pin_file", "must hold the PIN (1 to 254 bytes) on its "
+			    "first line");
+	}
+	*pin = strndup(line, n);
+	OPENSSL_cleanse(line, sizeof(line));
+	return *pin ? 0 : fail(l, "token_store.pin_file", "out of memory");
+}
+
+/* Required when a route has a hub; the KEK in a PKCS#11 token unless kek_file is given. */
+static int load_token_store(struct loader *l, json_t *root)
+{
+	static const char *const keys[] = {"path", "pkcs11_module", "token_label", "pin_file",
+					   "key_label", "kek_file", NULL};
+	struct config_token_store *ts = &l->cfg->token_store;
+	bool hub = false;
+	for (unsigned i = 0; i < l->cfg->n_routes; i++)
+		hub = hub || l->cfg->routes[i].hub.authorization_endpoint;
+	json_t *obj;
+	int rc = get_object(l, root, NULL, "token_store", hub, &obj);
+	if (rc < 0)
+		return -1;
+	if (rc == 0)
+		return 0;
+	if (check_unknown_keys(l, obj, "token_store", keys) < 0 ||
+	    load_path(l, obj, "token_store", "path", true, &ts->path) < 0)
+		return -1;
+	FILE *fp;
+	rc = open_file(l, obj, "token_store", "kek_file", false, &ts->kek_file, &fp);
+	if (rc < 0)
+		return -1;
+	if (rc == 1) {
+		fclose(fp);
+		static const char *const pkcs11_keys[] = {"pkcs11_module", "token_label", "pin_file",
+							  "key_label"};
+		for (size_t i = 0; i < sizeof(pkcs11_keys) / sizeof(pkcs11_keys[0]); i++)
+			if (json_object_get(obj, pkcs11_keys[i])) {
+				char p[KEYPATH_MAX];
+				return fail(l, keypath(p, "token_store", pkcs11_keys[i]),
+					    "not with kek_file (the KEK is either in a PKCS#11 "
+					    "token or in the file)");
+			}
+		return 0;
+	}
+	const char *module, *token, *key;
+	if (get_string(l, obj, "token_store", "pkcs11_module", false, &module) < 0 ||
+	    get_string(l, obj, "token_store", "token_label", true, &token) < 0 ||
+	    get_string(l, obj, "token_store", "key_label", false, &key) < 0)
+		return -1;
+	if (module && module[0] != '/')
+		return fail(l, "token_store.pkcs11_module", "must be an absolute path");
+	ts->pkcs11_module = strdup(module ? module : CONFIG_TOKEN_STORE_MODULE);
+	ts->token_label = strdup(token);
+	ts->key_label = strdup(key ? key : CONFIG_TOKEN_STORE_KEY_LABEL);
+	if (!ts->pkcs11_module || !ts->token_label || !ts->key_label)
+		return fail(l, "token_store", "out of memory");
+	if (access(ts->pkcs11_module, R_OK) != 0)
+		return errno_fail(l, "token_store.pkcs11_module", errno);
+	return load_pin(l, obj, &ts->pin);
 }
 
 /* An optional group name, looked up here once: the control socket never asks the user database
@@ -1240,7 +1319,7 @@ static int load_group(struct loader *l, json_t *root, const char *key, char **na
 static int load_control(struct loader *l, json_t *root)
 {
 	struct config *cfg = l->cfg;
-	if (load_path(l, root, "control_socket", true, &cfg->control_socket) < 0)
+	if (load_path(l, root, NULL, "control_socket", true, &cfg->control_socket) < 0)
 		return -1;
 	if (strlen(cfg->control_socket) >= sizeof(((struct sockaddr_un *)0)->sun_path))
 		return fail(l, "control_socket", "path too long (at most %zu bytes)",
@@ -1775,7 +1854,7 @@ int config_load(const char *path, struct config *cfg, char *err, size_t errlen)
 	static const char *const top_keys[] = {
 		"listen", "tls", "upstream", "upstreams", "jwt", "routes", "client_id", "registry",
 		"control_socket", "control_group", "control_readonly_group", "bpf", "limits",
-		"http", "workers", "access_log", "log_level", "logs", "metrics", NULL,
+		"http", "workers", "access_log", "log_level", "logs", "metrics", "token_store", NULL,
 	};
 	static int (*const loaders[])(struct loader *, json_t *) = {
 		/* schema order: control covers control_socket, control_group and
@@ -1783,7 +1862,7 @@ int config_load(const char *path, struct config *cfg, char *err, size_t errlen)
 		load_listen, load_tls, load_upstream, load_upstreams, load_jwt, load_routes,
 		load_client_id,
 		load_registry, load_control, load_bpf, load_limits, load_http, load_misc, load_logs,
-		load_metrics, finish_upstreams,
+		load_metrics, load_token_store, finish_upstreams,
 	};
 	struct loader l = {.cfg = cfg, .err = err, .errlen = errlen};
 	json_t *root = NULL;
@@ -1862,6 +1941,15 @@ void config_free(struct config *cfg)
 		free(u->key);
 	}
 	free(cfg->registry);
+	struct config_token_store *ts = &cfg->token_store;
+	free(ts->path);
+	free(ts->pkcs11_module);
+	free(ts->token_label);
+	if (ts->pin)
+		OPENSSL_cleanse(ts->pin, strlen(ts->pin));
+	free(ts->pin);
+	free(ts->key_label);
+	free(ts->kek_file);
 	free(cfg->control_socket);
 	free(cfg->control_group);
 	free(cfg->control_readonly_group);

@@ -167,6 +167,20 @@ struct config_route {
 	struct config_hub hub;
 };
 
+/* "token_store" (hub mode, token_store.h): where the bank tokens are kept and the KEK that
+ * wraps their data keys. path NULL = no object (refused when a route has a hub). */
+struct config_token_store {
+	char *path;          /* SQLite database */
+	char *pkcs11_module; /* NULL with kek_file */
+	char *token_label;
+	char *pin;           /* read from pin_file */
+	char *key_label;
+	char *kek_file;      /* the explicit fallback instead of PKCS#11 */
+};
+
+#define CONFIG_TOKEN_STORE_MODULE "/usr/lib/softhsm/libsofthsm2.so"
+#define CONFIG_TOKEN_STORE_KEY_LABEL "psd2edge-kek"
+
 struct config {
 	char *dir; /* directory of the config file */
 
@@ -191,6 +205,7 @@ struct config {
 	struct config_jwt jwt;
 
 	char *registry;       /* path of the SQLite database */
+	struct config_token_store token_store;
 	char *control_socket; /* path of the Unix socket */
 	char *control_group;  /* optional: its members may use every control command */
 	gid_t control_gid;    /* (gid_t)-1 when not set */

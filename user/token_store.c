@@ -24,7 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define TOKEN_SCHEMA_VERSION 1
+#define TOKEN_SCHEMA_VERSION 2
 #define TOKEN_BUSY_TIMEOUT_MS 5000
 #define TOKEN_USER_MAX 255
 #define TOKEN_PAYLOAD_MAX (64 * 1024)
@@ -78,6 +78,14 @@ static const char *const migrations[] = {
 	" CHECK (state = 'revoked' OR (kek_label IS NOT NULL AND dek_iv IS NOT NULL AND"
 	"  wrapped_dek IS NOT NULL AND nonce IS NOT NULL AND ciphertext IS NOT NULL)));"
 	"CREATE INDEX tokens_by_kek ON tokens (kek_label) WHERE state = 'active';",
+	/* Who created and who revoked each handle (the backend's client_id at the gateway). */
+	"CREATE TABLE audit ("
+	" id INTEGER PRIMARY KEY AUTOINCREMENT,"
+	" at INTEGER NOT NULL,"
+	" actor TEXT NOT NULL,"
+	" action TEXT NOT NULL CHECK (action IN ('created', 'revoked')),"
+	" handle_hash BLOB NOT NULL CHECK (length(handle_hash) = 32),"
+	" bank TEXT NOT NULL);",
 };
 _Static_assert(sizeof(migrations) / sizeof(migrations[0]) == TOKEN_SCHEMA_VERSION,
 	       "one migration step per schema version");
@@ -623,8 +631,18 @@ static bool payload_fits(const char *what, size_t len, char *err, size_t errlen)
 	return false;
 }
 
-enum token_status token_store_put(struct token_store *ts, const char *bank, const char *user,
-				  const void *payload, size_t len,
+static enum token_status audit_add(struct token_store *ts, int64_t now, const char *actor,
+				   const char *action, const uint8_t hash[HASH_LEN],
+				   const char *bank, char *err, size_t errlen)
+{
+	int rc = db_exec(ts,
+			 "INSERT INTO audit (at, actor, action, handle_hash, bank) VALUES (?, ?, ?, ?,"
+			 " ?)", "ittbt", now, actor, action, hash, (size_t)HASH_LEN, bank);
+	return rc == SQLITE_DONE ? TOKEN_OK : db_err(ts, err, errlen);
+}
+
+enum token_status token_store_put(struct token_store *ts, const char *actor, const char *bank,
+				  const char *user, const void *payload, size_t len,
 				  char handle_out[TOKEN_HANDLE_LEN + 1], char *err, size_t errlen)
 {
 	if (!bank || !bank[0] || strnlen(bank, TOKEN_BANK_MAX + 1) > TOKEN_BANK_MAX)
@@ -648,8 +666,10 @@ enum token_status token_store_put(struct token_store *ts, const char *bank, cons
 
 	struct sealed s = { 0 };
 	int ret = seal_payload(ts, hash, bank, payload, len, &s, err, errlen);
+	int64_t now = time(NULL);
+	if (ret == TOKEN_OK && txn_begin(ts, err, errlen) < 0)
+		ret = TOKEN_ERROR;
 	if (ret == TOKEN_OK) {
-		int64_t now = time(NULL);
 		int rc = db_exec(ts,
 				 "INSERT INTO tokens (handle_hash, bank, user, kek_label, dek_iv,"
 				 " wrapped_dek, nonce, ciphertext, state, created_at, updated_at)"
@@ -658,7 +678,11 @@ enum token_status token_store_put(struct token_store *ts, const char *bank, cons
 				 s.dek_iv, (size_t)NONCE_LEN, s.wrapped_dek,
 				 (size_t)WRAPPED_DEK_LEN, s.nonce, (size_t)NONCE_LEN, s.ciphertext,
 				 s.ciphertext_len, now, now);
-		ret = rc == SQLITE_DONE ? TOKEN_OK : db_err(ts, err, errlen);
+		ret = rc == SQLITE_DONE ? audit_add(ts, now, actor, "created", hash, bank, err, errlen)
+					: db_err(ts, err, errlen);
+		if (ret == TOKEN_OK && txn_commit(ts, err, errlen) < 0)
+			ret = TOKEN_ERROR;
+		txn_rollback(ts);
 	}
 	free(s.ciphertext);
 	if (ret == TOKEN_OK)
@@ -802,25 +826,33 @@ enum token_status token_store_update(struct token_store *ts, const char *handle,
 	return ret;
 }
 
-enum token_status token_store_revoke(struct token_store *ts, const char *handle, char *err,
-				     size_t errlen)
+enum token_status token_store_revoke(struct token_store *ts, const char *actor,
+				     const char *handle, char *err, size_t errlen)
 {
 	uint8_t hash[HASH_LEN];
 	if (!handle_hash(handle, hash))
 		return set_err(err, errlen, TOKEN_NOT_FOUND, "not a handle");
 	if (txn_begin(ts, err, errlen) < 0)
 		return TOKEN_ERROR;
-	enum token_status ret = row_find(ts, hash, "SELECT state FROM tokens WHERE handle_hash = ?",
-					 NULL, err, errlen);
+	sqlite3_stmt *st = NULL;
+	enum token_status ret = row_find(ts, hash,
+					 "SELECT state, bank FROM tokens WHERE handle_hash = ?", &st,
+					 err, errlen);
 	if (ret == TOKEN_OK) {
+		char bank[TOKEN_BANK_MAX + 1];
+		snprintf(bank, sizeof(bank), "%s", (const char *)sqlite3_column_text(st, 1));
+		sqlite3_finalize(st);
+		st = NULL;
 		int64_t now = time(NULL);
 		int rc = db_exec(ts,
 				 "UPDATE tokens SET state = 'revoked', kek_label = NULL, dek_iv = NULL,"
 				 " wrapped_dek = NULL, nonce = NULL, ciphertext = NULL,"
 				 " updated_at = ?, revoked_at = ? WHERE handle_hash = ?",
 				 "iib", now, now, hash, (size_t)HASH_LEN);
-		ret = rc == SQLITE_DONE ? TOKEN_OK : db_err(ts, err, errlen);
+		ret = rc == SQLITE_DONE ? audit_add(ts, now, actor, "revoked", hash, bank, err, errlen)
+					: db_err(ts, err, errlen);
 	}
+	sqlite3_finalize(st);
 	if (ret == TOKEN_OK && txn_commit(ts, err, errlen) < 0)
 		ret = TOKEN_ERROR;
 	txn_rollback(ts);

@@ -41,9 +41,10 @@ int token_store_open(const char *path, const struct token_kek_config *kek,
 		     struct token_store **out, char *err, size_t errlen);
 void token_store_close(struct token_store *ts);
 
-/* A new record for (bank, user) holding payload; handle_out receives the new handle. */
-enum token_status token_store_put(struct token_store *ts, const char *bank, const char *user,
-				  const void *payload, size_t len,
+/* A new record for (bank, user) holding payload; handle_out receives the new handle. actor
+ * (who asked: the backend's client_id) goes into the audit table with the handle's hash. */
+enum token_status token_store_put(struct token_store *ts, const char *actor, const char *bank,
+				  const char *user, const void *payload, size_t len,
 				  char handle_out[TOKEN_HANDLE_LEN + 1], char *err, size_t errlen);
 /* The record's payload (malloc'd, *payload_out) and bank. */
 enum token_status token_store_get(struct token_store *ts, const char *handle, void **payload_out,
@@ -52,9 +53,10 @@ enum token_status token_store_get(struct token_store *ts, const char *handle, vo
 /* Replaces the payload (a refresh), under a fresh DEK. */
 enum token_status token_store_update(struct token_store *ts, const char *handle,
 				     const void *payload, size_t len, char *err, size_t errlen);
-/* Final: the record's payload is destroyed; later gets answer TOKEN_REVOKED. */
-enum token_status token_store_revoke(struct token_store *ts, const char *handle, char *err,
-				     size_t errlen);
+/* Final: the record's payload is destroyed; later gets answer TOKEN_REVOKED. Audited with
+ * actor, in the same transaction. */
+enum token_status token_store_revoke(struct token_store *ts, const char *actor,
+				     const char *handle, char *err, size_t errlen);
 /* Re-wraps every DEK under the KEK named new_key_label (created when missing) without
  * decrypting a payload; interrupted at any point (kill -9), every record still decrypts and a
  * second call finishes the job. Each row names the KEK that wraps it, and the old KEK is kept

@@ -1445,12 +1445,15 @@ static json_t *hub_config(void)
 	set(root, "upstreams", "bank", parse("{\"url\": \"https://127.0.0.1:9444\", \"ca\": "
 					     "\"ca.pem\", \"cert\": \"server.pem\", \"key\": "
 					     "\"server.key\"}"));
+	set(root, NULL, "token_store", parse("{\"path\": \"tokens.db\", \"kek_file\": "
+					     "\"kek.bin\"}"));
 	return root;
 }
 
 static void test_hub_keys(void **state)
 {
 	(void)state;
+	write_text("kek.bin", "0123456789abcdef0123456789abcdef");
 	write_text("jwks.json", "{\"keys\": []}");
 	write_text("notaset.json", "{\"key\": []}");
 	struct {
@@ -1554,6 +1557,62 @@ static void test_hub_keys(void **state)
 							 HUB_OBJ(", \"refresh_margin_s\": 0") "}")));
 	expect_ok(root, &cfg);
 	assert_int_equal(cfg.routes[0].hub.refresh_margin_s, 0);
+	assert_string_equal(cfg.token_store.path, tmp_path("tokens.db"));
+	assert_string_equal(cfg.token_store.kek_file, tmp_path("kek.bin"));
+	assert_null(cfg.token_store.pkcs11_module);
+	config_free(&cfg);
+
+	/* The token store: required with a hub route, its KEK in a PKCS#11 token or a file. */
+	write_text("kek.pin", "1234\n");
+	write_text("empty.pin", "\n");
+	const char *hub_route = "[{\"prefix\": \"/bank\", \"upstream\": \"bank\", \"hub\": "
+				HUB_OBJ("") "}]";
+	struct {
+		const char *store; /* NULL: no token_store */
+		const char *err;
+	} stores[] = {
+		{NULL, "token_store: missing"},
+		{"[]", "token_store: must be an object"},
+		{"{\"kek_file\": \"kek.bin\"}", "token_store.path: missing"},
+		{"{\"path\": \"t.db\", \"kek_file\": \"kek.bin\", \"token_label\": \"x\"}",
+		 "token_store.token_label: not with kek_file (the KEK is either in a PKCS#11 token or "
+		 "in the file)"},
+		{"{\"path\": \"t.db\", \"kek_file\": \"nothere.bin\"}",
+		 "token_store.kek_file: file not found"},
+		{"{\"path\": \"t.db\", \"pin_file\": \"kek.pin\"}", "token_store.token_label: missing"},
+		{"{\"path\": \"t.db\", \"token_label\": \"psd2edge\"}",
+		 "token_store.pin_file: missing"},
+		{"{\"path\": \"t.db\", \"token_label\": \"psd2edge\", \"pin_file\": \"empty.pin\"}",
+		 "token_store.pin_file: must hold the PIN (1 to 254 bytes) on its first line"},
+		{"{\"path\": \"t.db\", \"token_label\": \"p\", \"pin_file\": \"kek.pin\", "
+		 "\"pkcs11_module\": \"libsofthsm2.so\"}",
+		 "token_store.pkcs11_module: must be an absolute path"},
+		{"{\"path\": \"t.db\", \"token_label\": \"p\", \"pin_file\": \"kek.pin\", "
+		 "\"pkcs11_module\": \"/nonexistent/p11.so\"}",
+		 "token_store.pkcs11_module: file not found"},
+		{"{\"path\": \"t.db\", \"kek_file\": \"kek.bin\", \"kek\": 1}",
+		 "token_store.kek: unknown key"},
+	};
+	for (size_t i = 0; i < sizeof(stores) / sizeof(stores[0]); i++) {
+		root = hub_config();
+		json_object_del(root, "token_store");
+		if (stores[i].store)
+			set(root, NULL, "token_store", parse(stores[i].store));
+		set(root, NULL, "routes", parse(hub_route));
+		expect_error(root, stores[i].err);
+	}
+	/* PKCS#11 with its defaults; the PIN read from its file's first line. */
+	root = hub_config();
+	set(root, NULL, "token_store", parse("{\"path\": \"t.db\", \"token_label\": \"psd2edge\", "
+					     "\"pin_file\": \"kek.pin\", \"pkcs11_module\": "
+					     "\"/bin/sh\"}"));
+	set(root, NULL, "routes", parse(hub_route));
+	expect_ok(root, &cfg);
+	assert_string_equal(cfg.token_store.pkcs11_module, "/bin/sh");
+	assert_string_equal(cfg.token_store.token_label, "psd2edge");
+	assert_string_equal(cfg.token_store.pin, "1234");
+	assert_string_equal(cfg.token_store.key_label, CONFIG_TOKEN_STORE_KEY_LABEL);
+	assert_null(cfg.token_store.kek_file);
 	config_free(&cfg);
 }
 

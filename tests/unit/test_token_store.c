@@ -106,7 +106,7 @@ static void fx_free(struct fx *f)
 static void put(struct fx *f, const char *bank, const char *payload,
 		char handle[TOKEN_HANDLE_LEN + 1])
 {
-	if (token_store_put(f->ts, bank, "user-1", payload, strlen(payload), handle, f->err,
+	if (token_store_put(f->ts, "backend", bank, "user-1", payload, strlen(payload), handle, f->err,
 			    sizeof(f->err)) != TOKEN_OK)
 		fail_msg("token_store_put: %s", f->err);
 	assert_int_equal(strlen(handle), TOKEN_HANDLE_LEN);
@@ -224,9 +224,9 @@ static void test_put_get_update_revoke(void **state)
 					    sizeof(f.err)),
 			 TOKEN_OK);
 	assert_get(&f, h1, MARKER "-refreshed", "bank-a");
-	assert_int_equal(token_store_revoke(f.ts, h2, f.err, sizeof(f.err)), TOKEN_OK);
+	assert_int_equal(token_store_revoke(f.ts, "backend", h2, f.err, sizeof(f.err)), TOKEN_OK);
 	assert_get_fails(&f, h2, TOKEN_REVOKED, "revoked");
-	assert_int_equal(token_store_revoke(f.ts, h2, f.err, sizeof(f.err)), TOKEN_REVOKED);
+	assert_int_equal(token_store_revoke(f.ts, "backend", h2, f.err, sizeof(f.err)), TOKEN_REVOKED);
 	assert_int_equal(token_store_update(f.ts, h2, "x", 1, f.err, sizeof(f.err)),
 			 TOKEN_REVOKED);
 	assert_int_equal(sql_run(&f,
@@ -245,9 +245,9 @@ static void test_put_get_update_revoke(void **state)
 					    "x", 1, f.err, sizeof(f.err)),
 			 TOKEN_NOT_FOUND);
 	char h3[TOKEN_HANDLE_LEN + 1];
-	assert_int_equal(token_store_put(f.ts, "", "u", "x", 1, h3, f.err, sizeof(f.err)),
+	assert_int_equal(token_store_put(f.ts, "backend", "", "u", "x", 1, h3, f.err, sizeof(f.err)),
 			 TOKEN_ERROR);
-	assert_int_equal(token_store_put(f.ts, "b", "u", "x", TOKEN_PAYLOAD_MAX + 1, h3, f.err,
+	assert_int_equal(token_store_put(f.ts, "backend", "b", "u", "x", TOKEN_PAYLOAD_MAX + 1, h3, f.err,
 					 sizeof(f.err)),
 			 TOKEN_ERROR);
 
@@ -396,7 +396,7 @@ static void test_rotation(void **state)
 	fx_init(&f);
 	fx_open(&f);
 	put_many(&f, handles, ROTATE_RECORDS);
-	assert_int_equal(token_store_revoke(f.ts, handles[0], f.err, sizeof(f.err)), TOKEN_OK);
+	assert_int_equal(token_store_revoke(f.ts, "backend", handles[0], f.err, sizeof(f.err)), TOKEN_OK);
 	char *before = payload_columns(&f);
 
 	if (token_store_rotate_kek(f.ts, "kek-2", f.err, sizeof(f.err)) != 0)
