@@ -20,6 +20,8 @@ Who may call what, as a bank that binds its TPPs to their QWAC:
                     --issuer, aud client_id, sub the user, nonce, iat, exp).
   GET  /accounts    the TPP over mTLS with its QWAC and Authorization: Bearer <a valid,
                     unexpired access token>: the user's accounts (with an IBAN); else 401.
+                    Also under any prefix (/banks/alpha/accounts): a gateway forwards a
+                    route's path as it came.
   GET  /jwks        the id_token's signing key as a JWK set (also written to --jwks-out).
 
 What the tests control and read:
@@ -27,7 +29,10 @@ What the tests control and read:
                     that stopped answering, for the breaker); a status code: every request
                     gets it
   --log FILE        one JSON line per request: {"path", "grant_type", "status",
-                    "client_cert_sha256", "authorization"}
+                    "client_cert_sha256", "authorization", "issued"}; "issued" holds the
+                    secrets the bank handed out in that answer (the code of /authorize; the
+                    access_token, refresh_token and id_token of /token; the IBAN of /accounts),
+                    for the tests to look for them where they must not be
   --ready-file FILE written once listening
 
 A client certificate that does not chain to --client-ca fails the TLS handshake itself.
@@ -43,6 +48,8 @@ import http.server
 import json
 import os
 import secrets
+import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -53,6 +60,7 @@ import time
 import urllib.parse
 
 LOCK = threading.Lock()
+IBAN = "DE89370400440532013000"
 
 
 def b64url(data):
@@ -133,17 +141,17 @@ class Handler(http.server.BaseHTTPRequestHandler):
         der = self.request.getpeercert(binary_form=True)
         return hashlib.sha256(der).hexdigest() if der else None
 
-    def record(self, status, grant_type=None):
+    def record(self, status, grant_type=None, issued=None):
         if not self.server.log_path:
             return
         e = {"path": self.path.split("?", 1)[0], "grant_type": grant_type, "status": status,
              "client_cert_sha256": self.client_cert_sha256(),
-             "authorization": self.headers.get("Authorization")}
+             "authorization": self.headers.get("Authorization"), "issued": issued}
         with LOCK, open(self.server.log_path, "a") as f:
             f.write(json.dumps(e) + "\n")
 
-    def answer(self, status, obj, headers=(), grant_type=None):
-        self.record(status, grant_type)
+    def answer(self, status, obj, headers=(), grant_type=None, issued=None):
+        self.record(status, grant_type, issued)
         body = json.dumps(obj).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -181,7 +189,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         url = urllib.parse.urlsplit(self.path)
         route = {("GET", "/authorize"): self.authorize, ("POST", "/token"): self.token,
                  ("GET", "/accounts"): self.accounts, ("GET", "/jwks"): self.jwks}
-        handler = route.get((self.command, url.path))
+        path = "/accounts" if url.path.endswith("/accounts") else url.path
+        handler = route.get((self.command, path))
         if handler is None:
             return self.oauth_error(404, "not_found", "no such endpoint")
         handler(url, body)
@@ -214,7 +223,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             q["redirect_uri"], "&" if "?" in q["redirect_uri"] else "?", code,
             urllib.parse.quote(q["state"], safe=""))
         self.answer(302, {"location": location, "code": code, "state": q["state"]},
-                    headers=[("Location", location)])
+                    headers=[("Location", location)], issued={"code": code})
 
     def tpp_proven(self):
         return self.client_cert_sha256() == self.server.a.qwac_sha256
@@ -245,7 +254,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             out["id_token"] = self.server.signer.sign_jwt(
                 {"iss": self.server.a.issuer, "aud": p["client_id"], "sub": p["user"],
                  "nonce": p["nonce"], "iat": now, "exp": now + 300})
-            return self.answer(200, out, grant_type=grant)
+            return self.answer(200, out, grant_type=grant, issued=self.secrets(out))
         if grant == "refresh_token":
             with LOCK:
                 user = bank.refresh.pop(f.get("refresh_token", ""), None)  # rotated
@@ -253,8 +262,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
             if out is None:
                 return self.oauth_error(400, "invalid_grant", "unknown or used refresh_token",
                                         grant)
-            return self.answer(200, out, grant_type=grant)
+            return self.answer(200, out, grant_type=grant, issued=self.secrets(out))
         self.oauth_error(400, "unsupported_grant_type", "grant_type %r" % grant, grant)
+
+    @staticmethod
+    def secrets(out):
+        return {k: out[k] for k in ("access_token", "refresh_token", "id_token") if k in out}
 
     def accounts(self, _url, _body):
         if not self.tpp_proven():
@@ -266,7 +279,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if held is None or held[1] <= time.time():
             return self.oauth_error(401, "invalid_token", "unknown or expired access token")
         self.answer(200, {"user": held[0], "accounts": [
-            {"iban": "DE89370400440532013000", "currency": "EUR", "name": "Erika Mustermann"}]})
+            {"iban": IBAN, "currency": "EUR", "name": "Erika Mustermann"}]},
+            issued={"iban": IBAN})
 
     def jwks(self, _url, _body):
         self.answer(200, self.server.signer.jwks)
@@ -307,7 +321,8 @@ def main():
     srv.verbose = a.verbose
     srv.log_path = a.log
     srv.mode_file = a.mode_file
-    srv.signer = Signer(tempfile.mkdtemp(prefix="mock-bank-"))
+    workdir = tempfile.mkdtemp(prefix="mock-bank-")
+    srv.signer = Signer(workdir)
     srv.bank = Bank(a, srv.signer)
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
@@ -322,10 +337,14 @@ def main():
     if a.ready_file:
         with open(a.ready_file, "w") as f:
             f.write("%d\n" % os.getpid())
+    # The tests stop it with SIGTERM: leave no signing key behind in /tmp.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         srv.serve_forever(poll_interval=0.2)
     except KeyboardInterrupt:
         pass
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":
