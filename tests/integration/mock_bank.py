@@ -28,8 +28,9 @@ What the tests control and read:
   --mode-file FILE  absent or empty: answer; "hang": read requests and answer none (a bank
                     that stopped answering, for the breaker); a status code: every request
                     gets it
-  --log FILE        one JSON line per request: {"path", "grant_type", "status",
-                    "client_cert_sha256", "authorization", "issued"}; "issued" holds the
+  --log FILE        one JSON line per request: {"path", "grant_type", "status", "error",
+                    "client_cert_sha256", "authorization", "issued"}; "error" is the OAuth
+                    error answered (invalid_client, ...) or null; "issued" holds the
                     secrets the bank handed out in that answer (the code of /authorize; the
                     access_token, refresh_token and id_token of /token; the IBAN of /accounts),
                     for the tests to look for them where they must not be
@@ -141,17 +142,17 @@ class Handler(http.server.BaseHTTPRequestHandler):
         der = self.request.getpeercert(binary_form=True)
         return hashlib.sha256(der).hexdigest() if der else None
 
-    def record(self, status, grant_type=None, issued=None):
+    def record(self, status, grant_type=None, issued=None, error=None):
         if not self.server.log_path:
             return
         e = {"path": self.path.split("?", 1)[0], "grant_type": grant_type, "status": status,
-             "client_cert_sha256": self.client_cert_sha256(),
+             "error": error, "client_cert_sha256": self.client_cert_sha256(),
              "authorization": self.headers.get("Authorization"), "issued": issued}
         with LOCK, open(self.server.log_path, "a") as f:
             f.write(json.dumps(e) + "\n")
 
     def answer(self, status, obj, headers=(), grant_type=None, issued=None):
-        self.record(status, grant_type, issued)
+        self.record(status, grant_type, issued, obj.get("error"))
         body = json.dumps(obj).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
