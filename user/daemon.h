@@ -18,6 +18,7 @@ struct worker;
 struct dataplane;
 struct denyset;
 struct policy_store;
+struct hub_service;
 struct control_ctx;
 struct control_event;
 
@@ -37,6 +38,7 @@ struct daemon {
 	struct daemon_upstream upstreams[CONFIG_MAX_UPSTREAMS]; /* as cfg.upstreams */
 	struct policy_store *policy; /* quota and breaker state; NULL without bpf.pin_dir */
 	struct route_table routes;   /* per-route policies and counters */
+	struct hub_service *hub;     /* hub routes' token work; NULL without one */
 	struct dataplane *dp;
 	struct denyset *deny; /* the deny-list, checked at every accept (own locking) */
 	struct worker *workers;

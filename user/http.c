@@ -901,13 +901,16 @@ static bool safe_value(const char *s)
 
 /* End-to-end headers except those in drop and more_drop. */
 static int write_headers(const struct http_msg *m, struct buf *out, const char *const *drop,
-			 size_t n_drop, const char *const *more_drop, size_t n_more_drop)
+			 size_t n_drop, const char *const *more_drop, size_t n_more_drop,
+			 bool drop_authorization)
 {
+	static const char *const authorization[] = {"authorization"};
 	for (unsigned i = 0; i < m->n_hdr; i++) {
 		const struct http_header *h = &m->hdr[i];
 		const char *name = hdr_name(m, h);
 		if (in_list(name, h->name_len, drop, n_drop) ||
 		    in_list(name, h->name_len, more_drop, n_more_drop) ||
+		    (drop_authorization && in_list(name, h->name_len, authorization, 1)) ||
 		    is_hop_by_hop(m, name, h->name_len))
 			continue;
 		if (buf_append(out, name, h->name_len) < 0 || buf_append(out, ": ", 2) < 0 ||
@@ -950,7 +953,8 @@ int http_write_request_head(const struct http_msg *req, const struct http_forwar
 		       http_method_str((enum http_method)req->method), (int)base_len, base,
 		       (int)req->url_len, http_msg_url(req), fwd->host) < 0 ||
 	    write_headers(req, out, request_drop, sizeof(request_drop) / sizeof(request_drop[0]),
-			  fwd->drop_headers, fwd->n_drop_headers) < 0 ||
+			  fwd->drop_headers, fwd->n_drop_headers, fwd->authorization != NULL) < 0 ||
+	    write_field(out, "Authorization", fwd->authorization) < 0 ||
 	    write_field(out, "X-Client-Id", fwd->client_id) < 0 ||
 	    write_field(out, "X-Client-Cert-Sha256", fwd->cert_sha256_hex) < 0 ||
 	    (fwd->psd2_roles && fwd->psd2_roles[0] &&
@@ -990,7 +994,7 @@ int http_write_response_head(const struct http_msg *resp, bool keep_alive, const
 	}
 	if (buf_printf(out, "HTTP/1.1 %u %.*s\r\n", code, reason_len, reason) < 0 ||
 	    write_headers(resp, out, response_drop, sizeof(response_drop) / sizeof(response_drop[0]),
-			  NULL, 0) < 0)
+			  NULL, 0, false) < 0)
 		goto fail;
 	if (request_id && *request_id && write_field(out, "X-Request-Id", request_id) < 0)
 		goto fail;
@@ -1036,16 +1040,27 @@ int http_write_error(struct buf *out, int status, const char *error, const char 
 		     const char *request_id)
 {
 	struct buf body = {0};
+	int rc = -1;
+	if (buf_append_str(&body, "{\"error\":") == 0 && buf_append_json_string(&body, error) == 0 &&
+	    buf_append_str(&body, ",\"error_description\":") == 0 &&
+	    buf_append_json_string(&body, description) == 0 && buf_append(&body, "}", 1) == 0)
+		rc = http_write_json(out, status, &body, retry_after, extra, keep_alive, request_id);
+	buf_free(&body);
+	return rc;
+}
+
+int http_write_json(struct buf *out, int status, const struct buf *body, unsigned retry_after,
+		    const struct buf *extra, bool keep_alive, const char *request_id)
+{
 	size_t start = out->len;
 	int rc = -1;
-	if (buf_append_str(&body, "{\"error\":") < 0 || buf_append_json_string(&body, error) < 0 ||
-	    buf_append_str(&body, ",\"error_description\":") < 0 ||
-	    buf_append_json_string(&body, description) < 0 || buf_append(&body, "}", 1) < 0)
+	if (buf_printf(out, "HTTP/1.1 %d %s\r\n", status, http_status_text(status)) < 0)
 		goto out;
-	if (buf_printf(out,
-		       "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nCache-Control: no-store\r\n"
-		       "Content-Length: %zu\r\n",
-		       status, http_status_text(status), body.len) < 0)
+	if (status != 204 && buf_append_str(out, "Content-Type: application/json\r\n") < 0)
+		goto out;
+	if (buf_append_str(out, "Cache-Control: no-store\r\n") < 0)
+		goto out;
+	if (status != 204 && buf_printf(out, "Content-Length: %zu\r\n", body->len) < 0)
 		goto out;
 	if (retry_after && buf_printf(out, "Retry-After: %u\r\n", retry_after) < 0)
 		goto out;
@@ -1056,13 +1071,13 @@ int http_write_error(struct buf *out, int status, const char *error, const char 
 		goto out;
 	if (!keep_alive && buf_append_str(out, "Connection: close\r\n") < 0)
 		goto out;
-	if (buf_append(out, "\r\n", 2) < 0 || buf_append(out, buf_head(&body), body.len) < 0)
+	if (buf_append(out, "\r\n", 2) < 0 ||
+	    (status != 204 && body->len && buf_append(out, buf_head(body), body->len) < 0))
 		goto out;
 	rc = 0;
 out:
 	if (rc < 0)
 		out->len = start;
-	buf_free(&body);
 	return rc;
 }
 

@@ -145,6 +145,9 @@ struct http_forward {
 	const char *base_path;     /* upstream URL path prefix, "" for none */
 	const char *const *drop_headers; /* more client headers never forwarded (http.drop_headers) */
 	size_t n_drop_headers;
+	/* NULL: the client's Authorization goes on as sent; else it is dropped and this value
+	 * sent instead (hub mode: the bank's bearer token in place of the session handle). */
+	const char *authorization;
 };
 
 /* Writes the request head for the upstream: start line (base_path + url), end-to-end headers,
@@ -169,6 +172,9 @@ int http_write_chunk(struct buf *out, const char *data, size_t len);
 int http_write_error(struct buf *out, int status, const char *error, const char *description,
 		     unsigned retry_after, const struct buf *extra, bool keep_alive,
 		     const char *request_id);
+/* A complete response of the gateway's own with body (JSON) as it is; a 204 has none. */
+int http_write_json(struct buf *out, int status, const struct buf *body, unsigned retry_after,
+		    const struct buf *extra, bool keep_alive, const char *request_id);
 /* Appends the Allow header line of a 405: the methods let through (a set of HTTP_METHOD_BIT,
  * 0 for HTTP_DEFAULT_METHODS) but those never forwarded. */
 int http_append_allow(struct buf *headers, uint64_t methods);

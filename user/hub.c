@@ -164,6 +164,52 @@ int hub_token_form_refresh(const struct config_hub *h, const char *refresh_token
 	       append_param(out, "client_id", h->client_id) < 0 ? -1 : 0;
 }
 
+static int hex_value(char c)
+{
+	return c >= '0' && c <= '9' ? c - '0'
+	       : c >= 'a' && c <= 'f' ? c - 'a' + 10
+	       : c >= 'A' && c <= 'F' ? c - 'A' + 10
+				      : -1;
+}
+
+int hub_query_param(const char *query, size_t len, const char *name, char *out, size_t max)
+{
+	size_t name_len = strlen(name);
+	int found = 0;
+	for (size_t i = 0; i < len;) {
+		const char *pair = query + i;
+		const char *amp = memchr(pair, '&', len - i);
+		size_t pair_len = amp ? (size_t)(amp - pair) : len - i;
+		i += pair_len + 1;
+		if (pair_len <= name_len || memcmp(pair, name, name_len) != 0 ||
+		    pair[name_len] != '=')
+			continue;
+		if (found++)
+			return -1; /* which of two would the backend have meant? */
+		size_t n = 0;
+		for (size_t j = name_len + 1; j < pair_len; j++) {
+			int c = (unsigned char)pair[j];
+			if (c == '%') {
+				int hi = j + 2 < pair_len ? hex_value(pair[j + 1]) : -1;
+				int lo = hi >= 0 ? hex_value(pair[j + 2]) : -1;
+				if (lo < 0)
+					return -1;
+				c = hi << 4 | lo;
+				j += 2;
+			} else if (c == '+') {
+				c = ' ';
+			}
+			if (c <= ' ' || c >= 0x7f || n + 1 >= max)
+				return -1;
+			out[n++] = (char)c;
+		}
+		if (n == 0)
+			return -1;
+		out[n] = '\0';
+	}
+	return found;
+}
+
 /* --- tokens ------------------------------------------------------------------------------------ */
 
 /* A copy of obj[key] when it is a non-empty string of visible ASCII (what goes into an

@@ -68,6 +68,11 @@ bool hub_pending_take(struct hub_pending_table *t, const char *state, const char
 int hub_authorization_url(const struct config_hub *h, const struct hub_pending *p,
 			  struct buf *out);
 /* application/x-www-form-urlencoded bodies for the token endpoint. */
+/* The one value of name in a query (application/x-www-form-urlencoded), percent-decoded into
+ * out (max bytes with its NUL): 1; 0 when absent; -1 when repeated, empty, malformed, too long
+ * or not visible ASCII (a code or a state never holds anything else). */
+int hub_query_param(const char *query, size_t len, const char *name, char *out, size_t max);
+
 int hub_token_form_code(const struct config_hub *h, const char *code, const char *verifier,
 			struct buf *out);
 int hub_token_form_refresh(const struct config_hub *h, const char *refresh_token,

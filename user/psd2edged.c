@@ -26,6 +26,7 @@
 #include "mask.h"
 #include "metrics.h"
 #include "metrics_http.h"
+#include "hub_service.h"
 #include "policy_store.h"
 #include "registry.h"
 #include "reload.h"
@@ -385,6 +386,16 @@ static int daemon_run(struct daemon *d)
 		log_error("%s", err);
 		goto out;
 	}
+	SSL_CTX *up_ctx[CONFIG_MAX_UPSTREAMS];
+	const char *up_host[CONFIG_MAX_UPSTREAMS];
+	for (unsigned i = 0; i < d->cfg.n_upstreams; i++) {
+		up_ctx[i] = d->upstreams[i].ctx;
+		up_host[i] = d->upstreams[i].host_header;
+	}
+	if (hub_service_start(&d->cfg, up_ctx, up_host, &d->hub, err, sizeof(err)) < 0) {
+		log_error("%s", err);
+		goto out;
+	}
 	d->n_workers = d->cfg.workers ? d->cfg.workers : (unsigned)sysconf(_SC_NPROCESSORS_ONLN);
 	if (d->n_workers < 1)
 		d->n_workers = 1;
@@ -485,6 +496,7 @@ out:
 		}
 		log_info("drained");
 	}
+	hub_service_stop(d->hub); /* its last answers wait in the workers' queues */
 	for (unsigned i = 0; d->workers && i < d->n_workers; i++)
 		if (d->workers[i].loop)
 			worker_free(&d->workers[i]);

@@ -1,18 +1,22 @@
 #include "session.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <netinet/tcp.h>
+#include <openssl/crypto.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "clientid.h"
 #include "dataplane.h"
 #include "ev.h"
+#include "hub_service.h"
 #include "log.h"
 #include "metrics.h"
 #include "pipeline.h"
@@ -29,6 +33,8 @@
 #define SESSION_MAX_CLIENT_INPUT(s) ((size_t)(s)->req_limits.max_header_bytes + 64 * 1024)
 
 static void session_step(struct session *s);
+
+#define SESSION_HUB_CODE_MAX 2048 /* an authorization code, as the bank's redirect gave it */
 
 static void session_on_event(struct ev_loop *loop, int fd, int mask, void *arg)
 {
@@ -135,6 +141,16 @@ static void session_complete_exchange(struct session *s, enum exchange_result re
 	exchange_complete(&s->x, &o);
 }
 
+/* The bank's token is written into the upstream request head once and kept nowhere else. */
+static void session_hub_forget_bearer(struct session *s)
+{
+	if (!s->hub_bearer)
+		return;
+	OPENSSL_cleanse(s->hub_bearer, strlen(s->hub_bearer));
+	free(s->hub_bearer);
+	s->hub_bearer = NULL;
+}
+
 void session_close(struct session *s)
 {
 	if (s->dead)
@@ -146,6 +162,11 @@ void session_close(struct session *s)
 				   (struct sockaddr *)&s->local);
 	session_complete_exchange(s, EXCHANGE_NOT_FORWARDED);
 	session_drop_upstream(s);
+	if (s->hub_job) {
+		s->hub_job->owner = NULL; /* its answer, when it comes, is dropped */
+		s->hub_job = NULL;
+	}
+	session_hub_forget_bearer(s);
 	ev_set(s->env->loop, s->client.fd, EV_NONE, NULL, NULL);
 	conn_close(&s->client);
 	STATS_DEC(connections_open);
@@ -191,19 +212,23 @@ static void session_respond_error(struct session *s, int status, const char *err
 
 static void session_reset_request(struct session *s);
 
-/* A request refused by a route or a policy (404, 429, 503) is a well-framed request: the
+/* A request the gateway answers itself, well framed: refused by a route or a policy (404,
+ * 429, 503; json NULL: pr's error), or a hub route's own endpoints (json: the body). The
  * connection goes on. A body still coming is read and dropped first; one the client waits to
  * send (Expect: 100-continue) will never come, so that connection closes. */
-static void session_refuse(struct session *s, const struct policy_request *pr)
+static void session_answer(struct session *s, const struct policy_request *pr,
+			   const struct buf *json)
 {
 	bool body_pending = s->req.state != HTTP_MSG_DONE;
-	if (body_pending && s->req.expect_continue) {
-		session_respond_error(s, pr->status, pr->error, pr->description, pr->retry_after);
-		return;
-	}
-	bool keep = s->req.keep_alive && !s->env->draining;
-	http_write_error(&s->c_out, pr->status, pr->error, pr->description, pr->retry_after,
-			 session_extra_headers(s, pr->status), keep, s->request_id);
+	bool keep = s->req.keep_alive && !s->env->draining &&
+		    !(body_pending && s->req.expect_continue);
+	const struct buf *extra = session_extra_headers(s, pr->status);
+	if (json)
+		http_write_json(&s->c_out, pr->status, json, pr->retry_after, extra, keep,
+				s->request_id);
+	else
+		http_write_error(&s->c_out, pr->status, pr->error, pr->description,
+				 pr->retry_after, extra, keep, s->request_id);
 	s->status = (unsigned)pr->status;
 	s->verdict = pr->reason;
 	session_log_request(s);
@@ -275,9 +300,12 @@ static void session_start_forward(struct session *s, bool form_buffered)
 		.base_path = cfg->upstreams[upstream].base_path,
 		.drop_headers = cfg->http.drop_headers,
 		.n_drop_headers = cfg->http.n_drop_headers,
+		.authorization = s->hub_bearer,
 	};
 	struct buf *u_out = &s->up->out;
-	if (http_write_request_head(&s->req, &fwd, u_out) < 0) {
+	int head_rc = http_write_request_head(&s->req, &fwd, u_out);
+	session_hub_forget_bearer(s);
+	if (head_rc < 0) {
 		session_respond_error(s, 500, "server_error", "cannot build upstream request", 0);
 		return;
 	}
@@ -301,6 +329,190 @@ static void session_start_forward(struct session *s, bool form_buffered)
 			http_write_chunk(u_out, NULL, 0);
 		s->req_done = true;
 	}
+}
+
+/* --- hub routes (hub_service.h) ------------------------------------------------------------ */
+
+/* The handle of "Authorization: Hub <handle>", the request's only Authorization. */
+static bool session_hub_handle(const struct session *s, char out[TOKEN_HANDLE_LEN + 1])
+{
+	size_t len;
+	unsigned count;
+	const char *v = http_msg_header(&s->req, "authorization", &len, &count);
+	if (!v || count != 1 || len != 4 + TOKEN_HANDLE_LEN || strncasecmp(v, "Hub ", 4) != 0)
+		return false;
+	for (size_t i = 4; i < len; i++)
+		if (!isalnum((unsigned char)v[i]) && v[i] != '-' && v[i] != '_')
+			return false;
+	memcpy(out, v + 4, TOKEN_HANDLE_LEN);
+	out[TOKEN_HANDLE_LEN] = '\0';
+	return true;
+}
+
+/* The user a consent is for: the request's one X-Hub-User, visible ASCII. */
+static bool session_hub_user(const struct session *s, char out[HUB_USER_MAX + 1])
+{
+	size_t len;
+	unsigned count;
+	const char *v = http_msg_header(&s->req, "x-hub-user", &len, &count);
+	if (!v || count != 1 || len == 0 || len > HUB_USER_MAX)
+		return false;
+	for (size_t i = 0; i < len; i++)
+		if (v[i] <= ' ' || v[i] >= 0x7f)
+			return false;
+	memcpy(out, v, len);
+	out[len] = '\0';
+	return true;
+}
+
+/* The callback's state and code, each once in the query. */
+static bool session_hub_callback_args(const struct session *s, struct hub_job *job)
+{
+	const char *url = http_msg_url(&s->req);
+	const char *q = memchr(url, '?', s->req.url_len);
+	if (!q)
+		return false;
+	size_t qlen = s->req.url_len - (size_t)(q + 1 - url);
+	char state[HUB_B64_256 + 2], code[SESSION_HUB_CODE_MAX + 1];
+	bool ok = hub_query_param(q + 1, qlen, "state", state, sizeof(state)) == 1 &&
+		  hub_query_param(q + 1, qlen, "code", code, sizeof(code)) == 1;
+	if (ok) {
+		job->state = strdup(state);
+		job->code = strdup(code);
+		ok = job->state && job->code;
+	}
+	OPENSSL_cleanse(code, sizeof(code));
+	return ok;
+}
+
+/* A hub route's request the session answers before any job: the exchange ends here. */
+static void session_hub_refuse(struct session *s, int status, const char *error,
+			       const char *description, const char *reason)
+{
+	struct policy_request pr = {.status = status, .error = error, .description = description,
+				    .reason = reason};
+	if (status == 401)
+		buf_append_str(&s->x.resp_headers, "WWW-Authenticate: Hub\r\n");
+	s->status = (unsigned)status;
+	session_complete_exchange(s, EXCHANGE_NOT_FORWARDED);
+	session_answer(s, &pr, NULL);
+}
+
+/* Under a hub route's prefix: its own endpoints (/_hub/...) are answered by the hub service;
+ * any other request goes to the bank once the service has given the session's access token. */
+static void session_hub_start(struct session *s, bool form_buffered)
+{
+	const struct config_route *r = s->x.route->cfg;
+	const char *url = http_msg_url(&s->req);
+	const char *q = memchr(url, '?', s->req.url_len);
+	size_t path_len = q ? (size_t)(q - url) : s->req.url_len;
+	size_t prefix_len = strcmp(r->prefix, "/") == 0 ? 0 : strlen(r->prefix);
+	const char *rel = url + prefix_len;
+	size_t rel_len = path_len - prefix_len;
+	enum hub_job_kind kind = HUB_JOB_TOKEN;
+	if (rel_len >= 5 && memcmp(rel, "/_hub", 5) == 0 && (rel_len == 5 || rel[5] == '/')) {
+		static const struct {
+			const char *path;
+			unsigned method;
+			enum hub_job_kind kind;
+		} endpoints[] = {
+			{"/_hub/consents", HTTP_POST, HUB_JOB_CONSENT},
+			{"/_hub/callback", HTTP_GET, HUB_JOB_CALLBACK},
+			{"/_hub/session", HTTP_DELETE, HUB_JOB_REVOKE},
+		};
+		size_t i = 0;
+		for (; i < sizeof(endpoints) / sizeof(endpoints[0]); i++)
+			if (strlen(endpoints[i].path) == rel_len &&
+			    memcmp(endpoints[i].path, rel, rel_len) == 0 &&
+			    endpoints[i].method == s->req.method)
+				break;
+		if (i == sizeof(endpoints) / sizeof(endpoints[0])) {
+			session_hub_refuse(s, 404, "not_found", "no such hub endpoint: POST "
+					   "_hub/consents, GET _hub/callback, DELETE _hub/session",
+					   "hub_no_endpoint");
+			return;
+		}
+		kind = endpoints[i].kind;
+	}
+	if (!s->env->hub) {
+		session_hub_refuse(s, 503, "temporarily_unavailable", "hub mode is not running",
+				   "hub_unavailable");
+		return;
+	}
+	struct hub_job *job = hub_job_new(kind, (unsigned)(r - session_cfg(s)->routes),
+					  s->client_id);
+	if (!job) {
+		session_hub_refuse(s, 500, "server_error", "out of memory", "hub_error");
+		return;
+	}
+	bool ok = true;
+	const char *why = NULL;
+	switch (kind) {
+	case HUB_JOB_CONSENT:
+		ok = session_hub_user(s, job->user);
+		why = "X-Hub-User must name the user: 1 to 128 visible ASCII characters, once";
+		break;
+	case HUB_JOB_CALLBACK:
+		ok = session_hub_callback_args(s, job);
+		why = "state and code are required, once each, as the bank's redirect gave them";
+		break;
+	case HUB_JOB_TOKEN:
+	case HUB_JOB_REVOKE:
+		ok = session_hub_handle(s, job->handle);
+		break;
+	}
+	if (!ok) {
+		hub_job_free(job);
+		if (why)
+			session_hub_refuse(s, 400, "invalid_request", why, "hub_bad_request");
+		else
+			session_hub_refuse(s, 401, "invalid_token",
+					   "Authorization: Hub <session handle> is required",
+					   "hub_no_handle");
+		return;
+	}
+	job->done = s->env->hub_done;
+	job->done_arg = s->env->hub_done_arg;
+	job->owner = s;
+	s->hub_job = job;
+	s->hub_form_buffered = form_buffered;
+	s->hub_start_ms = ev_now_ms();
+	s->state = SESSION_HUB;
+	hub_service_submit(s->env->hub, job);
+}
+
+void session_hub_done(struct hub_job *job)
+{
+	struct session *s = job->owner;
+	if (!s) { /* the session closed while the job ran */
+		hub_job_free(job);
+		return;
+	}
+	s->hub_job = NULL;
+	if (job->status == 0) {
+		s->hub_bearer = job->bearer;
+		job->bearer = NULL;
+		hub_job_free(job);
+		session_start_forward(s, s->hub_form_buffered);
+		session_step(s);
+		return;
+	}
+	static const char *const reasons[] = {
+		[HUB_JOB_CONSENT] = "hub_consent", [HUB_JOB_CALLBACK] = "hub_callback",
+		[HUB_JOB_TOKEN] = "hub_token", [HUB_JOB_REVOKE] = "hub_revoke",
+	};
+	struct policy_request pr = {.status = job->status, .error = job->error,
+				    .description = job->description,
+				    .reason = job->status < 300 ? reasons[job->kind] : job->error};
+	if (job->status == 401)
+		buf_append_str(&s->x.resp_headers, "WWW-Authenticate: Hub error=\"invalid_token\"\r\n");
+	s->status = (unsigned)job->status;
+	if (job->bank_called)
+		s->forward_start_ms = s->hub_start_ms;
+	session_complete_exchange(s, job->bank_called ? job->bank_result : EXCHANGE_NOT_FORWARDED);
+	session_answer(s, &pr, job->status < 300 ? &job->body : NULL);
+	hub_job_free(job);
+	session_step(s);
 }
 
 static void session_decide(struct session *s, bool form_buffered)
@@ -343,7 +555,11 @@ static void session_decide(struct session *s, bool form_buffered)
 		.now_ms = (int64_t)wall.tv_sec * 1000 + wall.tv_nsec / 1000000,
 	};
 	if (exchange_admit(&s->x, s->env->routes, &pr) == POLICY_REFUSE) {
-		session_refuse(s, &pr);
+		session_answer(s, &pr, NULL);
+		return;
+	}
+	if (s->x.route->cfg->hub.authorization_endpoint) {
+		session_hub_start(s, form_buffered);
 		return;
 	}
 	session_start_forward(s, form_buffered);
@@ -841,7 +1057,8 @@ static void session_step(struct session *s)
 		session_close(s);
 		return;
 	}
-	if (s->client_eof && !(s->state == SESSION_FORWARD && s->req_done)) {
+	if (s->client_eof && !(s->state == SESSION_FORWARD && s->req_done) &&
+	    !(s->state == SESSION_HUB && s->req.state == HTTP_MSG_DONE)) {
 		/* The TPP went away: nothing is owed to it any more. */
 		session_close(s);
 		return;
@@ -1000,6 +1217,21 @@ void session_check_deadline(struct session *s, int64_t now)
 			session_close(s);
 		} else if (!s->req_done && session_body_too_slow(s, now)) {
 			session_cut_slow_body(s);
+		}
+		return;
+	}
+	case SESSION_HUB: {
+		/* The hub bounds each bank call; this bounds the wait behind other sessions' jobs. */
+		const struct config_upstream *up = session_upstream_cfg(s);
+		int64_t bound = (int64_t)up->connect_timeout_ms + up->tls_timeout_ms +
+				2 * (int64_t)up->response_timeout_ms;
+		if (now - s->hub_start_ms > bound) {
+			STATS_INC(upstream_timeouts);
+			s->hub_job->owner = NULL;
+			s->hub_job = NULL;
+			session_hub_refuse(s, 504, "upstream_timeout",
+					   "the hub service did not answer in time", "hub_timeout");
+			session_step(s);
 		}
 		return;
 	}

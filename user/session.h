@@ -24,6 +24,8 @@
 
 struct dataplane;
 struct ev_loop;
+struct hub_job;
+struct hub_service;
 
 /* Everything a session uses that is not its own. */
 struct session_env {
@@ -38,6 +40,11 @@ struct session_env {
 	unsigned worker_id;
 	uint64_t request_id_salt;
 	uint64_t request_seq;
+	/* Hub routes' jobs (hub_service.h), NULL without a hub route; hub_done brings a job's
+	 * answer back to this thread, which then calls session_hub_done. */
+	struct hub_service *hub;
+	void (*hub_done)(struct hub_job *job, void *arg);
+	void *hub_done_arg;
 	unsigned n_dead; /* sessions closed since the owner last freed them */
 	bool draining;   /* finish in-flight requests, then close */
 };
@@ -53,6 +60,7 @@ enum session_state {
 	SESSION_READ_HEAD, /* waiting for / reading a request head */
 	SESSION_READ_FORM, /* buffering an urlencoded body that carries the client_id */
 	SESSION_FORWARD,   /* request accepted: streaming it upstream, relaying the response */
+	SESSION_HUB,       /* a hub route's request waits for the hub service's answer */
 	SESSION_DISCARD,   /* refused while its body was still coming: reading it to drop it */
 	SESSION_CLOSING,   /* flushing a final response, then close */
 };
@@ -80,6 +88,12 @@ struct session {
 	bool flow_added;
 
 	struct upconn *up; /* checked out for the current exchange, else NULL */
+
+	/* hub routes */
+	struct hub_job *hub_job; /* submitted, not answered yet */
+	bool hub_form_buffered;  /* how to go on once the bank's token is known */
+	char *hub_bearer;        /* the Authorization the request goes to the bank with */
+	int64_t hub_start_ms;
 
 	struct buf c_in, c_out;
 	struct splice_fwd splice;   /* pipe created on first use */
@@ -110,6 +124,8 @@ struct session {
 struct session *session_new(struct session_env *env, int fd, const struct sockaddr_storage *peer);
 /* Enforces the session's current deadline (handshake, head, idle, upstream response). */
 void session_check_deadline(struct session *s, int64_t now_ms);
+/* The hub service answered job (on the session's worker thread); frees it. */
+void session_hub_done(struct hub_job *job);
 /* Closes both connections at once (control-plane cut, shutdown). */
 void session_close(struct session *s);
 /* After a graceful-drain request: idle sessions close now, busy ones after their response. */

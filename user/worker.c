@@ -18,6 +18,7 @@
 #include "daemon.h"
 #include "denyset.h"
 #include "ev.h"
+#include "hub_service.h"
 #include "log.h"
 #include "metrics.h"
 #include "session.h"
@@ -179,6 +180,8 @@ static void worker_set_tls(struct worker *w, const struct worker_cmd *cmd)
 /* The references carried by a command that will never run. */
 static void worker_cmd_release(const struct worker_cmd *cmd)
 {
+	if (cmd->kind == WORKER_HUB_DONE)
+		hub_job_free(cmd->job);
 	if (cmd->kind != WORKER_SET_TLS)
 		return;
 	SSL_CTX_free(cmd->server_ctx);
@@ -190,6 +193,10 @@ static void worker_run_cmd(struct worker *w, const struct worker_cmd *cmd)
 {
 	if (cmd->kind == WORKER_SET_TLS) {
 		worker_set_tls(w, cmd);
+		return;
+	}
+	if (cmd->kind == WORKER_HUB_DONE) {
+		session_hub_done(cmd->job);
 		return;
 	}
 	if (cmd->kind == WORKER_DRAIN) {
@@ -252,6 +259,13 @@ static int64_t worker_sweep(struct ev_loop *loop, struct ev_timer *t, void *arg)
 	return WORKER_SWEEP_MS;
 }
 
+/* On the hub service's thread: hands the answered job to the worker of its session. */
+static void worker_hub_done(struct hub_job *job, void *arg)
+{
+	struct worker_cmd cmd = {.kind = WORKER_HUB_DONE, .job = job};
+	worker_post(arg, &cmd);
+}
+
 int worker_init(struct worker *w, struct daemon *d, unsigned id, char *err, size_t errlen)
 {
 	memset(w, 0, sizeof(*w));
@@ -311,6 +325,9 @@ int worker_init(struct worker *w, struct daemon *d, unsigned id, char *err, size
 	w->env.pools = w->pools;
 	w->env.access_log = &w->access_log;
 	w->env.worker_id = id;
+	w->env.hub = d->hub;
+	w->env.hub_done = worker_hub_done;
+	w->env.hub_done_arg = w;
 	return 0;
 }
 

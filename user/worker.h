@@ -25,6 +25,7 @@ enum worker_cmd_kind {
 	WORKER_CUT_CERT,   /* close every session whose certificate is thumb */
 	WORKER_DRAIN,      /* stop accepting; finish in-flight requests; exit when idle */
 	WORKER_SET_TLS,    /* a reload's contexts: new handshakes and upstream connections use them */
+	WORKER_HUB_DONE,   /* the hub service answered a session's job */
 };
 
 struct worker_cmd {
@@ -35,6 +36,7 @@ struct worker_cmd {
 	 * command when it never runs it); NULL for an http upstream. */
 	SSL_CTX *server_ctx;
 	SSL_CTX *upstream_ctx[CONFIG_MAX_UPSTREAMS];
+	struct hub_job *job; /* WORKER_HUB_DONE: owned by the command until run */
 	struct worker_cmd *next;
 };
 
