@@ -173,6 +173,39 @@ static void test_url_and_forms(void **state)
 	buf_free(&b);
 }
 
+/* The callback's query: one state and one code, percent-decoded, visible ASCII. */
+static void test_query_param(void **state)
+{
+	(void)state;
+	struct {
+		const char *query, *name;
+		int rc;
+		const char *value;
+	} cases[] = {
+		{"state=abc&code=x%2By", "code", 1, "x+y"},
+		{"state=abc&code=x%2By", "state", 1, "abc"},
+		{"state=abc", "code", 0, NULL},
+		{"xcode=1&code=2", "code", 1, "2"}, /* a longer name is another parameter */
+		{"code", "code", 0, NULL},
+		{"code=1&code=1", "code", -1, NULL}, /* repeated: which one was meant? */
+		{"code=", "code", -1, NULL},
+		{"code=a+b", "code", -1, NULL},  /* a space */
+		{"code=a%0Ab", "code", -1, NULL}, /* a control */
+		{"code=a%zz", "code", -1, NULL},
+		{"code=a%4", "code", -1, NULL},
+		{"code=%C3%A9", "code", -1, NULL}, /* not ASCII */
+		{"code=0123456789", "code", -1, NULL}, /* longer than the room */
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char out[10] = "";
+		int rc = hub_query_param(cases[i].query, strlen(cases[i].query), cases[i].name, out,
+					 sizeof(out));
+		assert_int_equal(rc, cases[i].rc);
+		if (rc == 1)
+			assert_string_equal(out, cases[i].value);
+	}
+}
+
 /* --- token answers and the stored record ------------------------------------------------------ */
 
 #define BAD(body, why) {body, why, NULL, NULL, NULL, 0}
@@ -429,6 +462,7 @@ int main(void)
 		cmocka_unit_test(test_pkce),
 		cmocka_unit_test(test_pending),
 		cmocka_unit_test(test_url_and_forms),
+		cmocka_unit_test(test_query_param),
 		cmocka_unit_test(test_token_answers),
 		cmocka_unit_test(test_refresh_and_record),
 		cmocka_unit_test(test_id_token),
