@@ -296,7 +296,7 @@ bool hub_tokens_need_refresh(const struct hub_tokens *t, int64_t now, uint32_t m
 
 int hub_tokens_to_payload(const struct hub_tokens *t, struct buf *out)
 {
-	json_t *o = json_pack("{s:s, s:s?, s:I, s:s}", "access_token", t->access_token,
+	json_t *o = json_pack("{s:s, s:s*, s:I, s:s}", "access_token", t->access_token,
 			      "refresh_token", t->refresh_token, "expires_at",
 			      (json_int_t)t->expires_at, "client_id", t->client_id);
 	char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;

@@ -334,6 +334,21 @@ static void test_refresh_and_record(void **state)
 	hub_tokens_free(&back);
 	hub_tokens_free(&t);
 
+	/* A session the bank gave no refresh token keeps none (the record was unreadable when
+	 * it held "refresh_token": null; fuzz_hub). */
+	const char *no_refresh = "{\"access_token\":\"at9\",\"token_type\":\"Bearer\","
+				 "\"expires_in\":30}";
+	struct hub_tokens bare;
+	assert_int_equal(hub_tokens_parse(no_refresh, strlen(no_refresh), NOW, &bare, &why), 0);
+	bare.client_id = strdup("backend");
+	buf_reset(&b);
+	assert_int_equal(hub_tokens_to_payload(&bare, &b), 0);
+	hub_tokens_free(&bare);
+	assert_int_equal(hub_tokens_from_payload(buf_head(&b), b.len, &bare), 0);
+	assert_string_equal(bare.access_token, "at9");
+	assert_null(bare.refresh_token);
+	hub_tokens_free(&bare);
+
 	static const char *const bad_payloads[] = {
 		"", "{}", "{\"access_token\":\"a\",\"expires_at\":1}",
 		"{\"access_token\":\"a\",\"client_id\":\"b\"}",
