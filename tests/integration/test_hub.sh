@@ -11,7 +11,7 @@
 #         "Authorization: Bearer <its access token>" (not the handle) from the QWAC. The state
 #         twice, a state relayed by another backend: 400. tpp2 with tpp1's handle (GET, DELETE):
 #         401, the bank not reached. Once the token is due, five concurrent calls: all 200, one
-#         refresh_token grant, the refreshed token used. DELETE /banks/alpha/session: 204, then
+#         refresh_token grant, the refreshed token used. DELETE /banks/alpha/_hub/session: 204, then
 #         401; the audit row and the log line.
 #   The same bank behind routes whose upstream presents another certificate: one of the bank's
 #   CA that is not the pinned QWAC (/banks/wrongcert: the bank answers 401 invalid_client, the
@@ -22,6 +22,8 @@
 #   gamma (response timeout 500 ms, breaker after 2 failures, 60 s cool-down): the bank stops
 #   answering; two calls get 504, the next 503 at once without reaching the bank; a consent
 #   too.
+#   The daemon survives every step (a crash is a failure, and it is restarted so that the rest
+#   still runs) and a SIGHUP reload, and stops cleanly on SIGTERM.
 #   Finally no code, access token, refresh token, id_token or IBAN the banks issued is in
 #   `sqlite3 tokens.db .dump`, in the database's files, in the daemon's error log or in the
 #   access log.
@@ -204,6 +206,22 @@ url_param() { # URL NAME
 q = u.parse_qs(u.urlsplit(sys.argv[1]).query)
 print(q[sys.argv[2]][0] if len(q.get(sys.argv[2], [])) == 1 else sys.exit(1))' "$1" "$2"
 }
+# survived WHAT: the daemon is still running; if not, a failure and a restart, so that the
+# rest of the test still tells something (the token store keeps the handles; pending consents
+# are lost)
+survived() {
+	local st
+	if daemon_alive; then
+		pass "psd2edged still running after $1"
+		return 0
+	fi
+	wait "$DAEMON_PID" 2>/dev/null
+	st=$?
+	DAEMON_PID=
+	fail "psd2edged died (exit status $st) during: $1"
+	daemon_start
+}
+
 has_param() { url_param "$@" >/dev/null; }
 b64url43() { [[ $1 =~ ^[A-Za-z0-9_-]{43}$ ]]; }
 
@@ -274,7 +292,7 @@ fi
 lines=$(bank_lines alpha)
 hub tpp2 tpp2 GET /banks/alpha/accounts -H "$(with_handle "$H1")"
 assert_eq "401 invalid_token" "$LAST_CODE $(body error)" "tpp2 with tpp1's handle: 401 invalid_token"
-hub tpp2 tpp2 DELETE /banks/alpha/session -H "$(with_handle "$H1")"
+hub tpp2 tpp2 DELETE /banks/alpha/_hub/session -H "$(with_handle "$H1")"
 assert_eq "401 invalid_token" "$LAST_CODE $(body error)" "tpp2 cannot revoke tpp1's handle: 401 invalid_token"
 hub tpp1 tpp1 GET /banks/alpha/accounts
 assert_eq "401 invalid_token" "$LAST_CODE $(body error)" "no Authorization header: 401 invalid_token"
@@ -286,6 +304,7 @@ assert_eq "401 invalid_token" "$LAST_CODE $(body error)" "the handle as a Bearer
 hub tpp1 tpp1 GET /banks/alpha/accounts -H "Authorization: Hub AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
 assert_eq "401 invalid_token" "$LAST_CODE $(body error)" "an unknown handle: 401 invalid_token"
 assert_eq "$lines" "$(bank_lines alpha)" "none of the refused calls reached the bank"
+survived "the refused states and handles"
 
 # ==== the bank refuses a certificate that is not the pinned QWAC ====================================
 last_token() { bank_q alpha "[e for e in L if e['path'] == '/token'][-1]['$1']"; }
@@ -308,6 +327,8 @@ if consent tpp1 tpp1 /banks/foreign carol && browse "$AUTH_URL"; then
 else
 	fail "/banks/foreign: consent HTTP $LAST_CODE / browser $BROWSE_CODE"
 fi
+
+survived "the callbacks with another certificate"
 
 # ==== beta: tokens that expire (2 s, refresh_margin_s 0) ============================================
 if session tpp1 tpp1 /banks/beta dave; then
@@ -335,6 +356,7 @@ assert_eq "200 $QWAC_SHA" "$(last_grant alpha refresh_token "['status']") $(last
 A2=$(last_grant alpha refresh_token "['issued']['access_token']")
 assert_eq 6 "$(bank_q alpha "sum(1 for e in L if e['path'].endswith('/accounts') and e['authorization'] == 'Bearer $A2')")" \
 	"the six calls reached the bank with the refreshed access token"
+survived "the concurrent refresh"
 
 # ==== beta: a call after the token expired is refreshed first =======================================
 if [ -n "${H_BETA:-}" ]; then
@@ -349,26 +371,29 @@ if [ -n "${H_BETA:-}" ]; then
 	hub tpp1 tpp1 GET /banks/beta/accounts -H "$(with_handle "$H_BETA")"
 	assert_eq "401 invalid_token" "$LAST_CODE $(body error)" "beta: the bank refuses the refresh (400): 401 invalid_token"
 	bank_mode beta normal
+	survived "beta's refreshes"
 fi
 
 # ==== revocation ========================================================================================
 hub tpp1 tpp1 GET /banks/alpha/accounts -H "$(with_handle "$H1")"
 assert_eq 200 "$LAST_CODE" "tpp1's handle still works before its revocation"
-hub tpp1 tpp1 DELETE /banks/alpha/session -H "$(with_handle "$H1")"
-assert_eq 204 "$LAST_CODE" "DELETE /banks/alpha/session: 204 ($(head -c 200 "$LAST_BODY"))"
+hub tpp1 tpp1 DELETE /banks/alpha/_hub/session -H "$(with_handle "$H1")"
+assert_eq 204 "$LAST_CODE" "DELETE /banks/alpha/_hub/session: 204 ($(head -c 200 "$LAST_BODY"))"
 lines=$(bank_lines alpha)
 hub tpp1 tpp1 GET /banks/alpha/accounts -H "$(with_handle "$H1")"
 assert_eq "401 invalid_token" "$LAST_CODE $(body error)" "the revoked handle: 401 invalid_token"
 assert_eq "$lines" "$(bank_lines alpha)" "the revoked handle's call did not reach the bank"
-hub tpp1 tpp1 DELETE /banks/alpha/session -H "$(with_handle "$H1")"
+hub tpp1 tpp1 DELETE /banks/alpha/_hub/session -H "$(with_handle "$H1")"
 assert_eq 401 "$LAST_CODE" "revoking it again: 401"
 revoked_line() { grep -q "hub: session .* revoked by tpp1" "$DAEMON_LOG"; }
-assert_true "the daemon logged 'hub: session ... revoked by tpp1'" wait_until 3 revoked_line
+assert_true "the daemon logged 'hub: session ... revoked by tpp1' (the log has: $(grep -m 1 'revoked' "$DAEMON_LOG"))" \
+	wait_until 3 revoked_line
 H1_SHA=$(printf '%s' "$H1" | sha256sum | cut -c1-64)
 assert_eq tpp1 "$(sqlite3 "$TOKENS_DB" "SELECT actor FROM audit WHERE action = 'revoked' AND lower(hex(handle_hash)) = '$H1_SHA';" 2>&1)" \
 	"the token store's audit has the revocation by tpp1"
 assert_eq tpp1 "$(sqlite3 "$TOKENS_DB" "SELECT actor FROM audit WHERE action = 'created' AND lower(hex(handle_hash)) = '$H1_SHA';" 2>&1)" \
 	"... and the handle's creation by tpp1"
+survived "the revocation"
 
 # ==== gamma: the breaker opens when the bank stops answering ============================================
 if session tpp1 tpp1 /banks/gamma erin; then
@@ -392,7 +417,15 @@ if session tpp1 tpp1 /banks/gamma erin; then
 	sleep 0.3
 	assert_eq "$lines" "$(bank_lines gamma)" "gamma: nothing reached the bank while the breaker was open"
 	bank_mode gamma normal
+	survived "the breaker"
 fi
+
+# ==== a SIGHUP reloads; the hub goes on ====================================================================
+kill -HUP "$DAEMON_PID"
+sleep 1
+survived "SIGHUP (a reload)"
+hub tpp1 tpp1 POST /banks/alpha/_hub/consents -H "X-Hub-User: frank" --data ''
+assert_eq 201 "$LAST_CODE" "after the SIGHUP a consent is still served"
 
 # ==== nothing the banks issued is written in plaintext ===================================================
 daemon_stop
