@@ -22,6 +22,8 @@
 #   gamma (response timeout 500 ms, breaker after 2 failures, 60 s cool-down): the bank stops
 #   answering; two calls get 504, the next 503 at once without reaching the bank; a consent
 #   too.
+#   A session outlives a restart; an id_token that does not verify (a route given another
+#   bank's keys): 502 bank_error.
 #   The daemon survives every step (a crash is a failure, and it is restarted so that the rest
 #   still runs) and a SIGHUP reload, and stops cleanly on SIGTERM.
 #   Finally no code, access token, refresh token, id_token or IBAN the banks issued is in
@@ -118,10 +120,10 @@ bank_url() { echo "https://$BANK_IP:${BANK_PORT[$1]}"; }
 upstream_json() { # BANK CERT_PEM KEY [EXTRA_JSON_MEMBERS]
 	echo "{\"url\": \"$(bank_url "$1")\", \"ca\": \"$PKI/bank-ca.pem\", \"cert\": \"$2\", \"key\": \"$3\"${4:+, $4}}"
 }
-hub_json() { # BANK MARGIN
+hub_json() { # BANK MARGIN [JWKS_OF_BANK]
 	echo "{\"authorization_endpoint\": \"$(bank_url "$1")/authorize\", \"token_endpoint\": \"/token\",
 	 \"client_id\": \"$HUB_CLIENT_ID\", \"redirect_uri\": \"$REDIRECT_URI\", \"scopes\": [\"openid\", \"accounts\"],
-	 \"jwks\": \"$(bank_file "$1" jwks)\", \"issuer\": \"https://bank-$1.test\", \"refresh_margin_s\": $2}"
+	 \"jwks\": \"$(bank_file "${3:-$1}" jwks)\", \"issuer\": \"https://bank-$1.test\", \"refresh_margin_s\": $2}"
 }
 QWAC=("$PKI/gateway-qwac.pem" "$PKI/gateway-qwac.key")
 config_render "$DAEMON_CONFIG" "{\"upstream\": null, \"log_level\": \"debug\",
@@ -136,6 +138,7 @@ config_render "$DAEMON_CONFIG" "{\"upstream\": null, \"log_level\": \"debug\",
 	  {\"prefix\": \"/banks/alpha\", \"upstream\": \"alpha\", \"hub\": $(hub_json alpha 60)},
 	  {\"prefix\": \"/banks/wrongcert\", \"upstream\": \"alphawrong\", \"hub\": $(hub_json alpha 60)},
 	  {\"prefix\": \"/banks/foreign\", \"upstream\": \"alphaforeign\", \"hub\": $(hub_json alpha 60)},
+	  {\"prefix\": \"/banks/badkeys\", \"upstream\": \"alpha\", \"hub\": $(hub_json alpha 60 beta)},
 	  {\"prefix\": \"/banks/beta\", \"upstream\": \"beta\", \"hub\": $(hub_json beta 0)},
 	  {\"prefix\": \"/banks/gamma\", \"upstream\": \"gamma\", \"hub\": $(hub_json gamma 60)}],
 	\"token_store\": {\"path\": \"$TOKENS_DB\", \"pkcs11_module\": \"$SOFTHSM_MODULE\",
@@ -424,18 +427,35 @@ fi
 kill -HUP "$DAEMON_PID"
 sleep 1
 survived "SIGHUP (a reload)"
-hub tpp1 tpp1 POST /banks/alpha/_hub/consents -H "X-Hub-User: frank" --data ''
-assert_eq 201 "$LAST_CODE" "after the SIGHUP a consent is still served"
+
+# ==== a stored session outlives the daemon ===============================================================
+if session tpp1 tpp1 /banks/alpha frank; then
+	H_FRANK=$HANDLE
+	daemon_stop
+	assert_eq 0 $? "psd2edged stops cleanly on SIGTERM"
+	daemon_start
+	hub tpp1 tpp1 GET /banks/alpha/accounts -H "$(with_handle "$H_FRANK")"
+	assert_eq 200 "$LAST_CODE" "after a restart a stored session still works (its DEK unwrapped by the token's KEK) ($(head -c 200 "$LAST_BODY"))"
+fi
+
+# ==== a bad id_token: the route verifies it with another bank's keys ======================================
+if consent tpp1 tpp1 /banks/badkeys grace && browse "$AUTH_URL"; then
+	callback tpp1 tpp1 /banks/badkeys "$CB_STATE" "$CODE"
+	assert_eq "502 bank_error" "$LAST_CODE $(body error)" "an id_token that does not verify: 502 bank_error ($(head -c 200 "$LAST_BODY"))"
+else
+	fail "/banks/badkeys: consent HTTP $LAST_CODE / browser $BROWSE_CODE"
+fi
+survived "the bad id_token"
 
 # ==== nothing the banks issued is written in plaintext ===================================================
 daemon_stop
-assert_eq 0 $? "psd2edged stops cleanly on SIGTERM"
+assert_eq 0 $? "psd2edged stops cleanly on SIGTERM (after the restart)"
 for b in alpha beta gamma; do
 	bank_q "$b" "'\n'.join(v for e in L if e.get('issued') for v in e['issued'].values())"
 done | sort -u | sed '/^$/d' >"$TEST_DIR/secrets"
 n=$(wc -l <"$TEST_DIR/secrets")
 assert_true "the banks issued codes, tokens and an IBAN to look for ($n values)" test "$n" -ge 15
-printf '%s\n' "$H1" "${H_BETA:-}" "${H_GAMMA:-}" | sed '/^$/d' >"$TEST_DIR/handles"
+printf '%s\n' "$H1" "${H_BETA:-}" "${H_GAMMA:-}" "${H_FRANK:-}" | sed '/^$/d' >"$TEST_DIR/handles"
 
 sqlite3 "$TOKENS_DB" .dump >"$TEST_DIR/tokens.dump" 2>"$TEST_DIR/tokens.dump.err"
 assert_eq 0 $? "sqlite3 tokens.db .dump ($(head -c 200 "$TEST_DIR/tokens.dump.err"))"
