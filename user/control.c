@@ -921,6 +921,31 @@ static json_t *cmd_reload(struct request *rq)
 	return res;
 }
 
+/* Audited once done (a refusal leaves the registry as it was). A rotation that stops half-way
+ * loses nothing: each row names the KEK that wraps it, and the next one finishes the job. */
+static json_t *cmd_rotate_kek(struct request *rq)
+{
+	struct control_hooks *h = &rq->ctx->hooks;
+	const char *label = json_string_value(json_object_get(rq->obj, "label"));
+	char err[sizeof(rq->err)] = "", detail[160];
+	if (!h->rotate_kek) {
+		rq_fail(rq, "rotate-kek: no route is a hub route, there is no token store");
+		return NULL;
+	}
+	if (h->rotate_kek(h->arg, label, err, sizeof(err)) < 0) {
+		rq_fail(rq, "rotate-kek: %s", err);
+		return NULL;
+	}
+	snprintf(detail, sizeof(detail), "token store KEK -> %s", label);
+	int st = registry_audit_record(rq->ctx->reg, rq->uid, "rotate-kek", "", detail, err,
+				       sizeof(err));
+	if (st != REG_OK) {
+		rq_fail_reg(rq, st, err);
+		return NULL;
+	}
+	return json_pack("{s:s}", "kek_label", label);
+}
+
 /* The certificates that expire within `days`: bound ones and the daemon's own, soonest first. */
 static json_t *cmd_certs(struct request *rq)
 {
@@ -985,6 +1010,7 @@ static const struct command commands[] = {
 	{"breaker-reset", CONTROL_ACCESS_WRITE, cmd_breaker_reset, {{"upstream", F_STRING, true}}},
 	{"certs", CONTROL_ACCESS_READ, cmd_certs, {{"days", F_INT, true}}},
 	{"reload", CONTROL_ACCESS_WRITE, cmd_reload, {{0}}},
+	{"rotate-kek", CONTROL_ACCESS_WRITE, cmd_rotate_kek, {{"label", F_STRING, true}}},
 };
 
 static const char *const type_names[] = {"a string", "a boolean", "an integer"};

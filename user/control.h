@@ -53,6 +53,10 @@ struct control_hooks {
 	 * was read, what was revoked), or -1 with err naming the file at fault: nothing changed.
 	 * NULL: the command is refused. */
 	int (*reload)(void *arg, uid_t uid, json_t **result, char *err, size_t errlen);
+	/* `rotate-kek`: re-wraps every data key of the hub's token store under the KEK label
+	 * (created in the PKCS#11 token when missing); new records use it from then on. 0, or -1
+	 * with err. NULL (no hub route): the command is refused. */
+	int (*rotate_kek)(void *arg, const char *label, char *err, size_t errlen);
 	/* `certs`: adds the daemon's own certificates (tls.cert, the https upstreams' client
 	 * certificates) that expire by l->until to l. -1 when one cannot be read. May be NULL. */
 	int (*own_certs)(void *arg, struct expiry_list *l);

@@ -457,10 +457,24 @@ static void run_revoke(struct hub_service *h, struct hub_job *job)
 	job->status = 204;
 }
 
+static void run_rotate_kek(struct hub_service *h, struct hub_job *job)
+{
+	if (token_store_rotate_kek(h->store, job->kek_label, job->description,
+				   sizeof(job->description)) < 0) {
+		job->status = 500;
+		log_warn("hub: token store: KEK rotation to %s stopped: %s", job->kek_label,
+			 job->description);
+		return;
+	}
+	job->status = 200;
+	log_info("hub: token store: every data key is wrapped by KEK %s", job->kek_label);
+}
+
 static void run_job(struct hub_service *h, struct hub_job *job)
 {
 	int64_t now = time(NULL);
 	switch (job->kind) {
+	case HUB_JOB_ROTATE_KEK: run_rotate_kek(h, job); break;
 	case HUB_JOB_CONSENT: run_consent(h, job, now); break;
 	case HUB_JOB_CALLBACK: run_callback(h, job, now); break;
 	case HUB_JOB_TOKEN: run_token(h, job, now); break;
@@ -489,6 +503,47 @@ static void *hub_main(void *arg)
 	}
 	pthread_mutex_unlock(&h->lock);
 	return NULL;
+}
+
+struct hub_waiter {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool done;
+};
+
+static void hub_wake_waiter(struct hub_job *job, void *arg)
+{
+	(void)job;
+	struct hub_waiter *w = arg;
+	pthread_mutex_lock(&w->lock);
+	w->done = true;
+	pthread_cond_signal(&w->cond);
+	pthread_mutex_unlock(&w->lock);
+}
+
+int hub_service_rotate_kek(struct hub_service *h, const char *label, char *err, size_t errlen)
+{
+	struct hub_job *job = hub_job_new(HUB_JOB_ROTATE_KEK, 0, "");
+	if (!job || strlen(label) >= sizeof(job->kek_label)) {
+		snprintf(err, errlen, job ? "the KEK label is over %zu bytes" : "out of memory",
+			 sizeof(job->kek_label) - 1);
+		hub_job_free(job);
+		return -1;
+	}
+	memcpy(job->kek_label, label, strlen(label) + 1);
+	struct hub_waiter w = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
+	job->done = hub_wake_waiter;
+	job->done_arg = &w;
+	hub_service_submit(h, job);
+	pthread_mutex_lock(&w.lock);
+	while (!w.done)
+		pthread_cond_wait(&w.cond, &w.lock);
+	pthread_mutex_unlock(&w.lock);
+	int rc = job->status == 200 ? 0 : -1;
+	if (rc < 0)
+		snprintf(err, errlen, "%s", job->description);
+	hub_job_free(job);
+	return rc;
 }
 
 /* --- life cycle ------------------------------------------------------------------------- */

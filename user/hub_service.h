@@ -24,6 +24,7 @@ enum hub_job_kind {
 	HUB_JOB_CALLBACK, /* state, code -> the code exchanged at the bank -> 201 {handle, ...} */
 	HUB_JOB_TOKEN,    /* handle -> bearer (refreshed when due), status 0 */
 	HUB_JOB_REVOKE,   /* handle -> 204 */
+	HUB_JOB_ROTATE_KEK, /* kek_label -> 200 (hub_service_rotate_kek) */
 };
 
 struct hub_job {
@@ -33,6 +34,7 @@ struct hub_job {
 	char user[HUB_USER_MAX + 1];           /* CONSENT */
 	char handle[TOKEN_HANDLE_LEN + 1];     /* TOKEN, REVOKE */
 	char *state, *code;                    /* CALLBACK */
+	char kek_label[64];                    /* ROTATE_KEK */
 
 	/* The answer. status 0 (TOKEN only): forward with bearer; otherwise the response. */
 	int status;
@@ -65,6 +67,9 @@ int hub_service_start(const struct config *cfg, SSL_CTX *const ctx[],
 		      size_t errlen);
 /* Queues job; its done callback runs once it is answered. */
 void hub_service_submit(struct hub_service *h, struct hub_job *job);
+/* Re-wraps the store's data keys under the KEK label on the service's thread, between two
+ * jobs; waits for it (token_store_rotate_kek). */
+int hub_service_rotate_kek(struct hub_service *h, const char *label, char *err, size_t errlen);
 /* Finishes the job in progress, frees the queued ones unanswered, joins the thread, closes the
  * store. */
 void hub_service_stop(struct hub_service *h);

@@ -678,6 +678,13 @@ static void print_certs(const struct args *a, json_t *r)
 	table_print(&t);
 }
 
+static void print_rotate_kek(const struct args *a, json_t *r)
+{
+	(void)a;
+	printf("token store: every data key is wrapped by KEK %s\n",
+	       json_string_value(json_object_get(r, "kek_label")));
+}
+
 static void print_reload(const struct args *a, json_t *r)
 {
 	(void)a;
@@ -833,6 +840,10 @@ static const struct subcmd subcmds[] = {
 	 "read the TLS certificates, keys, CA bundles, CRL and JWK set again; revoke the bound "
 	 "certificates they no longer verify",
 	 0, 0, {NULL}, no_opts, NULL, print_reload},
+	{"rotate-kek", "rotate-kek", "LABEL",
+	 "re-wrap the hub token store's data keys under the KEK LABEL (created when missing); "
+	 "then set token_store.key_label to LABEL",
+	 1, 1, {"label"}, no_opts, NULL, print_rotate_kek},
 	{"certs", "certs", "--expiring DAYS",
 	 "bound client certificates, the server certificate and upstream client certificates "
 	 "that expire within DAYS, soonest first",

@@ -274,6 +274,12 @@ static void daemon_on_link_event(struct ev_loop *loop, int fd, int mask, void *a
 
 /* The clients map's counters, and the quota checkpoint: a power cut loses at most the
  * requests counted in the last second. */
+static int daemon_rotate_kek_hook(void *arg, const char *label, char *err, size_t errlen)
+{
+	struct daemon *d = arg;
+	return hub_service_rotate_kek(d->hub, label, err, errlen);
+}
+
 static int64_t daemon_on_second(struct ev_loop *loop, struct ev_timer *t, void *arg)
 {
 	struct daemon *d = arg;
@@ -451,7 +457,8 @@ static int daemon_run(struct daemon *d)
 		.trust = d->trust,
 		.hooks = {.arg = d, .on_event = daemon_on_control_event, .fill_stats = daemon_fill_stats,
 			  .fill_client = daemon_fill_client, .reload = daemon_reload_hook,
-			  .own_certs = daemon_own_certs},
+			  .own_certs = daemon_own_certs,
+			  .rotate_kek = d->hub ? daemon_rotate_kek_hook : NULL},
 		.policy = d->policy,
 		.upstreams = d->cfg.upstreams,
 		.n_upstreams = d->cfg.n_upstreams,

@@ -456,8 +456,7 @@ static void session_hub_start(struct session *s, bool form_buffered)
 		ok = session_hub_callback_args(s, job);
 		why = "state and code are required, once each, as the bank's redirect gave them";
 		break;
-	case HUB_JOB_TOKEN:
-	case HUB_JOB_REVOKE:
+	default: /* TOKEN, REVOKE */
 		ok = session_hub_handle(s, job->handle);
 		break;
 	}

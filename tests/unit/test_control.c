@@ -1020,6 +1020,57 @@ static void test_reload_command(void **state)
 	json_decref(r);
 }
 
+static struct {
+	unsigned calls;
+	char label[64];
+	const char *fail;
+} fake_rotate_state;
+
+static int fake_rotate_kek(void *arg, const char *label, char *err, size_t errlen)
+{
+	(void)arg;
+	fake_rotate_state.calls++;
+	snprintf(fake_rotate_state.label, sizeof(fake_rotate_state.label), "%s", label);
+	if (fake_rotate_state.fail) {
+		snprintf(err, errlen, "%s", fake_rotate_state.fail);
+		return -1;
+	}
+	return 0;
+}
+
+/* rotate-kek: a writer's command, audited once the hub has rotated, refused without a hub. */
+static void test_rotate_kek_command(void **state)
+{
+	struct fixture *fx = *state;
+	static const char line[] = "{\"cmd\":\"rotate-kek\",\"label\":\"kek-2\"}";
+	memset(&fake_rotate_state, 0, sizeof(fake_rotate_state));
+	fx->ctx.hooks.rotate_kek = NULL;
+	refused_line(fx, line, "rotate-kek: no route is a hub route, there is no token store");
+	fx->ctx.hooks.rotate_kek = fake_rotate_kek;
+	refused_line_as(fx, line, CONTROL_ACCESS_READ, "permission denied: rotate-kek changes state");
+	refused_line(fx, "{\"cmd\":\"rotate-kek\"}", "missing field label");
+	assert_int_equal(fake_rotate_state.calls, 0);
+
+	fake_rotate_state.fail = "PKCS#11: C_Login: CKR_PIN_INCORRECT";
+	refused_line(fx, line, "rotate-kek: PKCS#11: C_Login: CKR_PIN_INCORRECT");
+	fake_rotate_state.fail = NULL;
+	json_t *r = ok(fx, json_pack("{s:s, s:s}", "cmd", "rotate-kek", "label", "kek-2"));
+	assert_string_equal(json_string_value(json_object_get(r, "kek_label")), "kek-2");
+	assert_string_equal(fake_rotate_state.label, "kek-2");
+	assert_int_equal(fake_rotate_state.calls, 2);
+	json_decref(r);
+
+	r = ok(fx, json_pack("{s:s}", "cmd", "audit"));
+	json_t *e = json_object_get(r, "entries");
+	assert_int_equal(json_array_size(e), 1);
+	assert_string_equal(json_string_value(json_object_get(json_array_get(e, 0), "action")),
+			    "rotate-kek");
+	assert_string_equal(json_string_value(json_object_get(json_array_get(e, 0), "detail")),
+			    "token store KEK -> kek-2");
+	json_decref(r);
+	fx->ctx.hooks.rotate_kek = NULL;
+}
+
 /* --- who may run what --------------------------------------------------------------------------- */
 
 /* Every command, in an order in which each succeeds for a writer: a reader runs the ones that
@@ -1867,6 +1918,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_deny_list, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_limits, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_no_hooks, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_rotate_kek_command, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_reload_command, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_command_access, fx_setup, fx_teardown),
 		cmocka_unit_test(test_peer_access),
