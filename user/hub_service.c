@@ -6,6 +6,7 @@
 #include <openssl/crypto.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -357,6 +358,7 @@ static int session_tokens(struct hub_service *h, struct hub_job *job, struct hub
 	void *payload = NULL;
 	size_t len = 0;
 	char bank[TOKEN_BANK_MAX + 1], err[256];
+	memset(t, 0, sizeof(*t));
 	enum token_status st = token_store_get(h->store, job->handle, &payload, &len, bank, err,
 					       sizeof(err));
 	if (st == TOKEN_ERROR) {
@@ -453,7 +455,7 @@ static void run_revoke(struct hub_service *h, struct hub_job *job)
 		answer(job, 500, "server_error", "the token store failed");
 		return;
 	}
-	log_info("hub: bank %s: session revoked by client %s", bank_name(h, job), job->client_id);
+	log_info("hub: session of bank %s revoked by %s", bank_name(h, job), job->client_id);
 	job->status = 204;
 }
 
@@ -644,7 +646,13 @@ int hub_service_start(const struct config *cfg, SSL_CTX *const ctx[],
 		snprintf(err, errlen, "token_store: %s", why);
 		goto fail;
 	}
-	if (pthread_create(&h->thread, NULL, hub_main, h) != 0) {
+	/* Signals are the main thread's (its signalfd): the thread starts with them blocked. */
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	int rc = pthread_create(&h->thread, NULL, hub_main, h);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (rc != 0) {
 		snprintf(err, errlen, "hub: cannot start its thread");
 		goto fail;
 	}
