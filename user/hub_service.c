@@ -58,6 +58,8 @@ void hub_job_free(struct hub_job *job)
 {
 	if (!job)
 		return;
+	for (unsigned i = 0; i < CONFIG_MAX_UPSTREAMS; i++)
+		SSL_CTX_free(job->upstream_ctx[i]);
 	wipe_string(job->state);
 	wipe_string(job->code);
 	wipe_string(job->bearer);
@@ -472,10 +474,20 @@ static void run_rotate_kek(struct hub_service *h, struct hub_job *job)
 	log_info("hub: token store: every data key is wrapped by KEK %s", job->kek_label);
 }
 
+static void run_set_tls(struct hub_service *h, struct hub_job *job)
+{
+	for (unsigned i = 0; i < h->cfg->n_upstreams; i++) {
+		SSL_CTX_free(h->pools[i].ctx);
+		h->pools[i].ctx = job->upstream_ctx[i];
+		job->upstream_ctx[i] = NULL;
+	}
+}
+
 static void run_job(struct hub_service *h, struct hub_job *job)
 {
 	int64_t now = time(NULL);
 	switch (job->kind) {
+	case HUB_JOB_SET_TLS: run_set_tls(h, job); break;
 	case HUB_JOB_ROTATE_KEK: run_rotate_kek(h, job); break;
 	case HUB_JOB_CONSENT: run_consent(h, job, now); break;
 	case HUB_JOB_CALLBACK: run_callback(h, job, now); break;
@@ -505,6 +517,28 @@ static void *hub_main(void *arg)
 	}
 	pthread_mutex_unlock(&h->lock);
 	return NULL;
+}
+
+static void hub_job_done_free(struct hub_job *job, void *arg)
+{
+	(void)arg;
+	hub_job_free(job);
+}
+
+void hub_service_set_tls(struct hub_service *h, SSL_CTX *const ctx[])
+{
+	struct hub_job *job = hub_job_new(HUB_JOB_SET_TLS, 0, "");
+	if (!job) {
+		log_error("hub: out of memory: bank calls keep the TLS contexts of before the reload");
+		return;
+	}
+	for (unsigned i = 0; i < h->cfg->n_upstreams; i++) {
+		if (ctx[i])
+			SSL_CTX_up_ref(ctx[i]);
+		job->upstream_ctx[i] = ctx[i];
+	}
+	job->done = hub_job_done_free;
+	hub_service_submit(h, job);
 }
 
 struct hub_waiter {

@@ -25,6 +25,7 @@ enum hub_job_kind {
 	HUB_JOB_TOKEN,    /* handle -> bearer (refreshed when due), status 0 */
 	HUB_JOB_REVOKE,   /* handle -> 204 */
 	HUB_JOB_ROTATE_KEK, /* kek_label -> 200 (hub_service_rotate_kek) */
+	HUB_JOB_SET_TLS,  /* a reload's upstream contexts (hub_service_set_tls) */
 };
 
 struct hub_job {
@@ -35,6 +36,7 @@ struct hub_job {
 	char handle[TOKEN_HANDLE_LEN + 1];     /* TOKEN, REVOKE */
 	char *state, *code;                    /* CALLBACK */
 	char kek_label[64];                    /* ROTATE_KEK */
+	SSL_CTX *upstream_ctx[CONFIG_MAX_UPSTREAMS]; /* SET_TLS: one reference each */
 
 	/* The answer. status 0 (TOKEN only): forward with bearer; otherwise the response. */
 	int status;
@@ -70,6 +72,9 @@ void hub_service_submit(struct hub_service *h, struct hub_job *job);
 /* Re-wraps the store's data keys under the KEK label on the service's thread, between two
  * jobs; waits for it (token_store_rotate_kek). */
 int hub_service_rotate_kek(struct hub_service *h, const char *label, char *err, size_t errlen);
+/* A reload's upstream contexts (the TPP's QWAC, the banks' CAs): the service takes a reference
+ * to each and uses them for its next bank calls. */
+void hub_service_set_tls(struct hub_service *h, SSL_CTX *const ctx[]);
 /* Finishes the job in progress, frees the queued ones unanswered, joins the thread, closes the
  * store. */
 void hub_service_stop(struct hub_service *h);

@@ -11,6 +11,7 @@
 #include "control.h"
 #include "daemon.h"
 #include "jwt.h"
+#include "hub_service.h"
 #include "log.h"
 #include "registry.h"
 #include "tls.h"
@@ -259,6 +260,8 @@ static void tls_set_publish(struct daemon *d, struct tls_set *next)
 		}
 		worker_post(&d->workers[w], &cmd);
 	}
+	if (d->hub)
+		hub_service_set_tls(d->hub, next->upstream_ctx);
 	struct tls_set old;
 	tls_set_take(d, &old);
 	tls_set_give(d, next);
