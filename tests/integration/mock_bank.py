@@ -19,7 +19,8 @@ Who may call what, as a bank that binds its TPPs to their QWAC:
                     token_type Bearer and, for the code grant, an ES256 id_token (iss
                     --issuer, aud client_id, sub the user, nonce, iat, exp).
   GET  /accounts    the TPP over mTLS with its QWAC and Authorization: Bearer <a valid,
-                    unexpired access token>: the user's accounts (with an IBAN); else 401.
+                    unexpired access token>: the user's accounts (with an IBAN); else 401
+                    (400 for a second Authorization header).
                     Also under any prefix (/banks/alpha/accounts): a gateway forwards a
                     route's path as it came.
   GET  /jwks        the id_token's signing key as a JWK set (also written to --jwks-out).
@@ -274,6 +275,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if not self.tpp_proven():
             return self.oauth_error(401, "invalid_client",
                                     "the TLS client certificate is not the TPP's QWAC")
+        if len(self.headers.get_all("Authorization", [])) > 1:
+            return self.oauth_error(400, "invalid_request", "more than one Authorization header")
         scheme, _, token = self.headers.get("Authorization", "").partition(" ")
         with LOCK:
             held = self.server.bank.access.get(token) if scheme.lower() == "bearer" else None

@@ -17,13 +17,15 @@
 #   CA that is not the pinned QWAC (/banks/wrongcert: the bank answers 401 invalid_client, the
 #   callback 502), one of a CA the bank does not trust (/banks/foreign: the handshake fails,
 #   502).
-#   beta (access tokens live 2 s, refresh_margin_s 0): a call after the token expired is
+#   beta (access tokens live 2 s, refresh_margin_s 0, response timeout 1.5 s): a call after the token expired is
 #   refreshed first and passes; a refused refresh (the bank answers 400): 401 invalid_token.
 #   gamma (response timeout 500 ms, breaker after 2 failures, 60 s cool-down): the bank stops
 #   answering; two calls get 504, the next 503 at once without reaching the bank; a consent
 #   too.
 #   A session outlives a restart; an id_token that does not verify (a route given another
 #   bank's keys): 502 bank_error.
+#   Consents: at most 1024 pending, then 503; the bank's token endpoint hanging: the callback
+#   gets 504 upstream_timeout; a code the bank already redeemed: 502 bank_error.
 #   The daemon survives every step (a crash is a failure, and it is restarted so that the rest
 #   still runs) and a SIGHUP reload, and stops cleanly on SIGTERM.
 #   Finally no code, access token, refresh token, id_token or IBAN the banks issued is in
@@ -131,7 +133,7 @@ config_render "$DAEMON_CONFIG" "{\"upstream\": null, \"log_level\": \"debug\",
 	  \"alpha\": $(upstream_json alpha "${QWAC[@]}"),
 	  \"alphawrong\": $(upstream_json alpha "$TEST_DIR/other-qwac.pem" "$TEST_DIR/other-qwac.key"),
 	  \"alphaforeign\": $(upstream_json alpha "$PKI/untrusted.pem" "$PKI/untrusted.key"),
-	  \"beta\": $(upstream_json beta "${QWAC[@]}"),
+	  \"beta\": $(upstream_json beta "${QWAC[@]}" '"response_timeout_ms": 1500'),
 	  \"gamma\": $(upstream_json gamma "${QWAC[@]}" '"response_timeout_ms": 500,
 	             "circuit_breaker": {"consecutive_failures": 2, "cooldown_ms": 60000, "probes": 1}')},
 	\"routes\": [
@@ -235,6 +237,8 @@ hub tpp1 tpp1 POST /banks/alpha/_hub/consents --data ''
 assert_eq "400 invalid_request" "$LAST_CODE $(body error)" "consent without X-Hub-User: 400 invalid_request"
 hub tpp1 tpp1 POST /banks/alpha/_hub/consents -H "X-Hub-User: $(printf 'u%.0s' $(seq 129))" --data ''
 assert_eq "400 invalid_request" "$LAST_CODE $(body error)" "consent with a 129-byte X-Hub-User: 400 invalid_request"
+hub tpp1 tpp1 POST /banks/alpha/_hub/consents -H "X-Hub-User: ali ce" --data ''
+assert_eq "400 invalid_request" "$LAST_CODE $(body error)" "consent with a space in X-Hub-User: 400 invalid_request"
 
 consent tpp1 tpp1 /banks/alpha alice
 assert_eq 201 "$LAST_CODE" "POST /banks/alpha/_hub/consents: 201 ($(head -c 300 "$LAST_BODY"))"
@@ -284,6 +288,16 @@ assert_eq "400 invalid_request" "$LAST_CODE $(body error)" "the same state twice
 assert_eq 1 "$(grants alpha authorization_code)" "the used state did not reach the bank again"
 callback tpp1 tpp1 /banks/alpha "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA" "$ALPHA_CODE"
 assert_eq "400 invalid_request" "$LAST_CODE $(body error)" "an unknown state: 400 invalid_request"
+
+if consent tpp1 tpp1 /banks/alpha ivan; then
+	callback tpp1 tpp1 /banks/alpha "$STATE" "$ALPHA_CODE"
+	assert_eq "502 bank_error" "$LAST_CODE $(body error)" "a fresh state with a code the bank already redeemed: 502 bank_error"
+	assert_contains "$(body error_description)" invalid_grant "... its description has the bank's error"
+	assert_eq "400 invalid_grant" "$(last_grant alpha authorization_code "['status']") $(last_grant alpha authorization_code "['error']")" \
+		"the bank refused the code with invalid_grant"
+else
+	fail "consent for ivan: HTTP $LAST_CODE"
+fi
 
 if consent tpp1 tpp1 /banks/alpha bob && browse "$AUTH_URL"; then
 	callback tpp2 tpp2 /banks/alpha "$CB_STATE" "$CODE"
@@ -376,6 +390,18 @@ if [ -n "${H_BETA:-}" ]; then
 	bank_mode beta normal
 	survived "beta's refreshes"
 fi
+if consent tpp1 tpp1 /banks/beta heidi && browse "$AUTH_URL"; then
+	bank_mode beta hang
+	t0=$(date +%s%N)
+	callback tpp1 tpp1 /banks/beta "$CB_STATE" "$CODE"
+	el=$((($(date +%s%N) - t0) / 1000000))
+	bank_mode beta normal
+	assert_eq "504 upstream_timeout" "$LAST_CODE $(body error)" "beta hangs at the token endpoint: the callback gets 504 upstream_timeout"
+	assert_true "... after beta's response timeout of 1500 ms (${el} ms)" test "$el" -ge 1200 -a "$el" -lt 5000
+else
+	fail "/banks/beta: consent for heidi: HTTP $LAST_CODE / browser $BROWSE_CODE"
+fi
+survived "beta's timeout"
 
 # ==== revocation ========================================================================================
 hub tpp1 tpp1 GET /banks/alpha/accounts -H "$(with_handle "$H1")"
@@ -446,6 +472,21 @@ else
 	fail "/banks/badkeys: consent HTTP $LAST_CODE / browser $BROWSE_CODE"
 fi
 survived "the bad id_token"
+
+# ==== at most 1024 pending consents ==================================================================
+# 1030 consents on one connection (a curl config file: one url and output each)
+for i in $(seq 1030); do
+	printf 'url = "%s/banks/alpha/_hub/consents"\noutput = "/dev/null"\n' "$GW_URL"
+done >"$TEST_DIR/consents.curl"
+CURL_MAX_TIME=120 gw_curl tpp1 -K "$TEST_DIR/consents.curl" -X POST -H "X-Client-Id: tpp1" -H "X-Hub-User: mallory" \
+	-H "Content-Length: 0" -w '%{http_code}\n' >"$TEST_DIR/consents.codes" 2>"$TEST_DIR/consents.err"
+n201=$(grep -c '^201$' "$TEST_DIR/consents.codes")
+n503=$(grep -c '^503$' "$TEST_DIR/consents.codes")
+assert_eq 1030 "$((n201 + n503))" "1030 consents: each 201 or 503 ($n201 + $n503; $(sort "$TEST_DIR/consents.codes" | uniq -c | tr '\n' ' '))"
+assert_true "at most 1024 consents pending ($n201 more accepted), then 503" test "$n201" -le 1024 -a "$n201" -ge 1000 -a "$n503" -ge 6
+assert_eq 201 "$(head -n 1 "$TEST_DIR/consents.codes")" "the first of them was accepted"
+assert_eq 503 "$(tail -n 1 "$TEST_DIR/consents.codes")" "the last of them was refused"
+survived "1030 consents"
 
 # ==== nothing the banks issued is written in plaintext ===================================================
 daemon_stop
