@@ -17,6 +17,7 @@
 #include "http.h"
 #include "jwt.h"
 #include "log.h"
+#include "metrics.h"
 #include "upconn.h"
 
 #define HUB_ANSWER_MAX (64 * 1024) /* a token endpoint's answer */
@@ -206,11 +207,17 @@ static int bank_post(struct hub_service *h, struct hub_job *job, const char *pat
 		goto out;
 	}
 	job->bank_result = EXCHANGE_RESPONDED;
+	if (resp.status_code == 200)
+		STATS_INC(hub_token_calls_ok);
+	else
+		STATS_INC(hub_token_calls_refused);
 	out->status = resp.status_code;
 	out->body = resp.body;
 	memset(&resp.body, 0, sizeof(resp.body));
 	rc = 0;
 out:
+	if (rc < 0)
+		STATS_INC(hub_token_calls_failed);
 	if (u)
 		upconn_close(u);
 	if (resp.body.data)
@@ -311,8 +318,8 @@ static void store_new_session(struct hub_service *h, struct hub_job *job,
 		answer(job, 500, "server_error", "out of memory");
 	} else {
 		job->status = 201;
-		log_info("hub: bank %s: session opened for client %s", bank_name(h, job),
-			 job->client_id);
+		STATS_INC(hub_sessions_opened);
+		log_info("hub: session of bank %s opened for %s", bank_name(h, job), job->client_id);
 	}
 	OPENSSL_cleanse(handle, sizeof(handle));
 	if (payload.data)
@@ -419,6 +426,7 @@ static void run_token(struct hub_service *h, struct hub_job *job, int64_t now)
 					 bank_name(h, job), err);
 				answer(job, 500, "server_error", "the token store failed");
 			} else {
+				STATS_INC(hub_refreshes);
 				ok = 0;
 			}
 		}
@@ -457,6 +465,7 @@ static void run_revoke(struct hub_service *h, struct hub_job *job)
 		answer(job, 500, "server_error", "the token store failed");
 		return;
 	}
+	STATS_INC(hub_sessions_revoked);
 	log_info("hub: session of bank %s revoked by %s", bank_name(h, job), job->client_id);
 	job->status = 204;
 }

@@ -152,7 +152,14 @@ enum metric_type {
 	  "name")                                                                          \
 	X(client_certificate_expiry_seconds, GAUGE, NULL,                                  \
 	  "Seconds until each active bound client certificate expires (negative: "         \
-	  "expired).", "client_id", "sha256")
+	  "expired).", "client_id", "sha256")                                              \
+	X(hub_sessions, COUNTER, "hub.sessions_{event}",                                   \
+	  "Hub mode: sessions opened (a code exchanged at a bank) and revoked.", "event")  \
+	X(hub_token_calls, COUNTER, "hub.token_calls_{result}",                            \
+	  "Hub mode: calls to banks' token endpoints (code exchanges and refreshes): "     \
+	  "ok, refused by the bank, failed (no answer, bad answer).", "result")            \
+	X(hub_refreshes, COUNTER, "hub.refreshes",                                         \
+	  "Hub mode: access tokens refreshed at a bank before a forwarded request.")
 
 enum metric_family {
 #define METRIC_FAMILY_ENUM(id, type, json, ...) METRIC_##id,
@@ -200,7 +207,13 @@ enum metric_family {
 	C(upstream_errors, upstream_errors, NULL)                                          \
 	C(upstream_timeouts, upstream_timeouts, NULL)                                      \
 	C(upstream_leftovers, upstream_leftovers, NULL)                                    \
-	C(splice_bytes, splice_bytes, NULL)
+	C(splice_bytes, splice_bytes, NULL)                                                \
+	C(hub_sessions, hub_sessions_opened, "opened")                                     \
+	C(hub_sessions, hub_sessions_revoked, "revoked")                                   \
+	C(hub_token_calls, hub_token_calls_ok, "ok")                                       \
+	C(hub_token_calls, hub_token_calls_refused, "refused")                             \
+	C(hub_token_calls, hub_token_calls_failed, "failed")                               \
+	C(hub_refreshes, hub_refreshes, NULL)
 
 enum metric_cell {
 #define METRIC_CELL_ENUM(family, cell, value) METRIC_CELL_##cell,
