@@ -9,8 +9,8 @@
 #         relays code and state to the callback and gets a handle; GET /banks/alpha/accounts
 #         with "Authorization: Hub <handle>" returns the bank's accounts, and the bank saw
 #         "Authorization: Bearer <its access token>" (not the handle) from the QWAC. The state
-#         twice, a state relayed by another backend: 400. tpp2 with tpp1's handle (GET, DELETE):
-#         401, the bank not reached. Once the token is due, five concurrent calls: all 200, one
+#         twice, a state relayed by another backend: 400. tpp2 with tpp1's handle (GET, DELETE),
+#         the handle on another bank's route: 401, no bank reached. Once the token is due, five concurrent calls: all 200, one
 #         refresh_token grant, the refreshed token used. DELETE /banks/alpha/_hub/session: 204, then
 #         401; the audit row and the log line.
 #   The same bank behind routes whose upstream presents another certificate: one of the bank's
@@ -311,6 +311,10 @@ hub tpp2 tpp2 GET /banks/alpha/accounts -H "$(with_handle "$H1")"
 assert_eq "401 invalid_token" "$LAST_CODE $(body error)" "tpp2 with tpp1's handle: 401 invalid_token"
 hub tpp2 tpp2 DELETE /banks/alpha/_hub/session -H "$(with_handle "$H1")"
 assert_eq "401 invalid_token" "$LAST_CODE $(body error)" "tpp2 cannot revoke tpp1's handle: 401 invalid_token"
+blines=$(bank_lines beta)
+hub tpp1 tpp1 GET /banks/beta/accounts -H "$(with_handle "$H1")"
+assert_eq "401 invalid_token" "$LAST_CODE $(body error)" "tpp1's alpha handle on beta's route: 401 invalid_token (unknown there)"
+assert_eq "$blines" "$(bank_lines beta)" "... and beta never saw alpha's token"
 hub tpp1 tpp1 GET /banks/alpha/accounts
 assert_eq "401 invalid_token" "$LAST_CODE $(body error)" "no Authorization header: 401 invalid_token"
 assert_contains "$(head_value WWW-Authenticate)" Hub "... with WWW-Authenticate: Hub"
@@ -511,7 +515,6 @@ assert_eq "" "$(grep -a -o -F -f "$TEST_DIR/handles" "$TEST_DIR/tokens.dump" "$T
 assert_true "the access log has the hub requests" grep -q '_hub/callback' "$ACCESS_LOG"
 assert_eq "" "$(leaks "$ACCESS_LOG")" "the access log holds no code, token or IBAN"
 assert_eq "" "$(leaks "$DAEMON_LOG")" "the daemon's error log holds no code, token or IBAN"
-hl=$(grep -a -c -F -f "$TEST_DIR/handles" "$ACCESS_LOG" "$DAEMON_LOG" | tr '\n' ' ')
-note "lines holding a session handle (access log, error log): $hl"
+note "lines holding a session handle: access log $(grep -a -c -F -f "$TEST_DIR/handles" "$ACCESS_LOG"), error log $(grep -a -c -F -f "$TEST_DIR/handles" "$DAEMON_LOG")"
 
 finish
