@@ -21,20 +21,32 @@
 #include "upconn.h"
 
 #define HUB_ANSWER_MAX (64 * 1024) /* a token endpoint's answer */
-#define HUB_FDS_MAX 4096           /* the thread's own loop: only bank connections */
+#define HUB_FDS_MAX 4096           /* a lane's own loop: only bank connections */
 
-struct hub_service {
-	const struct config *cfg;
-	struct token_store *store;
-	struct hub_pending_table *pending;
-	struct jwt_verifier *id_token[CONFIG_MAX_ROUTES]; /* per hub route: the bank's keys */
+/* One bank's work: its jobs run in order on its own thread, so a bank that is slow or down
+ * delays only its own consents and refreshes. Its handles are its alone, so the order also
+ * makes a handle's refresh single: a second job for it finds the fresh token. */
+struct hub_lane {
+	struct hub_service *h;
+	unsigned upstream;
 	struct ev_loop *loop; /* never run: upconn wants one for the sockets it closes */
-	struct upconn_pool pools[CONFIG_MAX_UPSTREAMS];
 	pthread_t thread;
+	bool started, stopping;
 	pthread_mutex_t lock;
 	pthread_cond_t wake;
 	struct hub_job *head, *tail;
-	bool stopping, started;
+};
+
+struct hub_service {
+	const struct config *cfg;
+	/* The token store's connection and the pending consents, shared by the lanes: each use
+	 * is short (a row, a key unwrapped in the PKCS#11 token), never across a bank call. */
+	pthread_mutex_t store_lock;
+	struct token_store *store;
+	struct hub_pending_table *pending;
+	struct jwt_verifier *id_token[CONFIG_MAX_ROUTES]; /* per hub route: the bank's keys */
+	struct upconn_pool pools[CONFIG_MAX_UPSTREAMS];   /* each used by its bank's lane only */
+	struct hub_lane *lane[CONFIG_MAX_UPSTREAMS];      /* the hub routes' upstreams */
 };
 
 struct hub_job *hub_job_new(enum hub_job_kind kind, unsigned route, const char *client_id)
@@ -268,11 +280,6 @@ static int bank_tokens(struct hub_job *job, const struct bank_answer *a, const c
 	return 0;
 }
 
-static const char *bank_name(const struct hub_service *h, const struct hub_job *job)
-{
-	return h->cfg->upstreams[h->cfg->routes[job->route].upstream].name;
-}
-
 /* --- the jobs --------------------------------------------------------------------------- */
 
 static void run_consent(struct hub_service *h, struct hub_job *job, int64_t now)
@@ -280,10 +287,12 @@ static void run_consent(struct hub_service *h, struct hub_job *job, int64_t now)
 	const struct config_hub *hub = &h->cfg->routes[job->route].hub;
 	struct hub_pending *p;
 	const char *why;
+	pthread_mutex_lock(&h->store_lock);
 	if (hub_pending_add(h->pending, job->client_id, job->user, job->route, now, &p, &why) < 0) {
-		answer(job, h->pending->n == HUB_PENDING_MAX ? 503 : 400,
-		       h->pending->n == HUB_PENDING_MAX ? "temporarily_unavailable"
-							: "invalid_request", "%s", why);
+		bool full = h->pending->n == HUB_PENDING_MAX;
+		pthread_mutex_unlock(&h->store_lock);
+		answer(job, full ? 503 : 400, full ? "temporarily_unavailable" : "invalid_request",
+		       "%s", why);
 		return;
 	}
 	struct buf url = {0};
@@ -295,7 +304,35 @@ static void run_consent(struct hub_service *h, struct hub_job *job, int64_t now)
 		answer(job, 500, "server_error", "out of memory");
 	else
 		job->status = 201;
+	pthread_mutex_unlock(&h->store_lock);
 	buf_free(&url);
+}
+
+static const char *bank_name(const struct hub_service *h, const struct hub_job *job)
+{
+	return h->cfg->upstreams[h->cfg->routes[job->route].upstream].name;
+}
+
+static enum token_status locked_put(struct hub_service *h, const struct hub_job *job,
+				    const char *user, const struct buf *payload,
+				    char handle[TOKEN_HANDLE_LEN + 1], char *err, size_t errlen)
+{
+	pthread_mutex_lock(&h->store_lock);
+	enum token_status st = token_store_put(h->store, job->client_id, bank_name(h, job), user,
+					       buf_head(payload), payload->len, handle, err,
+					       errlen);
+	pthread_mutex_unlock(&h->store_lock);
+	return st;
+}
+
+static enum token_status locked_update(struct hub_service *h, const struct hub_job *job,
+				       const struct buf *payload, char *err, size_t errlen)
+{
+	pthread_mutex_lock(&h->store_lock);
+	enum token_status st = token_store_update(h->store, job->handle, buf_head(payload),
+						  payload->len, err, errlen);
+	pthread_mutex_unlock(&h->store_lock);
+	return st;
 }
 
 /* Stores the tokens for the backend and answers the new handle. */
@@ -307,9 +344,7 @@ static void store_new_session(struct hub_service *h, struct hub_job *job,
 	t->client_id = strdup(job->client_id);
 	if (!t->client_id || hub_tokens_to_payload(t, &payload) < 0) {
 		answer(job, 500, "server_error", "out of memory");
-	} else if (token_store_put(h->store, job->client_id, bank_name(h, job), p->user,
-				   buf_head(&payload), payload.len, handle, err,
-				   sizeof(err)) != TOKEN_OK) {
+	} else if (locked_put(h, job, p->user, &payload, handle, err, sizeof(err)) != TOKEN_OK) {
 		log_warn("hub: bank %s: cannot store the tokens of a new session: %s",
 			 bank_name(h, job), err);
 		answer(job, 500, "server_error", "the token store failed");
@@ -331,8 +366,10 @@ static void run_callback(struct hub_service *h, struct hub_job *job, int64_t now
 {
 	const struct config_route *r = &h->cfg->routes[job->route];
 	struct hub_pending p;
-	if (!hub_pending_take(h->pending, job->state, job->client_id, now, &p) ||
-	    p.route != job->route) {
+	pthread_mutex_lock(&h->store_lock);
+	bool taken = hub_pending_take(h->pending, job->state, job->client_id, now, &p);
+	pthread_mutex_unlock(&h->store_lock);
+	if (!taken || p.route != job->route) {
 		answer(job, 400, "invalid_request",
 		       "unknown state: not started here by this client, expired, or used");
 		OPENSSL_cleanse(&p, sizeof(p));
@@ -368,8 +405,10 @@ static int session_tokens(struct hub_service *h, struct hub_job *job, struct hub
 	size_t len = 0;
 	char bank[TOKEN_BANK_MAX + 1], err[256];
 	memset(t, 0, sizeof(*t));
+	pthread_mutex_lock(&h->store_lock);
 	enum token_status st = token_store_get(h->store, job->handle, &payload, &len, bank, err,
 					       sizeof(err));
+	pthread_mutex_unlock(&h->store_lock);
 	if (st == TOKEN_ERROR) {
 		log_warn("hub: bank %s: cannot read a session: %s", bank_name(h, job), err);
 		answer(job, 500, "server_error", "the token store failed");
@@ -420,8 +459,7 @@ static void run_token(struct hub_service *h, struct hub_job *job, int64_t now)
 			hub_tokens_replace(&t, &fresh);
 			if (hub_tokens_to_payload(&t, &payload) < 0)
 				answer(job, 500, "server_error", "out of memory");
-			else if (token_store_update(h->store, job->handle, buf_head(&payload),
-						    payload.len, err, sizeof(err)) != TOKEN_OK) {
+			else if (locked_update(h, job, &payload, err, sizeof(err)) != TOKEN_OK) {
 				log_warn("hub: bank %s: cannot store a refreshed session: %s",
 					 bank_name(h, job), err);
 				answer(job, 500, "server_error", "the token store failed");
@@ -459,8 +497,11 @@ static void run_revoke(struct hub_service *h, struct hub_job *job)
 	if (session_tokens(h, job, &t) < 0)
 		return;
 	hub_tokens_free(&t);
-	if (token_store_revoke(h->store, job->client_id, job->handle, err, sizeof(err)) !=
-	    TOKEN_OK) {
+	pthread_mutex_lock(&h->store_lock);
+	enum token_status st = token_store_revoke(h->store, job->client_id, job->handle, err,
+						  sizeof(err));
+	pthread_mutex_unlock(&h->store_lock);
+	if (st != TOKEN_OK) {
 		log_warn("hub: bank %s: cannot revoke a session: %s", bank_name(h, job), err);
 		answer(job, 500, "server_error", "the token store failed");
 		return;
@@ -470,34 +511,20 @@ static void run_revoke(struct hub_service *h, struct hub_job *job)
 	job->status = 204;
 }
 
-static void run_rotate_kek(struct hub_service *h, struct hub_job *job)
+static void run_set_tls(struct hub_lane *lane, struct hub_job *job)
 {
-	if (token_store_rotate_kek(h->store, job->kek_label, job->description,
-				   sizeof(job->description)) < 0) {
-		job->status = 500;
-		log_warn("hub: token store: KEK rotation to %s stopped: %s", job->kek_label,
-			 job->description);
-		return;
-	}
-	job->status = 200;
-	log_info("hub: token store: every data key is wrapped by KEK %s", job->kek_label);
+	struct upconn_pool *pool = &lane->h->pools[lane->upstream];
+	SSL_CTX_free(pool->ctx);
+	pool->ctx = job->upstream_ctx[lane->upstream];
+	job->upstream_ctx[lane->upstream] = NULL;
 }
 
-static void run_set_tls(struct hub_service *h, struct hub_job *job)
+static void run_job(struct hub_lane *lane, struct hub_job *job)
 {
-	for (unsigned i = 0; i < h->cfg->n_upstreams; i++) {
-		SSL_CTX_free(h->pools[i].ctx);
-		h->pools[i].ctx = job->upstream_ctx[i];
-		job->upstream_ctx[i] = NULL;
-	}
-}
-
-static void run_job(struct hub_service *h, struct hub_job *job)
-{
+	struct hub_service *h = lane->h;
 	int64_t now = time(NULL);
 	switch (job->kind) {
-	case HUB_JOB_SET_TLS: run_set_tls(h, job); break;
-	case HUB_JOB_ROTATE_KEK: run_rotate_kek(h, job); break;
+	case HUB_JOB_SET_TLS: run_set_tls(lane, job); break;
 	case HUB_JOB_CONSENT: run_consent(h, job, now); break;
 	case HUB_JOB_CALLBACK: run_callback(h, job, now); break;
 	case HUB_JOB_TOKEN: run_token(h, job, now); break;
@@ -505,27 +532,47 @@ static void run_job(struct hub_service *h, struct hub_job *job)
 	}
 }
 
-static void *hub_main(void *arg)
+static void *lane_main(void *arg)
 {
-	struct hub_service *h = arg;
-	pthread_mutex_lock(&h->lock);
+	struct hub_lane *lane = arg;
+	pthread_mutex_lock(&lane->lock);
 	for (;;) {
-		while (!h->head && !h->stopping)
-			pthread_cond_wait(&h->wake, &h->lock);
-		if (h->stopping)
+		while (!lane->head && !lane->stopping)
+			pthread_cond_wait(&lane->wake, &lane->lock);
+		if (lane->stopping)
 			break;
-		struct hub_job *job = h->head;
-		h->head = job->next;
-		if (!h->head)
-			h->tail = NULL;
-		pthread_mutex_unlock(&h->lock);
+		struct hub_job *job = lane->head;
+		lane->head = job->next;
+		if (!lane->head)
+			lane->tail = NULL;
+		pthread_mutex_unlock(&lane->lock);
 		job->next = NULL;
-		run_job(h, job);
+		run_job(lane, job);
 		job->done(job, job->done_arg);
-		pthread_mutex_lock(&h->lock);
+		pthread_mutex_lock(&lane->lock);
 	}
-	pthread_mutex_unlock(&h->lock);
+	pthread_mutex_unlock(&lane->lock);
 	return NULL;
+}
+
+static void lane_submit(struct hub_lane *lane, struct hub_job *job)
+{
+	job->next = NULL;
+	pthread_mutex_lock(&lane->lock);
+	if (lane->tail)
+		lane->tail->next = job;
+	else
+		lane->head = job;
+	lane->tail = job;
+	pthread_cond_signal(&lane->wake);
+	pthread_mutex_unlock(&lane->lock);
+}
+
+/* --- life cycle ------------------------------------------------------------------------- */
+
+void hub_service_submit(struct hub_service *h, struct hub_job *job)
+{
+	lane_submit(h->lane[h->cfg->routes[job->route].upstream], job);
 }
 
 static void hub_job_done_free(struct hub_job *job, void *arg)
@@ -536,92 +583,63 @@ static void hub_job_done_free(struct hub_job *job, void *arg)
 
 void hub_service_set_tls(struct hub_service *h, SSL_CTX *const ctx[])
 {
-	struct hub_job *job = hub_job_new(HUB_JOB_SET_TLS, 0, "");
-	if (!job) {
-		log_error("hub: out of memory: bank calls keep the TLS contexts of before the reload");
-		return;
-	}
 	for (unsigned i = 0; i < h->cfg->n_upstreams; i++) {
+		if (!h->lane[i])
+			continue;
+		struct hub_job *job = hub_job_new(HUB_JOB_SET_TLS, 0, "");
+		if (!job) {
+			log_error("hub: out of memory: bank %s keeps the TLS context of before the "
+				  "reload", h->cfg->upstreams[i].name);
+			continue;
+		}
 		if (ctx[i])
 			SSL_CTX_up_ref(ctx[i]);
 		job->upstream_ctx[i] = ctx[i];
+		job->done = hub_job_done_free;
+		lane_submit(h->lane[i], job);
 	}
-	job->done = hub_job_done_free;
-	hub_service_submit(h, job);
-}
-
-struct hub_waiter {
-	pthread_mutex_t lock;
-	pthread_cond_t cond;
-	bool done;
-};
-
-static void hub_wake_waiter(struct hub_job *job, void *arg)
-{
-	(void)job;
-	struct hub_waiter *w = arg;
-	pthread_mutex_lock(&w->lock);
-	w->done = true;
-	pthread_cond_signal(&w->cond);
-	pthread_mutex_unlock(&w->lock);
 }
 
 int hub_service_rotate_kek(struct hub_service *h, const char *label, char *err, size_t errlen)
 {
-	struct hub_job *job = hub_job_new(HUB_JOB_ROTATE_KEK, 0, "");
-	if (!job || strlen(label) >= sizeof(job->kek_label)) {
-		snprintf(err, errlen, job ? "the KEK label is over %zu bytes" : "out of memory",
-			 sizeof(job->kek_label) - 1);
-		hub_job_free(job);
-		return -1;
-	}
-	memcpy(job->kek_label, label, strlen(label) + 1);
-	struct hub_waiter w = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
-	job->done = hub_wake_waiter;
-	job->done_arg = &w;
-	hub_service_submit(h, job);
-	pthread_mutex_lock(&w.lock);
-	while (!w.done)
-		pthread_cond_wait(&w.cond, &w.lock);
-	pthread_mutex_unlock(&w.lock);
-	int rc = job->status == 200 ? 0 : -1;
+	pthread_mutex_lock(&h->store_lock);
+	int rc = token_store_rotate_kek(h->store, label, err, errlen);
+	pthread_mutex_unlock(&h->store_lock);
 	if (rc < 0)
-		snprintf(err, errlen, "%s", job->description);
-	hub_job_free(job);
+		log_warn("hub: token store: KEK rotation to %s stopped: %s", label, err);
+	else
+		log_info("hub: token store: every data key is wrapped by KEK %s", label);
 	return rc;
 }
 
-/* --- life cycle ------------------------------------------------------------------------- */
-
-void hub_service_submit(struct hub_service *h, struct hub_job *job)
+static void lane_free(struct hub_lane *lane)
 {
-	job->next = NULL;
-	pthread_mutex_lock(&h->lock);
-	if (h->tail)
-		h->tail->next = job;
-	else
-		h->head = job;
-	h->tail = job;
-	pthread_cond_signal(&h->wake);
-	pthread_mutex_unlock(&h->lock);
+	if (lane->started) {
+		pthread_mutex_lock(&lane->lock);
+		lane->stopping = true;
+		pthread_cond_signal(&lane->wake);
+		pthread_mutex_unlock(&lane->lock);
+		pthread_join(lane->thread, NULL);
+	}
+	while (lane->head) {
+		struct hub_job *next = lane->head->next;
+		hub_job_free(lane->head);
+		lane->head = next;
+	}
+	if (lane->loop)
+		ev_loop_free(lane->loop);
+	pthread_mutex_destroy(&lane->lock);
+	pthread_cond_destroy(&lane->wake);
+	free(lane);
 }
 
 void hub_service_stop(struct hub_service *h)
 {
 	if (!h)
 		return;
-	if (h->started) {
-		pthread_mutex_lock(&h->lock);
-		h->stopping = true;
-		pthread_cond_signal(&h->wake);
-		pthread_mutex_unlock(&h->lock);
-		pthread_join(h->thread, NULL);
-	}
-	while (h->head) {
-		struct hub_job *next = h->head->next;
-		hub_job_free(h->head);
-		h->head = next;
-	}
+	for (unsigned i = 0; i < CONFIG_MAX_UPSTREAMS; i++)
+		if (h->lane[i])
+			lane_free(h->lane[i]);
 	for (unsigned i = 0; i < h->cfg->n_upstreams; i++) {
 		upconn_pool_free(&h->pools[i]);
 		SSL_CTX_free(h->pools[i].ctx);
@@ -632,11 +650,38 @@ void hub_service_stop(struct hub_service *h)
 		OPENSSL_cleanse(h->pending, sizeof(*h->pending));
 	free(h->pending);
 	token_store_close(h->store);
-	if (h->loop)
-		ev_loop_free(h->loop);
-	pthread_mutex_destroy(&h->lock);
-	pthread_cond_destroy(&h->wake);
+	pthread_mutex_destroy(&h->store_lock);
 	free(h);
+}
+
+/* A bank's lane, its thread started with signals blocked: they are the main thread's (its
+ * signalfd). */
+static int lane_start(struct hub_service *h, unsigned upstream, char *err, size_t errlen)
+{
+	struct hub_lane *lane = calloc(1, sizeof(*lane));
+	if (!lane || !(lane->loop = ev_loop_new(HUB_FDS_MAX))) {
+		free(lane);
+		snprintf(err, errlen, "hub: out of memory");
+		return -1;
+	}
+	lane->h = h;
+	lane->upstream = upstream;
+	pthread_mutex_init(&lane->lock, NULL);
+	pthread_cond_init(&lane->wake, NULL);
+	h->lane[upstream] = lane;
+	h->pools[upstream].loop = lane->loop;
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	int rc = pthread_create(&lane->thread, NULL, lane_main, lane);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (rc != 0) {
+		snprintf(err, errlen, "hub: cannot start the thread of bank %s",
+			 h->cfg->upstreams[upstream].name);
+		return -1;
+	}
+	lane->started = true;
+	return 0;
 }
 
 int hub_service_start(const struct config *cfg, SSL_CTX *const ctx[],
@@ -655,18 +700,16 @@ int hub_service_start(const struct config *cfg, SSL_CTX *const ctx[],
 		return -1;
 	}
 	h->cfg = cfg;
-	pthread_mutex_init(&h->lock, NULL);
-	pthread_cond_init(&h->wake, NULL);
+	pthread_mutex_init(&h->store_lock, NULL);
 	h->pending = calloc(1, sizeof(*h->pending));
-	h->loop = ev_loop_new(HUB_FDS_MAX);
-	if (!h->pending || !h->loop) {
+	if (!h->pending) {
 		snprintf(err, errlen, "hub: out of memory");
 		goto fail;
 	}
 	for (unsigned i = 0; i < cfg->n_upstreams; i++) {
 		if (ctx[i])
 			SSL_CTX_up_ref(ctx[i]);
-		upconn_pool_init(&h->pools[i], h->loop, &cfg->upstreams[i], ctx[i], host_header[i]);
+		upconn_pool_init(&h->pools[i], NULL, &cfg->upstreams[i], ctx[i], host_header[i]);
 	}
 	for (unsigned i = 0; i < cfg->n_routes; i++) {
 		if (!cfg->routes[i].hub.authorization_endpoint)
@@ -689,17 +732,12 @@ int hub_service_start(const struct config *cfg, SSL_CTX *const ctx[],
 		snprintf(err, errlen, "token_store: %s", why);
 		goto fail;
 	}
-	/* Signals are the main thread's (its signalfd): the thread starts with them blocked. */
-	sigset_t all, old;
-	sigfillset(&all);
-	pthread_sigmask(SIG_BLOCK, &all, &old);
-	int rc = pthread_create(&h->thread, NULL, hub_main, h);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	if (rc != 0) {
-		snprintf(err, errlen, "hub: cannot start its thread");
-		goto fail;
+	for (unsigned i = 0; i < cfg->n_routes; i++) {
+		unsigned up = cfg->routes[i].upstream;
+		if (cfg->routes[i].hub.authorization_endpoint && !h->lane[up] &&
+		    lane_start(h, up, err, errlen) < 0)
+			goto fail;
 	}
-	h->started = true;
 	*out = h;
 	return 0;
 fail:

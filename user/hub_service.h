@@ -1,13 +1,15 @@
-/* Hub mode's service thread: the one place the gateway talks OAuth to banks and touches the
- * token store (hub.h holds the protocol pieces it runs, token_store.h the store). Workers hand
- * it jobs (start a consent, take a callback, give a handle's access token, revoke a handle)
- * and go on serving other sessions; it answers each through the job's done callback, called
- * on its own thread.
+/* Hub mode's service: the one place the gateway talks OAuth to banks and touches the token
+ * store (hub.h holds the protocol pieces it runs, token_store.h the store). Workers hand it
+ * jobs (start a consent, take a callback, give a handle's access token, revoke a handle) and
+ * go on serving other sessions; it answers each through the job's done callback, called on
+ * one of its threads.
  *
- * One thread, on purpose: the token store's connection and the pending consents are its alone,
- * and two requests with the same handle never refresh its token twice (the second finds the
- * fresh one). A call to a bank blocks it, bounded by that bank upstream's connect, TLS and
- * response timeouts. */
+ * One thread per bank (per upstream of a hub route), on purpose: a bank that is slow or down
+ * delays only its own jobs, and a handle's jobs run in order, so two requests with the same
+ * handle never refresh its token twice (the second finds the fresh one). A call to a bank
+ * blocks its thread, bounded by that upstream's connect, TLS and response timeouts. The token
+ * store's connection and the pending consents are shared under one lock, never held across a
+ * bank call. */
 #ifndef PSD2EDGE_HUB_SERVICE_H
 #define PSD2EDGE_HUB_SERVICE_H
 
@@ -24,7 +26,6 @@ enum hub_job_kind {
 	HUB_JOB_CALLBACK, /* state, code -> the code exchanged at the bank -> 201 {handle, ...} */
 	HUB_JOB_TOKEN,    /* handle -> bearer (refreshed when due), status 0 */
 	HUB_JOB_REVOKE,   /* handle -> 204 */
-	HUB_JOB_ROTATE_KEK, /* kek_label -> 200 (hub_service_rotate_kek) */
 	HUB_JOB_SET_TLS,  /* a reload's upstream contexts (hub_service_set_tls) */
 };
 
@@ -35,7 +36,6 @@ struct hub_job {
 	char user[HUB_USER_MAX + 1];           /* CONSENT */
 	char handle[TOKEN_HANDLE_LEN + 1];     /* TOKEN, REVOKE */
 	char *state, *code;                    /* CALLBACK */
-	char kek_label[64];                    /* ROTATE_KEK */
 	SSL_CTX *upstream_ctx[CONFIG_MAX_UPSTREAMS]; /* SET_TLS: one reference each */
 
 	/* The answer. status 0 (TOKEN only): forward with bearer; otherwise the response. */
@@ -69,8 +69,8 @@ int hub_service_start(const struct config *cfg, SSL_CTX *const ctx[],
 		      size_t errlen);
 /* Queues job; its done callback runs once it is answered. */
 void hub_service_submit(struct hub_service *h, struct hub_job *job);
-/* Re-wraps the store's data keys under the KEK label on the service's thread, between two
- * jobs; waits for it (token_store_rotate_kek). */
+/* Re-wraps the store's data keys under the KEK label (token_store_rotate_kek); the banks'
+ * lanes wait for the store meanwhile. */
 int hub_service_rotate_kek(struct hub_service *h, const char *label, char *err, size_t errlen);
 /* A reload's upstream contexts (the TPP's QWAC, the banks' CAs): the service takes a reference
  * to each and uses them for its next bank calls. */
