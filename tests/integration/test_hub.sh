@@ -9,16 +9,17 @@
 #         relays code and state to the callback and gets a handle; GET /banks/alpha/accounts
 #         with "Authorization: Hub <handle>" returns the bank's accounts, and the bank saw
 #         "Authorization: Bearer <its access token>" (not the handle) from the QWAC. The state
-#         twice, a state relayed by another backend: 400. tpp2 with tpp1's handle (GET, DELETE),
-#         the handle on another bank's route: 401, no bank reached. Once the token is due, five concurrent calls: all 200, one
-#         refresh_token grant, the refreshed token used. DELETE /banks/alpha/_hub/session: 204, then
-#         401; the audit row and the log line.
+#         twice, a state relayed by another backend: 400. tpp2 with tpp1's handle (GET,
+#         DELETE), the handle on another bank's route: 401, no bank reached. Once the token is
+#         due, six concurrent calls: all 200, one refresh_token grant, the refreshed token
+#         used. DELETE /banks/alpha/_hub/session: 204, then 401; the audit row and the log line.
 #   The same bank behind routes whose upstream presents another certificate: one of the bank's
 #   CA that is not the pinned QWAC (/banks/wrongcert: the bank answers 401 invalid_client, the
 #   callback 502), one of a CA the bank does not trust (/banks/foreign: the handshake fails,
 #   502).
-#   beta (access tokens live 2 s, refresh_margin_s 0, response timeout 1.5 s): a call after the token expired is
-#   refreshed first and passes; a refused refresh (the bank answers 400): 401 invalid_token.
+#   beta (access tokens live 2 s, refresh_margin_s 0, response timeout 1.5 s): a call after the
+#   token expired is refreshed first and passes; a refused refresh (the bank answers 400): 401
+#   invalid_token.
 #   gamma (response timeout 500 ms, breaker after 2 failures, 60 s cool-down): the bank stops
 #   answering; two calls get 504, the next 503 at once without reaching the bank; a consent
 #   too.
