@@ -78,7 +78,9 @@ declare -A BANK_PORT=([alpha]=9444 [beta]=9445 [gamma]=9446)
 bank_start() { # NAME ACCESS_TTL
 	local name=$1 ttl=$2
 	rm -f "$(bank_file "$name" ready)"
-	ns_exec "$BANK_NS" python3 "$LIB_DIR/mock_bank.py" --host 0.0.0.0 --port "${BANK_PORT[$name]}" \
+	# nsenter itself, not ns_exec: $! is then the bank's own pid (nsenter execs it), which the
+	# cleanup's SIGTERM reaches (mock_bank.py then removes its temporary signing key)
+	nsenter --net="/run/netns/$(ns_name "$BANK_NS")" -- python3 "$LIB_DIR/mock_bank.py" --host 0.0.0.0 --port "${BANK_PORT[$name]}" \
 		--cert "$PKI/upstream.pem" --key "$PKI/upstream.key" --client-ca "$PKI/bank-ca.pem" \
 		--qwac-sha256 "$QWAC_SHA" --client-id "$HUB_CLIENT_ID" --issuer "https://bank-$name.test" \
 		--access-ttl "$ttl" --jwks-out "$(bank_file "$name" jwks)" --log "$(bank_file "$name" log)" \
