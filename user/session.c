@@ -303,9 +303,7 @@ static void session_start_forward(struct session *s, bool form_buffered)
 		.authorization = s->hub_bearer,
 	};
 	struct buf *u_out = &s->up->out;
-	int head_rc = http_write_request_head(&s->req, &fwd, u_out);
-	session_hub_forget_bearer(s);
-	if (head_rc < 0) {
+	if (http_write_request_head(&s->req, &fwd, u_out) < 0) {
 		session_respond_error(s, 500, "server_error", "cannot build upstream request", 0);
 		return;
 	}
@@ -720,6 +718,7 @@ static bool session_flush_client(struct session *s)
 
 static void session_reset_request(struct session *s)
 {
+	session_hub_forget_bearer(s);
 	http_msg_reset(&s->req);
 	exchange_reset(&s->x);
 	s->state = SESSION_READ_HEAD;
@@ -821,6 +820,26 @@ static bool session_feed_response(struct session *s)
 	return progress;
 }
 
+/* A pooled connection the upstream closed while it sat idle (its keep-alive timeout) fails the
+ * next request sent on it before any answer. Such a request went nowhere: when it is
+ * idempotent and has no body (RFC 9110 §9.2.2), it is sent again on another connection rather
+ * than answered with a 502. A new connection that fails is the upstream's failure. */
+static bool session_retry_on_fresh(struct session *s)
+{
+	bool idempotent = s->req.method == HTTP_GET || s->req.method == HTTP_HEAD ||
+			  s->req.method == HTTP_OPTIONS || s->req.method == HTTP_PUT ||
+			  s->req.method == HTTP_DELETE;
+	bool bodiless = !s->req.chunked && s->req.content_length == 0;
+	if (!s->up->reused || !idempotent || !bodiless || !s->req_done ||
+	    s->resp.state != HTTP_MSG_HEAD || s->resp.head_bytes || s->up->in.len)
+		return false;
+	log_info("request %s: upstream %s closed a pooled connection; sent again on another",
+		 s->request_id, session_upstream_cfg(s)->name);
+	session_drop_upstream(s);
+	session_start_forward(s, false);
+	return true;
+}
+
 static bool session_upstream_io(struct session *s)
 {
 	struct upconn *u = s->up;
@@ -849,6 +868,8 @@ static bool session_upstream_io(struct session *s)
 		progress = true;
 	}
 	if (upconn_flush(u, &progress) < 0) {
+		if (session_retry_on_fresh(s))
+			return true;
 		STATS_INC(upstream_errors);
 		session_upstream_fail(s, 502, "upstream closed the connection while sending",
 				      EXCHANGE_UPSTREAM_BROKEN);
@@ -859,6 +880,8 @@ static bool session_upstream_io(struct session *s)
 	progress |= session_feed_response(s);
 	if (s->dead || s->state != SESSION_FORWARD || !s->up || !s->up->eof || s->up->in.len)
 		return progress;
+	if (session_retry_on_fresh(s))
+		return true;
 	http_msg_feed_eof(&s->resp, session_on_response_body, s);
 	if (s->resp.state == HTTP_MSG_DONE) {
 		s->up->in.len = 0;

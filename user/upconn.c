@@ -146,8 +146,10 @@ struct upconn *upconn_checkout(struct upconn_pool *p)
 		 * the request being served: look before reusing the connection. */
 		if (ev_pending(p->loop, u->c.fd) & EV_READ)
 			conn_set_readable(&u->c);
-		if (!upconn_idle_broken(u))
+		if (!upconn_idle_broken(u)) {
+			u->reused = true;
 			return u;
+		}
 		upconn_close(u);
 	}
 	return upconn_open(p);

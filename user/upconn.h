@@ -21,6 +21,7 @@ struct upconn {
 	struct conn c;
 	bool connecting; /* TCP connect in progress */
 	bool eof;        /* the upstream closed its side */
+	bool reused;     /* checked out of the pool: it served a request before */
 	struct buf in, out;
 	int64_t opened_ms;    /* connect started (ev_now_ms): the connect deadline */
 	int64_t connected_ms; /* connect completed: the TLS handshake deadline */

@@ -83,7 +83,8 @@ struct scenario {
 };
 
 /* Routes of every scenario (load_config): /a -> alpha, /b -> beta, /s -> spiky with a spike
- * arrest of 1 a minute, burst 2 (nothing refills during a scenario), /c -> closing, which
+ * arrest of 1 a minute, burst 2 (nothing refills during a scenario), /r -> recycling, which
+ * closes each connection when its second request comes, /c -> closing, which
  * answers with Connection: close and closes, /dead -> an upstream whose port refuses
  * connections. */
 static const struct scenario scenarios[] = {
@@ -113,6 +114,17 @@ static const struct scenario scenarios[] = {
 		.steps = {{"/c/1", 200, "closing /c/1"}, {"/c/2", 200, "closing /c/2"}},
 		.upstreams = {{"closing", 2, {"GET /c/1 HTTP/1.1", "GET /c/2 HTTP/1.1"}}},
 		.routes = {{"/c", 2, .r2xx = 2}},
+	},
+	{
+		"a pooled connection the upstream closes as the next request arrives: that GET "
+		"is sent again on a new connection, and the TPP gets its answer, not a 502",
+		.steps = {{"/r/1", 200, "recycling /r/1"},
+			  {"/r/2", 200, "recycling /r/2"},
+			  {"/r/3", 200, "recycling /r/3"}},
+		.upstreams = {{"recycling", 3,
+			       {"GET /r/1 HTTP/1.1", "GET /r/2 HTTP/1.1", "GET /r/2 HTTP/1.1",
+				"GET /r/3 HTTP/1.1", "GET /r/3 HTTP/1.1"}}},
+		.routes = {{"/r", 3, .r2xx = 3}},
 	},
 	{
 		"a path without a route: 404 not_found, and the connection goes on",
@@ -249,6 +261,9 @@ struct upstream_conn {
 struct upstream_server {
 	const char *name;
 	bool answers_close; /* Connection: close, then FIN */
+	/* Keeps its connections alive, but closes each one without an answer when its second
+	 * request comes: a keep-alive timeout that struck as the gateway reused the connection. */
+	bool drops_second;
 	int listen_fd;
 	char url[64];
 	pthread_t acceptor;
@@ -284,13 +299,17 @@ static void *upstream_serve(void *arg)
 	struct upstream_server *srv = c->srv;
 	struct reader r = {.fd = c->fd};
 	char head[4096], body[256], resp[512];
-	while (reader_head(&r, head, sizeof(head))) {
+	for (unsigned on_conn = 1; reader_head(&r, head, sizeof(head)); on_conn++) {
 		int line_len = (int)strcspn(head, "\r");
 		pthread_mutex_lock(&srv->lock);
 		if (srv->n_requests < MAX_REQUESTS)
 			snprintf(srv->requests[srv->n_requests++], sizeof(srv->requests[0]), "%.*s",
 				 line_len, head);
 		pthread_mutex_unlock(&srv->lock);
+		if (srv->drops_second && on_conn == 2) {
+			shutdown(c->fd, SHUT_RDWR);
+			break;
+		}
 		const char *target = strchr(head, ' ');
 		target = target ? target + 1 : "";
 		int blen = snprintf(body, sizeof(body), "%s %.*s", srv->name,
@@ -336,12 +355,14 @@ static void *upstream_accept(void *arg)
 	}
 }
 
-static void upstream_start(struct upstream_server *srv, const char *name, bool answers_close)
+static void upstream_start(struct upstream_server *srv, const char *name, bool answers_close,
+			   bool drops_second)
 {
 	uint16_t port;
 	memset(srv, 0, sizeof(*srv));
 	srv->name = name;
 	srv->answers_close = answers_close;
+	srv->drops_second = drops_second;
 	pthread_mutex_init(&srv->lock, NULL);
 	srv->listen_fd = loopback_socket(true, &port);
 	snprintf(srv->url, sizeof(srv->url), "http://127.0.0.1:%u", port);
@@ -440,8 +461,9 @@ out:
 
 /* --- fixture: PKI, registry, configuration, upstreams, and one worker's session_env ------- */
 
-enum { UP_ALPHA, UP_BETA, UP_SPIKY, UP_CLOSING, N_SERVERS };
-static const char *const server_names[N_SERVERS] = {"alpha", "beta", "spiky", "closing"};
+enum { UP_ALPHA, UP_BETA, UP_SPIKY, UP_CLOSING, UP_RECYCLING, N_SERVERS };
+static const char *const server_names[N_SERVERS] = {"alpha", "beta", "spiky", "closing",
+						    "recycling"};
 
 struct fixture {
 	const struct scenario *sc;
@@ -505,18 +527,20 @@ static void load_config(struct fixture *f)
 		 "          \"client_ca\": \"ca.pem\"},"
 		 " \"upstreams\": {\"alpha\": {\"url\": \"%s\"}, \"beta\": {\"url\": \"%s\"},"
 		 "               \"spiky\": {\"url\": \"%s\"}, \"closing\": {\"url\": \"%s\"},"
+		 "               \"recycling\": {\"url\": \"%s\"},"
 		 "               \"dead\": {\"url\": \"http://127.0.0.1:%u\"}},"
 		 " \"routes\": [{\"prefix\": \"/a\", \"upstream\": \"alpha\"},"
 		 "            {\"prefix\": \"/b\", \"upstream\": \"beta\"},"
 		 "            {\"prefix\": \"/s\", \"upstream\": \"spiky\","
 		 "             \"spike_arrest\": {\"rate\": 1, \"per\": \"minute\", \"burst\": 2}},"
 		 "            {\"prefix\": \"/c\", \"upstream\": \"closing\"},"
+		 "            {\"prefix\": \"/r\", \"upstream\": \"recycling\"},"
 		 "            {\"prefix\": \"/dead\", \"upstream\": \"dead\"}],"
 		 " \"client_id\": [\"header:x-client-id\"],"
 		 " \"registry\": \"registry.db\","
 		 " \"control_socket\": \"control.sock\"}",
 		 f->servers[UP_ALPHA].url, f->servers[UP_BETA].url, f->servers[UP_SPIKY].url,
-		 f->servers[UP_CLOSING].url, f->dead_port);
+		 f->servers[UP_CLOSING].url, f->servers[UP_RECYCLING].url, f->dead_port);
 	FILE *cf = fopen(fixture_path(f, "config.json"), "w");
 	assert_non_null(cf);
 	assert_true(fputs(json, cf) >= 0);
@@ -581,7 +605,8 @@ static int setup(void **state)
 	bind_tpp(f);
 
 	for (unsigned i = 0; i < N_SERVERS; i++)
-		upstream_start(&f->servers[i], server_names[i], i == UP_CLOSING);
+		upstream_start(&f->servers[i], server_names[i], i == UP_CLOSING,
+			       i == UP_RECYCLING);
 	f->dead_fd = loopback_socket(false, &f->dead_port);
 	load_config(f);
 
