@@ -471,6 +471,25 @@ if session tpp1 tpp1 /banks/alpha frank; then
 	assert_eq 200 "$LAST_CODE" "after a restart a stored session still works (its DEK unwrapped by the token's KEK) ($(head -c 200 "$LAST_BODY"))"
 fi
 
+# ==== KEK rotation with the daemon running: every session still works, new ones use the new KEK ============
+if [ -n "${H_FRANK:-}" ]; then
+	ctl_capture rotate-kek psd2e-kek-2
+	assert_eq 0 "$CTL_RC" "psd2edgectl rotate-kek psd2e-kek-2 ($CTL_ERR)"
+	assert_contains "$CTL_OUT" "wrapped by KEK psd2e-kek-2" "... says which KEK wraps the data keys now"
+	labels=$(sqlite3 "$TOKENS_DB" "SELECT DISTINCT kek_label FROM tokens WHERE state = 'active'" 2>&1)
+	assert_eq psd2e-kek-2 "$labels" "every active record names the new KEK"
+	hub tpp1 tpp1 GET /banks/alpha/accounts -H "$(with_handle "$H_FRANK")"
+	assert_eq 200 "$LAST_CODE" "a session stored before the rotation still works ($(head -c 200 "$LAST_BODY"))"
+	if session tpp1 tpp1 /banks/alpha heidi; then
+		assert_eq psd2e-kek-2 "$(sqlite3 "$TOKENS_DB" "SELECT kek_label FROM tokens ORDER BY created_at DESC, rowid DESC LIMIT 1")" \
+			"a session opened after the rotation is wrapped by the new KEK"
+	fi
+	assert_contains "$(ctl audit --limit 1)" "rotate-kek" "the rotation is in the registry's audit trail"
+	ctl_capture rotate-kek ""
+	assert_eq 1 "$CTL_RC" "rotate-kek with an empty label is refused ($CTL_ERR)"
+	survived "the KEK rotation"
+fi
+
 # ==== a bad id_token: the route verifies it with another bank's keys ======================================
 if consent tpp1 tpp1 /banks/badkeys grace && browse "$AUTH_URL"; then
 	callback tpp1 tpp1 /banks/badkeys "$CB_STATE" "$CODE"
