@@ -399,12 +399,25 @@ if [ -n "${H_BETA:-}" ]; then
 fi
 if consent tpp1 tpp1 /banks/beta heidi && browse "$AUTH_URL"; then
 	bank_mode beta hang
+	# While beta's token call hangs, alpha's sessions go on: each bank has its own hub thread.
+	(
+		sleep 0.4
+		t1=$(date +%s%N)
+		code=$(gw_curl tpp1 -o "$TEST_DIR/alpha-during-hang.body" -w '%{http_code}' -H "X-Client-Id: tpp1" \
+			-H "$(with_handle "$H1")" "$GW_URL/banks/alpha/accounts" 2>/dev/null)
+		echo "${code:-000} $((($(date +%s%N) - t1) / 1000000))" >"$TEST_DIR/alpha-during-hang"
+	) &
+	alpha_pid=$!
 	t0=$(date +%s%N)
 	callback tpp1 tpp1 /banks/beta "$CB_STATE" "$CODE"
 	el=$((($(date +%s%N) - t0) / 1000000))
+	wait "$alpha_pid"
 	bank_mode beta normal
 	assert_eq "504 upstream_timeout" "$LAST_CODE $(body error)" "beta hangs at the token endpoint: the callback gets 504 upstream_timeout"
 	assert_true "... after beta's response timeout of 1500 ms (${el} ms)" test "$el" -ge 1200 -a "$el" -lt 5000
+	read -r a_code a_ms <"$TEST_DIR/alpha-during-hang"
+	assert_eq 200 "$a_code" "alpha's session answers while beta's token call hangs"
+	assert_true "... without waiting for beta (${a_ms} ms, beta's call took ${el} ms)" test "$a_ms" -lt 1000
 else
 	fail "/banks/beta: consent for heidi: HTTP $LAST_CODE / browser $BROWSE_CODE"
 fi
