@@ -67,6 +67,14 @@ static void wipe_string(char *s)
 	free(s);
 }
 
+/* A buffer that held tokens, codes or a form with them: zeroed before it is freed. */
+static void buf_wipe_free(struct buf *b)
+{
+	if (b->data)
+		OPENSSL_cleanse(b->data, b->cap);
+	buf_free(b);
+}
+
 void hub_job_free(struct hub_job *job)
 {
 	if (!job)
@@ -76,9 +84,7 @@ void hub_job_free(struct hub_job *job)
 	wipe_string(job->state);
 	wipe_string(job->code);
 	wipe_string(job->bearer);
-	if (job->body.data)
-		OPENSSL_cleanse(job->body.data, job->body.cap);
-	buf_free(&job->body);
+	buf_wipe_free(&job->body);
 	OPENSSL_cleanse(job->handle, sizeof(job->handle));
 	free(job);
 }
@@ -232,17 +238,9 @@ out:
 		STATS_INC(hub_token_calls_failed);
 	if (u)
 		upconn_close(u);
-	if (resp.body.data)
-		OPENSSL_cleanse(resp.body.data, resp.body.cap);
+	buf_wipe_free(&resp.body);
 	http_msg_free(&resp);
 	return rc;
-}
-
-static void bank_answer_free(struct bank_answer *a)
-{
-	if (a->body.data)
-		OPENSSL_cleanse(a->body.data, a->body.cap);
-	buf_free(&a->body);
 }
 
 /* The OAuth error code of a refusal (RFC 6749 §5.2), for the backend: the bank's own words
@@ -357,9 +355,7 @@ static void store_new_session(struct hub_service *h, struct hub_job *job,
 		log_info("hub: session of bank %s opened for %s", bank_name(h, job), job->client_id);
 	}
 	OPENSSL_cleanse(handle, sizeof(handle));
-	if (payload.data)
-		OPENSSL_cleanse(payload.data, payload.cap);
-	buf_free(&payload);
+	buf_wipe_free(&payload);
 }
 
 static void run_callback(struct hub_service *h, struct hub_job *job, int64_t now)
@@ -391,10 +387,8 @@ static void run_callback(struct hub_service *h, struct hub_job *job, int64_t now
 			store_new_session(h, job, &p, &t, now);
 	}
 	hub_tokens_free(&t);
-	bank_answer_free(&a);
-	if (form.data)
-		OPENSSL_cleanse(form.data, form.cap);
-	buf_free(&form);
+	buf_wipe_free(&a.body);
+	buf_wipe_free(&form);
 	OPENSSL_cleanse(&p, sizeof(p));
 }
 
@@ -469,13 +463,9 @@ static void run_token(struct hub_service *h, struct hub_job *job, int64_t now)
 			}
 		}
 		hub_tokens_free(&fresh);
-		bank_answer_free(&a);
-		if (form.data)
-			OPENSSL_cleanse(form.data, form.cap);
-		buf_free(&form);
-		if (payload.data)
-			OPENSSL_cleanse(payload.data, payload.cap);
-		buf_free(&payload);
+		buf_wipe_free(&a.body);
+		buf_wipe_free(&form);
+		buf_wipe_free(&payload);
 		if (ok < 0) {
 			hub_tokens_free(&t);
 			return;
